@@ -1,0 +1,29 @@
+//! The python-executor execution model, shared by every backend.
+//!
+//! This crate says what an execution *is* and what its outcome *means*; it runs nothing. Backends (the embedded
+//! sandbox, Kubernetes) turn an [`ExecutionSpec`] plus a workspace into a [`RunOutcome`], and [`finalize`] turns
+//! that into the [`ExecutionResult`] clients see, so both backends answer identically.
+//!
+//! - [`model`]: wire types, byte-compatible with the original service;
+//! - [`spec`]: validation of requests into an [`ExecutionSpec`], with the contract's error messages;
+//! - [`workspace`]: safe streaming of uploaded archives and `/eval` files into a workspace directory;
+//! - [`eval`]: the eval runner (REPL mode) and its result protocol;
+//! - [`traceback`]: `error_type` / `error_line` / `error_message` from a traceback;
+//! - [`outcome`]: status, exit-code and error semantics of a finished run.
+
+pub mod eval;
+pub mod model;
+pub mod outcome;
+pub mod paths;
+pub mod spec;
+pub mod time;
+pub mod traceback;
+pub mod workspace;
+
+pub use model::{
+    AsyncResponse, CodeFile, ErrorResponse, EvalRequest, ExecutionConfig, ExecutionResult, ExecutionStatus,
+    KillResponse, Metadata,
+};
+pub use outcome::{Interruption, RunOutcome, Termination, finalize};
+pub use spec::{ExecutionSpec, Limits, Policy, PythonVersion, Rejection, ValidationError};
+pub use time::Timestamp;

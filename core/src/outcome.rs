@@ -1,0 +1,250 @@
+//! From what a backend observed to the [`ExecutionResult`] clients see. Both backends report a [`RunOutcome`] and
+//! call [`finalize`], so status, exit codes, error fields and eval results mean the same everywhere.
+
+use crate::eval::{apply_result_channel, split_result_marker};
+use crate::model::{ExecutionResult, ExecutionStatus};
+use crate::spec::ExecutionSpec;
+use crate::time::Timestamp;
+use crate::traceback::parse_error;
+
+/// Exit code of a timed-out execution (as `timeout(1)`).
+pub const EXIT_TIMEOUT: i32 = 124;
+/// Exit code of a process killed by SIGKILL: out of memory, or a kill request.
+pub const EXIT_KILLED: i32 = 137;
+
+/// How the program's main process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Termination {
+    /// Exited with this code.
+    Exited(i32),
+    /// Killed by this signal.
+    Signaled(i32),
+}
+
+impl Termination {
+    /// Shell convention: the code, or 128 + signal.
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Termination::Exited(code) => code,
+            Termination::Signaled(signal) => 128 + signal,
+        }
+    }
+}
+
+/// Why a run ended early, decided by the backend, not by the program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interruption {
+    /// The wall-clock limit passed.
+    TimedOut,
+    /// A kill request (DELETE) stopped it.
+    Killed,
+}
+
+/// What a backend observed of one run of the program.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunOutcome {
+    /// How the main process ended.
+    pub termination: Termination,
+    /// Set when the backend stopped the run.
+    pub interruption: Option<Interruption>,
+    /// The memory limit was hit and the kernel killed a process.
+    pub oom_killed: bool,
+    /// Captured standard output (already capped).
+    pub stdout: Vec<u8>,
+    /// Captured standard error (already capped).
+    pub stderr: Vec<u8>,
+    /// Output beyond the cap was dropped.
+    pub stdout_truncated: bool,
+    /// Output beyond the cap was dropped.
+    pub stderr_truncated: bool,
+    /// What the eval runner wrote to its result descriptor, when the backend gave it one.
+    pub result_channel: Option<Vec<u8>>,
+    /// When the program started.
+    pub started_at: Timestamp,
+    /// When it ended.
+    pub finished_at: Timestamp,
+}
+
+/// Builds the client-visible result of a run.
+///
+/// - timeout: `failed`, exit code 124, `execution timeout after Ns`, output kept;
+/// - kill request: `killed`, exit code 137, output kept;
+/// - otherwise `completed` with the program's exit code (128 + signal when killed by one, so 137 on OOM);
+/// - a non-zero exit with a traceback on stderr fills `error_type`, `error_line` and `error_message`;
+/// - in eval mode a successful run reports the trailing expression in `result`.
+pub fn finalize(execution_id: &str, spec: &ExecutionSpec, outcome: RunOutcome) -> ExecutionResult {
+    let mut stdout = String::from_utf8_lossy(&outcome.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&outcome.stderr).into_owned();
+    let mut result = ExecutionResult::pending(execution_id);
+    result.started_at = Some(outcome.started_at);
+    result.finished_at = Some(outcome.finished_at);
+    result.duration_ms = outcome.finished_at.millis_since(outcome.started_at);
+    result.oom_killed = outcome.oom_killed;
+    result.stdout_truncated = outcome.stdout_truncated;
+    result.stderr_truncated = outcome.stderr_truncated;
+
+    match outcome.interruption {
+        Some(Interruption::TimedOut) => {
+            result.status = ExecutionStatus::Failed;
+            result.exit_code = EXIT_TIMEOUT;
+            result.error = Some(timeout_message(spec.limits.timeout_seconds));
+        }
+        Some(Interruption::Killed) => {
+            result.status = ExecutionStatus::Killed;
+            result.exit_code = EXIT_KILLED;
+        }
+        None => {
+            result.status = ExecutionStatus::Completed;
+            result.exit_code = outcome.termination.exit_code();
+            if result.exit_code != 0 && !stderr.is_empty() {
+                if let Some(info) = parse_error(&stderr) {
+                    result.error_type = Some(info.error_type);
+                    result.error_line = info.error_line;
+                    result.error_message = info.error_message;
+                }
+            }
+            if spec.eval_last_expr && result.exit_code == 0 {
+                result.result = match &outcome.result_channel {
+                    Some(channel) => apply_result_channel(&mut stdout, channel),
+                    None => {
+                        let (cleaned, value) = split_result_marker(&stdout);
+                        stdout = cleaned;
+                        value
+                    }
+                };
+            }
+        }
+    }
+    result.stdout = stdout;
+    result.stderr = stderr;
+    result
+}
+
+/// The deterministic timeout message (the original sometimes said `context deadline exceeded` instead).
+pub fn timeout_message(timeout_seconds: u64) -> String {
+    format!("execution timeout after {timeout_seconds}s")
+}
+
+/// A `failed` result for a run that could not start or finish for a reason outside the program (install failure,
+/// sandbox error, server restart). Failed results always carry a non-zero exit code.
+pub fn failed(
+    execution_id: &str,
+    error: impl Into<String>,
+    started_at: Option<Timestamp>,
+    stderr: impl Into<String>,
+) -> ExecutionResult {
+    let mut result = ExecutionResult::pending(execution_id);
+    let finished = Timestamp::now();
+    result.status = ExecutionStatus::Failed;
+    result.exit_code = 1;
+    result.error = Some(error.into());
+    result.stderr = stderr.into();
+    result.started_at = started_at;
+    result.finished_at = Some(finished);
+    result.duration_ms = started_at.map(|s| finished.millis_since(s)).unwrap_or(0);
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::Policy;
+
+    fn spec(eval: bool) -> ExecutionSpec {
+        let mut spec = Policy::default().spec_from_metadata(Default::default()).unwrap();
+        spec.eval_last_expr = eval;
+        spec
+    }
+
+    fn outcome(termination: Termination, stdout: &str, stderr: &str) -> RunOutcome {
+        let started = Timestamp::parse("2026-01-01T00:00:00Z").unwrap();
+        RunOutcome {
+            termination,
+            interruption: None,
+            oom_killed: false,
+            stdout: stdout.into(),
+            stderr: stderr.into(),
+            stdout_truncated: false,
+            stderr_truncated: false,
+            result_channel: None,
+            started_at: started,
+            finished_at: started.plus(std::time::Duration::from_millis(250)),
+        }
+    }
+
+    #[test]
+    fn success() {
+        let r = finalize("exe_1", &spec(false), outcome(Termination::Exited(0), "hi\n", ""));
+        assert_eq!(r.status, ExecutionStatus::Completed);
+        assert_eq!((r.exit_code, r.stdout.as_str(), r.duration_ms), (0, "hi\n", 250));
+        assert_eq!(r.error_type, None);
+    }
+
+    #[test]
+    fn exceptions_fill_the_error_fields_on_every_endpoint() {
+        let tb = "Traceback (most recent call last):\n  File \"/work/main.py\", line 1, in <module>\n    x\nNameError: name 'x' is not defined\n";
+        let r = finalize("exe_1", &spec(false), outcome(Termination::Exited(1), "", tb));
+        assert_eq!(r.error_type.as_deref(), Some("NameError"));
+        assert_eq!(r.error_line, Some(1));
+        assert_eq!(r.error_message.as_deref(), Some("name 'x' is not defined"));
+        assert_eq!(r.error, None, "a program's own failure is not an execution failure");
+    }
+
+    #[test]
+    fn oom_is_completed_with_137() {
+        let mut o = outcome(Termination::Signaled(9), "", "");
+        o.oom_killed = true;
+        let r = finalize("exe_1", &spec(false), o);
+        assert_eq!((r.status, r.exit_code, r.oom_killed), (ExecutionStatus::Completed, 137, true));
+    }
+
+    #[test]
+    fn timeout_keeps_output() {
+        let mut o = outcome(Termination::Signaled(9), "partial\n", "");
+        o.interruption = Some(Interruption::TimedOut);
+        let r = finalize("exe_1", &spec(false), o);
+        assert_eq!(r.status, ExecutionStatus::Failed);
+        assert_eq!(r.exit_code, 124);
+        assert_eq!(r.error.as_deref(), Some("execution timeout after 300s"));
+        assert_eq!(r.stdout, "partial\n");
+    }
+
+    #[test]
+    fn killed_is_terminal_with_137() {
+        let mut o = outcome(Termination::Signaled(9), "", "");
+        o.interruption = Some(Interruption::Killed);
+        let r = finalize("exe_1", &spec(false), o);
+        assert_eq!((r.status, r.exit_code), (ExecutionStatus::Killed, 137));
+    }
+
+    #[test]
+    fn eval_results_from_marker_and_channel() {
+        let r = finalize("exe_1", &spec(true), outcome(Termination::Exited(0), "x\n___PYEXEC_RESULT___\"4\"\n", ""));
+        assert_eq!((r.stdout.as_str(), r.result.as_deref()), ("x", Some("4")));
+        let mut o = outcome(Termination::Exited(0), "computing...\n", "");
+        o.result_channel = Some(b"\"1024\"".to_vec());
+        let r = finalize("exe_1", &spec(true), o);
+        assert_eq!((r.stdout.as_str(), r.result.as_deref()), ("computing...", Some("1024")));
+        let mut o = outcome(Termination::Exited(0), "hello\n", "");
+        o.result_channel = Some(Vec::new());
+        let r = finalize("exe_1", &spec(true), o);
+        assert_eq!((r.stdout.as_str(), r.result), ("hello\n", None));
+        let r = finalize("exe_1", &spec(false), outcome(Termination::Exited(0), "___PYEXEC_RESULT___\"4\"\n", ""));
+        assert_eq!(r.result, None, "no result outside eval mode");
+    }
+
+    #[test]
+    fn invalid_utf8_becomes_replacement_characters() {
+        let mut o = outcome(Termination::Exited(0), "", "");
+        o.stdout = vec![b'a', 0xff, b'b'];
+        let r = finalize("exe_1", &spec(false), o);
+        assert_eq!(r.stdout, "a\u{fffd}b");
+    }
+
+    #[test]
+    fn failed_has_a_non_zero_exit_code() {
+        let r = failed("exe_1", "installing dependencies failed", None, "tail");
+        assert_eq!((r.status, r.exit_code), (ExecutionStatus::Failed, 1));
+        assert!(r.finished_at.is_some());
+    }
+}

@@ -1,0 +1,529 @@
+//! What to run, validated: the backend-neutral description every backend executes.
+//!
+//! Requests arrive as [`Metadata`] (multipart endpoints) or [`EvalRequest`] (JSON endpoint); [`Policy`] turns
+//! them into an [`ExecutionSpec`] with the server's defaults applied, or a [`ValidationError`] whose message is the
+//! contract's where the contract has one.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{CodeFile, EvalRequest, ExecutionConfig, Metadata};
+use crate::paths::{RelativePathError, normalize_relative_path};
+
+/// How a request was rejected: maps to HTTP 400 or 413.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// Malformed or contradictory input (400).
+    BadRequest,
+    /// Input larger than allowed (413).
+    TooLarge,
+}
+
+/// A request that cannot be run, with the message the client sees.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ValidationError {
+    /// The HTTP class of the rejection.
+    pub kind: Rejection,
+    /// Text for the `{"error": ...}` body.
+    pub message: String,
+}
+
+impl ValidationError {
+    /// A 400 rejection.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self { kind: Rejection::BadRequest, message: message.into() }
+    }
+
+    /// A 413 rejection.
+    pub fn too_large(message: impl Into<String>) -> Self {
+        Self { kind: Rejection::TooLarge, message: message.into() }
+    }
+}
+
+/// A CPython minor version of the 3.x line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct PythonVersion {
+    /// The `X` of `3.X`.
+    pub minor: u8,
+}
+
+impl PythonVersion {
+    /// The versions the API accepts, as the original: 3.10 to 3.13.
+    pub const SUPPORTED: [PythonVersion; 4] = [
+        PythonVersion { minor: 10 },
+        PythonVersion { minor: 11 },
+        PythonVersion { minor: 12 },
+        PythonVersion { minor: 13 },
+    ];
+
+    /// The default when a request names none and the server has it.
+    pub const DEFAULT: PythonVersion = PythonVersion { minor: 12 };
+
+    /// Parses the exact strings `"3.10"` .. `"3.13"` (no patch level, no spaces), as the original.
+    pub fn parse_supported(s: &str) -> Result<Self, ValidationError> {
+        Self::SUPPORTED.into_iter().find(|v| v.to_string() == s).ok_or_else(|| {
+            ValidationError::bad_request(format!(
+                "unsupported python_version {}; supported versions: {}",
+                go_quote(s),
+                Self::supported_list()
+            ))
+        })
+    }
+
+    /// `"3.10, 3.11, 3.12, 3.13"`.
+    pub fn supported_list() -> String {
+        Self::SUPPORTED.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+    }
+
+    /// The version an official `python` image tag names: `python:3.12-slim`, `docker.io/library/python:3.11`.
+    pub fn of_image(image: &str) -> Option<Self> {
+        let (repo, tag) = image.rsplit_once(':')?;
+        let repo = repo.trim_start_matches("docker.io/").trim_start_matches("library/");
+        if repo != "python" {
+            return None;
+        }
+        let version = tag.split('-').next()?;
+        let mut parts = version.split('.');
+        if parts.next()? != "3" {
+            return None;
+        }
+        let minor: u8 = parts.next()?.parse().ok()?;
+        if parts.next().is_some_and(|patch| patch.parse::<u16>().is_err()) {
+            return None;
+        }
+        Some(Self { minor })
+    }
+}
+
+impl std::fmt::Display for PythonVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "3.{}", self.minor)
+    }
+}
+
+impl TryFrom<String> for PythonVersion {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.strip_prefix("3.")
+            .and_then(|m| m.parse().ok())
+            .map(|minor| Self { minor })
+            .ok_or_else(|| format!("invalid python version {s:?}"))
+    }
+}
+
+impl From<PythonVersion> for String {
+    fn from(v: PythonVersion) -> Self {
+        v.to_string()
+    }
+}
+
+/// Quotes like Go's `%q`, which the original's messages use.
+fn go_quote(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| format!("\"{s}\""))
+}
+
+/// Resource limits of one execution, defaults applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Wall-clock limit, seconds.
+    pub timeout_seconds: u64,
+    /// Memory limit, MiB (the sandbox's files in `/work` and `/tmp` count towards it).
+    pub memory_mb: u64,
+    /// Size of the writable workspace, MiB.
+    pub disk_mb: u64,
+    /// CPU weight; 1024 = one CPU.
+    pub cpu_shares: u64,
+}
+
+impl Limits {
+    /// The original's defaults: 300 s, 1024 MiB, 2048 MiB, 1024 shares.
+    pub const ORIGINAL_DEFAULTS: Limits =
+        Limits { timeout_seconds: 300, memory_mb: 1024, disk_mb: 2048, cpu_shares: 1024 };
+
+    /// Smallest values accepted (below these CPython cannot start or the value is meaningless).
+    pub const MINIMUM: Limits = Limits { timeout_seconds: 1, memory_mb: 16, disk_mb: 1, cpu_shares: 2 };
+}
+
+/// Server-side rules for turning requests into specs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// Used for absent or zero fields.
+    pub defaults: Limits,
+    /// Largest values a request may ask for.
+    pub max: Limits,
+    /// Cap on the summed size of `/eval` files, bytes (the original: 102400).
+    pub max_eval_code_bytes: usize,
+    /// Whether `/eval` detects imports to install when the request does not say `requirements_txt: "-"`.
+    pub auto_detect_imports: bool,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            defaults: Limits::ORIGINAL_DEFAULTS,
+            max: Limits { timeout_seconds: 3600, memory_mb: 16384, disk_mb: 16384, cpu_shares: 16384 },
+            max_eval_code_bytes: 102_400,
+            auto_detect_imports: true,
+        }
+    }
+}
+
+/// A validated execution: what to run and under which limits, independent of where the files come from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecutionSpec {
+    /// File to run, relative to `/work` and normalised; `None` runs the workspace itself (`python /work`).
+    pub entrypoint: Option<String>,
+    /// `sys.argv[1:]`.
+    pub args: Vec<String>,
+    /// Extra environment variables, in request order.
+    pub env: Vec<(String, String)>,
+    /// Standard input, then end-of-file; `None` reads as empty.
+    pub stdin: Option<String>,
+    /// Limits with defaults applied.
+    pub limits: Limits,
+    /// Egress to the public internet (never the host or private ranges). Off unless asked for.
+    pub network: bool,
+    /// Interpreter version asked for (by `python_version` or a `python:3.X` image); `None`: server default.
+    pub python: Option<PythonVersion>,
+    /// Image asked for, verbatim (backends decide which they accept).
+    pub image: Option<String>,
+    /// Report the trailing expression's value (eval REPL mode).
+    pub eval_last_expr: bool,
+    /// `requirements.txt` text to install first.
+    pub requirements: Option<String>,
+    /// Detect third-party imports and install them (eval only).
+    pub auto_detect_imports: bool,
+    /// Shell commands run before the program.
+    pub pre_commands: Vec<String>,
+}
+
+impl Policy {
+    /// Validates the multipart `metadata` of `/exec/sync` and `/exec/async`.
+    pub fn spec_from_metadata(&self, meta: Metadata) -> Result<ExecutionSpec, ValidationError> {
+        let entrypoint = match meta.entrypoint.as_deref() {
+            None | Some("") => None,
+            Some(e) => Some(entrypoint_path(e)?),
+        };
+        let image = meta.docker_image.filter(|i| !i.is_empty());
+        let mut python = match meta.python_version.as_deref() {
+            None | Some("") => None,
+            Some(v) => Some(PythonVersion::parse_supported(v)?),
+        };
+        if let Some(image) = &image {
+            check_no_control_chars("docker_image", image)?;
+            if let Some(from_image) = PythonVersion::of_image(image) {
+                if python.is_some_and(|p| p != from_image) {
+                    return Err(ValidationError::bad_request(format!(
+                        "python_version {} contradicts docker_image {image:?}",
+                        python.map(|p| p.to_string()).unwrap_or_default()
+                    )));
+                }
+                python = Some(from_image);
+            }
+        }
+        let env = meta.env_vars.unwrap_or_default().iter().map(|e| parse_env_var(e)).collect::<Result<_, _>>()?;
+        let args = meta.script_args.unwrap_or_default();
+        for arg in &args {
+            check_no_nul("script_args", arg)?;
+        }
+        let pre_commands = meta.pre_commands.unwrap_or_default();
+        for cmd in &pre_commands {
+            check_no_nul("pre_commands", cmd)?;
+        }
+        let stdin = meta.stdin.filter(|s| !s.is_empty());
+        let config = meta.config.unwrap_or_default();
+        Ok(ExecutionSpec {
+            entrypoint,
+            args,
+            env,
+            stdin,
+            limits: self.limits(&config)?,
+            network: config.network_disabled == Some(false),
+            python,
+            image,
+            eval_last_expr: false,
+            requirements: meta.requirements_txt.filter(|r| !r.trim().is_empty()),
+            auto_detect_imports: false,
+            pre_commands,
+        })
+    }
+
+    /// Validates an `/eval` body, in the original's order: code/files present, python_version, total size.
+    /// Returns the spec and the files to place in the workspace.
+    pub fn spec_from_eval(&self, req: EvalRequest) -> Result<(ExecutionSpec, Vec<CodeFile>), ValidationError> {
+        let files = match (req.files.filter(|f| !f.is_empty()), req.code.filter(|c| !c.is_empty())) {
+            (Some(files), _) => files,
+            (None, Some(code)) => vec![CodeFile { name: "main.py".into(), content: code }],
+            (None, None) => return Err(ValidationError::bad_request("either 'code' or 'files' must be provided")),
+        };
+        let python = match req.python_version.as_deref() {
+            None | Some("") => None,
+            Some(v) => Some(PythonVersion::parse_supported(v)?),
+        };
+        let total: usize = files.iter().map(|f| f.content.len()).sum();
+        if total > self.max_eval_code_bytes {
+            return Err(ValidationError::too_large(format!(
+                "total code size {total} bytes exceeds limit of {} bytes",
+                self.max_eval_code_bytes
+            )));
+        }
+        let mut files = files;
+        let mut seen = std::collections::HashSet::new();
+        for file in &mut files {
+            file.name = file_name(&file.name)?;
+            if !seen.insert(file.name.clone()) {
+                return Err(ValidationError::bad_request(format!("duplicate file name {:?}", file.name)));
+            }
+        }
+        let entrypoint = match req.entrypoint.as_deref() {
+            None | Some("") => files[0].name.clone(),
+            Some(e) => entrypoint_path(e)?,
+        };
+        if !seen.contains(&entrypoint) {
+            return Err(ValidationError::bad_request(format!(
+                "entrypoint {entrypoint:?} is not one of the submitted files"
+            )));
+        }
+        let (requirements, auto_detect_imports) = match req.requirements_txt {
+            Some(r) if r.trim() == "-" => (None, false),
+            Some(r) if !r.trim().is_empty() => (Some(r), self.auto_detect_imports),
+            _ => (None, self.auto_detect_imports),
+        };
+        let config = req.config.unwrap_or_default();
+        let spec = ExecutionSpec {
+            entrypoint: Some(entrypoint),
+            args: Vec::new(),
+            env: Vec::new(),
+            stdin: req.stdin.filter(|s| !s.is_empty()),
+            limits: self.limits(&config)?,
+            network: config.network_disabled == Some(false),
+            python,
+            image: None,
+            eval_last_expr: req.eval_last_expr.unwrap_or(false),
+            requirements,
+            auto_detect_imports,
+            pre_commands: Vec::new(),
+        };
+        Ok((spec, files))
+    }
+
+    /// Applies defaults and bounds to a `config` object.
+    pub fn limits(&self, config: &ExecutionConfig) -> Result<Limits, ValidationError> {
+        let field = |name: &str, value: Option<i64>, default: u64, min: u64, max: u64| match value {
+            None | Some(0) => Ok(default),
+            Some(v) if v < 0 => {
+                Err(ValidationError::bad_request(format!("config.{name} must not be negative, got {v}")))
+            }
+            Some(v) if (v as u64) < min => {
+                Err(ValidationError::bad_request(format!("config.{name} must be at least {min}, got {v}")))
+            }
+            Some(v) if (v as u64) > max => {
+                Err(ValidationError::bad_request(format!("config.{name} {v} exceeds this server's maximum of {max}")))
+            }
+            Some(v) => Ok(v as u64),
+        };
+        let (d, min, max) = (&self.defaults, &Limits::MINIMUM, &self.max);
+        Ok(Limits {
+            timeout_seconds: field(
+                "timeout_seconds",
+                config.timeout_seconds,
+                d.timeout_seconds,
+                min.timeout_seconds,
+                max.timeout_seconds,
+            )?,
+            memory_mb: field("memory_mb", config.memory_mb, d.memory_mb, min.memory_mb, max.memory_mb)?,
+            disk_mb: field("disk_mb", config.disk_mb, d.disk_mb, min.disk_mb, max.disk_mb)?,
+            cpu_shares: field("cpu_shares", config.cpu_shares, d.cpu_shares, min.cpu_shares, max.cpu_shares)?,
+        })
+    }
+}
+
+fn entrypoint_path(path: &str) -> Result<String, ValidationError> {
+    normalize_relative_path(path).map_err(|e| path_error("entrypoint", path, e))
+}
+
+fn file_name(path: &str) -> Result<String, ValidationError> {
+    normalize_relative_path(path).map_err(|e| path_error("file name", path, e))
+}
+
+fn path_error(what: &str, path: &str, e: RelativePathError) -> ValidationError {
+    ValidationError::bad_request(format!("invalid {what} {path:?}: {e}"))
+}
+
+/// Splits `KEY=value`; the value may contain `=`.
+pub fn parse_env_var(entry: &str) -> Result<(String, String), ValidationError> {
+    check_no_nul("env_vars", entry)?;
+    match entry.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(ValidationError::bad_request(format!("invalid env_vars entry {entry:?}: expected KEY=value"))),
+    }
+}
+
+fn check_no_nul(field: &str, value: &str) -> Result<(), ValidationError> {
+    if value.contains('\0') {
+        return Err(ValidationError::bad_request(format!("{field} must not contain NUL characters")));
+    }
+    Ok(())
+}
+
+fn check_no_control_chars(field: &str, value: &str) -> Result<(), ValidationError> {
+    if value.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(ValidationError::bad_request(format!("invalid {field} {value:?}")));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn eval(json: &str) -> Result<(ExecutionSpec, Vec<CodeFile>), ValidationError> {
+        Policy::default().spec_from_eval(serde_json::from_str(json).unwrap())
+    }
+
+    #[test]
+    fn eval_needs_code_or_files() {
+        for body in ["{}", r#"{"code":""}"#, r#"{"files":[]}"#, r#"{"code":null}"#] {
+            let err = eval(body).unwrap_err();
+            assert_eq!(err.kind, Rejection::BadRequest);
+            assert_eq!(err.message, "either 'code' or 'files' must be provided");
+        }
+    }
+
+    #[test]
+    fn eval_rejects_unsupported_versions_with_the_original_message() {
+        for v in ["2.7", "3.9", "3.12.1", " 3.12", "3.14"] {
+            let err = eval(&format!(r#"{{"code":"1","python_version":"{v}"}}"#)).unwrap_err();
+            assert_eq!(
+                err.message,
+                format!("unsupported python_version \"{v}\"; supported versions: 3.10, 3.11, 3.12, 3.13")
+            );
+        }
+        let (spec, _) = eval(r#"{"code":"1","python_version":"3.11"}"#).unwrap();
+        assert_eq!(spec.python, Some(PythonVersion { minor: 11 }));
+    }
+
+    #[test]
+    fn eval_size_limit_is_413_and_checked_after_the_version() {
+        let big = "x".repeat(102_401);
+        let err = eval(&format!(r#"{{"code":"{big}"}}"#)).unwrap_err();
+        assert_eq!(err.kind, Rejection::TooLarge);
+        assert_eq!(err.message, "total code size 102401 bytes exceeds limit of 102400 bytes");
+        let err = eval(&format!(r#"{{"code":"{big}","python_version":"2.7"}}"#)).unwrap_err();
+        assert_eq!(err.kind, Rejection::BadRequest);
+        let exact = "x".repeat(102_400);
+        assert!(eval(&format!(r#"{{"code":"{exact}"}}"#)).is_ok());
+    }
+
+    #[test]
+    fn eval_defaults() {
+        let (spec, files) = eval(r#"{"code":"print(1)"}"#).unwrap();
+        assert_eq!(files, vec![CodeFile { name: "main.py".into(), content: "print(1)".into() }]);
+        assert_eq!(spec.entrypoint.as_deref(), Some("main.py"));
+        assert!(!spec.eval_last_expr);
+        assert!(!spec.network, "network is off unless asked for");
+        assert_eq!(spec.limits, Limits::ORIGINAL_DEFAULTS);
+        assert!(spec.auto_detect_imports);
+    }
+
+    #[test]
+    fn files_take_precedence_and_the_first_is_the_entrypoint() {
+        let (spec, files) = eval(
+            r#"{"code":"ignored","files":[{"name":"./app.py","content":"import helper"},{"name":"helper.py","content":""}]}"#,
+        )
+        .unwrap();
+        assert_eq!(spec.entrypoint.as_deref(), Some("app.py"));
+        assert_eq!(files.len(), 2);
+        assert_eq!(files[0].name, "app.py");
+    }
+
+    #[test]
+    fn bad_file_names_and_entrypoints_are_rejected() {
+        for name in ["../x.py", "/etc/passwd", "", "a/../../b"] {
+            let err = eval(&format!(r#"{{"files":[{{"name":"{name}","content":"1"}}]}}"#)).unwrap_err();
+            assert!(err.message.starts_with("invalid file name"), "{name}: {}", err.message);
+        }
+        let err = eval(r#"{"files":[{"name":"a.py","content":"1"},{"name":"a.py","content":"2"}]}"#).unwrap_err();
+        assert_eq!(err.message, "duplicate file name \"a.py\"");
+        let err = eval(r#"{"code":"1","entrypoint":"other.py"}"#).unwrap_err();
+        assert!(err.message.contains("not one of the submitted files"));
+    }
+
+    #[test]
+    fn requirements_dash_turns_detection_off() {
+        let (spec, _) = eval(r#"{"code":"1","requirements_txt":"-"}"#).unwrap();
+        assert!(!spec.auto_detect_imports);
+        assert_eq!(spec.requirements, None);
+        let (spec, _) = eval(r#"{"code":"1","requirements_txt":"numpy\n"}"#).unwrap();
+        assert!(spec.auto_detect_imports);
+        assert_eq!(spec.requirements.as_deref(), Some("numpy\n"));
+    }
+
+    #[test]
+    fn limits_apply_defaults_and_bounds() {
+        let p = Policy::default();
+        let l = p
+            .limits(&ExecutionConfig {
+                timeout_seconds: Some(0),
+                memory_mb: Some(64),
+                disk_mb: None,
+                cpu_shares: Some(512),
+                network_disabled: None,
+            })
+            .unwrap();
+        assert_eq!(l, Limits { timeout_seconds: 300, memory_mb: 64, disk_mb: 2048, cpu_shares: 512 });
+        let err = p.limits(&ExecutionConfig { timeout_seconds: Some(-1), ..Default::default() }).unwrap_err();
+        assert_eq!(err.message, "config.timeout_seconds must not be negative, got -1");
+        let err = p.limits(&ExecutionConfig { memory_mb: Some(4), ..Default::default() }).unwrap_err();
+        assert_eq!(err.message, "config.memory_mb must be at least 16, got 4");
+        let err = p.limits(&ExecutionConfig { timeout_seconds: Some(100_000), ..Default::default() }).unwrap_err();
+        assert_eq!(err.message, "config.timeout_seconds 100000 exceeds this server's maximum of 3600");
+    }
+
+    #[test]
+    fn metadata_is_validated() {
+        let p = Policy::default();
+        let meta: Metadata = serde_json::from_str(
+            r#"{"entrypoint":"./main.py","env_vars":["A=1","B=x=y"],"script_args":["--v","a b"],
+                "config":{"network_disabled":false},"docker_image":"python:3.11-slim"}"#,
+        )
+        .unwrap();
+        let spec = p.spec_from_metadata(meta).unwrap();
+        assert_eq!(spec.entrypoint.as_deref(), Some("main.py"));
+        assert_eq!(spec.env, vec![("A".into(), "1".into()), ("B".into(), "x=y".into())]);
+        assert_eq!(spec.args, vec!["--v", "a b"]);
+        assert!(spec.network);
+        assert_eq!(spec.python, Some(PythonVersion { minor: 11 }));
+
+        let spec = p.spec_from_metadata(Metadata::default()).unwrap();
+        assert_eq!(spec.entrypoint, None);
+        assert!(!spec.network);
+
+        let bad_env = Metadata { env_vars: Some(vec!["NOVALUE".into()]), ..Default::default() };
+        assert_eq!(
+            p.spec_from_metadata(bad_env).unwrap_err().message,
+            "invalid env_vars entry \"NOVALUE\": expected KEY=value"
+        );
+        let bad_entry = Metadata { entrypoint: Some("../x.py".into()), ..Default::default() };
+        assert!(p.spec_from_metadata(bad_entry).unwrap_err().message.starts_with("invalid entrypoint"));
+        let clash = Metadata {
+            docker_image: Some("python:3.11".into()),
+            python_version: Some("3.12".into()),
+            ..Default::default()
+        };
+        assert!(p.spec_from_metadata(clash).unwrap_err().message.contains("contradicts"));
+    }
+
+    #[test]
+    fn image_tags_name_python_versions() {
+        let v = |s| PythonVersion::of_image(s).map(|v| v.minor);
+        assert_eq!(v("python:3.12-slim"), Some(12));
+        assert_eq!(v("python:3.10"), Some(10));
+        assert_eq!(v("docker.io/library/python:3.13.1-bookworm"), Some(13));
+        assert_eq!(v("python:latest"), None);
+        assert_eq!(v("ubuntu:24.04"), None);
+        assert_eq!(v("evil/python:3.12"), None);
+        assert_eq!(v("python"), None);
+    }
+}

@@ -1,0 +1,384 @@
+//! Finding the cgroup hierarchies, the server's place in them, and preparing the parent of all run cgroups.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use super::CgroupLimits;
+use super::run::RunCgroup;
+
+/// Name of the directory holding run cgroups, next to the server's own cgroup.
+const PARENT_NAME: &str = "pyexec";
+/// Where, in a pure-v2 hierarchy, the server moves itself so that its cgroup may delegate controllers.
+const SUPERVISOR_NAME: &str = "supervisor";
+
+/// Which kind of hierarchy a run cgroup lives in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hierarchy {
+    /// cgroup v1 controller hierarchy.
+    V1,
+    /// The unified (v2) hierarchy.
+    V2,
+}
+
+/// How run cgroups are made on this host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CgroupLayout {
+    /// No usable cgroups; limits fall back to rlimits.
+    Unavailable {
+        /// Why, for the health report.
+        reason: String,
+    },
+    /// Pure v2 with the memory and pids controllers delegated.
+    Unified {
+        /// Parent directory of run cgroups.
+        parent: PathBuf,
+        /// Whether the cpu controller is available too.
+        cpu: bool,
+    },
+    /// v1 controllers, and possibly a controller-less v2 hierarchy for `cgroup.kill`.
+    Hybrid {
+        /// Parent in the memory hierarchy.
+        memory: PathBuf,
+        /// Parent in the pids hierarchy.
+        pids: PathBuf,
+        /// Parent in the cpu hierarchy, when mounted.
+        cpu: Option<PathBuf>,
+        /// Parent in the v2 hierarchy, when mounted and writable.
+        unified: Option<PathBuf>,
+    },
+}
+
+/// One mounted cgroup hierarchy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Mount {
+    mount_point: PathBuf,
+    /// The mount's root inside the hierarchy (not `/` when a sub-tree is bind-mounted).
+    root: String,
+    /// v1 controllers, empty for v2.
+    controllers: Vec<String>,
+    v2: bool,
+}
+
+fn parse_mountinfo(text: &str) -> Vec<Mount> {
+    text.lines()
+        .filter_map(|line| {
+            let (pre, post) = line.split_once(" - ")?;
+            let pre: Vec<&str> = pre.split(' ').collect();
+            let post: Vec<&str> = post.split(' ').collect();
+            let fstype = *post.first()?;
+            let root = unescape(pre.get(3)?);
+            let mount_point = PathBuf::from(unescape(pre.get(4)?));
+            match fstype {
+                "cgroup2" => Some(Mount { mount_point, root, controllers: Vec::new(), v2: true }),
+                "cgroup" => {
+                    let controllers = post
+                        .get(2)?
+                        .split(',')
+                        .filter(|o| matches!(*o, "memory" | "pids" | "cpu" | "cpuacct" | "cpuset" | "freezer"))
+                        .map(str::to_owned)
+                        .collect();
+                    Some(Mount { mount_point, root, controllers, v2: false })
+                }
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// mountinfo escapes space, tab, newline and backslash as octal.
+fn unescape(s: &str) -> String {
+    s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+}
+
+/// `(controllers, path)` of each line of `/proc/self/cgroup`; v2 has empty controllers.
+fn parse_proc_cgroup(text: &str) -> Vec<(Vec<String>, String)> {
+    text.lines()
+        .filter_map(|line| {
+            let mut parts = line.splitn(3, ':');
+            let _id = parts.next()?;
+            let controllers = parts.next()?;
+            let path = parts.next()?;
+            let controllers = controllers.split(',').filter(|c| !c.is_empty()).map(str::to_owned).collect::<Vec<_>>();
+            Some((controllers, path.to_owned()))
+        })
+        .collect()
+}
+
+/// The directory of the server's own cgroup in `mount`.
+fn own_dir(mount: &Mount, own: &[(Vec<String>, String)]) -> Option<PathBuf> {
+    let path = if mount.v2 {
+        own.iter().find(|(c, _)| c.is_empty()).map(|(_, p)| p)?
+    } else {
+        own.iter().find(|(c, _)| mount.controllers.iter().any(|m| c.contains(m))).map(|(_, p)| p)?
+    };
+    // A bind-mounted sub-tree shows only what is below its root.
+    let relative = path.strip_prefix(mount.root.trim_end_matches('/')).unwrap_or(path);
+    Some(mount.mount_point.join(relative.trim_start_matches('/')))
+}
+
+impl CgroupLayout {
+    /// Discovers the layout of this host and prepares the parent directories (creating them, delegating
+    /// controllers, removing run cgroups a crashed server left behind).
+    pub fn discover() -> CgroupLayout {
+        let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let own = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        Self::prepare(&parse_mountinfo(&mountinfo), &parse_proc_cgroup(&own))
+    }
+
+    fn prepare(mounts: &[Mount], own: &[(Vec<String>, String)]) -> CgroupLayout {
+        let v1 = |name: &str| mounts.iter().find(|m| !m.v2 && m.controllers.iter().any(|c| c == name));
+        let v2 = mounts.iter().find(|m| m.v2);
+        match (v1("memory"), v1("pids")) {
+            (Some(memory), Some(pids)) => {
+                let prepare_v1 = |m: &Mount| -> io::Result<PathBuf> {
+                    let dir = own_dir(m, own).ok_or_else(|| io::Error::other("own cgroup not found"))?;
+                    let parent = dir.join(PARENT_NAME);
+                    ensure_dir(&parent)?;
+                    remove_stale_runs(&parent, Hierarchy::V1);
+                    Ok(parent)
+                };
+                let (memory, pids) = match (prepare_v1(memory), prepare_v1(pids)) {
+                    (Ok(m), Ok(p)) => (m, p),
+                    (Err(e), _) | (_, Err(e)) => {
+                        return CgroupLayout::Unavailable {
+                            reason: format!("cannot create cgroups in the v1 memory/pids hierarchies: {e}"),
+                        };
+                    }
+                };
+                let cpu = v1("cpu").and_then(|m| prepare_v1(m).ok());
+                let unified = v2.and_then(|m| {
+                    let parent = own_dir(m, own)?.join(PARENT_NAME);
+                    ensure_dir(&parent).ok()?;
+                    remove_stale_runs(&parent, Hierarchy::V2);
+                    Some(parent)
+                });
+                CgroupLayout::Hybrid { memory, pids, cpu, unified }
+            }
+            _ => match v2 {
+                Some(m) => match own_dir(m, own) {
+                    Some(dir) => prepare_unified(&dir),
+                    None => CgroupLayout::Unavailable { reason: "the server's own v2 cgroup was not found".into() },
+                },
+                None => CgroupLayout::Unavailable { reason: "no cgroup hierarchy is mounted".into() },
+            },
+        }
+    }
+
+    /// One line for the health report.
+    pub fn describe(&self) -> String {
+        match self {
+            CgroupLayout::Unavailable { reason } => format!("unavailable ({reason})"),
+            CgroupLayout::Unified { parent, cpu } => {
+                format!("v2 at {} (memory, pids{})", parent.display(), if *cpu { ", cpu" } else { "" })
+            }
+            CgroupLayout::Hybrid { memory, unified, cpu, .. } => format!(
+                "v1 at {} (memory, pids{}){}",
+                memory.display(),
+                if cpu.is_some() { ", cpu" } else { "" },
+                if unified.is_some() { " + v2 cgroup.kill" } else { "" }
+            ),
+        }
+    }
+
+    /// Whether memory and pids limits are enforced by cgroups.
+    pub fn is_available(&self) -> bool {
+        !matches!(self, CgroupLayout::Unavailable { .. })
+    }
+
+    /// Creates the cgroup(s) of one run and writes its limits.
+    pub fn create_run(&self, name: &str, limits: &CgroupLimits) -> io::Result<Option<RunCgroup>> {
+        match self {
+            CgroupLayout::Unavailable { .. } => Ok(None),
+            CgroupLayout::Unified { parent, cpu } => {
+                RunCgroup::create_unified(&parent.join(name), *cpu, limits).map(Some)
+            }
+            CgroupLayout::Hybrid { memory, pids, cpu, unified } => RunCgroup::create_hybrid(
+                &memory.join(name),
+                &pids.join(name),
+                cpu.as_ref().map(|c| c.join(name)).as_deref(),
+                unified.as_ref().map(|u| u.join(name)).as_deref(),
+                limits,
+            )
+            .map(Some),
+        }
+    }
+}
+
+fn ensure_dir(dir: &Path) -> io::Result<()> {
+    match fs::create_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Delegates memory, pids (and cpu) below the server's own v2 cgroup `own`.
+///
+/// v2 forbids enabling controllers for the children of a cgroup that has processes of its own, so the processes
+/// of `own` (the server, and in a container whatever else shares its cgroup) move to `own/supervisor` first, the
+/// way container init scripts do.
+fn prepare_unified(own: &Path) -> CgroupLayout {
+    let unavailable = |reason: String| CgroupLayout::Unavailable { reason };
+    let available = fs::read_to_string(own.join("cgroup.controllers")).unwrap_or_default();
+    let has = |c: &str| available.split_whitespace().any(|a| a == c);
+    if !has("memory") || !has("pids") {
+        return unavailable(format!(
+            "the memory and pids controllers are not delegated to {} (available: {:?})",
+            own.display(),
+            available.trim()
+        ));
+    }
+    let cpu = has("cpu");
+    let wanted = if cpu { "+memory +pids +cpu" } else { "+memory +pids" };
+    if let Err(first) = fs::write(own.join("cgroup.subtree_control"), wanted) {
+        if first.raw_os_error() != Some(libc::EBUSY) {
+            return unavailable(format!("cannot delegate controllers below {}: {first}", own.display()));
+        }
+        if let Err(e) = move_processes_to(own, &own.join(SUPERVISOR_NAME)) {
+            return unavailable(format!("cannot move processes out of {}: {e}", own.display()));
+        }
+        if let Err(e) = fs::write(own.join("cgroup.subtree_control"), wanted) {
+            return unavailable(format!("cannot delegate controllers below {}: {e}", own.display()));
+        }
+    }
+    let parent = own.join(PARENT_NAME);
+    if let Err(e) = ensure_dir(&parent).and_then(|()| fs::write(parent.join("cgroup.subtree_control"), wanted)) {
+        return unavailable(format!("cannot prepare {}: {e}", parent.display()));
+    }
+    remove_stale_runs(&parent, Hierarchy::V2);
+    CgroupLayout::Unified { parent, cpu }
+}
+
+fn move_processes_to(from: &Path, to: &Path) -> io::Result<()> {
+    ensure_dir(to)?;
+    let procs = fs::read_to_string(from.join("cgroup.procs"))?;
+    for pid in procs.split_whitespace() {
+        match fs::write(to.join("cgroup.procs"), pid) {
+            Ok(()) => {}
+            // Gone in the meantime.
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Run cgroups are named `run-<server pid>-<n>`; those of other (dead) server processes are killed and removed.
+fn remove_stale_runs(parent: &Path, hierarchy: Hierarchy) {
+    let me = format!("run-{}-", std::process::id());
+    let Ok(entries) = fs::read_dir(parent) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("run-") && !name.starts_with(&me) {
+            let stale = RunCgroup::adopt(entry.path(), hierarchy);
+            stale.kill();
+            if let Err(e) = stale.remove_blocking() {
+                tracing::warn!(cgroup = %entry.path().display(), error = %e, "could not remove a stale run cgroup");
+            }
+        }
+    }
+}
+
+/// Builds a layout over a fake tree (tests only).
+#[cfg(test)]
+pub(crate) fn prepare_for_test(mountinfo: &str, own: &str) -> CgroupLayout {
+    CgroupLayout::prepare(&parse_mountinfo(mountinfo), &parse_proc_cgroup(own))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HYBRID_MOUNTINFO: &str = "\
+30 25 0:26 / /sys/fs/cgroup/unified rw,nosuid,nodev,noexec,relatime shared:5 - cgroup2 cgroup2 rw
+31 25 0:27 / /sys/fs/cgroup/memory rw,nosuid,nodev,noexec,relatime shared:6 - cgroup cgroup rw,memory
+32 25 0:28 / /sys/fs/cgroup/pids rw,nosuid,nodev,noexec,relatime shared:7 - cgroup cgroup rw,pids
+33 25 0:29 / /sys/fs/cgroup/cpu,cpuacct rw,nosuid,nodev,noexec,relatime shared:8 - cgroup cgroup rw,cpu,cpuacct
+40 25 0:30 / /proc rw - proc proc rw
+";
+
+    #[test]
+    fn parses_mountinfo_and_own_cgroups() {
+        let mounts = parse_mountinfo(HYBRID_MOUNTINFO);
+        assert_eq!(mounts.len(), 4);
+        assert!(mounts[0].v2);
+        assert_eq!(mounts[3].controllers, vec!["cpu", "cpuacct"]);
+        let own = parse_proc_cgroup("4:memory:/process_api/abc\n3:cpu,cpuacct:/\n2:pids:/\n0::/\n");
+        assert_eq!(own_dir(&mounts[1], &own), Some(PathBuf::from("/sys/fs/cgroup/memory/process_api/abc")));
+        assert_eq!(own_dir(&mounts[3], &own), Some(PathBuf::from("/sys/fs/cgroup/cpu,cpuacct/")));
+        assert_eq!(own_dir(&mounts[0], &own), Some(PathBuf::from("/sys/fs/cgroup/unified/")));
+    }
+
+    #[test]
+    fn bind_mounted_subtrees_are_relative_to_their_root() {
+        let mounts = parse_mountinfo("30 25 0:26 /kubepods/pod1 /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n");
+        let own = parse_proc_cgroup("0::/kubepods/pod1/ctr\n");
+        assert_eq!(own_dir(&mounts[0], &own), Some(PathBuf::from("/sys/fs/cgroup/ctr")));
+    }
+
+    /// A fake v2 tree in a temporary directory: files are plain files, so this checks what we write, not what a
+    /// kernel would accept.
+    #[test]
+    fn unified_layout_delegates_controllers_and_writes_limits() {
+        let root = tempfile::tempdir().unwrap();
+        let own = root.path().join("system.slice/pyexec.service");
+        fs::create_dir_all(&own).unwrap();
+        fs::write(own.join("cgroup.controllers"), "cpuset cpu io memory pids\n").unwrap();
+        fs::write(own.join("cgroup.procs"), "").unwrap();
+        let mountinfo = format!("30 25 0:26 / {} rw - cgroup2 cgroup2 rw\n", root.path().display());
+        let layout = prepare_for_test(&mountinfo, "0::/system.slice/pyexec.service\n");
+        let parent = own.join("pyexec");
+        assert_eq!(layout, CgroupLayout::Unified { parent: parent.clone(), cpu: true });
+        assert_eq!(fs::read_to_string(own.join("cgroup.subtree_control")).unwrap(), "+memory +pids +cpu");
+        assert_eq!(fs::read_to_string(parent.join("cgroup.subtree_control")).unwrap(), "+memory +pids +cpu");
+
+        let limits = CgroupLimits { memory_bytes: 64 << 20, pids: 32, cpu_shares: 512 };
+        let run = layout.create_run("run-1-1", &limits).unwrap().unwrap();
+        let dir = parent.join("run-1-1");
+        assert_eq!(fs::read_to_string(dir.join("memory.max")).unwrap(), "67108864");
+        assert_eq!(fs::read_to_string(dir.join("memory.swap.max")).unwrap(), "0");
+        assert_eq!(fs::read_to_string(dir.join("pids.max")).unwrap(), "32");
+        assert_eq!(fs::read_to_string(dir.join("cpu.max")).unwrap(), "50000 100000");
+        assert_eq!(fs::read_to_string(dir.join("cpu.weight")).unwrap(), "20");
+        fs::write(dir.join("memory.events"), "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n").unwrap();
+        assert!(run.oom_killed());
+        assert!(layout.describe().starts_with("v2 at "));
+    }
+
+    #[test]
+    fn unified_layout_without_delegated_controllers_is_unavailable() {
+        let root = tempfile::tempdir().unwrap();
+        fs::write(root.path().join("cgroup.controllers"), "cpu io\n").unwrap();
+        let mountinfo = format!("30 25 0:26 / {} rw - cgroup2 cgroup2 rw\n", root.path().display());
+        let layout = prepare_for_test(&mountinfo, "0::/\n");
+        assert!(matches!(layout, CgroupLayout::Unavailable { reason } if reason.contains("not delegated")));
+    }
+
+    #[test]
+    fn hybrid_layout_writes_v1_limits() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path().display();
+        for d in ["memory", "pids", "cpu", "unified"] {
+            fs::create_dir_all(root.path().join(d)).unwrap();
+        }
+        let mountinfo = format!(
+            "1 0 0:1 / {r}/unified rw - cgroup2 cgroup2 rw\n2 0 0:2 / {r}/memory rw - cgroup cgroup rw,memory\n\
+             3 0 0:3 / {r}/pids rw - cgroup cgroup rw,pids\n4 0 0:4 / {r}/cpu rw - cgroup cgroup rw,cpu,cpuacct\n"
+        );
+        let layout = prepare_for_test(&mountinfo, "4:memory:/\n3:pids:/\n2:cpu,cpuacct:/\n0::/\n");
+        assert!(matches!(layout, CgroupLayout::Hybrid { unified: Some(_), cpu: Some(_), .. }), "{layout:?}");
+        let limits = CgroupLimits { memory_bytes: 1 << 20, pids: 16, cpu_shares: 1024 };
+        let run = layout.create_run("run-1-2", &limits).unwrap().unwrap();
+        let mem = root.path().join("memory/pyexec/run-1-2");
+        assert_eq!(fs::read_to_string(mem.join("memory.limit_in_bytes")).unwrap(), "1048576");
+        assert_eq!(fs::read_to_string(root.path().join("pids/pyexec/run-1-2/pids.max")).unwrap(), "16");
+        assert_eq!(fs::read_to_string(root.path().join("cpu/pyexec/run-1-2/cpu.cfs_quota_us")).unwrap(), "100000");
+        assert!(root.path().join("unified/pyexec/run-1-2").is_dir());
+        fs::write(mem.join("memory.oom_control"), "oom_kill_disable 0\nunder_oom 0\noom_kill 0\n").unwrap();
+        assert!(!run.oom_killed());
+        fs::write(mem.join("memory.oom_control"), "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n").unwrap();
+        assert!(run.oom_killed());
+    }
+}

@@ -1,0 +1,61 @@
+//! Linux isolation of one process tree, for running untrusted programs on one machine.
+//!
+//! Each [`Sandbox::run`] clones a child into fresh user, mount, pid, network, IPC, UTS and cgroup namespaces. The
+//! child builds a minimal read-only root on a tmpfs (the host's `/usr`, the interpreter, a few generated `/etc`
+//! files, a handful of device nodes, a fresh `/proc`, no `/sys`), copies the workspace into a size-capped `/work`,
+//! pivots into it and starts the program as an unprivileged user whose host uid is never 0: a fresh unprivileged
+//! host uid per run when the server is root, the server's own uid otherwise. The program has no capabilities,
+//! `no_new_privs`, a seccomp filter and (where the kernel has it) Landlock; memory, process and CPU limits come from
+//! a per-run cgroup (v1 or v2); the wall clock kills the whole pid namespace. Network is off (an empty namespace)
+//! unless asked for, and then limited to the public internet.
+//!
+//! Layout: [`config`] and [`spec`] are the API; `plan` prepares everything the child needs; `launcher` clones
+//! it from a dedicated thread; `child` runs inside; `cgroup`, `network`, `seccomp` and `landlock` each own one
+//! mechanism; [`Sandbox`] ties them together and [`report`] says what this host guarantees.
+
+pub mod cgroup;
+mod child;
+pub mod config;
+mod io;
+mod landlock;
+mod launcher;
+mod network;
+mod plan;
+pub mod report;
+mod sandbox;
+mod seccomp;
+pub mod spec;
+mod stage;
+mod uid;
+
+pub use config::{NetworkConfig, SandboxConfig};
+pub use landlock::abi_version as landlock_abi_version;
+pub use report::{IsolationLevel, IsolationReport};
+pub use sandbox::Sandbox;
+pub use spec::{Bind, Captured, ExitStatus, GeneratedFile, Outcome, OutputChunk, RunLimits, RunSpec, Stream};
+
+/// Why a sandbox could not run a program.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// This host cannot build sandboxes (missing kernel feature, no permission); the message says what to fix.
+    #[error("sandbox unavailable: {0}")]
+    Unavailable(String),
+    /// The run's specification is unusable.
+    #[error("invalid sandbox specification: {0}")]
+    InvalidSpec(String),
+    /// A step of building the sandbox failed.
+    #[error("sandbox set-up failed while {0}")]
+    Setup(String),
+    /// The workspace does not fit into `/work`.
+    #[error("the workspace does not fit into /work (raise disk_mb)")]
+    WorkspaceTooLarge,
+    /// The program's file does not exist inside the sandbox.
+    #[error("the program to run does not exist in the sandbox")]
+    ProgramNotFound,
+    /// Network was asked for and cannot be given safely.
+    #[error("{0}")]
+    Network(String),
+    /// An operating-system error in the parent.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}

@@ -1,0 +1,175 @@
+//! What to run in a sandbox and what came out of it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A host path made visible, read-only, inside the sandbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bind {
+    /// Path on the host.
+    pub source: PathBuf,
+    /// Absolute path inside the sandbox.
+    pub target: PathBuf,
+    /// Skip silently when the source does not exist.
+    pub optional: bool,
+}
+
+impl Bind {
+    /// Same path inside as outside.
+    pub fn same(path: impl Into<PathBuf>) -> Self {
+        let path = path.into();
+        Self { source: path.clone(), target: path, optional: false }
+    }
+}
+
+/// A file created inside the sandbox's read-only root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GeneratedFile {
+    /// Absolute path inside the sandbox.
+    pub path: PathBuf,
+    /// Contents.
+    pub content: Vec<u8>,
+    /// Permission bits.
+    pub mode: u32,
+}
+
+/// Limits of one run. Every one holds against a hostile program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunLimits {
+    /// Wall clock; the whole process tree is killed when it passes.
+    pub timeout: Duration,
+    /// Memory, including the files the program writes to its tmpfs mounts.
+    pub memory_bytes: u64,
+    /// Processes and threads.
+    pub pids: u64,
+    /// CPU weight, 1024 = one CPU (also a quota of `cpu_shares / 1024` CPUs).
+    pub cpu_shares: u64,
+    /// Size of the writable `/work`.
+    pub workspace_bytes: u64,
+    /// Size of the writable `/tmp` (and of `/dev/shm`).
+    pub tmp_bytes: u64,
+    /// Standard output kept; the rest is read and dropped.
+    pub stdout_bytes: usize,
+    /// Standard error kept; the rest is read and dropped.
+    pub stderr_bytes: usize,
+}
+
+impl Default for RunLimits {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(300),
+            memory_bytes: 1 << 30,
+            pids: 256,
+            cpu_shares: 1024,
+            workspace_bytes: 2 << 30,
+            tmp_bytes: 100 << 20,
+            stdout_bytes: 1 << 20,
+            stderr_bytes: 1 << 20,
+        }
+    }
+}
+
+/// One program to run in a fresh sandbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunSpec {
+    /// Absolute path of the executable inside the sandbox.
+    pub program: PathBuf,
+    /// `argv[1..]`.
+    pub args: Vec<String>,
+    /// The whole environment (nothing is inherited from the server).
+    pub env: Vec<(String, String)>,
+    /// Working directory inside the sandbox.
+    pub cwd: PathBuf,
+    /// Bytes written to standard input, then end-of-file.
+    pub stdin: Vec<u8>,
+    /// A host directory whose contents are copied into `/work` (never shared: the program's writes stay inside).
+    pub workspace: Option<PathBuf>,
+    /// Extra read-only host paths (interpreters, environments).
+    pub binds: Vec<Bind>,
+    /// Files created in the root (read-only to the program).
+    pub files: Vec<GeneratedFile>,
+    /// Limits.
+    pub limits: RunLimits,
+    /// Egress to the public internet; off means an empty network namespace.
+    pub network: bool,
+    /// Open descriptor 3 as a pipe whose contents are returned in [`Outcome::extra`].
+    pub extra_output_fd: bool,
+}
+
+impl RunSpec {
+    /// A spec with default limits, no network and `/work` as working directory.
+    pub fn new(program: impl Into<PathBuf>) -> Self {
+        Self {
+            program: program.into(),
+            args: Vec::new(),
+            env: Vec::new(),
+            cwd: PathBuf::from("/work"),
+            stdin: Vec::new(),
+            workspace: None,
+            binds: Vec::new(),
+            files: Vec::new(),
+            limits: RunLimits::default(),
+            network: false,
+            extra_output_fd: false,
+        }
+    }
+}
+
+/// How the program's main process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// Exited with a code.
+    Exited(i32),
+    /// Killed by a signal.
+    Signaled(i32),
+}
+
+/// Bytes captured from one stream.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Captured {
+    /// The first bytes, up to the cap.
+    pub bytes: Vec<u8>,
+    /// Whether more was written (and dropped).
+    pub truncated: bool,
+    /// Everything the program wrote, kept or not.
+    pub total: u64,
+}
+
+/// What happened in a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// How the main process ended (SIGKILL when the sandbox killed it).
+    pub status: ExitStatus,
+    /// The wall-clock limit passed and the tree was killed.
+    pub timed_out: bool,
+    /// The run was cancelled (kill request, client gone) and the tree was killed.
+    pub cancelled: bool,
+    /// The memory limit was hit and the kernel killed a process.
+    pub oom_killed: bool,
+    /// Standard output.
+    pub stdout: Captured,
+    /// Standard error.
+    pub stderr: Captured,
+    /// What was written to descriptor 3, when asked for.
+    pub extra: Option<Vec<u8>>,
+    /// From the go-ahead to the reaping of the tree.
+    pub duration: Duration,
+}
+
+/// Which stream a live chunk came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+/// A piece of output, delivered as it is produced (only what is kept under the caps).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputChunk {
+    /// Its stream.
+    pub stream: Stream,
+    /// The bytes.
+    pub bytes: Vec<u8>,
+}

@@ -355,6 +355,14 @@ fn corrupt(e: io::Error) -> WorkspaceError {
     WorkspaceError::Invalid(format!("invalid tar archive: {e}"))
 }
 
+/// Creates an empty workspace directory readable by everyone. Sandboxes copy the workspace as their unprivileged
+/// user, so directories must be 0755 and files 0644 (what [`ingest_tar`] and [`write_files`] produce); keep the
+/// workspace inside a directory only the server can enter if other host users must not read uploads.
+pub fn create_dir(path: &Path) -> io::Result<()> {
+    fs::create_dir(path)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755))
+}
+
 /// Writes `/eval` files (already validated names) into `dest`.
 pub fn write_files(files: &[CodeFile], dest: &Path) -> Result<IngestSummary, WorkspaceError> {
     let mut state = Extraction::default();

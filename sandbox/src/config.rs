@@ -18,6 +18,10 @@ pub struct SandboxConfig {
     pub hostname: String,
     /// Egress networking for runs that ask for it.
     pub network: NetworkConfig,
+    /// On hosts with v1 cgroup controllers, remount the v2 hierarchy with `favordynmods` so that moving each
+    /// sandbox into its cgroups does not wait for an RCU grace period (about 10 ms). A host-wide setting: see
+    /// `docs/security.md`.
+    pub favor_dynmods: bool,
 }
 
 /// Egress for runs with network: a user-space network stack (pasta) plus a firewall inside the sandbox's network
@@ -51,6 +55,7 @@ impl SandboxConfig {
             sandbox_uid: 1000,
             hostname: "sandbox".into(),
             network: NetworkConfig::default(),
+            favor_dynmods: true,
         }
     }
 }

@@ -79,7 +79,8 @@ impl Sandbox {
         let root_dir = config.state_dir.join("root");
         std::fs::create_dir_all(&root_dir)
             .map_err(|e| SandboxError::Unavailable(format!("cannot create {}: {e}", root_dir.display())))?;
-        let cgroups = tokio::task::spawn_blocking(CgroupLayout::discover)
+        let favor_dynmods = config.favor_dynmods && rootful;
+        let cgroups = tokio::task::spawn_blocking(move || CgroupLayout::discover(favor_dynmods))
             .await
             .map_err(|e| SandboxError::Unavailable(format!("probing cgroups: {e}")))?;
         let landlock_abi = landlock::abi_version();

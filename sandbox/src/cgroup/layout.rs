@@ -38,6 +38,9 @@ pub enum CgroupLayout {
     },
     /// v1 controllers, and possibly a controller-less v2 hierarchy for `cgroup.kill`.
     Hybrid {
+        /// Whether task migrations skip the RCU grace period (`favordynmods`); without it, moving each child into
+        /// its v1 cgroups can stall for a grace period (about 10 ms on an idle machine).
+        fast_migration: bool,
         /// Parent in the memory hierarchy.
         memory: PathBuf,
         /// Parent in the pids hierarchy.
@@ -53,6 +56,10 @@ pub enum CgroupLayout {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Mount {
     mount_point: PathBuf,
+    /// Per-mount options (`rw,nosuid,...`).
+    mount_options: String,
+    /// Superblock options (`rw,nsdelegate,...`).
+    super_options: String,
     /// The mount's root inside the hierarchy (not `/` when a sub-tree is bind-mounted).
     root: String,
     /// v1 controllers, empty for v2.
@@ -69,8 +76,12 @@ fn parse_mountinfo(text: &str) -> Vec<Mount> {
             let fstype = *post.first()?;
             let root = unescape(pre.get(3)?);
             let mount_point = PathBuf::from(unescape(pre.get(4)?));
+            let mount_options = pre.get(5)?.to_string();
+            let super_options = post.get(2).unwrap_or(&"").to_string();
             match fstype {
-                "cgroup2" => Some(Mount { mount_point, root, controllers: Vec::new(), v2: true }),
+                "cgroup2" => {
+                    Some(Mount { mount_point, mount_options, super_options, root, controllers: Vec::new(), v2: true })
+                }
                 "cgroup" => {
                     let controllers = post
                         .get(2)?
@@ -78,7 +89,7 @@ fn parse_mountinfo(text: &str) -> Vec<Mount> {
                         .filter(|o| matches!(*o, "memory" | "pids" | "cpu" | "cpuacct" | "cpuset" | "freezer"))
                         .map(str::to_owned)
                         .collect();
-                    Some(Mount { mount_point, root, controllers, v2: false })
+                    Some(Mount { mount_point, mount_options, super_options, root, controllers, v2: false })
                 }
                 _ => None,
             }
@@ -119,14 +130,15 @@ fn own_dir(mount: &Mount, own: &[(Vec<String>, String)]) -> Option<PathBuf> {
 
 impl CgroupLayout {
     /// Discovers the layout of this host and prepares the parent directories (creating them, delegating
-    /// controllers, removing run cgroups a crashed server left behind).
-    pub fn discover() -> CgroupLayout {
+    /// controllers, removing run cgroups a crashed server left behind). With `favor_dynmods`, a hybrid host's v2
+    /// hierarchy is remounted with `favordynmods` (see [`CgroupLayout::Hybrid::fast_migration`]).
+    pub fn discover(favor_dynmods: bool) -> CgroupLayout {
         let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
         let own = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-        Self::prepare(&parse_mountinfo(&mountinfo), &parse_proc_cgroup(&own))
+        Self::prepare(&parse_mountinfo(&mountinfo), &parse_proc_cgroup(&own), favor_dynmods)
     }
 
-    fn prepare(mounts: &[Mount], own: &[(Vec<String>, String)]) -> CgroupLayout {
+    fn prepare(mounts: &[Mount], own: &[(Vec<String>, String)], favor_dynmods: bool) -> CgroupLayout {
         let v1 = |name: &str| mounts.iter().find(|m| !m.v2 && m.controllers.iter().any(|c| c == name));
         let v2 = mounts.iter().find(|m| m.v2);
         match (v1("memory"), v1("pids")) {
@@ -135,6 +147,7 @@ impl CgroupLayout {
                     let dir = own_dir(m, own).ok_or_else(|| io::Error::other("own cgroup not found"))?;
                     let parent = dir.join(PARENT_NAME);
                     ensure_dir(&parent)?;
+                    probe_writable(&parent)?;
                     remove_stale_runs(&parent, Hierarchy::V1);
                     Ok(parent)
                 };
@@ -150,10 +163,12 @@ impl CgroupLayout {
                 let unified = v2.and_then(|m| {
                     let parent = own_dir(m, own)?.join(PARENT_NAME);
                     ensure_dir(&parent).ok()?;
+                    probe_writable(&parent).ok()?;
                     remove_stale_runs(&parent, Hierarchy::V2);
                     Some(parent)
                 });
-                CgroupLayout::Hybrid { memory, pids, cpu, unified }
+                let fast_migration = v2.is_some_and(|m| favor_dynamic_modifications(m, favor_dynmods));
+                CgroupLayout::Hybrid { fast_migration, memory, pids, cpu, unified }
             }
             _ => match v2 {
                 Some(m) => match own_dir(m, own) {
@@ -172,11 +187,12 @@ impl CgroupLayout {
             CgroupLayout::Unified { parent, cpu } => {
                 format!("v2 at {} (memory, pids{})", parent.display(), if *cpu { ", cpu" } else { "" })
             }
-            CgroupLayout::Hybrid { memory, unified, cpu, .. } => format!(
-                "v1 at {} (memory, pids{}){}",
+            CgroupLayout::Hybrid { memory, unified, cpu, fast_migration, .. } => format!(
+                "v1 at {} (memory, pids{}){}{}",
                 memory.display(),
                 if cpu.is_some() { ", cpu" } else { "" },
-                if unified.is_some() { " + v2 cgroup.kill" } else { "" }
+                if unified.is_some() { " + v2 cgroup.kill" } else { "" },
+                if *fast_migration { "; favordynmods" } else { "; migrations wait for RCU grace periods" }
             ),
         }
     }
@@ -193,7 +209,7 @@ impl CgroupLayout {
             CgroupLayout::Unified { parent, cpu } => {
                 RunCgroup::create_unified(&parent.join(name), *cpu, limits).map(Some)
             }
-            CgroupLayout::Hybrid { memory, pids, cpu, unified } => RunCgroup::create_hybrid(
+            CgroupLayout::Hybrid { memory, pids, cpu, unified, .. } => RunCgroup::create_hybrid(
                 &memory.join(name),
                 &pids.join(name),
                 cpu.as_ref().map(|c| c.join(name)).as_deref(),
@@ -203,6 +219,61 @@ impl CgroupLayout {
             .map(Some),
         }
     }
+}
+
+/// Makes task migrations between cgroups cheap by remounting the v2 hierarchy with `favordynmods` (Linux 6.0+),
+/// keeping every other option of the mount. Moving a task takes a global lock whose fast, per-CPU mode costs an
+/// RCU grace period to leave; `favordynmods` keeps it in the slow mode instead, which makes fork and exit a few
+/// nanoseconds slower everywhere and spares each sandbox the grace period. Only needed where children must be
+/// moved into v1 cgroups: on pure v2 they are born in their cgroup.
+fn favor_dynamic_modifications(m: &Mount, enabled: bool) -> bool {
+    let has = |opts: &str, o: &str| opts.split(',').any(|x| x == o);
+    if has(&m.super_options, "favordynmods") {
+        return true;
+    }
+    if !enabled {
+        return false;
+    }
+    let mut data: Vec<&str> =
+        m.super_options.split(',').filter(|o| !o.is_empty() && *o != "rw" && *o != "ro").collect();
+    data.push("favordynmods");
+    let mut flags = libc::MS_REMOUNT;
+    for (name, flag) in [
+        ("ro", libc::MS_RDONLY),
+        ("nosuid", libc::MS_NOSUID),
+        ("nodev", libc::MS_NODEV),
+        ("noexec", libc::MS_NOEXEC),
+        ("noatime", libc::MS_NOATIME),
+        ("nodiratime", libc::MS_NODIRATIME),
+        ("relatime", libc::MS_RELATIME),
+    ] {
+        if has(&m.mount_options, name) {
+            flags |= flag;
+        }
+    }
+    let (Ok(target), Ok(data)) =
+        (std::ffi::CString::new(m.mount_point.as_os_str().as_encoded_bytes()), std::ffi::CString::new(data.join(",")))
+    else {
+        return false;
+    };
+    // SAFETY: mount(2) with NUL-terminated strings; a remount of an existing cgroup2 mount.
+    let ret = unsafe { libc::mount(std::ptr::null(), target.as_ptr(), std::ptr::null(), flags, data.as_ptr().cast()) };
+    if ret != 0 {
+        tracing::info!(
+            mount = %m.mount_point.display(),
+            error = %io::Error::last_os_error(),
+            "cannot enable favordynmods; moving each sandbox into its cgroups may wait for an RCU grace period"
+        );
+        return false;
+    }
+    true
+}
+
+/// Proves that run cgroups can be created under `parent` (an existing parent may belong to another user).
+fn probe_writable(parent: &Path) -> io::Result<()> {
+    let probe = parent.join(format!("run-{}-probe", std::process::id()));
+    fs::create_dir(&probe)?;
+    fs::remove_dir(&probe)
 }
 
 fn ensure_dir(dir: &Path) -> io::Result<()> {
@@ -243,7 +314,10 @@ fn prepare_unified(own: &Path) -> CgroupLayout {
         }
     }
     let parent = own.join(PARENT_NAME);
-    if let Err(e) = ensure_dir(&parent).and_then(|()| fs::write(parent.join("cgroup.subtree_control"), wanted)) {
+    if let Err(e) = ensure_dir(&parent)
+        .and_then(|()| fs::write(parent.join("cgroup.subtree_control"), wanted))
+        .and_then(|()| probe_writable(&parent))
+    {
         return unavailable(format!("cannot prepare {}: {e}", parent.display()));
     }
     remove_stale_runs(&parent, Hierarchy::V2);
@@ -284,7 +358,7 @@ fn remove_stale_runs(parent: &Path, hierarchy: Hierarchy) {
 /// Builds a layout over a fake tree (tests only).
 #[cfg(test)]
 pub(crate) fn prepare_for_test(mountinfo: &str, own: &str) -> CgroupLayout {
-    CgroupLayout::prepare(&parse_mountinfo(mountinfo), &parse_proc_cgroup(own))
+    CgroupLayout::prepare(&parse_mountinfo(mountinfo), &parse_proc_cgroup(own), false)
 }
 
 #[cfg(test)]
@@ -304,6 +378,8 @@ mod tests {
         let mounts = parse_mountinfo(HYBRID_MOUNTINFO);
         assert_eq!(mounts.len(), 4);
         assert!(mounts[0].v2);
+        assert_eq!(mounts[0].mount_options, "rw,nosuid,nodev,noexec,relatime");
+        assert_eq!(mounts[0].super_options, "rw");
         assert_eq!(mounts[3].controllers, vec!["cpu", "cpuacct"]);
         let own = parse_proc_cgroup("4:memory:/process_api/abc\n3:cpu,cpuacct:/\n2:pids:/\n0::/\n");
         assert_eq!(own_dir(&mounts[1], &own), Some(PathBuf::from("/sys/fs/cgroup/memory/process_api/abc")));

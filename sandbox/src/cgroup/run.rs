@@ -211,6 +211,8 @@ fn remove_dir_retrying(dir: &Path) -> io::Result<()> {
     Err(io::Error::other(format!("removing {}: still busy", dir.display())))
 }
 
+// `f_type`'s integer type differs between architectures.
+#[allow(clippy::unnecessary_cast)]
 fn is_cgroupfs(dir: &Path) -> bool {
     rustix::fs::statfs(dir)
         .map(|s| {

@@ -1,0 +1,125 @@
+//! Shared helpers: one real runner (real sandbox, real CPython) per test binary, and requests built exactly as
+//! the API builds them.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use pyexec_core::{CodeFile, EvalRequest, ExecutionResult, ExecutionSpec, Metadata, Policy};
+use pyexec_embedded::{Discovery, Runner, RunnerSettings};
+use pyexec_sandbox::SandboxConfig;
+use tokio::sync::OnceCell;
+use tokio_util::sync::CancellationToken;
+
+static RUNNER: OnceCell<Runner> = OnceCell::const_new();
+
+/// The state directory of the test runner (also inspected by the leak test).
+pub fn state_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("pyexec-embedded-tests-{}", std::process::id()))
+}
+
+pub async fn runner() -> &'static Runner {
+    RUNNER
+        .get_or_init(|| async {
+            let runner =
+                Runner::new(SandboxConfig::new(state_dir()), &Discovery::everywhere(), RunnerSettings::default())
+                    .await
+                    .expect("the sandbox works on this machine");
+            if !runner.isolation().privileged {
+                eprintln!("!!! NOTE: not running as root: tests check the reduced (rootless) isolation");
+            }
+            runner
+        })
+        .await
+}
+
+/// Whether this host gives full isolation (root, cgroups).
+pub async fn full_isolation() -> bool {
+    runner().await.isolation().level == pyexec_sandbox::IsolationLevel::Full
+}
+
+/// A workspace with `files`, as the API stages it.
+pub fn workspace(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().join("ws");
+    pyexec_core::workspace::create_dir(&ws).unwrap();
+    let files: Vec<CodeFile> =
+        files.iter().map(|(n, c)| CodeFile { name: n.to_string(), content: c.to_string() }).collect();
+    pyexec_core::workspace::write_files(&files, &ws).unwrap();
+    dir
+}
+
+pub fn ws_path(dir: &tempfile::TempDir) -> PathBuf {
+    dir.path().join("ws")
+}
+
+/// Runs a spec over a staged workspace.
+pub async fn run_spec(spec: &ExecutionSpec, workspace: &Path) -> ExecutionResult {
+    let runner = runner().await;
+    runner.check(spec).expect("the runner accepts the spec");
+    runner.run("exe_test", spec, workspace, None, CancellationToken::new()).await
+}
+
+/// `/exec/sync` with `main.py` = `code` and the given metadata JSON (entrypoint defaults to main.py).
+pub async fn exec(code: &str, metadata: &str) -> ExecutionResult {
+    exec_files(&[("main.py", code)], metadata).await
+}
+
+pub async fn exec_files(files: &[(&str, &str)], metadata: &str) -> ExecutionResult {
+    let mut meta: Metadata = serde_json::from_str(metadata).unwrap();
+    if meta.entrypoint.is_none() {
+        meta.entrypoint = Some("main.py".into());
+    }
+    let spec = Policy::default().spec_from_metadata(meta).unwrap();
+    let dir = workspace(files);
+    run_spec(&spec, &ws_path(&dir)).await
+}
+
+/// `/eval` with the given JSON body.
+pub async fn eval_json(body: &str) -> ExecutionResult {
+    let req: EvalRequest = serde_json::from_str(body).unwrap();
+    let (spec, files) = Policy::default().spec_from_eval(req).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ws = dir.path().join("ws");
+    pyexec_core::workspace::create_dir(&ws).unwrap();
+    pyexec_core::workspace::write_files(&files, &ws).unwrap();
+    run_spec(&spec, &ws).await
+}
+
+/// `/eval` of `code` in REPL mode.
+pub async fn eval(code: &str) -> ExecutionResult {
+    eval_json(&serde_json::json!({"code": code, "eval_last_expr": true}).to_string()).await
+}
+
+/// Python lines that print the run's host uid (`host-uid N`), for [`host_uid_of`] and [`sandbox_processes`].
+pub const HOST_UID_PRELUDE: &str = "print('host-uid', open('/proc/self/uid_map').read().split()[1], flush=True)\n";
+
+/// The host uid a run printed with [`HOST_UID_PRELUDE`] (`None` when it printed none).
+pub fn host_uid_of(stdout: &str) -> Option<u64> {
+    stdout.lines().find_map(|l| l.strip_prefix("host-uid ")).and_then(|u| u.trim().parse().ok())
+}
+
+/// Host processes whose real uid is `uid` (any sandbox uid when `None`): there must be none once a run is over.
+pub fn sandbox_processes(uid_filter: Option<u64>) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.chars().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(status) = std::fs::read_to_string(entry.path().join("status")) else { continue };
+        let uid: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|u| u.parse().ok())
+            .unwrap_or(0);
+        let matches = match uid_filter {
+            Some(wanted) => uid == wanted,
+            None => (2_000_000_000..2_000_065_536).contains(&uid),
+        };
+        if matches {
+            found.push(format!("pid {name} uid {uid}: {}", status.lines().next().unwrap_or("")));
+        }
+    }
+    found
+}

@@ -12,6 +12,7 @@ use crate::time::Timestamp;
 /// Lifecycle of an execution: `pending → running → completed | failed`, and `pending | running → killed`.
 /// `completed`, `failed` and `killed` are terminal and never overwritten.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum ExecutionStatus {
     /// Accepted, waiting for a free slot.
@@ -71,6 +72,7 @@ impl std::str::FromStr for ExecutionStatus {
 
 /// The `config` object of every endpoint. Absent, `null` and `0` all mean "the server's default".
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ExecutionConfig {
     /// Wall-clock limit of the whole execution, in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -92,6 +94,7 @@ pub struct ExecutionConfig {
 
 /// The `metadata` part of `/api/v1/exec/sync` and `/api/v1/exec/async`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Metadata {
     /// File to run, relative to `/work`. Absent: `python /work` (runs `__main__.py`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -124,6 +127,7 @@ pub struct Metadata {
 
 /// One file of an `/api/v1/eval` request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CodeFile {
     /// Path relative to `/work`, e.g. `main.py` or `pkg/util.py`.
     pub name: String,
@@ -133,6 +137,7 @@ pub struct CodeFile {
 
 /// The JSON body of `/api/v1/eval`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EvalRequest {
     /// Source of `main.py`; ignored when `files` is non-empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -162,6 +167,7 @@ pub struct EvalRequest {
 
 /// `202` answer of `/api/v1/exec/async`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AsyncResponse {
     /// The new execution's id.
     pub execution_id: String,
@@ -169,6 +175,7 @@ pub struct AsyncResponse {
 
 /// Answer of `DELETE /api/v1/executions/{id}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct KillResponse {
     /// The execution's status after the request.
     pub status: ExecutionStatus,
@@ -176,6 +183,7 @@ pub struct KillResponse {
 
 /// Error body of every non-2xx JSON answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorResponse {
     /// What went wrong, for a person.
     pub error: String,
@@ -191,6 +199,7 @@ fn is_zero(n: &i64) -> bool {
 
 /// The state and outcome of one execution, as every endpoint reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ExecutionResult {
     /// `exe_` followed by a UUIDv4.
     pub execution_id: String,
@@ -214,11 +223,13 @@ pub struct ExecutionResult {
     /// Line in the user's file where the uncaught exception was raised (outermost frame).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_line: Option<u32>,
-    /// When the execution started running.
+    /// When the execution started running (RFC 3339, UTC, microseconds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub started_at: Option<Timestamp>,
-    /// When the execution reached a terminal status.
+    /// When the execution reached a terminal status (RFC 3339, UTC, microseconds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub finished_at: Option<Timestamp>,
     /// Run time in milliseconds.
     #[serde(default, skip_serializing_if = "is_zero")]

@@ -50,6 +50,7 @@ impl Discovery {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Interpreters {
     by_version: BTreeMap<PythonVersion, Interpreter>,
+    preferred: Option<PythonVersion>,
 }
 
 impl Interpreters {
@@ -74,12 +75,17 @@ impl Interpreters {
                 }
             }
         }
-        Interpreters { by_version }
+        Interpreters { by_version, preferred: None }
+    }
+
+    /// Makes `version` the default when it is available.
+    pub fn prefer(&mut self, version: Option<PythonVersion>) {
+        self.preferred = version;
     }
 
     /// Builds a set from known interpreters (tests, fixed deployments).
     pub fn from_list(list: impl IntoIterator<Item = Interpreter>) -> Self {
-        Self { by_version: list.into_iter().map(|i| (i.version, i)).collect() }
+        Self { by_version: list.into_iter().map(|i| (i.version, i)).collect(), preferred: None }
     }
 
     /// Versions available, ascending.
@@ -92,8 +98,11 @@ impl Interpreters {
         self.by_version.values()
     }
 
-    /// The default: 3.12 where present, else the newest.
+    /// The default: the preferred version where present, else 3.12 where present, else the newest.
     pub fn default_version(&self) -> Option<PythonVersion> {
+        if let Some(v) = self.preferred.filter(|v| self.by_version.contains_key(v)) {
+            return Some(v);
+        }
         if self.by_version.contains_key(&PythonVersion::DEFAULT) {
             return Some(PythonVersion::DEFAULT);
         }
@@ -227,8 +236,12 @@ mod tests {
     fn default_is_3_12_else_the_newest() {
         let set = Interpreters::from_list([interp(11), interp(12), interp(13)]);
         assert_eq!(set.default_version(), Some(PythonVersion { minor: 12 }));
-        let set = Interpreters::from_list([interp(10), interp(11)]);
+        let mut set = Interpreters::from_list([interp(10), interp(11)]);
         assert_eq!(set.default_version(), Some(PythonVersion { minor: 11 }));
+        set.prefer(Some(PythonVersion { minor: 10 }));
+        assert_eq!(set.default_version(), Some(PythonVersion { minor: 10 }));
+        set.prefer(Some(PythonVersion { minor: 13 }));
+        assert_eq!(set.default_version(), Some(PythonVersion { minor: 11 }), "unavailable preference is ignored");
         assert_eq!(Interpreters::default().default_version(), None);
     }
 

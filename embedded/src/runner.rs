@@ -28,11 +28,13 @@ pub struct RunnerSettings {
     pub tmp_mb: u64,
     /// Bytes of standard output and of standard error kept per run; the rest is dropped and flagged.
     pub output_limit_bytes: usize,
+    /// The interpreter used when a request names none (when available; else 3.12, else the newest).
+    pub default_python: Option<PythonVersion>,
 }
 
 impl Default for RunnerSettings {
     fn default() -> Self {
-        Self { pids_max: 256, tmp_mb: 100, output_limit_bytes: MIB as usize }
+        Self { pids_max: 256, tmp_mb: 100, output_limit_bytes: MIB as usize, default_python: None }
     }
 }
 
@@ -63,7 +65,8 @@ impl Runner {
         settings: RunnerSettings,
     ) -> Result<Runner, RunnerError> {
         let sandbox = Sandbox::new(sandbox).await?;
-        let interpreters = Interpreters::discover(discovery).await;
+        let mut interpreters = Interpreters::discover(discovery).await;
+        interpreters.prefer(settings.default_python);
         if interpreters.versions().is_empty() {
             return Err(RunnerError::NoInterpreter);
         }

@@ -338,21 +338,27 @@ fn move_processes_to(from: &Path, to: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Run cgroups are named `run-<server pid>-<n>`; those of other (dead) server processes are killed and removed.
+/// Run cgroups are named `run-<server pid>-<n>`. Those of server processes that no longer exist (a crash) are
+/// killed and removed; other live servers on the same host keep theirs.
 fn remove_stale_runs(parent: &Path, hierarchy: Hierarchy) {
-    let me = format!("run-{}-", std::process::id());
     let Ok(entries) = fs::read_dir(parent) else { return };
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if name.starts_with("run-") && !name.starts_with(&me) {
-            let stale = RunCgroup::adopt(entry.path(), hierarchy);
-            stale.kill();
-            if let Err(e) = stale.remove_blocking() {
-                tracing::warn!(cgroup = %entry.path().display(), error = %e, "could not remove a stale run cgroup");
-            }
+        let Some(owner) = name.to_str().and_then(run_owner) else { continue };
+        if owner == std::process::id() || Path::new(&format!("/proc/{owner}")).exists() {
+            continue;
+        }
+        let stale = RunCgroup::adopt(entry.path(), hierarchy);
+        stale.kill();
+        if let Err(e) = stale.remove_blocking() {
+            tracing::warn!(cgroup = %entry.path().display(), error = %e, "could not remove a stale run cgroup");
         }
     }
+}
+
+/// The server pid in a run cgroup's name.
+fn run_owner(name: &str) -> Option<u32> {
+    name.strip_prefix("run-")?.split('-').next()?.parse().ok()
 }
 
 /// Builds a layout over a fake tree (tests only).
@@ -372,6 +378,13 @@ mod tests {
 33 25 0:29 / /sys/fs/cgroup/cpu,cpuacct rw,nosuid,nodev,noexec,relatime shared:8 - cgroup cgroup rw,cpu,cpuacct
 40 25 0:30 / /proc rw - proc proc rw
 ";
+
+    #[test]
+    fn run_cgroup_names_carry_their_owner() {
+        assert_eq!(run_owner("run-1234-7"), Some(1234));
+        assert_eq!(run_owner("run-1234-probe"), Some(1234));
+        assert_eq!(run_owner("supervisor"), None);
+    }
 
     #[test]
     fn parses_mountinfo_and_own_cgroups() {

@@ -1,0 +1,466 @@
+//! The embedded backend: a bounded FIFO queue in front of a fixed number of sandbox slots on this machine, with
+//! every execution recorded in SQLite.
+//!
+//! - `submit` stages the files into `<data>/workspaces/<id>`, records the execution as `pending` and queues it;
+//!   beyond `max_queue` waiting executions it refuses (`QueueFull` → HTTP 429);
+//! - `max_concurrent` workers take executions in order and run them with [`pyexec_embedded::Runner`];
+//! - a kill removes a pending execution from the queue (it never runs) or cancels a running one;
+//! - at start-up, executions that were running when the server died are failed, pending ones are queued again;
+//! - finished records expire `ttl` after they finished.
+
+mod live;
+mod store;
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use pyexec_core::workspace;
+use pyexec_core::{ExecutionResult, ExecutionSpec, ExecutionStatus, Timestamp, ValidationError};
+use pyexec_embedded::Runner;
+use pyexec_sandbox::{OutputChunk, Stream};
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use self::live::{Live, wait_done};
+use self::store::Store;
+use super::{
+    Backend, BackendError, BackendHealth, EventStream, ExecutionEvent, ExecutionPage, KillReason, ListQuery,
+    QueueHealth, Source,
+};
+use crate::metrics::Metrics;
+
+/// Settings of the embedded backend.
+#[derive(Debug, Clone)]
+pub struct EmbeddedConfig {
+    /// Root of the store, workspaces and uploads.
+    pub data_dir: PathBuf,
+    /// Executions running at once.
+    pub max_concurrent: usize,
+    /// Executions waiting at most.
+    pub max_queue: usize,
+    /// How long finished executions are kept.
+    pub ttl: Duration,
+}
+
+/// Message of executions interrupted by a server stop.
+const INTERRUPTED: &str = "the server stopped while the execution was running; it was not completed";
+/// Message of executions whose client went away.
+const CLIENT_GONE: &str = "the client disconnected before the execution finished";
+
+/// See the module documentation.
+pub struct EmbeddedBackend {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    runner: Runner,
+    store: Store,
+    config: EmbeddedConfig,
+    workspaces: PathBuf,
+    staging: PathBuf,
+    state: Mutex<State>,
+    work: Notify,
+    metrics: Metrics,
+    closing: CancellationToken,
+}
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<String>,
+    live: HashMap<String, Live>,
+    running: usize,
+}
+
+fn internal(e: impl std::fmt::Display) -> BackendError {
+    BackendError::Internal(e.to_string())
+}
+
+impl EmbeddedBackend {
+    /// Opens the store in `config.data_dir`, recovers what a previous run left, and starts the workers.
+    pub async fn start(runner: Runner, config: EmbeddedConfig, metrics: Metrics) -> anyhow::Result<EmbeddedBackend> {
+        use std::os::unix::fs::PermissionsExt;
+        let data = &config.data_dir;
+        std::fs::create_dir_all(data)?;
+        // Uploads and workspaces are readable by the sandbox user (it copies them), so the data directory itself
+        // must keep everyone else out.
+        std::fs::set_permissions(data, std::fs::Permissions::from_mode(0o700))?;
+        let workspaces = data.join("workspaces");
+        let staging = data.join("uploads");
+        for dir in [&workspaces, &staging] {
+            std::fs::create_dir_all(dir)?;
+        }
+        // Half-received uploads of a previous run are useless.
+        for entry in std::fs::read_dir(&staging)?.flatten() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+        let store = Store::open(&data.join("executions.db"))?;
+        let (interrupted, queued) = store.recover(INTERRUPTED).await?;
+        for dir in interrupted {
+            let _ = tokio::fs::remove_dir_all(dir).await;
+        }
+        let inner = Arc::new(Inner {
+            runner,
+            store,
+            workspaces,
+            staging,
+            state: Mutex::new(State::default()),
+            work: Notify::new(),
+            metrics,
+            closing: CancellationToken::new(),
+            config,
+        });
+        {
+            let mut state = inner.lock();
+            for q in queued {
+                let id = q.result.execution_id.clone();
+                state.live.insert(id.clone(), Live::new(q.result, q.spec, q.workspace));
+                state.queue.push_back(id);
+            }
+            if !state.queue.is_empty() {
+                tracing::info!(pending = state.queue.len(), "resuming executions queued before the restart");
+            }
+            inner.metrics.queue_depth.set(state.queue.len() as i64);
+        }
+        for _ in 0..inner.config.max_concurrent {
+            tokio::spawn(worker(inner.clone()));
+        }
+        tokio::spawn(sweeper(inner.clone()));
+        Ok(EmbeddedBackend { inner })
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Ends an execution: stores the result, frees the workspace, wakes waiters and followers.
+    async fn conclude(&self, result: ExecutionResult) {
+        if let Err(e) = self.store.update(&result).await {
+            tracing::error!(execution_id = %result.execution_id, error = %e, "could not store a result");
+        }
+        let live = {
+            let mut state = self.lock();
+            let live = state.live.remove(&result.execution_id);
+            self.metrics.queue_depth.set(state.queue.len() as i64);
+            live
+        };
+        if let Some(mut live) = live {
+            live.finish(&result);
+            let _ = tokio::fs::remove_dir_all(&live.workspace).await;
+        }
+        self.metrics.finished(&result);
+    }
+}
+
+/// Takes queued executions in order, one at a time, until the server closes.
+async fn worker(inner: Arc<Inner>) {
+    loop {
+        let notified = inner.work.notified();
+        let next = {
+            let mut state = inner.lock();
+            if inner.closing.is_cancelled() {
+                return;
+            }
+            let next = state.queue.pop_front();
+            if next.is_some() {
+                state.running += 1;
+                inner.metrics.queue_depth.set(state.queue.len() as i64);
+                inner.metrics.in_flight.set(state.running as i64);
+            }
+            next
+        };
+        match next {
+            Some(id) => {
+                run(&inner, &id).await;
+                let mut state = inner.lock();
+                state.running -= 1;
+                inner.metrics.in_flight.set(state.running as i64);
+            }
+            None => {
+                tokio::select! {
+                    () = notified => {}
+                    () = inner.closing.cancelled() => return,
+                }
+            }
+        }
+    }
+}
+
+async fn run(inner: &Arc<Inner>, id: &str) {
+    let started = {
+        let mut state = inner.lock();
+        let Some(live) = state.live.get_mut(id) else { return };
+        live.result.status = ExecutionStatus::Running;
+        live.result.started_at = Some(Timestamp::now());
+        live.publish(ExecutionEvent::Status(ExecutionStatus::Running));
+        (live.result.clone(), live.spec.clone(), live.workspace.clone(), live.cancel.clone())
+    };
+    let (record, spec, workspace, cancel) = started;
+    if let Err(e) = inner.store.update(&record).await {
+        tracing::error!(execution_id = id, error = %e, "could not record the start of an execution");
+    }
+
+    // Output goes to followers as it is produced.
+    let (tx, mut rx) = mpsc::channel::<OutputChunk>(64);
+    let forward = {
+        let inner = inner.clone();
+        let id = id.to_owned();
+        tokio::spawn(async move {
+            while let Some(chunk) = rx.recv().await {
+                let stream = match chunk.stream {
+                    Stream::Stdout => "stdout",
+                    Stream::Stderr => "stderr",
+                };
+                if let Some(live) = inner.lock().live.get_mut(&id) {
+                    live.publish(ExecutionEvent::Output { stream, data: chunk.bytes });
+                }
+            }
+        })
+    };
+    let mut result = inner.runner.run(id, &spec, &workspace, Some(tx), cancel).await;
+    let _ = forward.await;
+
+    let reason = inner.lock().live.get(id).and_then(|l| l.kill);
+    if reason == Some(KillReason::ClientGone) {
+        result.error = Some(CLIENT_GONE.into());
+    } else if inner.closing.is_cancelled() && result.status == ExecutionStatus::Killed && reason.is_none() {
+        // Stopped by the server's shutdown, not by anyone's request.
+        result.status = ExecutionStatus::Failed;
+        result.exit_code = 1;
+        result.error = Some(INTERRUPTED.into());
+    }
+    tracing::info!(
+        execution_id = id,
+        status = %result.status,
+        exit_code = result.exit_code,
+        duration_ms = result.duration_ms,
+        "execution finished"
+    );
+    inner.conclude(result).await;
+}
+
+/// Deletes expired records.
+async fn sweeper(inner: Arc<Inner>) {
+    let period = inner.config.ttl.clamp(Duration::from_secs(1), Duration::from_secs(60));
+    let mut tick = tokio::time::interval(period);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = inner.closing.cancelled() => return,
+        }
+        let ttl = inner.config.ttl;
+        let cutoff = Timestamp::from_unix_micros(Timestamp::now().unix_micros() - ttl.as_micros() as i64);
+        if let Some(cutoff) = cutoff {
+            match inner.store.sweep(cutoff).await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(removed = n, "expired finished executions"),
+                Err(e) => tracing::warn!(error = %e, "could not expire executions"),
+            }
+        }
+    }
+}
+
+/// Cursor of the execution list: the row's sequence number.
+fn parse_cursor(cursor: &Option<String>) -> Result<Option<i64>, BackendError> {
+    match cursor {
+        None => Ok(None),
+        Some(c) => c
+            .parse::<i64>()
+            .map(Some)
+            .map_err(|_| BackendError::Invalid(ValidationError::bad_request(format!("invalid cursor {c:?}")))),
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for EmbeddedBackend {
+    fn check(&self, spec: &ExecutionSpec) -> Result<(), ValidationError> {
+        self.inner.runner.check(spec)
+    }
+
+    fn staging_dir(&self) -> &Path {
+        &self.inner.staging
+    }
+
+    async fn submit(&self, spec: ExecutionSpec, source: Source) -> Result<ExecutionResult, BackendError> {
+        let inner = &self.inner;
+        let full = |pending| BackendError::QueueFull { pending, retry_after: Duration::from_secs(1) };
+        let pending = inner.lock().queue.len();
+        if inner.closing.is_cancelled() {
+            return Err(BackendError::ShuttingDown);
+        }
+        if pending >= inner.config.max_queue {
+            if let Source::Directory(dir) = source {
+                let _ = tokio::fs::remove_dir_all(dir).await;
+            }
+            return Err(full(pending));
+        }
+        let id = pyexec_core::model::new_execution_id();
+        let dir = inner.workspaces.join(&id);
+        match source {
+            Source::Directory(staged) => tokio::fs::rename(&staged, &dir).await.map_err(internal)?,
+            Source::Files(files) => {
+                let target = dir.clone();
+                tokio::task::spawn_blocking(move || {
+                    workspace::create_dir(&target)?;
+                    workspace::write_files(&files, &target).map(drop).map_err(std::io::Error::other)
+                })
+                .await
+                .map_err(internal)?
+                .map_err(internal)?;
+            }
+        }
+        let record = ExecutionResult::pending(&id);
+        if let Err(e) = inner.store.insert(&record, &spec, &dir).await {
+            let _ = tokio::fs::remove_dir_all(&dir).await;
+            return Err(internal(e));
+        }
+        let queued = {
+            let mut state = inner.lock();
+            if state.queue.len() >= inner.config.max_queue {
+                Err(state.queue.len())
+            } else {
+                state.live.insert(id.clone(), Live::new(record.clone(), spec, dir.clone()));
+                state.queue.push_back(id.clone());
+                inner.metrics.queue_depth.set(state.queue.len() as i64);
+                Ok(())
+            }
+        };
+        if let Err(pending) = queued {
+            // Lost the race for the last queue place: the record must not stay behind as a phantom.
+            let mut gone = record.clone();
+            gone.status = ExecutionStatus::Failed;
+            gone.exit_code = 1;
+            gone.error = Some("the execution queue was full".into());
+            let _ = inner.store.update(&gone).await;
+            let _ = tokio::fs::remove_dir_all(&dir).await;
+            return Err(full(pending));
+        }
+        inner.metrics.submitted();
+        inner.work.notify_one();
+        Ok(record)
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<ExecutionResult>, BackendError> {
+        if let Some(live) = self.inner.lock().live.get(id) {
+            return Ok(Some(live.result.clone()));
+        }
+        self.inner.store.get(id).await.map_err(internal)
+    }
+
+    async fn wait(&self, id: &str) -> Result<Option<ExecutionResult>, BackendError> {
+        let waiter = self.inner.lock().live.get(id).map(Live::waiter);
+        match waiter {
+            Some(rx) => match wait_done(rx).await {
+                Some(result) => Ok(Some(result)),
+                None => self.inner.store.get(id).await.map_err(internal),
+            },
+            None => self.inner.store.get(id).await.map_err(internal),
+        }
+    }
+
+    async fn kill(&self, id: &str, reason: KillReason) -> Result<Option<ExecutionStatus>, BackendError> {
+        let inner = &self.inner;
+        enum Action {
+            Dequeued(Box<ExecutionResult>),
+            Cancelled(tokio::sync::watch::Receiver<Option<ExecutionResult>>),
+            NotLive,
+        }
+        let action = {
+            let mut state = inner.lock();
+            let queued = state.queue.iter().position(|q| q == id);
+            match (state.live.get_mut(id), queued) {
+                (Some(live), Some(position)) => {
+                    let mut result = live.result.clone();
+                    state.queue.remove(position);
+                    result.status = ExecutionStatus::Killed;
+                    result.exit_code = pyexec_core::outcome::EXIT_KILLED;
+                    result.finished_at = Some(Timestamp::now());
+                    if reason == KillReason::ClientGone {
+                        result.error = Some(CLIENT_GONE.into());
+                    }
+                    Action::Dequeued(Box::new(result))
+                }
+                (Some(live), None) => {
+                    live.kill.get_or_insert(reason);
+                    live.cancel.cancel();
+                    Action::Cancelled(live.waiter())
+                }
+                (None, _) => Action::NotLive,
+            }
+        };
+        match action {
+            Action::Dequeued(result) => {
+                inner.conclude(*result).await;
+                Ok(Some(ExecutionStatus::Killed))
+            }
+            Action::Cancelled(rx) => {
+                // The tree dies in milliseconds; answer once the record says so.
+                let done = tokio::time::timeout(Duration::from_secs(10), wait_done(rx)).await;
+                Ok(Some(done.ok().flatten().map(|r| r.status).unwrap_or(ExecutionStatus::Killed)))
+            }
+            Action::NotLive => Ok(inner.store.get(id).await.map_err(internal)?.map(|r| r.status)),
+        }
+    }
+
+    async fn list(&self, query: ListQuery) -> Result<ExecutionPage, BackendError> {
+        let before = parse_cursor(&query.before)?;
+        let (executions, next) = self.inner.store.list(query.status, before, query.limit).await.map_err(internal)?;
+        Ok(ExecutionPage { executions, next_cursor: next.map(|n| n.to_string()) })
+    }
+
+    async fn events(&self, id: &str) -> Result<Option<EventStream>, BackendError> {
+        if let Some(live) = self.inner.lock().live.get(id) {
+            return Ok(Some(live.follow()));
+        }
+        Ok(self.inner.store.get(id).await.map_err(internal)?.map(|r| {
+            Box::pin(futures::stream::once(async move { ExecutionEvent::Result(Box::new(r)) })) as EventStream
+        }))
+    }
+
+    fn health(&self) -> BackendHealth {
+        let inner = &self.inner;
+        let (pending, running) = {
+            let state = inner.lock();
+            (state.queue.len(), state.running)
+        };
+        let interpreters = inner.runner.interpreters();
+        BackendHealth {
+            backend: "embedded",
+            python_versions: interpreters.versions().iter().map(ToString::to_string).collect(),
+            default_python_version: interpreters.default_version().map(|v| v.to_string()),
+            isolation: serde_json::to_value(inner.runner.isolation()).unwrap_or_default(),
+            queue: QueueHealth {
+                pending,
+                running,
+                max_concurrent: inner.config.max_concurrent,
+                max_queue: inner.config.max_queue,
+            },
+        }
+    }
+
+    async fn shutdown(&self, grace: Duration) {
+        let inner = &self.inner;
+        inner.closing.cancel();
+        // Running executions are stopped (and recorded as failed by their worker); pending ones stay queued in
+        // the store for the next start.
+        let waiters: Vec<_> = {
+            let state = inner.lock();
+            state
+                .live
+                .iter()
+                .filter(|(id, _)| !state.queue.contains(id))
+                .map(|(_, live)| {
+                    live.cancel.cancel();
+                    live.waiter()
+                })
+                .collect()
+        };
+        let all = futures::future::join_all(waiters.into_iter().map(wait_done));
+        if tokio::time::timeout(grace, all).await.is_err() {
+            tracing::warn!("running executions did not stop within the grace period");
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! The boundary between the HTTP handlers and whatever runs executions.
+//!
+//! Handlers validate requests into an [`ExecutionSpec`] and hand it to a [`Backend`] with the source files; every
+//! backend (embedded sandbox, Kubernetes) implements the same operations, so the handlers, and the conformance
+//! tests that drive them over HTTP, are the same for all of them.
+
+pub mod embedded;
+
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures::Stream;
+use pyexec_core::{CodeFile, ExecutionResult, ExecutionSpec, ExecutionStatus, ValidationError};
+use serde::Serialize;
+
+/// Where an execution's files come from.
+#[derive(Debug)]
+pub enum Source {
+    /// `/eval` files, not yet on disk.
+    Files(Vec<CodeFile>),
+    /// An uploaded archive already unpacked (and checked) into a directory under [`Backend::staging_dir`]; the
+    /// backend takes ownership of it.
+    Directory(PathBuf),
+}
+
+/// Why an execution is being stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KillReason {
+    /// `DELETE /api/v1/executions/{id}`.
+    Request,
+    /// The client of a synchronous request went away.
+    ClientGone,
+}
+
+/// Something that happened to an execution, for live followers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecutionEvent {
+    /// A piece of output, in order, only what is kept under the output caps.
+    Output {
+        /// `"stdout"` or `"stderr"`.
+        stream: &'static str,
+        /// The bytes (decoded lossily for transport).
+        data: Vec<u8>,
+    },
+    /// The execution changed status (`running`).
+    Status(ExecutionStatus),
+    /// The final result; always the last event.
+    Result(Box<ExecutionResult>),
+}
+
+/// A live stream of events ending with [`ExecutionEvent::Result`].
+pub type EventStream = Pin<Box<dyn Stream<Item = ExecutionEvent> + Send>>;
+
+/// Filters and paging of the execution list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListQuery {
+    /// Only executions in this status.
+    pub status: Option<ExecutionStatus>,
+    /// Page size.
+    pub limit: usize,
+    /// Opaque cursor from a previous page: only executions older than it.
+    pub before: Option<String>,
+}
+
+/// One page of executions, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct ExecutionPage {
+    /// The executions.
+    pub executions: Vec<ExecutionResult>,
+    /// Cursor of the next (older) page, absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// What a backend reports on `/health`.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct BackendHealth {
+    /// `embedded` or `kubernetes`.
+    pub backend: &'static str,
+    /// Python versions requests may ask for.
+    pub python_versions: Vec<String>,
+    /// The version used when a request names none.
+    pub default_python_version: Option<String>,
+    /// What isolation runs get, and what is missing.
+    #[schema(value_type = Object)]
+    pub isolation: serde_json::Value,
+    /// Queue state.
+    pub queue: QueueHealth,
+}
+
+/// Queue state for `/health`.
+#[derive(Debug, Clone, Copy, Serialize, utoipa::ToSchema)]
+pub struct QueueHealth {
+    /// Executions waiting for a slot.
+    pub pending: usize,
+    /// Executions running.
+    pub running: usize,
+    /// Slots.
+    pub max_concurrent: usize,
+    /// Most executions that may wait.
+    pub max_queue: usize,
+}
+
+/// Why a backend could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The queue is full; try again later.
+    #[error("the execution queue is full ({pending} waiting); retry later")]
+    QueueFull {
+        /// Executions waiting.
+        pending: usize,
+        /// Suggested wait.
+        retry_after: Duration,
+    },
+    /// The request cannot be run by this backend.
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    /// The server is shutting down and accepts no new work.
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    /// Something broke inside the backend.
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// Runs executions. See the module documentation.
+#[async_trait::async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// Checks what only this backend knows (interpreters, images, network), before any work is accepted.
+    fn check(&self, spec: &ExecutionSpec) -> Result<(), ValidationError>;
+
+    /// A directory on the backend's file system where uploads may be unpacked before [`Backend::submit`].
+    fn staging_dir(&self) -> &Path;
+
+    /// Accepts an execution: it is `pending` until a slot is free. Fails with `QueueFull` when too many wait.
+    async fn submit(&self, spec: ExecutionSpec, source: Source) -> Result<ExecutionResult, BackendError>;
+
+    /// The execution's current state, `None` when unknown (or expired).
+    async fn get(&self, id: &str) -> Result<Option<ExecutionResult>, BackendError>;
+
+    /// Waits for the execution to end and returns its final state.
+    async fn wait(&self, id: &str) -> Result<Option<ExecutionResult>, BackendError>;
+
+    /// Stops a pending or running execution (a pending one never runs). Returns the status after the request;
+    /// terminal executions are left as they are.
+    async fn kill(&self, id: &str, reason: KillReason) -> Result<Option<ExecutionStatus>, BackendError>;
+
+    /// Executions, newest first.
+    async fn list(&self, query: ListQuery) -> Result<ExecutionPage, BackendError>;
+
+    /// Output as it is produced, then the final result; `None` when unknown.
+    async fn events(&self, id: &str) -> Result<Option<EventStream>, BackendError>;
+
+    /// What `/health` shows about the backend.
+    fn health(&self) -> BackendHealth;
+
+    /// Stops taking work; running executions are failed with a clear error, pending ones stay for the next start.
+    async fn shutdown(&self, grace: Duration);
+}

@@ -1,0 +1,345 @@
+//! Server configuration: every setting is a flag and an environment variable (the original's `PYEXEC_*` names,
+//! plus ours with the same prefix). A bad value stops start-up with a message naming the variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{CommandFactory, Parser, ValueEnum};
+use pyexec_core::{Limits, Policy, PythonVersion};
+
+/// Log verbosity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogLevel {
+    /// Everything.
+    Trace,
+    /// Debugging detail.
+    Debug,
+    /// Normal operation (default).
+    Info,
+    /// Problems only.
+    Warn,
+    /// Failures only.
+    Error,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Where executions run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendKind {
+    /// This machine, in sandboxes (namespaces, cgroups, seccomp, Landlock).
+    Embedded,
+}
+
+fn parse_bool(s: &str) -> Result<bool, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(format!("expected true/false (or 1/0, yes/no), got {s:?}")),
+    }
+}
+
+/// `PYEXEC_PYTHONS`: explicit interpreters by version.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PythonMap(pub Vec<(PythonVersion, PathBuf)>);
+
+fn parse_pythons(s: &str) -> Result<PythonMap, String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(|entry| {
+            let (version, path) =
+                entry.split_once('=').ok_or_else(|| format!("expected VERSION=PATH entries, got {entry:?}"))?;
+            let version = PythonVersion::parse_supported(version.trim()).map_err(|e| e.message)?;
+            let path = PathBuf::from(path.trim());
+            if !path.is_absolute() {
+                return Err(format!("{} is not an absolute path", path.display()));
+            }
+            Ok((version, path))
+        })
+        .collect::<Result<_, _>>()
+        .map(PythonMap)
+}
+
+fn default_data_dir() -> PathBuf {
+    if rustix_is_root() {
+        return PathBuf::from("/var/lib/python-executor");
+    }
+    std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("python-executor")
+}
+
+fn rustix_is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// The python-executor API server.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "pyexec-apiserver", version, about = "python-executor REST API server", max_term_width = 110)]
+pub struct Config {
+    /// Address to listen on, `host:port`; when set, wins over --host and --port.
+    #[arg(long, env = "PYEXEC_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Interface to listen on.
+    #[arg(long, env = "PYEXEC_HOST", default_value = "0.0.0.0")]
+    pub host: std::net::IpAddr,
+    /// Port to listen on.
+    #[arg(long, env = "PYEXEC_PORT", default_value_t = 8080)]
+    pub port: u16,
+    /// Log level.
+    #[arg(long, env = "PYEXEC_LOG_LEVEL", value_enum, ignore_case = true, default_value = "info")]
+    pub log_level: LogLevel,
+    /// Log format.
+    #[arg(long, env = "PYEXEC_LOG_FORMAT", value_enum, ignore_case = true, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Where executions run.
+    #[arg(long, env = "PYEXEC_BACKEND", value_enum, ignore_case = true, default_value = "embedded")]
+    pub backend: BackendKind,
+    /// Directory of the execution store, workspaces and uploads (kept private to the server).
+    #[arg(long, env = "PYEXEC_DATA_DIR", default_value_os_t = default_data_dir())]
+    pub data_dir: PathBuf,
+
+    /// Default wall-clock limit of an execution, seconds.
+    #[arg(long, env = "PYEXEC_DEFAULT_TIMEOUT", default_value_t = 300)]
+    pub default_timeout: u64,
+    /// Default memory limit, MiB.
+    #[arg(long, env = "PYEXEC_DEFAULT_MEMORY_MB", default_value_t = 1024)]
+    pub default_memory_mb: u64,
+    /// Default size of the writable workspace, MiB.
+    #[arg(long, env = "PYEXEC_DEFAULT_DISK_MB", default_value_t = 2048)]
+    pub default_disk_mb: u64,
+    /// Default CPU weight (1024 = one CPU).
+    #[arg(long, env = "PYEXEC_DEFAULT_CPU_SHARES", default_value_t = 1024)]
+    pub default_cpu_shares: u64,
+    /// Default interpreter, as an official image name (`python:3.12-slim` → 3.12).
+    #[arg(long, env = "PYEXEC_DEFAULT_IMAGE", default_value = "python:3.12-slim")]
+    pub default_image: String,
+    /// Largest timeout a request may ask for, seconds.
+    #[arg(long, env = "PYEXEC_MAX_TIMEOUT", default_value_t = 3600)]
+    pub max_timeout: u64,
+    /// Largest memory limit a request may ask for, MiB.
+    #[arg(long, env = "PYEXEC_MAX_MEMORY_MB", default_value_t = 16384)]
+    pub max_memory_mb: u64,
+    /// Largest workspace a request may ask for, MiB.
+    #[arg(long, env = "PYEXEC_MAX_DISK_MB", default_value_t = 16384)]
+    pub max_disk_mb: u64,
+    /// Largest CPU weight a request may ask for.
+    #[arg(long, env = "PYEXEC_MAX_CPU_SHARES", default_value_t = 16384)]
+    pub max_cpu_shares: u64,
+
+    /// Executions running at once (0: the number of CPUs).
+    #[arg(long, env = "PYEXEC_MAX_CONCURRENT", default_value_t = 0)]
+    pub max_concurrent: usize,
+    /// Executions that may wait for a slot; beyond that requests get 429.
+    #[arg(long, env = "PYEXEC_MAX_QUEUE", default_value_t = 100)]
+    pub max_queue: usize,
+    /// Largest request body (upload), MiB; beyond it requests get 413.
+    #[arg(long, env = "PYEXEC_MAX_UPLOAD_MB", default_value_t = 100)]
+    pub max_upload_mb: u64,
+    /// Largest unpacked size of an uploaded archive, MiB.
+    #[arg(long, env = "PYEXEC_MAX_UNPACKED_MB", default_value_t = 1024)]
+    pub max_unpacked_mb: u64,
+    /// Most entries in an uploaded archive.
+    #[arg(long, env = "PYEXEC_MAX_ARCHIVE_ENTRIES", default_value_t = 100_000)]
+    pub max_archive_entries: u64,
+    /// Bytes of stdout and of stderr kept per execution; the rest is dropped and flagged.
+    #[arg(long, env = "PYEXEC_MAX_OUTPUT_BYTES", default_value_t = 1 << 20)]
+    pub max_output_bytes: usize,
+    /// Seconds a finished execution stays queryable, counted from its end.
+    #[arg(long, env = "PYEXEC_CLEANUP_TTL", default_value_t = 300)]
+    pub cleanup_ttl: u64,
+    /// Detect imports in /eval code and install them (true/false).
+    #[arg(long, env = "PYEXEC_AUTO_DETECT_IMPORTS", default_value = "true", value_parser = parse_bool, action = clap::ArgAction::Set)]
+    pub auto_detect_imports: bool,
+
+    /// API keys (comma-separated); when set, /api requires `Authorization: Bearer <key>`.
+    #[arg(long, env = "PYEXEC_API_KEYS", hide_env_values = true, value_delimiter = ',')]
+    pub api_keys: Vec<String>,
+    /// File with one API key per line (`#` comments allowed), added to --api-keys.
+    #[arg(long, env = "PYEXEC_API_KEYS_FILE")]
+    pub api_keys_file: Option<PathBuf>,
+
+    /// Interpreters to use instead of discovered ones: `3.12=/opt/python3.12/bin/python3.12,...`.
+    #[arg(long, env = "PYEXEC_PYTHONS", value_parser = parse_pythons, default_value = "")]
+    pub pythons: PythonMap,
+    /// First host uid given to sandboxes (needs an unused range of --sandbox-uid-count uids).
+    #[arg(long, env = "PYEXEC_SANDBOX_UID_BASE", default_value_t = 2_000_000_000)]
+    pub sandbox_uid_base: u32,
+    /// Number of host uids sandboxes may use.
+    #[arg(long, env = "PYEXEC_SANDBOX_UID_COUNT", default_value_t = 65_536)]
+    pub sandbox_uid_count: u32,
+    /// Most processes and threads of one execution.
+    #[arg(long, env = "PYEXEC_PIDS_MAX", default_value_t = 256)]
+    pub pids_max: u64,
+    /// Size of /tmp (and /dev/shm) in the sandbox, MiB.
+    #[arg(long, env = "PYEXEC_TMP_MB", default_value_t = 100)]
+    pub tmp_mb: u64,
+    /// On hosts with v1 cgroup controllers, remount the v2 hierarchy with favordynmods (faster sandbox start).
+    #[arg(long, env = "PYEXEC_CGROUP_FAVOR_DYNMODS", default_value = "true", value_parser = parse_bool, action = clap::ArgAction::Set)]
+    pub cgroup_favor_dynmods: bool,
+    /// Seconds running executions get to finish on shutdown before they are stopped.
+    #[arg(long, env = "PYEXEC_SHUTDOWN_GRACE", default_value_t = 10)]
+    pub shutdown_grace: u64,
+}
+
+/// Variables of the original service that mean nothing here, and what replaces them.
+const RETIRED: &[(&str, &str)] = &[
+    ("PYEXEC_DOCKER_SOCKET", "no Docker is used: executions run in the embedded sandbox"),
+    ("PYEXEC_NETWORK_MODE", "network is off by default; egress is limited to the public internet"),
+    ("PYEXEC_DNS_SERVERS", "sandboxes with network resolve through the host's resolver"),
+    ("PYEXEC_CONSUL_ADDR", "results are stored in PYEXEC_DATA_DIR"),
+    ("PYEXEC_CONSUL_TOKEN", "results are stored in PYEXEC_DATA_DIR"),
+    ("PYEXEC_CONSUL_PREFIX", "results are stored in PYEXEC_DATA_DIR"),
+];
+
+impl Config {
+    /// Parses flags and environment; on a bad value, exits with a message naming the variable and the flag.
+    pub fn load() -> Config {
+        match Config::try_parse() {
+            Ok(config) => config,
+            Err(e) => {
+                use clap::error::{ContextKind, ContextValue, ErrorKind};
+                if matches!(e.kind(), ErrorKind::InvalidValue | ErrorKind::ValueValidation) {
+                    if let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg) {
+                        let flag = arg.split_whitespace().next().unwrap_or(arg).trim_start_matches('-');
+                        let env = Config::command()
+                            .get_arguments()
+                            .find(|a| a.get_long() == Some(flag))
+                            .and_then(|a| a.get_env().map(|e| e.to_string_lossy().into_owned()));
+                        if let Some(env) = env {
+                            eprintln!("configuration error in {env} (or --{flag}):");
+                        }
+                    }
+                }
+                e.exit()
+            }
+        }
+    }
+
+    /// Warnings about settings of the original that have no effect here.
+    pub fn retired_settings() -> Vec<String> {
+        RETIRED
+            .iter()
+            .filter(|(name, _)| std::env::var_os(name).is_some_and(|v| !v.is_empty()))
+            .map(|(name, why)| format!("{name} has no effect in this implementation: {why}"))
+            .collect()
+    }
+
+    /// The address to bind.
+    pub fn addr(&self) -> SocketAddr {
+        self.listen.unwrap_or(SocketAddr::new(self.host, self.port))
+    }
+
+    /// Validation rules for requests.
+    pub fn policy(&self) -> anyhow::Result<Policy> {
+        let defaults = Limits {
+            timeout_seconds: self.default_timeout,
+            memory_mb: self.default_memory_mb,
+            disk_mb: self.default_disk_mb,
+            cpu_shares: self.default_cpu_shares,
+        };
+        let max = Limits {
+            timeout_seconds: self.max_timeout,
+            memory_mb: self.max_memory_mb,
+            disk_mb: self.max_disk_mb,
+            cpu_shares: self.max_cpu_shares,
+        };
+        let check = |name: &str, default: u64, min: u64, max: u64| -> anyhow::Result<()> {
+            anyhow::ensure!(
+                (min..=max).contains(&default),
+                "configuration error: the default {name} {default} must lie between {min} and the maximum {max}"
+            );
+            Ok(())
+        };
+        let min = Limits::MINIMUM;
+        check("timeout (PYEXEC_DEFAULT_TIMEOUT)", defaults.timeout_seconds, min.timeout_seconds, max.timeout_seconds)?;
+        check("memory (PYEXEC_DEFAULT_MEMORY_MB)", defaults.memory_mb, min.memory_mb, max.memory_mb)?;
+        check("disk (PYEXEC_DEFAULT_DISK_MB)", defaults.disk_mb, min.disk_mb, max.disk_mb)?;
+        check("CPU shares (PYEXEC_DEFAULT_CPU_SHARES)", defaults.cpu_shares, min.cpu_shares, max.cpu_shares)?;
+        Ok(Policy { defaults, max, max_eval_code_bytes: 102_400, auto_detect_imports: self.auto_detect_imports })
+    }
+
+    /// The default interpreter version named by `PYEXEC_DEFAULT_IMAGE`.
+    pub fn default_python(&self) -> anyhow::Result<PythonVersion> {
+        PythonVersion::of_image(&self.default_image).ok_or_else(|| {
+            anyhow::anyhow!(
+                "configuration error in PYEXEC_DEFAULT_IMAGE: {:?} does not name an official python:3.X image",
+                self.default_image
+            )
+        })
+    }
+
+    /// Slots: the configured number, or one per CPU.
+    pub fn concurrency(&self) -> usize {
+        if self.max_concurrent > 0 {
+            return self.max_concurrent;
+        }
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    }
+
+    /// API keys from the flag, the variable and the file.
+    pub fn keys(&self) -> anyhow::Result<Vec<String>> {
+        let mut keys: Vec<String> =
+            self.api_keys.iter().map(|k| k.trim().to_owned()).filter(|k| !k.is_empty()).collect();
+        if let Some(path) = &self.api_keys_file {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                anyhow::anyhow!("configuration error in PYEXEC_API_KEYS_FILE: cannot read {}: {e}", path.display())
+            })?;
+            keys.extend(
+                text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_owned),
+            );
+        }
+        Ok(keys)
+    }
+
+    /// Time to finish on shutdown.
+    pub fn grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_original_variables() {
+        let c = Config::try_parse_from([
+            "x",
+            "--port",
+            "9999",
+            "--auto-detect-imports",
+            "NO",
+            "--pythons",
+            "3.12=/opt/py/bin/python3.12",
+        ])
+        .unwrap();
+        assert_eq!(c.port, 9999);
+        assert!(!c.auto_detect_imports);
+        assert_eq!(c.pythons.0, vec![(PythonVersion { minor: 12 }, PathBuf::from("/opt/py/bin/python3.12"))]);
+        assert_eq!(c.default_python().unwrap(), PythonVersion { minor: 12 });
+        assert!(Config::try_parse_from(["x", "--port", "eighty"]).is_err());
+        assert!(Config::try_parse_from(["x", "--pythons", "2.7=/usr/bin/python2"]).is_err());
+        assert!(Config::try_parse_from(["x", "--auto-detect-imports", "maybe"]).is_err());
+    }
+
+    #[test]
+    fn defaults_must_fit_the_maxima() {
+        let c = Config::try_parse_from(["x", "--default-timeout", "7200"]).unwrap();
+        assert!(c.policy().unwrap_err().to_string().contains("PYEXEC_DEFAULT_TIMEOUT"));
+        let c = Config::try_parse_from(["x"]).unwrap();
+        assert_eq!(c.policy().unwrap().defaults, Limits::ORIGINAL_DEFAULTS);
+    }
+}

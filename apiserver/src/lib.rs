@@ -1,0 +1,133 @@
+//! The python-executor API server.
+//!
+//! Handlers (`routes`) are thin: they parse and validate requests with `pyexec_core`, then call a [`Backend`]
+//! (`backend`): the embedded sandbox today, Kubernetes alike. `upload` streams multipart archives to disk,
+//! `auth` checks API keys, `metrics` exposes Prometheus metrics, `config` reads `PYEXEC_*` settings.
+
+pub mod auth;
+pub mod backend;
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod routes;
+pub mod state;
+pub mod telemetry;
+pub mod upload;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use pyexec_core::workspace::IngestLimits;
+use pyexec_embedded::{Discovery, Runner, RunnerSettings};
+use pyexec_sandbox::SandboxConfig;
+
+pub use backend::Backend;
+use backend::embedded::{EmbeddedBackend, EmbeddedConfig};
+use config::Config;
+use metrics::Metrics;
+use state::{AppState, Shared};
+
+/// Starts the server and serves until SIGTERM or SIGINT.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    for warning in Config::retired_settings() {
+        tracing::warn!("{warning}");
+    }
+    let policy = config.policy()?;
+    let default_python = config.default_python()?;
+    let api_keys = config.keys()?;
+    let metrics = Metrics::new();
+
+    let sandbox = SandboxConfig {
+        host_uid_base: config.sandbox_uid_base,
+        host_uid_count: config.sandbox_uid_count,
+        favor_dynmods: config.cgroup_favor_dynmods,
+        ..SandboxConfig::new(config.data_dir.join("sandbox"))
+    };
+    let discovery = Discovery { explicit: config.pythons.0.clone(), search_path: true, pyenv_root: None };
+    let settings = RunnerSettings {
+        pids_max: config.pids_max,
+        tmp_mb: config.tmp_mb,
+        output_limit_bytes: config.max_output_bytes,
+        default_python: Some(default_python),
+    };
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating the data directory {} (PYEXEC_DATA_DIR)", config.data_dir.display()))?;
+    let runner = Runner::new(sandbox, &discovery, settings).await.context("starting the embedded sandbox")?;
+    let report = runner.isolation();
+    tracing::info!(
+        level = ?report.level,
+        user = %report.user,
+        cgroups = %report.cgroups,
+        landlock_abi = ?report.landlock_abi,
+        network = %report.network_egress,
+        "sandbox ready"
+    );
+    for warning in &report.warnings {
+        tracing::warn!("isolation: {warning}");
+    }
+    tracing::info!(
+        versions = %runner.interpreters().list(),
+        default = ?runner.interpreters().default_version().map(|v| v.to_string()),
+        "python interpreters"
+    );
+    let backend = EmbeddedBackend::start(
+        runner,
+        EmbeddedConfig {
+            data_dir: config.data_dir.clone(),
+            max_concurrent: config.concurrency(),
+            max_queue: config.max_queue,
+            ttl: Duration::from_secs(config.cleanup_ttl),
+        },
+        metrics.clone(),
+    )
+    .await
+    .context("opening the execution store")?;
+    let backend: Arc<dyn Backend> = Arc::new(backend);
+
+    let state = AppState::new(Shared {
+        backend: backend.clone(),
+        policy,
+        ingest: IngestLimits { max_bytes: config.max_unpacked_mb << 20, max_entries: config.max_archive_entries },
+        upload_limit_mb: config.max_upload_mb,
+        api_keys,
+        metrics,
+    });
+    if state.api_keys.is_empty() {
+        tracing::warn!("no API keys configured: anyone who can reach this port can run code (set PYEXEC_API_KEYS)");
+    }
+    let app = routes::router(state);
+    let addr = config.addr();
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (PYEXEC_HOST/PYEXEC_PORT or PYEXEC_LISTEN)"))?;
+    tracing::info!(address = %listener.local_addr()?, concurrency = config.concurrency(), queue = config.max_queue, "python-executor listening");
+
+    let grace = config.grace();
+    let shutdown = {
+        let backend = backend.clone();
+        async move {
+            stop_signal().await;
+            tracing::info!("shutting down: no new work; running executions get {grace:?}");
+            // Stopping the backend ends the runs that synchronous requests wait for, so the server can drain.
+            tokio::spawn(async move { backend.shutdown(grace).await });
+        }
+    };
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    backend.shutdown(grace).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => std::future::pending::<()>().await,
+    }
+}

@@ -1,0 +1,90 @@
+//! `POST /api/v1/exec/sync` and `/exec/async`: a multipart body with a `tar` file part (plain or gzip) and a
+//! `metadata` JSON field.
+
+use axum::Json;
+use axum::extract::{FromRequest, Multipart, Request, State};
+use axum::http::StatusCode;
+use pyexec_core::{AsyncResponse, ErrorResponse, ExecutionResult, ExecutionSpec};
+
+use super::sync;
+use crate::backend::Source;
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::upload;
+
+/// The multipart form of the exec endpoints (for the OpenAPI document).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct ExecForm {
+    /// A tar archive of the project (plain or gzip-compressed), sent as a file part.
+    #[schema(value_type = String, format = Binary)]
+    tar: Vec<u8>,
+    /// JSON: `{"entrypoint": "main.py", "script_args": [...], "env_vars": ["K=V"], "stdin": "...",
+    /// "config": {"timeout_seconds": 30, "memory_mb": 512, "network_disabled": true}}`.
+    metadata: String,
+}
+
+/// Runs a project and waits for the result.
+#[utoipa::path(
+    post,
+    path = "/api/v1/exec/sync",
+    tag = "executions",
+    request_body(content = ExecForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 200, description = "The execution ended (any status)", body = ExecutionResult),
+        (status = 400, description = "Malformed form, archive or metadata", body = ErrorResponse),
+        (status = 401, description = "Missing or invalid API key", body = ErrorResponse),
+        (status = 413, description = "Upload or unpacked archive too large", body = ErrorResponse),
+        (status = 429, description = "Queue full; see Retry-After", body = ErrorResponse),
+    ),
+    security((), ("bearer" = []))
+)]
+pub async fn exec_sync(State(state): State<AppState>, request: Request) -> Result<Json<ExecutionResult>, ApiError> {
+    let (spec, workspace) = receive(&state, request).await?;
+    sync::run(&state, spec, Source::Directory(workspace)).await
+}
+
+/// Queues a project and returns its id at once; poll `GET /api/v1/executions/{id}` or follow its events.
+#[utoipa::path(
+    post,
+    path = "/api/v1/exec/async",
+    tag = "executions",
+    request_body(content = ExecForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 202, description = "Accepted", body = AsyncResponse),
+        (status = 400, description = "Malformed form, archive or metadata", body = ErrorResponse),
+        (status = 401, description = "Missing or invalid API key", body = ErrorResponse),
+        (status = 413, description = "Upload or unpacked archive too large", body = ErrorResponse),
+        (status = 429, description = "Queue full; see Retry-After", body = ErrorResponse),
+    ),
+    security((), ("bearer" = []))
+)]
+pub async fn exec_async(
+    State(state): State<AppState>,
+    request: Request,
+) -> Result<(StatusCode, Json<AsyncResponse>), ApiError> {
+    let (spec, workspace) = receive(&state, request).await?;
+    let record = sync::submit(&state, spec, Source::Directory(workspace)).await?;
+    Ok((StatusCode::ACCEPTED, Json(AsyncResponse { execution_id: record.execution_id })))
+}
+
+/// Receives the form and validates the metadata; the staged archive is removed again on any error.
+async fn receive(state: &AppState, request: Request) -> Result<(ExecutionSpec, std::path::PathBuf), ApiError> {
+    upload::check_content_type(request.headers())?;
+    let multipart = Multipart::from_request(request, state)
+        .await
+        .map_err(|e| ApiError::BadRequest(format!("parsing form: {}", e.body_text())))?;
+    let upload = upload::receive(multipart, state.backend.staging_dir(), state.ingest, state.upload_limit_mb).await?;
+    let checked = state
+        .policy
+        .spec_from_metadata(upload.metadata)
+        .map_err(ApiError::from)
+        .and_then(|spec| state.backend.check(&spec).map(|()| spec).map_err(ApiError::from));
+    match checked {
+        Ok(spec) => Ok((spec, upload.workspace)),
+        Err(e) => {
+            let _ = tokio::fs::remove_dir_all(&upload.workspace).await;
+            Err(e)
+        }
+    }
+}

@@ -1,0 +1,49 @@
+//! Running an execution for a synchronous request: submit, wait, and kill the run if the client goes away.
+
+use std::sync::Arc;
+
+use axum::Json;
+use pyexec_core::{ExecutionResult, ExecutionSpec};
+
+use crate::backend::{Backend, BackendError, KillReason, Source};
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Kills the execution if the request future is dropped before the result is in (the client disconnected).
+struct KillOnDrop {
+    backend: Arc<dyn Backend>,
+    id: Option<String>,
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            let backend = self.backend.clone();
+            tracing::info!(execution_id = %id, "client disconnected; killing its execution");
+            tokio::spawn(async move {
+                if let Err(e) = backend.kill(&id, KillReason::ClientGone).await {
+                    tracing::warn!(execution_id = %id, error = %e, "could not kill an abandoned execution");
+                }
+            });
+        }
+    }
+}
+
+/// Submits and waits; the answer is the final result, whatever the program did (status `failed` is a 200 too).
+pub async fn run(state: &AppState, spec: ExecutionSpec, source: Source) -> Result<Json<ExecutionResult>, ApiError> {
+    let record = submit(state, spec, source).await?;
+    let mut guard = KillOnDrop { backend: state.backend.clone(), id: Some(record.execution_id.clone()) };
+    let result = state.backend.wait(&record.execution_id).await?;
+    guard.id = None;
+    result.map(Json).ok_or_else(|| ApiError::Internal("the execution's record vanished".into()))
+}
+
+/// Submits, counting refusals for the metrics.
+pub async fn submit(state: &AppState, spec: ExecutionSpec, source: Source) -> Result<ExecutionResult, ApiError> {
+    state.backend.submit(spec, source).await.map_err(|e| {
+        if matches!(e, BackendError::QueueFull { .. }) {
+            state.metrics.rejected();
+        }
+        e.into()
+    })
+}

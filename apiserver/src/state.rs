@@ -1,0 +1,44 @@
+//! What every handler shares.
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+use pyexec_core::Policy;
+use pyexec_core::workspace::IngestLimits;
+
+use crate::backend::Backend;
+use crate::metrics::Metrics;
+
+/// Shared state of the handlers. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Shared>);
+
+/// See [`AppState`].
+pub struct Shared {
+    /// Where executions run.
+    pub backend: Arc<dyn Backend>,
+    /// Request validation rules.
+    pub policy: Policy,
+    /// Caps on uploaded archives.
+    pub ingest: IngestLimits,
+    /// Body size cap, MiB (for messages).
+    pub upload_limit_mb: u64,
+    /// Accepted API keys; empty: no authentication.
+    pub api_keys: Vec<String>,
+    /// Prometheus metrics.
+    pub metrics: Metrics,
+}
+
+impl AppState {
+    /// Wraps the shared state.
+    pub fn new(shared: Shared) -> Self {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}

@@ -1,0 +1,255 @@
+//! A real `pyexec-apiserver` on 127.0.0.1 with its own data directory, driven over HTTP.
+//!
+//! With `PYEXEC_TEST_SERVER=http://host:port` the conformance tests run against that server instead (any
+//! backend); tests that must restart, configure or kill the server then say SKIPPED.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub struct Server {
+    pub url: String,
+    child: Option<Child>,
+    data: Option<tempfile::TempDir>,
+    env: Vec<(String, String)>,
+    pub client: reqwest::Client,
+    log: PathBuf,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Server {
+    /// A fresh server with default settings.
+    pub async fn start() -> Server {
+        Self::start_with(&[]).await
+    }
+
+    /// A fresh server with extra `PYEXEC_*` settings, or the external one.
+    pub async fn start_with(env: &[(&str, &str)]) -> Server {
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(120)).build().unwrap();
+        if let Ok(url) = std::env::var("PYEXEC_TEST_SERVER") {
+            return Server {
+                url: url.trim_end_matches('/').to_owned(),
+                child: None,
+                data: None,
+                env: vec![],
+                client,
+                log: PathBuf::new(),
+            };
+        }
+        let data = tempfile::tempdir().unwrap();
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut server = Server { url: String::new(), child: None, data: Some(data), env, client, log: PathBuf::new() };
+        server.spawn().await;
+        server
+    }
+
+    /// True when the tests drive a server they did not start.
+    pub fn external() -> bool {
+        std::env::var_os("PYEXEC_TEST_SERVER").is_some()
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.data.as_ref().expect("a local server").path()
+    }
+
+    async fn spawn(&mut self) {
+        let port = free_port();
+        self.url = format!("http://127.0.0.1:{port}");
+        self.log = self.data_dir().join(format!("server-{port}.log"));
+        let log = std::fs::File::create(&self.log).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pyexec-apiserver"));
+        cmd.env("PYEXEC_LISTEN", format!("127.0.0.1:{port}"))
+            .env("PYEXEC_DATA_DIR", self.data_dir().join("data"))
+            .env("PYEXEC_LOG_LEVEL", "debug")
+            .env_remove("PYEXEC_API_KEYS")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        self.child = Some(cmd.spawn().expect("the server binary starts"));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = self.client.get(format!("{}/health", self.url)).send().await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("the server exited with {status}:\n{}", self.log_text());
+            }
+            assert!(Instant::now() < deadline, "the server did not come up:\n{}", self.log_text());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("a local server").id()
+    }
+
+    /// SIGKILL: the server dies without any clean-up.
+    pub fn kill_hard(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM and wait for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("a running local server");
+        let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+        child.wait().unwrap()
+    }
+
+    /// Starts the server again on the same data directory.
+    pub async fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop the server first");
+        self.spawn().await;
+    }
+
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client.get(format!("{}{path}", self.url))
+    }
+
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client.post(format!("{}{path}", self.url))
+    }
+
+    pub fn delete(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client.delete(format!("{}{path}", self.url))
+    }
+
+    /// `POST /api/v1/eval` with a JSON body; returns (status, body).
+    pub async fn eval(&self, body: Value) -> (u16, Value) {
+        let r = self.post("/api/v1/eval").json(&body).send().await.unwrap();
+        json_of(r).await
+    }
+
+    /// `POST /api/v1/exec/{mode}` with a tar of `files` and `metadata`.
+    pub async fn exec(&self, mode: &str, files: &[(&str, &[u8])], metadata: Value) -> (u16, Value) {
+        self.exec_tar(mode, tar_of(files), metadata).await
+    }
+
+    pub async fn exec_tar(&self, mode: &str, tar: Vec<u8>, metadata: Value) -> (u16, Value) {
+        let form = reqwest::multipart::Form::new()
+            .part(
+                "tar",
+                reqwest::multipart::Part::bytes(tar)
+                    .file_name("code.tar")
+                    .mime_str("application/octet-stream")
+                    .unwrap(),
+            )
+            .part(
+                "metadata",
+                reqwest::multipart::Part::text(metadata.to_string()).mime_str("application/json").unwrap(),
+            );
+        let r = self.post(&format!("/api/v1/exec/{mode}")).multipart(form).send().await.unwrap();
+        json_of(r).await
+    }
+
+    /// GET an execution until it is terminal.
+    pub async fn wait_terminal(&self, id: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (code, body) = json_of(self.get(&format!("/api/v1/executions/{id}")).send().await.unwrap()).await;
+            assert_eq!(code, 200, "{body}");
+            if ["completed", "failed", "killed"].contains(&body["status"].as_str().unwrap()) {
+                return body;
+            }
+            assert!(Instant::now() < deadline, "{id} did not finish: {body}");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// GET an execution until its status is `status`.
+    pub async fn wait_status(&self, id: &str, status: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (_, body) = json_of(self.get(&format!("/api/v1/executions/{id}")).send().await.unwrap()).await;
+            if body["status"] == status {
+                return body;
+            }
+            assert!(Instant::now() < deadline, "{id} never became {status}: {body}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Status and JSON body (`Value::Null` when not JSON).
+pub async fn json_of(r: reqwest::Response) -> (u16, Value) {
+    let code = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    (code, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+/// A plain tar with `files` (mode 0644).
+pub fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, content) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(content.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, name, *content).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+/// A gzip-compressed tar.
+pub fn tar_gz_of(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&tar_of(files)).unwrap();
+    gz.finish().unwrap()
+}
+
+/// A tar header written by hand (for entries `tar::Builder` refuses: `..`, absolute paths, odd types).
+pub fn raw_entry(path: &str, kind: u8, link: &str, data: &[u8]) -> Vec<u8> {
+    let mut h = [0u8; 512];
+    h[..path.len()].copy_from_slice(path.as_bytes());
+    h[100..107].copy_from_slice(b"0000644");
+    h[108..115].copy_from_slice(b"0000000");
+    h[116..123].copy_from_slice(b"0000000");
+    h[124..135].copy_from_slice(format!("{:011o}", data.len()).as_bytes());
+    h[136..147].copy_from_slice(b"00000000000");
+    h[156] = kind;
+    h[157..157 + link.len()].copy_from_slice(link.as_bytes());
+    h[257..263].copy_from_slice(b"ustar\0");
+    h[263..265].copy_from_slice(b"00");
+    h[148..156].copy_from_slice(b"        ");
+    let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
+    h[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
+    let mut out = h.to_vec();
+    out.extend_from_slice(data);
+    out.extend(std::iter::repeat_n(0, (512 - data.len() % 512) % 512));
+    out
+}
+
+pub fn raw_tar(entries: &[Vec<u8>]) -> Vec<u8> {
+    let mut out: Vec<u8> = entries.concat();
+    out.extend(std::iter::repeat_n(0, 1024));
+    out
+}

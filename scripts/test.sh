@@ -1,11 +1,26 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian machine: installs what the tests need, then checks formatting and
-# lints, runs every test (the sandbox tests use the real sandbox and real CPython; run as root for full
-# isolation, which CI does) and the sandbox benchmark.
+# lints, runs every test (the sandbox tests use the real sandbox and real CPython, the API tests a real server on
+# 127.0.0.1, the /docs test a real headless Chromium; run as root for full isolation, which CI does) and the
+# benchmarks (which print ratios against baselines measured in the same run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/setup.sh
+
+# Test-only dependencies: Chromium and Node.js for the /docs browser test.
+need=()
+[ -x /usr/bin/chromium ] || need+=(chromium)
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+command -v npm >/dev/null 2>&1 || need+=(npm)
+if [ ${#need[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+(cd apiserver/tests/ui && npm ci --no-audit --no-fund --loglevel=error)
+export PYEXEC_REQUIRE_BROWSER_TEST=1
 
 echo "== format and lints"
 cargo fmt --all -- --check
@@ -14,5 +29,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== tests"
 cargo test --workspace --locked
 
-echo "== benchmark: sandboxed print(1) against bare CPython, measured in the same run"
-cargo run --release --locked -p pyexec-bench -- --runs 100
+echo "== benchmarks (ratios against same-run baselines)"
+cargo build --release --locked -p pyexec-bench -p pyexec-apiserver
+target/release/pyexec-bench sandbox --runs 100
+target/release/pyexec-bench http --requests 100

@@ -189,7 +189,7 @@ pub struct Config {
     /// On hosts with v1 cgroup controllers, remount the v2 hierarchy with favordynmods (faster sandbox start).
     #[arg(long, env = "PYEXEC_CGROUP_FAVOR_DYNMODS", default_value = "true", value_parser = parse_bool, action = clap::ArgAction::Set)]
     pub cgroup_favor_dynmods: bool,
-    /// Seconds running executions get to finish on shutdown before they are stopped.
+    /// On SIGTERM, seconds running executions get to finish before they are stopped (and recorded as failed).
     #[arg(long, env = "PYEXEC_SHUTDOWN_GRACE", default_value_t = 10)]
     pub shutdown_grace: u64,
 }
@@ -333,6 +333,27 @@ mod tests {
         assert!(Config::try_parse_from(["x", "--port", "eighty"]).is_err());
         assert!(Config::try_parse_from(["x", "--pythons", "2.7=/usr/bin/python2"]).is_err());
         assert!(Config::try_parse_from(["x", "--auto-detect-imports", "maybe"]).is_err());
+    }
+
+    /// Every setting must be in docs/configuration.md, with its flag.
+    #[test]
+    fn every_setting_is_documented() {
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/configuration.md")).unwrap();
+        let mut missing = Vec::new();
+        for arg in Config::command().get_arguments() {
+            if let (Some(env), Some(long)) = (arg.get_env(), arg.get_long()) {
+                let env = env.to_string_lossy();
+                if !doc.contains(&format!("`{env}`")) || !doc.contains(&format!("`--{long}`")) {
+                    missing.push(format!("{env} (--{long})"));
+                }
+            }
+        }
+        for (name, _) in RETIRED {
+            if !doc.contains(name) {
+                missing.push((*name).to_owned());
+            }
+        }
+        assert!(missing.is_empty(), "undocumented in docs/configuration.md: {missing:?}");
     }
 
     #[test]

@@ -112,19 +112,46 @@ async fn a_crash_loses_nothing() {
 }
 
 #[tokio::test]
-async fn sigterm_stops_gracefully_and_the_record_says_why() {
-    if skip_external("sigterm_stops_gracefully_and_the_record_says_why") {
+async fn sigterm_lets_runs_finish_within_the_grace_period_and_keeps_the_queue() {
+    if skip_external("sigterm_lets_runs_finish_within_the_grace_period_and_keeps_the_queue") {
         return;
     }
-    let mut s = Server::start().await;
+    let mut s = Server::start_with(&[("PYEXEC_SHUTDOWN_GRACE", "5"), ("PYEXEC_MAX_CONCURRENT", "1")]).await;
+    let quick_code = b"import time\ntime.sleep(0.5)\nprint('finished in the grace period')";
+    let (_, quick) = s.exec("async", &[("main.py", quick_code)], json!({"entrypoint": "main.py"})).await;
+    let quick = quick["execution_id"].as_str().unwrap().to_owned();
+    s.wait_status(&quick, "running").await;
+    let (_, queued) =
+        s.exec("async", &[("main.py", b"print('ran after the restart')")], json!({"entrypoint": "main.py"})).await;
+    let queued = queued["execution_id"].as_str().unwrap().to_owned();
+    let started = Instant::now();
+    let status = s.terminate();
+    assert!(status.success(), "exit status {status}");
+    assert!(started.elapsed() < Duration::from_secs(5), "shutdown took {:?}", started.elapsed());
+    s.restart().await;
+    let r = s.wait_terminal(&quick).await;
+    assert_eq!(
+        (r["status"].as_str(), r["stdout"].as_str()),
+        (Some("completed"), Some("finished in the grace period\n")),
+        "{r}"
+    );
+    let r = s.wait_terminal(&queued).await;
+    assert_eq!(r["stdout"], "ran after the restart\n", "the queued execution was kept: {r}");
+}
+
+#[tokio::test]
+async fn sigterm_stops_running_executions_after_the_grace_period() {
+    if skip_external("sigterm_stops_running_executions_after_the_grace_period") {
+        return;
+    }
+    let mut s = Server::start_with(&[("PYEXEC_SHUTDOWN_GRACE", "1")]).await;
     let (_, r) =
         s.exec("async", &[("main.py", b"import time\ntime.sleep(60)")], json!({"entrypoint": "main.py"})).await;
     let id = r["execution_id"].as_str().unwrap().to_owned();
     s.wait_status(&id, "running").await;
     let started = Instant::now();
-    let status = s.terminate();
-    assert!(status.success(), "exit status {status}");
-    assert!(started.elapsed() < Duration::from_secs(10), "shutdown took {:?}", started.elapsed());
+    assert!(s.terminate().success());
+    assert!(started.elapsed() < Duration::from_secs(8), "shutdown took {:?}", started.elapsed());
     s.restart().await;
     let r = s.wait_terminal(&id).await;
     assert_eq!(r["status"], "failed", "{r}");

@@ -1,132 +1,35 @@
-//! `pyexec-bench sandbox`: the cost of the sandbox, as the difference and ratio between a sandboxed
-//! `python -I -c 'print(1)'` and the same command started bare, measured interleaved in the same run (these
-//! machines are noisy: only same-run comparisons mean anything). Also reports a whole embedded execution
-//! (workspace copy, eval runner, result building) against the same baseline.
+//! Benchmarks of python-executor. Each prints its result next to a baseline measured in the same run, interleaved
+//! where possible, because only same-run comparisons mean anything on shared machines.
+//!
+//! - `pyexec-bench sandbox`: sandboxed `print(1)` against bare CPython;
+//! - `pyexec-bench http`: the REST API (round trip and throughput at several concurrencies) against the sandbox
+//!   alone and bare CPython, plus the server's idle memory and its memory during a 1 GiB upload.
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+mod http;
+mod sandbox;
+mod stats;
 
-use anyhow::{Context, bail};
-use clap::Parser;
-use pyexec_core::{EvalRequest, Policy};
-use pyexec_embedded::{Discovery, Runner, RunnerSettings};
-use pyexec_sandbox::{RunLimits, RunSpec, Sandbox, SandboxConfig};
+use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(about = "Sandbox start-up benchmark against bare CPython, measured in the same run")]
-struct Args {
-    /// Measured iterations of each variant (after 10 warm-up rounds).
-    #[arg(long, default_value_t = 200)]
-    runs: usize,
-    /// Fail (exit 1) when the sandbox's p50 overhead exceeds this many milliseconds.
-    #[arg(long)]
-    max_overhead_ms: Option<f64>,
-    /// Leave the host's cgroup mount options alone (see docs/security.md).
-    #[arg(long)]
-    no_favor_dynmods: bool,
+#[command(about = "python-executor benchmarks, measured against same-run baselines")]
+struct Cli {
+    #[command(subcommand)]
+    command: Bench,
 }
 
-struct Stats {
-    p50: f64,
-    p95: f64,
-}
-
-fn stats(mut samples: Vec<Duration>) -> Stats {
-    samples.sort();
-    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1000.0;
-    Stats { p50: at(0.5), p95: at(0.95) }
+#[derive(Subcommand)]
+enum Bench {
+    /// Sandbox start-up against bare CPython.
+    Sandbox(sandbox::Args),
+    /// HTTP round trip, throughput and server memory.
+    Http(http::Args),
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    let state = tempfile::tempdir()?;
-    let config = |name: &str| SandboxConfig {
-        favor_dynmods: !args.no_favor_dynmods,
-        ..SandboxConfig::new(state.path().join(name))
-    };
-    let runner = Runner::new(config("runner"), &Discovery::everywhere(), RunnerSettings::default())
-        .await
-        .context("starting the embedded runner")?;
-    let sandbox = Sandbox::new(config("sandbox")).await?;
-    let python = runner.interpreters().get(None).map_err(anyhow::Error::msg)?.clone();
-    eprintln!(
-        "python {} at {}; isolation {:?}; cgroups {}; {} runs per variant",
-        python.full_version,
-        python.executable.display(),
-        sandbox.report().level,
-        sandbox.report().cgroups,
-        args.runs
-    );
-
-    let bare = || -> anyhow::Result<Duration> {
-        let t = Instant::now();
-        let out = Command::new(&python.executable)
-            .args(["-I", "-c", "print(1)"])
-            .env_clear()
-            .stdin(Stdio::null())
-            .output()?;
-        let elapsed = t.elapsed();
-        if out.stdout != b"1\n" {
-            bail!("bare python printed {:?}", out.stdout);
-        }
-        Ok(elapsed)
-    };
-    let sandboxed = || async {
-        let mut spec = RunSpec::new(&python.executable);
-        spec.args = vec!["-I".into(), "-c".into(), "print(1)".into()];
-        spec.env = vec![("LANG".into(), "C.UTF-8".into())];
-        spec.binds = python.binds.iter().map(|b| pyexec_sandbox::Bind::same(b.clone())).collect();
-        spec.limits = RunLimits { timeout: Duration::from_secs(30), ..RunLimits::default() };
-        let t = Instant::now();
-        let out = sandbox.run(spec, None, Default::default()).await?;
-        let elapsed = t.elapsed();
-        if out.stdout.bytes != b"1\n" {
-            bail!("sandboxed python printed {:?}", out.stdout);
-        }
-        anyhow::Ok(elapsed)
-    };
-    let execution = || async {
-        let req = EvalRequest { code: Some("print(1)".into()), ..Default::default() };
-        let (spec, files) = Policy::default().spec_from_eval(req)?;
-        let dir = tempfile::tempdir()?;
-        let ws = dir.path().join("ws");
-        let t = Instant::now();
-        pyexec_core::workspace::create_dir(&ws)?;
-        pyexec_core::workspace::write_files(&files, &ws)?;
-        let r = runner.run("exe_bench", &spec, &ws, None, Default::default()).await;
-        let elapsed = t.elapsed();
-        if r.stdout != "1\n" {
-            bail!("execution printed {:?}", r);
-        }
-        anyhow::Ok(elapsed)
-    };
-
-    for _ in 0..10 {
-        bare()?;
-        sandboxed().await?;
-        execution().await?;
+    match Cli::parse().command {
+        Bench::Sandbox(args) => sandbox::run(args).await,
+        Bench::Http(args) => http::run(args).await,
     }
-    let (mut b, mut s, mut e) = (Vec::new(), Vec::new(), Vec::new());
-    // Interleaved, so that a noisy neighbour hurts every variant alike.
-    for _ in 0..args.runs {
-        b.push(bare()?);
-        s.push(sandboxed().await?);
-        e.push(execution().await?);
-    }
-    let (b, s, e) = (stats(b), stats(s), stats(e));
-    println!("| variant | p50 ms | p95 ms | p50 overhead vs bare | p50 ratio |");
-    println!("|---|---|---|---|---|");
-    println!("| bare `python -I -c 'print(1)'` | {:.2} | {:.2} | - | 1.00 |", b.p50, b.p95);
-    for (name, x) in [("sandboxed, same command", &s), ("embedded execution of `print(1)` (eval endpoint path)", &e)] {
-        println!("| {name} | {:.2} | {:.2} | +{:.2} ms | {:.2} |", x.p50, x.p95, x.p50 - b.p50, x.p50 / b.p50);
-    }
-    if let Some(max) = args.max_overhead_ms {
-        let overhead = s.p50 - b.p50;
-        if overhead > max {
-            bail!("sandbox overhead {overhead:.2} ms exceeds {max} ms");
-        }
-        eprintln!("sandbox overhead {overhead:.2} ms is within {max} ms");
-    }
-    Ok(())
 }

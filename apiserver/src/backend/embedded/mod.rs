@@ -444,23 +444,30 @@ impl Backend for EmbeddedBackend {
     async fn shutdown(&self, grace: Duration) {
         let inner = &self.inner;
         inner.closing.cancel();
-        // Running executions are stopped (and recorded as failed by their worker); pending ones stay queued in
-        // the store for the next start.
-        let waiters: Vec<_> = {
+        // Running executions get the grace period to finish on their own, then they are stopped (and recorded as
+        // failed by their worker); pending ones stay queued in the store for the next start.
+        let running = || -> Vec<(CancellationToken, tokio::sync::watch::Receiver<Option<ExecutionResult>>)> {
             let state = inner.lock();
             state
                 .live
                 .iter()
                 .filter(|(id, _)| !state.queue.contains(id))
-                .map(|(_, live)| {
-                    live.cancel.cancel();
-                    live.waiter()
-                })
+                .map(|(_, live)| (live.cancel.clone(), live.waiter()))
                 .collect()
         };
-        let all = futures::future::join_all(waiters.into_iter().map(wait_done));
-        if tokio::time::timeout(grace, all).await.is_err() {
-            tracing::warn!("running executions did not stop within the grace period");
+        let all_done = |list: Vec<(CancellationToken, _)>| {
+            futures::future::join_all(list.into_iter().map(|(_, rx)| wait_done(rx)))
+        };
+        if tokio::time::timeout(grace, all_done(running())).await.is_ok() {
+            return;
+        }
+        let remaining = running();
+        tracing::info!(executions = remaining.len(), "grace period over: stopping running executions");
+        for (cancel, _) in &remaining {
+            cancel.cancel();
+        }
+        if tokio::time::timeout(Duration::from_secs(10), all_done(remaining)).await.is_err() {
+            tracing::warn!("running executions did not stop in time");
         }
     }
 }

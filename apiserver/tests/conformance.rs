@@ -3,9 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
-use common::*;
+use pyexec_testkit::*;
 use serde_json::{Value, json};
 
 #[tokio::test]

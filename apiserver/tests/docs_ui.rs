@@ -4,12 +4,10 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
-use common::*;
+use pyexec_testkit::*;
 
 #[tokio::test]
 async fn swagger_ui_lists_operations_and_runs_an_eval() {

@@ -2,11 +2,9 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use pyexec_testkit::*;
 use serde_json::json;
 
 fn skip_external(name: &str) -> bool {

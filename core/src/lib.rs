@@ -21,8 +21,8 @@ pub mod traceback;
 pub mod workspace;
 
 pub use model::{
-    AsyncResponse, CodeFile, ErrorResponse, EvalRequest, ExecutionConfig, ExecutionResult, ExecutionStatus,
-    KillResponse, Metadata,
+    AsyncResponse, CodeFile, ErrorResponse, EvalRequest, ExecutionConfig, ExecutionPage, ExecutionResult,
+    ExecutionStatus, KillResponse, Metadata,
 };
 pub use outcome::{Interruption, RunOutcome, Termination, finalize};
 pub use spec::{ExecutionSpec, Limits, Policy, PythonVersion, Rejection, ValidationError};

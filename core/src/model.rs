@@ -181,6 +181,17 @@ pub struct KillResponse {
     pub status: ExecutionStatus,
 }
 
+/// One page of `GET /api/v1/executions`, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ExecutionPage {
+    /// The executions.
+    pub executions: Vec<ExecutionResult>,
+    /// Cursor of the next (older) page, absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
 /// Error body of every non-2xx JSON answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -11,6 +11,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use futures::Stream;
+pub use pyexec_core::ExecutionPage;
 use pyexec_core::{CodeFile, ExecutionResult, ExecutionSpec, ExecutionStatus, ValidationError};
 use serde::Serialize;
 
@@ -61,16 +62,6 @@ pub struct ListQuery {
     pub limit: usize,
     /// Opaque cursor from a previous page: only executions older than it.
     pub before: Option<String>,
-}
-
-/// One page of executions, newest first.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-pub struct ExecutionPage {
-    /// The executions.
-    pub executions: Vec<ExecutionResult>,
-    /// Cursor of the next (older) page, absent on the last page.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub next_cursor: Option<String>,
 }
 
 /// What a backend reports on `/health`.

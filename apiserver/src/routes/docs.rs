@@ -39,6 +39,7 @@ use crate::state::AppState;
         pyexec_core::AsyncResponse,
         pyexec_core::KillResponse,
         pyexec_core::ErrorResponse,
+        pyexec_core::ExecutionPage,
     )),
     modifiers(&BearerAuth),
     tags(

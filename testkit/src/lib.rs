@@ -1,8 +1,11 @@
-//! A real `pyexec-apiserver` on 127.0.0.1 with its own data directory, driven over HTTP.
+//! Test support: a real `pyexec-apiserver` on 127.0.0.1 with its own data directory, driven over HTTP.
 //!
 //! With `PYEXEC_TEST_SERVER=http://host:port` the conformance tests run against that server instead (any
 //! backend); tests that must restart, configure or kill the server then say SKIPPED.
-#![allow(dead_code)]
+//!
+//! The server binary is `PYEXEC_APISERVER_BIN`, else `pyexec-apiserver` in the directory of the running
+//! executable or its parent (where cargo puts binaries next to `deps/`).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::missing_panics_doc)]
 
 use std::io::Write;
 use std::net::TcpListener;
@@ -12,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// A server process (or the external one), with an HTTP client.
 pub struct Server {
     pub url: String,
     child: Option<Child>,
@@ -19,6 +23,21 @@ pub struct Server {
     env: Vec<(String, String)>,
     pub client: reqwest::Client,
     log: PathBuf,
+}
+
+/// Where the server binary is.
+pub fn server_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("PYEXEC_APISERVER_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().unwrap();
+    let candidates = [exe.with_file_name("pyexec-apiserver"), exe.parent().unwrap().with_file_name("pyexec-apiserver")];
+    candidates.iter().find(|p| p.is_file()).cloned().unwrap_or_else(|| {
+        panic!(
+            "pyexec-apiserver not found next to {} (build it: cargo build -p pyexec-apiserver, or set PYEXEC_APISERVER_BIN)",
+            exe.display()
+        )
+    })
 }
 
 fn free_port() -> u16 {
@@ -65,7 +84,7 @@ impl Server {
         self.url = format!("http://127.0.0.1:{port}");
         self.log = self.data_dir().join(format!("server-{port}.log"));
         let log = std::fs::File::create(&self.log).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pyexec-apiserver"));
+        let mut cmd = Command::new(server_binary());
         cmd.env("PYEXEC_LISTEN", format!("127.0.0.1:{port}"))
             .env("PYEXEC_DATA_DIR", self.data_dir().join("data"))
             .env("PYEXEC_LOG_LEVEL", "debug")

@@ -8,11 +8,14 @@ cd "$(dirname "$0")/.."
 
 scripts/setup.sh
 
-# Test-only dependencies: Chromium and Node.js for the /docs browser test.
+# Test-only dependencies: Chromium and Node.js for the /docs browser test, Go for the Go client, venv for the
+# Python client.
 need=()
 [ -x /usr/bin/chromium ] || need+=(chromium)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
+command -v go >/dev/null 2>&1 || need+=(golang-go)
+python3 -m venv --help >/dev/null 2>&1 || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -28,6 +31,19 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "== tests"
 cargo test --workspace --locked
+
+echo "== clients against a live server"
+cargo build --workspace --bins --locked
+server=target/debug/pyexec-test-server
+python3 -m venv target/py-venv
+target/py-venv/bin/pip install --quiet --disable-pip-version-check ./clients/python "pytest>=8"
+$server --api-key test-key -- target/py-venv/bin/pytest -q clients/python/tests
+export GOFLAGS=-mod=mod GOPROXY=off GOCACHE="$PWD/target/go-cache"
+unformatted=$(cd clients/go && gofmt -l .)
+if [ -n "$unformatted" ]; then echo "gofmt: $unformatted" >&2; exit 1; fi
+(cd clients/go && go vet ./... && go test -count=1 ./...)
+(cd clients/go && "../../$server" -- go test -count=1 -tags integration ./...)
+$server -- target/py-venv/bin/python scripts/check-doc-examples.py docs/cli.md docs/python-client.md docs/go-client.md
 
 echo "== benchmarks (ratios against same-run baselines)"
 cargo build --release --locked -p pyexec-bench -p pyexec-apiserver

@@ -1,0 +1,3 @@
+module github.com/geraldthewes/python-executor
+
+go 1.19

@@ -1,0 +1,94 @@
+"""The asyncio client: the same operations as `PythonExecutorClient`, awaitable.
+
+Calls run the synchronous client on worker threads (`asyncio.to_thread`), so no extra dependency is needed and
+the event loop is never blocked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any, AsyncIterator, Callable, Dict, Optional
+
+from .client import PythonExecutorClient
+from .models import Event, ExecutionResult, ExecutionStatus
+
+
+class AsyncPythonExecutorClient:
+    """`await client.eval("6 * 7")`, `async for event in client.stream_events(id)`, ..."""
+
+    def __init__(self, base_url: str, timeout: float = 300, api_key: Optional[str] = None) -> None:
+        self._sync = PythonExecutorClient(base_url, timeout=timeout, api_key=api_key)
+
+    async def eval(self, code: str, **kwargs: Any) -> ExecutionResult:
+        return await asyncio.to_thread(self._sync.eval, code, **kwargs)
+
+    async def execute_sync(self, files: Any = None, tar_data: Optional[bytes] = None, metadata: Any = None,
+                           **kwargs: Any) -> ExecutionResult:
+        return await asyncio.to_thread(self._sync.execute_sync, files, tar_data, metadata, **kwargs)
+
+    async def execute_async(self, files: Any = None, tar_data: Optional[bytes] = None, metadata: Any = None,
+                            **kwargs: Any) -> str:
+        return await asyncio.to_thread(self._sync.execute_async, files, tar_data, metadata, **kwargs)
+
+    async def get_execution(self, execution_id: str) -> ExecutionResult:
+        return await asyncio.to_thread(self._sync.get_execution, execution_id)
+
+    async def kill(self, execution_id: str) -> ExecutionStatus:
+        return await asyncio.to_thread(self._sync.kill_execution, execution_id)
+
+    async def list_executions(self, **kwargs: Any) -> Dict[str, Any]:
+        return await asyncio.to_thread(self._sync.list_executions, **kwargs)
+
+    async def wait_for_completion(self, execution_id: str, poll_interval: float = 1.0,
+                                  max_wait: Optional[float] = None) -> ExecutionResult:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        while True:
+            result = await self.get_execution(execution_id)
+            if result.status.is_terminal:
+                return result
+            if max_wait is not None and loop.time() - started >= max_wait:
+                raise TimeoutError(f"execution {execution_id} did not finish within {max_wait}s")
+            await asyncio.sleep(poll_interval)
+
+    async def stream_events(self, execution_id: str) -> AsyncIterator[Event]:
+        """Live events, read on a worker thread and handed to the event loop as they arrive."""
+        loop = asyncio.get_running_loop()
+        queue: "asyncio.Queue[Any]" = asyncio.Queue()
+        done = object()
+
+        def pump() -> None:
+            try:
+                for event in self._sync.stream_events(execution_id):
+                    loop.call_soon_threadsafe(queue.put_nowait, event)
+            except BaseException as e:  # handed to the consumer
+                loop.call_soon_threadsafe(queue.put_nowait, e)
+            finally:
+                loop.call_soon_threadsafe(queue.put_nowait, done)
+
+        threading.Thread(target=pump, daemon=True).start()
+        while True:
+            item = await queue.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    async def follow(self, execution_id: str, on_output: Optional[Callable[[str, str], None]] = None) -> ExecutionResult:
+        async for event in self.stream_events(execution_id):
+            if event.kind == "output" and on_output is not None:
+                on_output(event.stream or "stdout", event.data or "")
+            elif event.kind == "result" and event.result is not None:
+                return event.result
+        return await self.wait_for_completion(execution_id)
+
+    async def close(self) -> None:
+        self._sync.close()
+
+    async def __aenter__(self) -> "AsyncPythonExecutorClient":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()

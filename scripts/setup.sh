@@ -3,6 +3,7 @@
 #   - pasta (passt) and nftables: egress for runs that ask for network;
 #   - python3: a CPython interpreter (any of 3.10-3.13 on PATH or in pyenv is used);
 #   - util-linux: setpriv, used by the tests to run the sandbox as an unprivileged user;
+#   - uv, pinned (scripts/install-uv.sh): installs the packages that executions ask for;
 #   - the Rust toolchain's rustfmt and clippy components (cargo itself must already be installed).
 set -euo pipefail
 
@@ -29,4 +30,5 @@ if command -v rustup >/dev/null 2>&1; then
   cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
   cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
 fi
+"$(dirname "$0")/install-uv.sh"
 echo "setup: done"

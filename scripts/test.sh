@@ -49,3 +49,4 @@ echo "== benchmarks (ratios against same-run baselines)"
 cargo build --release --locked -p pyexec-bench -p pyexec-apiserver
 target/release/pyexec-bench sandbox --runs 100
 target/release/pyexec-bench http --requests 100
+target/release/pyexec-bench deps

@@ -189,6 +189,28 @@ pub struct Config {
     /// On hosts with v1 cgroup controllers, remount the v2 hierarchy with favordynmods (faster sandbox start).
     #[arg(long, env = "PYEXEC_CGROUP_FAVOR_DYNMODS", default_value = "true", value_parser = parse_bool, action = clap::ArgAction::Set)]
     pub cgroup_favor_dynmods: bool,
+    /// Package index that requirements are installed from (an internal mirror's simple API, for example).
+    #[arg(long, env = "PYEXEC_INDEX_URL", default_value = "https://pypi.org/simple")]
+    pub index_url: String,
+    /// More hosts the installer may reach besides the index's (where the index serves files from; PyPI's
+    /// files.pythonhosted.org is added for pypi.org by itself).
+    #[arg(long, env = "PYEXEC_INDEX_HOSTS", value_delimiter = ',')]
+    pub index_hosts: Vec<String>,
+    /// Build packages that have no binary wheel from source (runs their build code in the installer sandbox).
+    #[arg(long, env = "PYEXEC_ALLOW_SDIST", default_value = "false", value_parser = parse_bool, action = clap::ArgAction::Set)]
+    pub allow_sdist: bool,
+    /// Cap on cached environments plus the package cache, MiB; least recently used environments go first.
+    #[arg(long, env = "PYEXEC_ENV_CACHE_MB", default_value_t = 5120)]
+    pub env_cache_mb: u64,
+    /// Seconds one dependency install may take.
+    #[arg(long, env = "PYEXEC_INSTALL_TIMEOUT", default_value_t = 600)]
+    pub install_timeout: u64,
+    /// Memory of one dependency install, MiB.
+    #[arg(long, env = "PYEXEC_INSTALL_MEMORY_MB", default_value_t = 4096)]
+    pub install_memory_mb: u64,
+    /// The uv binary (default: `uv` on PATH).
+    #[arg(long, env = "PYEXEC_UV")]
+    pub uv: Option<PathBuf>,
     /// On SIGTERM, seconds running executions get to finish before they are stopped (and recorded as failed).
     #[arg(long, env = "PYEXEC_SHUTDOWN_GRACE", default_value_t = 10)]
     pub shutdown_grace: u64,

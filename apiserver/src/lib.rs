@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use pyexec_core::workspace::IngestLimits;
-use pyexec_embedded::{Discovery, Runner, RunnerSettings};
+use pyexec_embedded::{Discovery, InstallerConfig, Runner, RunnerSettings};
 use pyexec_sandbox::SandboxConfig;
 
 pub use backend::Backend;
@@ -53,7 +53,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating the data directory {} (PYEXEC_DATA_DIR)", config.data_dir.display()))?;
-    let runner = Runner::new(sandbox, &discovery, settings).await.context("starting the embedded sandbox")?;
+    let installer = InstallerConfig {
+        uv: config.uv.clone(),
+        index_url: config.index_url.clone(),
+        extra_hosts: config.index_hosts.clone(),
+        allow_sdist: config.allow_sdist,
+        max_bytes: config.env_cache_mb.saturating_mul(1 << 20),
+        timeout: Duration::from_secs(config.install_timeout),
+        memory_bytes: config.install_memory_mb.saturating_mul(1 << 20),
+        ..InstallerConfig::new(config.data_dir.join("environments"))
+    };
+    let runner =
+        Runner::new(sandbox, &discovery, settings, installer).await.context("starting the embedded sandbox")?;
     let report = runner.isolation();
     tracing::info!(
         level = ?report.level,

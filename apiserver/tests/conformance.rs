@@ -525,3 +525,58 @@ async fn a_sync_client_that_disconnects_kills_its_run() {
     assert_eq!(r["status"], "killed", "{r}");
     assert_eq!(r["error"], "the client disconnected before the execution finished");
 }
+
+#[tokio::test]
+async fn dependencies_and_pre_commands_over_http() {
+    let s = Server::start().await;
+    let (code, r) = s.eval(json!({"code": "import six\nsix.PY3", "eval_last_expr": true})).await;
+    assert_eq!((code, r["status"].as_str(), r["result"].as_str()), (200, Some("completed"), Some("True")), "{r}");
+    let installed = r["installed_packages"].as_array().unwrap();
+    assert!(installed.len() == 1 && installed[0].as_str().unwrap().starts_with("six=="), "{r}");
+
+    let (_, r) = s
+        .exec(
+            "sync",
+            &[("main.py", b"import six\nprint(six.__version__)")],
+            json!({"entrypoint": "main.py", "requirements_txt": "six==1.16.0", "pre_commands": ["echo ready"]}),
+        )
+        .await;
+    assert_eq!(r["stdout"], "1.16.0\n", "{r}");
+    assert_eq!(r["pre_commands_output"], "ready\n");
+
+    let (_, r) = s.eval(json!({"code": "import docopt"})).await;
+    assert_eq!(r["status"], "failed");
+    assert!(r["error"].as_str().unwrap().starts_with("installing dependencies failed: docopt has no binary wheel"));
+
+    let (_, r) = s.eval(json!({"code": "import yaml", "requirements_txt": "-"})).await;
+    assert_eq!(r["error_type"], "ModuleNotFoundError", "\"-\" installs nothing: {r}");
+    assert!(r.get("installed_packages").is_none(), "the field is left out when nothing was installed: {r}");
+}
+
+#[tokio::test]
+async fn a_server_that_cannot_install_says_so() {
+    if Server::external() {
+        return;
+    }
+    let s = Server::start_with(&[
+        ("PYEXEC_UV", "/nonexistent/uv"),
+        ("PYEXEC_INDEX_URL", "https://u:secret@mirror.example/simple"),
+    ])
+    .await;
+    let (_, health) = json_of(s.get("/health").send().await.unwrap()).await;
+    let deps = &health["dependencies"];
+    assert_eq!(
+        (deps["available"].as_bool(), deps["index_url"].as_str()),
+        (Some(false), Some("https://mirror.example/simple"))
+    );
+    assert!(deps["unavailable_reason"].as_str().unwrap().contains("/nonexistent/uv"), "{health}");
+    let (code, r) =
+        s.exec("sync", &[("main.py", b"print(1)")], json!({"entrypoint": "main.py", "requirements_txt": "six"})).await;
+    assert_eq!(code, 400, "refused before it is accepted: {r}");
+    assert!(r["error"].as_str().unwrap().starts_with("requirements_txt was given but this server cannot install"));
+    let (code, r) = s.eval(json!({"code": "import six"})).await;
+    assert_eq!((code, r["status"].as_str()), (200, Some("failed")), "detected imports are found only later: {r}");
+    assert!(r["error"].as_str().unwrap().starts_with("installing dependencies failed: "), "{r}");
+    let (_, r) = s.eval(json!({"code": "import json\nprint('stdlib only')"})).await;
+    assert_eq!(r["stdout"], "stdlib only\n", "programs without requirements still run: {r}");
+}

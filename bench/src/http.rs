@@ -7,16 +7,16 @@
 //! to `/api/v1/exec/async`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use futures::StreamExt;
-use pyexec_embedded::{Discovery, Interpreter, Runner, RunnerSettings};
+use pyexec_embedded::{Discovery, InstallerConfig, Interpreter, Runner, RunnerSettings};
 use pyexec_sandbox::{Bind, RunLimits, RunSpec, Sandbox, SandboxConfig};
 
-use crate::stats::{bare_python, stats};
+use crate::server::{ServerProcess, server_binary};
+use crate::stats::{Targets, bare_python, stats};
 
 /// Options of `pyexec-bench http`.
 #[derive(clap::Args)]
@@ -36,62 +36,6 @@ pub struct Args {
     /// Exit 1 when a target is missed.
     #[arg(long)]
     check: bool,
-}
-
-/// A server process with its own data directory.
-struct ServerProcess {
-    child: Child,
-    url: String,
-    _data: tempfile::TempDir,
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl ServerProcess {
-    async fn start(binary: &Path, env: &[(&str, String)]) -> anyhow::Result<ServerProcess> {
-        let data = tempfile::tempdir()?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let mut cmd = Command::new(binary);
-        cmd.env("PYEXEC_LISTEN", format!("127.0.0.1:{port}"))
-            .env("PYEXEC_DATA_DIR", data.path().join("data"))
-            .env("PYEXEC_LOG_LEVEL", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(data.path().join("server.log"))?);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().with_context(|| format!("starting {}", binary.display()))?;
-        let server = ServerProcess { child, url: format!("http://127.0.0.1:{port}"), _data: data };
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while client.get(format!("{}/health", server.url)).send().await.is_err() {
-            if Instant::now() > deadline {
-                bail!("the server did not start");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Ok(server)
-    }
-
-    /// `VmRSS` and `VmHWM` in MiB.
-    fn memory_mib(&self) -> (f64, f64) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
-        let field = |name: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-                .unwrap_or(0.0)
-                / 1024.0
-        };
-        (field("VmRSS:"), field("VmHWM:"))
-    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -175,26 +119,16 @@ async fn batch(
     Ok((latencies, started.elapsed()))
 }
 
-fn server_binary(args: &Args) -> anyhow::Result<PathBuf> {
-    let path = match &args.server {
-        Some(p) => p.clone(),
-        None => std::env::current_exe()?.with_file_name("pyexec-apiserver"),
-    };
-    if !path.is_file() {
-        bail!(
-            "{} not found: build it first (cargo build --release -p pyexec-apiserver) or pass --server",
-            path.display()
-        );
-    }
-    Ok(path)
-}
-
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let binary = server_binary(&args)?;
+    let binary = server_binary(args.server.as_deref())?;
     let state = tempfile::tempdir()?;
-    let runner =
-        Runner::new(SandboxConfig::new(state.path().join("r")), &Discovery::everywhere(), RunnerSettings::default())
-            .await?;
+    let runner = Runner::new(
+        SandboxConfig::new(state.path().join("r")),
+        &Discovery::everywhere(),
+        RunnerSettings::default(),
+        InstallerConfig::new(state.path().join("environments")),
+    )
+    .await?;
     let python = runner.interpreters().get(None).map_err(anyhow::Error::msg)?.clone();
     let sandbox = Sandbox::new(SandboxConfig::new(state.path().join("s"))).await?;
     let server = ServerProcess::start(&binary, &[("PYEXEC_MAX_QUEUE", "10000".into())]).await?;
@@ -258,37 +192,25 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         upload = Some(upload_memory(&binary, args.upload_mb).await?);
     }
 
-    println!();
-    println!("| target | measured | met |");
-    println!("|---|---|---|");
-    let mut missed = 0;
-    let mut row = |name: &str, value: String, ok: bool| {
-        println!("| {name} | {value} | {} |", if ok { "yes" } else { "NO" });
-        if !ok {
-            missed += 1;
-        }
-    };
+    let mut targets = Targets::new();
     if let Some(p50) = http_p50_c1 {
-        row("eval print(1) round trip p50 <= 30 ms", format!("{p50:.2} ms"), p50 <= 30.0);
+        targets.row("eval print(1) round trip p50 <= 30 ms", format!("{p50:.2} ms"), p50 <= 30.0);
     }
-    row("trivial executions/s at concurrency 8 >= 40", format!("{http_rate_max:.1}/s"), http_rate_max >= 40.0);
-    row(
+    targets.row("trivial executions/s at concurrency 8 >= 40", format!("{http_rate_max:.1}/s"), http_rate_max >= 40.0);
+    targets.row(
         "idle RSS <= 30 MiB",
         format!("{idle_rss:.1} MiB after start ({after_rss:.1} MiB after the load)"),
         idle_rss <= 30.0,
     );
     if let Some((mb, before, peak)) = upload {
         let grown = peak - before;
-        row(
+        targets.row(
             &format!("{mb} MiB upload raises RSS by <= 64 MiB"),
             format!("+{grown:.1} MiB ({before:.1} -> peak {peak:.1})"),
             grown <= 64.0,
         );
     }
-    if args.check && missed > 0 {
-        bail!("{missed} target(s) missed");
-    }
-    Ok(())
+    targets.finish(args.check)
 }
 
 /// Streams a tar holding one `mb` MiB file to a fresh server and reports (mb, RSS before, peak RSS).

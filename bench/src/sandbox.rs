@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use pyexec_core::{EvalRequest, Policy};
-use pyexec_embedded::{Discovery, Runner, RunnerSettings};
+use pyexec_embedded::{Discovery, InstallerConfig, Runner, RunnerSettings};
 use pyexec_sandbox::{RunLimits, RunSpec, Sandbox, SandboxConfig};
 
 use crate::stats::{bare_python, stats};
@@ -32,7 +32,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         favor_dynmods: !args.no_favor_dynmods,
         ..SandboxConfig::new(state.path().join(name))
     };
-    let runner = Runner::new(config("runner"), &Discovery::everywhere(), RunnerSettings::default())
+    let installer = InstallerConfig::new(state.path().join("environments"));
+    let runner = Runner::new(config("runner"), &Discovery::everywhere(), RunnerSettings::default(), installer)
         .await
         .context("starting the embedded runner")?;
     let sandbox = Sandbox::new(config("sandbox")).await?;

@@ -29,3 +29,34 @@ pub fn bare_python(python: &Path) -> anyhow::Result<Duration> {
     }
     Ok(elapsed)
 }
+
+/// The "target | measured | met" table that ends a benchmark's output.
+pub struct Targets {
+    missed: usize,
+}
+
+impl Targets {
+    /// Prints the table's header.
+    pub fn new() -> Targets {
+        println!();
+        println!("| target | measured | met |");
+        println!("|---|---|---|");
+        Targets { missed: 0 }
+    }
+
+    /// One target: what it is, what was measured, whether it was met.
+    pub fn row(&mut self, name: &str, value: String, ok: bool) {
+        println!("| {name} | {value} | {} |", if ok { "yes" } else { "NO" });
+        if !ok {
+            self.missed += 1;
+        }
+    }
+
+    /// With `check`, fails when a target was missed.
+    pub fn finish(self, check: bool) -> anyhow::Result<()> {
+        if check && self.missed > 0 {
+            bail!("{} target(s) missed", self.missed);
+        }
+        Ok(())
+    }
+}

@@ -70,35 +70,24 @@ pub fn config(cli: &Cli, network: bool) -> ExecutionConfig {
     }
 }
 
-/// The metadata of `run` and `submit`. Returns it with a notice to print (network enabled for requirements).
-pub fn metadata(cli: &Cli, args: &RunArgs, entrypoint: String) -> Result<(Metadata, Option<String>), Fail> {
-    let mut network = cli.network;
-    let mut notice = None;
+/// The metadata of `run` and `submit`. Unlike the original CLI, `--requirements` does not turn network on: the
+/// server installs packages in its own sandbox, and the program keeps running without network.
+pub fn metadata(cli: &Cli, args: &RunArgs, entrypoint: String) -> Result<Metadata, Fail> {
     let requirements = match &args.requirements {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-            if !network {
-                network = true;
-                notice = Some("Network access enabled for package installation".to_string());
-            }
-            Some(text)
-        }
+        Some(path) => Some(std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?),
         None => None,
     };
     let env = env_vars(&args.env)?;
-    Ok((
-        Metadata {
-            entrypoint: Some(entrypoint),
-            docker_image: cli.image.clone(),
-            python_version: args.python.clone(),
-            requirements_txt: requirements,
-            env_vars: (!env.is_empty()).then_some(env),
-            script_args: (!args.script_args.is_empty()).then(|| args.script_args.clone()),
-            config: Some(config(cli, network)),
-            ..Default::default()
-        },
-        notice,
-    ))
+    Ok(Metadata {
+        entrypoint: Some(entrypoint),
+        docker_image: cli.image.clone(),
+        python_version: args.python.clone(),
+        requirements_txt: requirements,
+        env_vars: (!env.is_empty()).then_some(env),
+        script_args: (!args.script_args.is_empty()).then(|| args.script_args.clone()),
+        config: Some(config(cli, cli.network)),
+        ..Default::default()
+    })
 }
 
 #[cfg(test)]

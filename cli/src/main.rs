@@ -58,10 +58,7 @@ async fn run(cli: &Cli) -> Result<i32, String> {
                 (Some(e), _) | (None, Some(e)) => e.clone(),
                 (None, None) => return Err("no Python files found in archive".into()),
             };
-            let (metadata, notice) = input::metadata(cli, args, entrypoint)?;
-            if let (Some(notice), false) = (notice, cli.quiet) {
-                eprintln!("{notice}");
-            }
+            let metadata = input::metadata(cli, args, entrypoint)?;
             let client = client(cli)?;
             if submit {
                 let id = client.exec_async(archive, &metadata).await.map_err(|e| e.to_string())?;

@@ -9,9 +9,11 @@
 //! - [`workspace`]: safe streaming of uploaded archives and `/eval` files into a workspace directory;
 //! - [`eval`]: the eval runner (REPL mode) and its result protocol;
 //! - [`traceback`]: `error_type` / `error_line` / `error_message` from a traceback;
+//! - [`imports`]: the packages a program needs (parsed imports, minus stdlib and local modules);
 //! - [`outcome`]: status, exit-code and error semantics of a finished run.
 
 pub mod eval;
+pub mod imports;
 pub mod model;
 pub mod outcome;
 pub mod paths;
@@ -25,5 +27,5 @@ pub use model::{
     ExecutionStatus, KillResponse, Metadata,
 };
 pub use outcome::{Interruption, RunOutcome, Termination, finalize};
-pub use spec::{ExecutionSpec, Limits, Policy, PythonVersion, Rejection, ValidationError};
+pub use spec::{ExecutionSpec, Limits, Policy, PythonVersion, Rejection, Requirements, ValidationError};
 pub use time::Timestamp;

@@ -260,6 +260,12 @@ pub struct ExecutionResult {
     /// Additive: the memory limit was hit and a process was killed.
     #[serde(default, skip_serializing_if = "is_false")]
     pub oom_killed: bool,
+    /// Additive: the packages of the environment the program ran in (`name==version`), when it needed any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub installed_packages: Vec<String>,
+    /// Additive: what the `pre_commands` printed (kept apart from the program's output).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pre_commands_output: Option<String>,
 }
 
 impl ExecutionResult {
@@ -282,6 +288,8 @@ impl ExecutionResult {
             stdout_truncated: false,
             stderr_truncated: false,
             oom_killed: false,
+            installed_packages: Vec::new(),
+            pre_commands_output: None,
         }
     }
 }

@@ -145,6 +145,15 @@ pub fn failed(
     result
 }
 
+/// The result of an execution killed before its program started (while its dependencies were installed).
+pub fn killed_before_start(execution_id: &str, accepted_at: Timestamp) -> ExecutionResult {
+    let mut result = failed(execution_id, "", Some(accepted_at), "");
+    result.status = ExecutionStatus::Killed;
+    result.exit_code = EXIT_KILLED;
+    result.error = None;
+    result
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -169,6 +169,38 @@ impl Default for Policy {
     }
 }
 
+/// What an execution installs before its program runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Requirements {
+    /// The request named none: the project's own `requirements.txt`, when it has one.
+    #[default]
+    FromProject,
+    /// `requirements_txt` text.
+    Listed(String),
+    /// `requirements_txt: "-"`: nothing, not even the project's file.
+    Nothing,
+}
+
+impl Requirements {
+    /// From a request's `requirements_txt`: absent or blank, `"-"`, or requirement lines.
+    pub fn from_request(text: Option<String>) -> Self {
+        match text {
+            Some(t) if t.trim() == "-" => Requirements::Nothing,
+            Some(t) if !t.trim().is_empty() => Requirements::Listed(t),
+            _ => Requirements::FromProject,
+        }
+    }
+
+    /// The listed text, when the request gave one.
+    pub fn listed(&self) -> Option<&str> {
+        match self {
+            Requirements::Listed(t) => Some(t),
+            _ => None,
+        }
+    }
+}
+
 /// A validated execution: what to run and under which limits, independent of where the files come from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExecutionSpec {
@@ -190,8 +222,8 @@ pub struct ExecutionSpec {
     pub image: Option<String>,
     /// Report the trailing expression's value (eval REPL mode).
     pub eval_last_expr: bool,
-    /// `requirements.txt` text to install first.
-    pub requirements: Option<String>,
+    /// What to install before the program runs.
+    pub requirements: Requirements,
     /// Detect third-party imports and install them (eval only).
     pub auto_detect_imports: bool,
     /// Shell commands run before the program.
@@ -243,7 +275,7 @@ impl Policy {
             python,
             image,
             eval_last_expr: false,
-            requirements: meta.requirements_txt.filter(|r| !r.trim().is_empty()),
+            requirements: Requirements::from_request(meta.requirements_txt),
             auto_detect_imports: false,
             pre_commands,
         })
@@ -285,11 +317,8 @@ impl Policy {
                 "entrypoint {entrypoint:?} is not one of the submitted files"
             )));
         }
-        let (requirements, auto_detect_imports) = match req.requirements_txt {
-            Some(r) if r.trim() == "-" => (None, false),
-            Some(r) if !r.trim().is_empty() => (Some(r), self.auto_detect_imports),
-            _ => (None, self.auto_detect_imports),
-        };
+        let requirements = Requirements::from_request(req.requirements_txt);
+        let auto_detect_imports = self.auto_detect_imports && requirements != Requirements::Nothing;
         let config = req.config.unwrap_or_default();
         let spec = ExecutionSpec {
             entrypoint: Some(entrypoint),
@@ -454,10 +483,12 @@ mod tests {
     fn requirements_dash_turns_detection_off() {
         let (spec, _) = eval(r#"{"code":"1","requirements_txt":"-"}"#).unwrap();
         assert!(!spec.auto_detect_imports);
-        assert_eq!(spec.requirements, None);
+        assert_eq!(spec.requirements, Requirements::Nothing);
         let (spec, _) = eval(r#"{"code":"1","requirements_txt":"numpy\n"}"#).unwrap();
         assert!(spec.auto_detect_imports);
-        assert_eq!(spec.requirements.as_deref(), Some("numpy\n"));
+        assert_eq!(spec.requirements.listed(), Some("numpy\n"));
+        let (spec, _) = eval(r#"{"code":"1","requirements_txt":"  "}"#).unwrap();
+        assert_eq!((spec.requirements, spec.auto_detect_imports), (Requirements::FromProject, true));
     }
 
     #[test]

@@ -5,9 +5,10 @@
 //! that cost about 100 ms per start. Every candidate is started once to learn its exact version and prefix, and
 //! is afterwards always called by its real absolute path.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use pyexec_core::PythonVersion;
@@ -26,6 +27,9 @@ pub struct Interpreter {
     pub binds: Vec<PathBuf>,
     /// Where it was found: `config`, `PATH` or `pyenv`.
     pub source: &'static str,
+    /// Its `sys.stdlib_module_names`: never installed as dependencies.
+    #[serde(skip)]
+    pub stdlib: Arc<BTreeSet<String>>,
 }
 
 /// Where to look.
@@ -179,13 +183,15 @@ fn is_shim(path: &Path, pyenv_root: Option<&Path>) -> bool {
 }
 
 const PROBE: &str = "import json, sys; print(json.dumps({'version': list(sys.version_info[:3]), \
-                     'prefix': sys.prefix, 'base_prefix': sys.base_prefix}))";
+                     'prefix': sys.prefix, 'base_prefix': sys.base_prefix, \
+                     'stdlib': sorted(getattr(sys, 'stdlib_module_names', ()))}))";
 
 #[derive(serde::Deserialize)]
 struct ProbeAnswer {
     version: Vec<u32>,
     prefix: PathBuf,
     base_prefix: PathBuf,
+    stdlib: BTreeSet<String>,
 }
 
 async fn probe(candidate: &Path, version: PythonVersion, source: &'static str) -> Result<Interpreter, String> {
@@ -215,7 +221,7 @@ async fn probe(candidate: &Path, version: PythonVersion, source: &'static str) -
         }
     }
     let full_version = answer.version.iter().map(ToString::to_string).collect::<Vec<_>>().join(".");
-    Ok(Interpreter { version, full_version, executable, binds, source })
+    Ok(Interpreter { version, full_version, executable, binds, source, stdlib: Arc::new(answer.stdlib) })
 }
 
 #[cfg(test)]
@@ -229,6 +235,7 @@ mod tests {
             executable: PathBuf::from(format!("/usr/bin/python3.{minor}")),
             binds: Vec::new(),
             source: "config",
+            stdlib: Arc::default(),
         }
     }
 
@@ -272,6 +279,7 @@ mod tests {
             assert!(i.executable.is_absolute());
             assert!(!is_shim(&i.executable, None));
             assert!(i.full_version.starts_with(&i.version.to_string()));
+            assert!(i.stdlib.contains("os") && i.stdlib.contains("cProfile") && !i.stdlib.contains("numpy"));
         }
     }
 }

@@ -1,10 +1,15 @@
 //! The embedded backend's executor: runs python-executor executions on this machine, each in a fresh sandbox.
 //!
-//! [`Interpreters`] finds the CPython versions to offer; [`Runner`] checks what a request needs
-//! ([`Runner::check`]), runs it in a [`pyexec_sandbox::Sandbox`] and builds its [`pyexec_core::ExecutionResult`].
+//! [`Interpreters`] finds the CPython versions to offer; [`Environments`] builds and caches the Python environments
+//! that requirements need; [`Runner`] checks what a request needs ([`Runner::check`]), runs it (after its
+//! `pre_commands`) in a [`pyexec_sandbox::Sandbox`] and builds its [`pyexec_core::ExecutionResult`].
 
+pub mod environments;
 pub mod interpreters;
+mod program;
+mod requirements;
 pub mod runner;
 
+pub use environments::{EnvInfo, EnvLease, Environments, InstallError, InstallerConfig, InstallerReport};
 pub use interpreters::{Discovery, Interpreter, Interpreters};
 pub use runner::{Runner, RunnerError, RunnerSettings};

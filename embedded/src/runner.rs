@@ -1,21 +1,23 @@
 //! Runs one execution on this machine: picks the interpreter, turns the [`ExecutionSpec`] into a sandbox run, and
 //! the sandbox's outcome into the [`ExecutionResult`] (through `pyexec_core::finalize`, shared with Kubernetes).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use pyexec_core::eval::{EVAL_RUNNER_PATH, EVAL_RUNNER_SOURCE, RESULT_FD_ENV};
-use pyexec_core::outcome::{Interruption, RunOutcome, Termination, failed};
-use pyexec_core::paths::WORKSPACE_DIR;
+use pyexec_core::eval::RESULT_FD_ENV;
+use pyexec_core::outcome::{Interruption, RunOutcome, Termination, failed, killed_before_start};
 use pyexec_core::{ExecutionResult, ExecutionSpec, PythonVersion, Timestamp, ValidationError, finalize};
 use pyexec_sandbox::{
-    Bind, ExitStatus, GeneratedFile, IsolationReport, OutputChunk, RunLimits, RunSpec, Sandbox, SandboxConfig,
+    Bind, ExitStatus, IsolationReport, Network, Outcome, OutputChunk, RunLimits, RunSpec, Sandbox, SandboxConfig,
     SandboxError,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::environments::{ENV_MOUNT, EnvInfo, EnvLease, Environments, InstallError, InstallerConfig};
 use crate::interpreters::{Discovery, Interpreter, Interpreters};
+use crate::program::{Invocation, invocation, pre_command_failure};
+use crate::requirements;
 
 const MIB: u64 = 1 << 20;
 
@@ -47,6 +49,14 @@ pub enum RunnerError {
     /// No interpreter was found.
     #[error("no CPython 3.10-3.13 interpreter found (looked at the configured map, PATH and pyenv)")]
     NoInterpreter,
+    /// The environment cache directory cannot be used.
+    #[error("cannot prepare the environment cache {dir}: {source}")]
+    EnvironmentCache {
+        /// The directory.
+        dir: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 /// The embedded backend's executor.
@@ -54,15 +64,17 @@ pub enum RunnerError {
 pub struct Runner {
     sandbox: Sandbox,
     interpreters: Interpreters,
+    environments: Environments,
     settings: RunnerSettings,
 }
 
 impl Runner {
-    /// Probes the sandbox and discovers interpreters.
+    /// Probes the sandbox, discovers interpreters and opens the environment cache.
     pub async fn new(
         sandbox: SandboxConfig,
         discovery: &Discovery,
         settings: RunnerSettings,
+        installer: InstallerConfig,
     ) -> Result<Runner, RunnerError> {
         let sandbox = Sandbox::new(sandbox).await?;
         let mut interpreters = Interpreters::discover(discovery).await;
@@ -70,12 +82,23 @@ impl Runner {
         if interpreters.versions().is_empty() {
             return Err(RunnerError::NoInterpreter);
         }
-        Ok(Runner { sandbox, interpreters, settings })
+        let dir = installer.dir.clone();
+        let environments = Environments::new(sandbox.clone(), installer)
+            .map_err(|source| RunnerError::EnvironmentCache { dir, source })?;
+        if let Err(reason) = environments.available() {
+            tracing::warn!(%reason, "requests with requirements will be refused");
+        }
+        Ok(Runner { sandbox, interpreters, environments, settings })
     }
 
     /// The interpreters offered.
     pub fn interpreters(&self) -> &Interpreters {
         &self.interpreters
+    }
+
+    /// The environment cache.
+    pub fn environments(&self) -> &Environments {
+        &self.environments
     }
 
     /// What isolation runs get on this host.
@@ -84,7 +107,7 @@ impl Runner {
     }
 
     /// Checks what only this backend knows, so that a request it cannot honour is refused with a 400 before it is
-    /// accepted: the interpreter version, the image, network availability, and features not offered here.
+    /// accepted: the interpreter version, the image, network availability, and whether packages can be installed.
     pub fn check(&self, spec: &ExecutionSpec) -> Result<(), ValidationError> {
         if let Some(image) = &spec.image {
             if PythonVersion::of_image(image).is_none() {
@@ -104,13 +127,12 @@ impl Runner {
                 ))
             })?;
         }
-        if spec.requirements.is_some() {
-            return Err(ValidationError::bad_request(
-                "requirements_txt is not supported by this server yet; send requirements_txt \"-\" or none",
-            ));
-        }
-        if !spec.pre_commands.is_empty() {
-            return Err(ValidationError::bad_request("pre_commands are not supported by this server yet"));
+        if spec.requirements.listed().is_some_and(|r| !crate::environments::normalize(r).is_empty()) {
+            self.environments.available().map_err(|reason| {
+                ValidationError::bad_request(format!(
+                    "requirements_txt was given but this server cannot install packages: {reason}"
+                ))
+            })?;
         }
         Ok(())
     }
@@ -125,41 +147,29 @@ impl Runner {
         events: Option<mpsc::Sender<OutputChunk>>,
         cancel: CancellationToken,
     ) -> ExecutionResult {
+        let accepted_at = Timestamp::now();
         let interpreter = match self.interpreters.get(spec.python) {
             Ok(i) => i,
             Err(message) => return failed(execution_id, message, None, ""),
         };
-        let run = self.run_spec(spec, interpreter, workspace);
+        let env = match self.environment(spec, workspace, interpreter, &cancel).await {
+            Ok(env) => env,
+            Err(EnvFailure::Cancelled) => return killed_before_start(execution_id, accepted_at),
+            Err(EnvFailure::Install(InstallError::Failed { message, log_tail })) => {
+                return failed(execution_id, message, Some(accepted_at), log_tail);
+            }
+            Err(EnvFailure::Install(e @ InstallError::Unavailable(_))) => {
+                return failed(execution_id, format!("installing dependencies failed: {e}"), Some(accepted_at), "");
+            }
+        };
+        let python = if env.is_some() { EnvInfo::python() } else { interpreter.executable.clone() };
+        let invocation = invocation(spec, &python);
+        let run = self.run_spec(spec, interpreter, env.as_ref(), workspace, &invocation);
         let started_at = Timestamp::now();
         let outcome = self.sandbox.run(run, events, cancel).await;
         let finished_at = Timestamp::now();
-        match outcome {
-            Ok(outcome) => {
-                let termination = match outcome.status {
-                    ExitStatus::Exited(code) => Termination::Exited(code),
-                    ExitStatus::Signaled(signal) => Termination::Signaled(signal),
-                };
-                let interruption = if outcome.cancelled {
-                    Some(Interruption::Killed)
-                } else if outcome.timed_out {
-                    Some(Interruption::TimedOut)
-                } else {
-                    None
-                };
-                let raw = RunOutcome {
-                    termination,
-                    interruption,
-                    oom_killed: outcome.oom_killed,
-                    stdout: outcome.stdout.bytes,
-                    stderr: outcome.stderr.bytes,
-                    stdout_truncated: outcome.stdout.truncated,
-                    stderr_truncated: outcome.stderr.truncated,
-                    result_channel: outcome.extra,
-                    started_at,
-                    finished_at,
-                };
-                finalize(execution_id, spec, raw)
-            }
+        let mut result = match outcome {
+            Ok(outcome) => result_of(execution_id, spec, &invocation, outcome, started_at, finished_at),
             Err(SandboxError::WorkspaceTooLarge) => failed(
                 execution_id,
                 format!("the uploaded files do not fit into /work (disk_mb {})", spec.limits.disk_mb),
@@ -170,32 +180,51 @@ impl Runner {
                 tracing::error!(execution_id, error = %e, "sandbox error");
                 failed(execution_id, format!("sandbox error: {e}"), Some(started_at), "")
             }
+        };
+        if let Some(env) = env {
+            result.installed_packages = env.info.packages.clone();
+        }
+        result
+    }
+
+    /// The environment with the execution's requirements, when it has any.
+    async fn environment(
+        &self,
+        spec: &ExecutionSpec,
+        workspace: &Path,
+        interpreter: &Interpreter,
+        cancel: &CancellationToken,
+    ) -> Result<Option<EnvLease>, EnvFailure> {
+        let Some(requirements) = requirements::resolve(spec, workspace, interpreter) else {
+            return Ok(None);
+        };
+        tokio::select! {
+            lease = self.environments.get(interpreter, &requirements) => lease.map(Some).map_err(EnvFailure::Install),
+            () = cancel.cancelled() => Err(EnvFailure::Cancelled),
         }
     }
 
     /// The sandbox run for an execution.
-    fn run_spec(&self, spec: &ExecutionSpec, interpreter: &Interpreter, workspace: &Path) -> RunSpec {
-        let mut run = RunSpec::new(&interpreter.executable);
-        let target = match &spec.entrypoint {
-            Some(entry) => format!("{WORKSPACE_DIR}/{entry}"),
-            None => WORKSPACE_DIR.to_string(),
-        };
-        if spec.eval_last_expr {
-            run.args.push(EVAL_RUNNER_PATH.into());
-            run.files.push(GeneratedFile {
-                path: PathBuf::from(EVAL_RUNNER_PATH),
-                content: EVAL_RUNNER_SOURCE.as_bytes().to_vec(),
-                mode: 0o644,
-            });
-            run.extra_output_fd = true;
-        }
-        run.args.push(target);
-        run.args.extend(spec.args.iter().cloned());
-        run.env = environment(spec, interpreter);
+    fn run_spec(
+        &self,
+        spec: &ExecutionSpec,
+        interpreter: &Interpreter,
+        env: Option<&EnvLease>,
+        workspace: &Path,
+        invocation: &Invocation,
+    ) -> RunSpec {
+        let mut run = RunSpec::new(&invocation.program);
+        run.args = invocation.args.clone();
+        run.files = invocation.files.clone();
+        run.extra_outputs = invocation.extra_outputs;
+        run.env = environment(spec, interpreter, env, invocation);
         run.stdin = spec.stdin.clone().unwrap_or_default().into_bytes();
         run.workspace = Some(workspace.to_owned());
         run.binds = interpreter.binds.iter().map(|dir| Bind::same(dir.clone())).collect();
-        run.network = spec.network;
+        if let Some(env) = env {
+            run.binds.push(env.info.bind());
+        }
+        run.network = if spec.network { Network::Internet } else { Network::None };
         run.limits = RunLimits {
             timeout: Duration::from_secs(spec.limits.timeout_seconds),
             memory_bytes: spec.limits.memory_mb * MIB,
@@ -210,24 +239,102 @@ impl Runner {
     }
 }
 
+/// Why an execution got no environment.
+enum EnvFailure {
+    Install(InstallError),
+    Cancelled,
+}
+
+/// The result of a finished sandbox run: the program's, or the failed pre-command's.
+fn result_of(
+    execution_id: &str,
+    spec: &ExecutionSpec,
+    invocation: &Invocation,
+    mut outcome: Outcome,
+    started_at: Timestamp,
+    finished_at: Timestamp,
+) -> ExecutionResult {
+    let mut take = |index: Option<usize>| index.and_then(|i| outcome.extras.get_mut(i).map(std::mem::take));
+    let result_channel = take(invocation.result);
+    let pre_log = take(invocation.pre_log).map(|b| String::from_utf8_lossy(&b).into_owned());
+    let interrupted = outcome.cancelled || outcome.timed_out;
+    if let (Some(log), false, ExitStatus::Exited(crate::program::PRE_FAILED_EXIT)) =
+        (&pre_log, interrupted, outcome.status)
+    {
+        if let Some((index, code, log)) = pre_command_failure(log) {
+            let command = spec.pre_commands.get(index.saturating_sub(1)).map(String::as_str).unwrap_or("");
+            let mut result = failed(
+                execution_id,
+                format!("pre_commands[{}] failed with exit code {code}: {command}", index - 1),
+                Some(started_at),
+                log.clone(),
+            );
+            // As the original's `pre && ... && python` chain: the failed command's exit code.
+            result.exit_code = code;
+            result.finished_at = Some(finished_at);
+            result.duration_ms = finished_at.millis_since(started_at);
+            result.pre_commands_output = Some(log);
+            return result;
+        }
+    }
+    let termination = match outcome.status {
+        ExitStatus::Exited(code) => Termination::Exited(code),
+        ExitStatus::Signaled(signal) => Termination::Signaled(signal),
+    };
+    let interruption = if outcome.cancelled {
+        Some(Interruption::Killed)
+    } else if outcome.timed_out {
+        Some(Interruption::TimedOut)
+    } else {
+        None
+    };
+    let raw = RunOutcome {
+        termination,
+        interruption,
+        oom_killed: outcome.oom_killed,
+        stdout: outcome.stdout.bytes,
+        stderr: outcome.stderr.bytes,
+        stdout_truncated: outcome.stdout.truncated,
+        stderr_truncated: outcome.stderr.truncated,
+        result_channel,
+        started_at,
+        finished_at,
+    };
+    let mut result = finalize(execution_id, spec, raw);
+    result.pre_commands_output = pre_log;
+    result
+}
+
 /// The program's environment: a clean base (nothing of the server's leaks in), then the request's variables,
 /// which may override the base.
-fn environment(spec: &ExecutionSpec, interpreter: &Interpreter) -> Vec<(String, String)> {
+fn environment(
+    spec: &ExecutionSpec,
+    interpreter: &Interpreter,
+    env: Option<&EnvLease>,
+    invocation: &Invocation,
+) -> Vec<(String, String)> {
     let bin = interpreter.executable.parent().map(|p| p.display().to_string()).unwrap_or_default();
-    let mut env: Vec<(String, String)> = vec![
-        ("PATH".into(), format!("{bin}:/usr/local/bin:/usr/bin:/bin")),
+    let path = match env {
+        Some(_) => format!("{ENV_MOUNT}/bin:{bin}:/usr/local/bin:/usr/bin:/bin"),
+        None => format!("{bin}:/usr/local/bin:/usr/bin:/bin"),
+    };
+    let mut vars: Vec<(String, String)> = vec![
+        ("PATH".into(), path),
         ("HOME".into(), "/tmp".into()),
         ("LANG".into(), "C.UTF-8".into()),
         ("TMPDIR".into(), "/tmp".into()),
         // Output reaches the result (and live followers) even when the program is killed at its timeout.
         ("PYTHONUNBUFFERED".into(), "1".into()),
     ];
-    if spec.eval_last_expr {
-        env.push((RESULT_FD_ENV.into(), "3".into()));
+    if env.is_some() {
+        vars.push(("VIRTUAL_ENV".into(), ENV_MOUNT.into()));
+    }
+    if let Some(index) = invocation.result {
+        vars.push((RESULT_FD_ENV.into(), (3 + index).to_string()));
     }
     for (key, value) in &spec.env {
-        env.retain(|(k, _)| k != key);
-        env.push((key.clone(), value.clone()));
+        vars.retain(|(k, _)| k != key);
+        vars.push((key.clone(), value.clone()));
     }
-    env
+    vars
 }

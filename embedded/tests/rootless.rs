@@ -85,4 +85,11 @@ for name, f in checks:
 
     let r = exec("while True:\n    pass", r#"{"config":{"timeout_seconds":1}}"#).await;
     assert_eq!((r.status, r.exit_code), (ExecutionStatus::Failed, 124));
+
+    if runner.environments().available().is_ok() {
+        let r = exec("import six; print(six.PY3)", r#"{"requirements_txt":"six"}"#).await;
+        assert_eq!((r.stdout.as_str(), r.installed_packages.len()), ("True\n", 1), "installs work rootless: {r:?}");
+    } else {
+        eprintln!("!!! NOTE: no network egress for an unprivileged server here: rootless installs not checked");
+    }
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use pyexec_sandbox::{RunLimits, RunSpec, Sandbox, SandboxConfig};
+use pyexec_sandbox::{Network, RunLimits, RunSpec, Sandbox, SandboxConfig};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -22,7 +22,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut spec = RunSpec::new(args.remove(0));
     spec.args = args;
     spec.env = vec![("PATH".into(), "/usr/bin:/bin".into())];
-    spec.network = network;
+    spec.network = if network { Network::Internet } else { Network::None };
     spec.limits = RunLimits { timeout: Duration::from_secs(30), ..RunLimits::default() };
     let outcome = sandbox.run(spec, None, Default::default()).await?;
     print!("{}", String::from_utf8_lossy(&outcome.stdout.bytes));

@@ -12,6 +12,9 @@ pub struct SandboxConfig {
     pub host_uid_base: u32,
     /// How many consecutive host uids sandboxes may use (at least the number of concurrent runs).
     pub host_uid_count: u32,
+    /// Host uid (and gid) of runs with the service identity (the dependency installer); default: the uid just
+    /// below `host_uid_base`.
+    pub service_uid: Option<u32>,
     /// The program's uid and gid inside the sandbox.
     pub sandbox_uid: u32,
     /// Host name inside the sandbox.
@@ -52,6 +55,7 @@ impl SandboxConfig {
             state_dir: state_dir.into(),
             host_uid_base: 2_000_000_000,
             host_uid_count: 65_536,
+            service_uid: None,
             sandbox_uid: 1000,
             hostname: "sandbox".into(),
             network: NetworkConfig::default(),

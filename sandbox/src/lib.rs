@@ -32,7 +32,10 @@ pub use config::{NetworkConfig, SandboxConfig};
 pub use landlock::abi_version as landlock_abi_version;
 pub use report::{IsolationLevel, IsolationReport};
 pub use sandbox::Sandbox;
-pub use spec::{Bind, Captured, ExitStatus, GeneratedFile, Outcome, OutputChunk, RunLimits, RunSpec, Stream};
+pub use spec::{
+    Bind, Captured, ExitStatus, GeneratedFile, HostEntry, Identity, MAX_EXTRA_OUTPUTS, Network, Outcome, OutputChunk,
+    RunLimits, RunSpec, Stream,
+};
 
 /// Why a sandbox could not run a program.
 #[derive(Debug, thiserror::Error)]

@@ -81,6 +81,12 @@ impl Egress {
             config.nft.clone().or_else(|| find_in_path("nft")).ok_or(
                 "nft (Debian package `nftables`) is not installed, so egress cannot be limited to the internet",
             )?;
+        // pasta opens the tun device inside the sandbox's namespaces with the server's own credentials.
+        if let Err(e) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/net/tun") {
+            return Err(format!(
+                "/dev/net/tun cannot be opened by this server ({e}), so pasta cannot give runs egress"
+            ));
+        }
         Ok(Egress { pasta, nft, dns: config.dns_address, ruleset: ruleset(config), rootful })
     }
 
@@ -94,8 +100,14 @@ impl Egress {
         self.dns
     }
 
-    /// Attaches egress to the network namespace of `pid` (a sandbox child still waiting for its go-ahead).
-    pub(crate) async fn attach(&self, pid: i32, state_dir: &Path) -> Result<EgressGuard, SandboxError> {
+    /// Attaches egress to the network namespace of `pid` (a sandbox child still waiting for its go-ahead): the
+    /// public internet, or only the `allowed` addresses when given.
+    pub(crate) async fn attach(
+        &self,
+        pid: i32,
+        state_dir: &Path,
+        allowed: Option<&[IpAddr]>,
+    ) -> Result<EgressGuard, SandboxError> {
         let fail = |what: String| SandboxError::Network(what);
         let pid_file = state_dir.join(format!("pasta-{pid}.pid"));
         let mut cmd = Command::new(&self.pasta);
@@ -131,13 +143,17 @@ impl Egress {
                 String::from_utf8_lossy(&output.stderr).trim()
             )));
         }
-        self.apply_rules(pid).await?;
+        let rules = match allowed {
+            Some(addrs) => allowlist_ruleset(addrs),
+            None => self.ruleset.clone(),
+        };
+        self.apply_rules(pid, &rules).await?;
         Ok(guard)
     }
 
     /// Loads the ruleset inside the sandbox's network namespace (entering its user namespace too when the server
     /// is not root, to hold CAP_NET_ADMIN there).
-    async fn apply_rules(&self, pid: i32) -> Result<(), SandboxError> {
+    async fn apply_rules(&self, pid: i32, ruleset: &str) -> Result<(), SandboxError> {
         let fail = |what: String| SandboxError::Network(what);
         let open = |ns: &str| {
             std::fs::File::open(format!("/proc/{pid}/ns/{ns}"))
@@ -166,7 +182,7 @@ impl Egress {
         let mut child = cmd.spawn().map_err(|e| fail(format!("starting nft: {e}")))?;
         drop((net, user));
         if let Some(mut stdin) = child.stdin.take() {
-            stdin.write_all(self.ruleset.as_bytes()).await.map_err(|e| fail(format!("writing to nft: {e}")))?;
+            stdin.write_all(ruleset.as_bytes()).await.map_err(|e| fail(format!("writing to nft: {e}")))?;
         }
         let output = child.wait_with_output().await.map_err(|e| fail(format!("running nft: {e}")))?;
         if !output.status.success() {
@@ -216,6 +232,29 @@ fn ruleset(config: &NetworkConfig) -> String {
     )
 }
 
+/// A ruleset that lets through only traffic to `allowed` (any port; no DNS: names are pinned in /etc/hosts).
+fn allowlist_ruleset(allowed: &[IpAddr]) -> String {
+    let v4: Vec<String> = allowed.iter().filter(|a| a.is_ipv4()).map(ToString::to_string).collect();
+    let v6: Vec<String> = allowed.iter().filter(|a| a.is_ipv6()).map(ToString::to_string).collect();
+    let mut accept = String::new();
+    if !v4.is_empty() {
+        accept.push_str(&format!("    ip daddr {{ {} }} accept\n", v4.join(", ")));
+    }
+    if !v6.is_empty() {
+        accept.push_str(&format!("    ip6 daddr {{ {} }} accept\n", v6.join(", ")));
+    }
+    format!(
+        "table inet pyexec_sandbox {{
+  chain output {{
+    type filter hook output priority 0; policy accept;
+    oifname \"lo\" accept
+{accept}    reject with icmpx type admin-prohibited
+  }}
+}}
+"
+    )
+}
+
 /// The networks of the host's own interfaces (whatever their range), which the sandbox must not reach either.
 fn host_subnets() -> Vec<(IpAddr, u8)> {
     let mut out = Vec::new();
@@ -262,6 +301,15 @@ fn host_subnets() -> Vec<(IpAddr, u8)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn allowlists_accept_only_their_addresses() {
+        let rules = allowlist_ruleset(&["203.0.113.80".parse().unwrap(), "2001:db8::1".parse().unwrap()]);
+        assert!(rules.contains("ip daddr { 203.0.113.80 } accept"));
+        assert!(rules.contains("ip6 daddr { 2001:db8::1 } accept"));
+        assert!(rules.trim_end().ends_with("}\n}") || rules.contains("reject with icmpx type admin-prohibited\n  }"));
+        assert!(!rules.contains("dport 53"), "no DNS: names are pinned");
+    }
 
     #[test]
     fn ruleset_blocks_private_ranges_and_allows_dns() {

@@ -9,7 +9,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Component, Path, PathBuf};
 
 use crate::landlock::LandlockPlan;
-use crate::spec::{Bind, GeneratedFile};
+use crate::spec::{Bind, GeneratedFile, MAX_EXTRA_OUTPUTS};
 
 /// One step of building the new root, executed in order relative to the new root's directory.
 #[derive(Debug)]
@@ -19,9 +19,9 @@ pub(crate) enum Op {
     /// A tmpfs with options (`size=...,mode=...`).
     Tmpfs { target: CString, options: CString, flags: libc::c_ulong },
     /// Bind-mount bind source number `source` (opened by the child before it changed identity, used through
-    /// `/proc/self/fd/N`) onto a new file or directory, then remount it read-only with the flags the kernel locked on
-    /// the source (`None`: device nodes, kept writable).
-    Bind { source: usize, target: CString, dir: bool, read_only: Option<libc::c_ulong> },
+    /// `/proc/self/fd/N`) onto a new file or directory, then remount it with `remount` flags (read-only or not,
+    /// always nosuid/nodev, plus those the kernel locked on the source; `None`: device nodes, left as they are).
+    Bind { source: usize, target: CString, dir: bool, remount: Option<libc::c_ulong> },
     /// A symbolic link.
     Symlink { target: CString, link: CString },
     /// A generated file.
@@ -64,7 +64,9 @@ pub(crate) struct ChildFds {
     pub stdin_r: RawFd,
     pub stdout_w: RawFd,
     pub stderr_w: RawFd,
-    pub result_w: Option<RawFd>,
+    /// Write ends of the extra outputs, duplicated onto 3, 4, ... in the program.
+    pub extra_w: [RawFd; MAX_EXTRA_OUTPUTS],
+    pub extra_count: usize,
 }
 
 /// Everything the child does, decided in advance.
@@ -110,7 +112,7 @@ pub(crate) struct Pipes {
     pub stdin_w: OwnedFd,
     pub stdout_r: OwnedFd,
     pub stderr_r: OwnedFd,
-    pub result_r: Option<OwnedFd>,
+    pub extra_r: Vec<OwnedFd>,
     pub child_ends: Vec<OwnedFd>,
     pub child: ChildFds,
 }
@@ -130,19 +132,24 @@ fn high(fd: OwnedFd) -> std::io::Result<OwnedFd> {
 }
 
 impl Pipes {
-    pub(crate) fn new(result_pipe: bool) -> std::io::Result<Self> {
+    pub(crate) fn new(extra_outputs: usize) -> std::io::Result<Self> {
         let (sync_r, sync_w) = pipe()?;
         let (report_r, report_w) = pipe()?;
         let (status_r, status_w) = pipe()?;
         let (stdin_r, stdin_w) = pipe()?;
         let (stdout_r, stdout_w) = pipe()?;
         let (stderr_r, stderr_w) = pipe()?;
-        let (result_r, result_w) = if result_pipe {
+        let mut extra_r = Vec::new();
+        let mut extra_w_owned = Vec::new();
+        for _ in 0..extra_outputs.min(MAX_EXTRA_OUTPUTS) {
             let (r, w) = pipe()?;
-            (Some(r), Some(w))
-        } else {
-            (None, None)
-        };
+            extra_r.push(r);
+            extra_w_owned.push(w);
+        }
+        let mut extra_w = [-1; MAX_EXTRA_OUTPUTS];
+        for (slot, w) in extra_w.iter_mut().zip(&extra_w_owned) {
+            *slot = w.as_raw_fd();
+        }
         let child = ChildFds {
             sync_r: sync_r.as_raw_fd(),
             report_w: report_w.as_raw_fd(),
@@ -150,11 +157,12 @@ impl Pipes {
             stdin_r: stdin_r.as_raw_fd(),
             stdout_w: stdout_w.as_raw_fd(),
             stderr_w: stderr_w.as_raw_fd(),
-            result_w: result_w.as_ref().map(AsRawFd::as_raw_fd),
+            extra_w,
+            extra_count: extra_w_owned.len(),
         };
         let mut child_ends = vec![sync_r, report_w, status_w, stdin_r, stdout_w, stderr_w];
-        child_ends.extend(result_w);
-        Ok(Self { sync_w, report_r, status_r, stdin_w, stdout_r, stderr_r, result_r, child_ends, child })
+        child_ends.extend(extra_w_owned);
+        Ok(Self { sync_w, report_r, status_r, stdin_w, stdout_r, stderr_r, extra_r, child_ends, child })
     }
 }
 
@@ -276,6 +284,15 @@ impl OpsBuilder {
 
     fn bind_with(&mut self, bind: &Bind, device: bool) -> Result<(), crate::SandboxError> {
         let target = relative(&bind.target)?;
+        // These are the sandbox's own file systems, mounted after the binds: a bind there would be hidden.
+        let owned = ["work", "tmp", "dev", "proc"];
+        if !device && owned.iter().any(|dir| target.starts_with(dir)) {
+            return Err(crate::SandboxError::InvalidSpec(format!(
+                "{} cannot be mounted at {}: /work, /tmp, /dev and /proc belong to the sandbox",
+                bind.source.display(),
+                bind.target.display()
+            )));
+        }
         let stat = match rustix::fs::stat(&bind.source) {
             Ok(stat) => stat,
             Err(rustix::io::Errno::NOENT) if bind.optional => return Ok(()),
@@ -295,11 +312,12 @@ impl OpsBuilder {
         if dir {
             self.made.insert(target.clone());
         }
+        let access = if bind.writable { 0 } else { libc::MS_RDONLY };
         let op = Op::Bind {
             source: self.bind_sources.len(),
             target: cstr(bytes(&target))?,
             dir,
-            read_only: (!device).then_some(locked_flags),
+            remount: (!device).then_some(access | libc::MS_NOSUID | libc::MS_NODEV | locked_flags),
         };
         self.bind_sources.push(cstr(bytes(&bind.source))?);
         self.push(op, format!("{} -> {}", bind.source.display(), bind.target.display()));

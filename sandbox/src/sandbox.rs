@@ -21,7 +21,10 @@ use crate::network::{Egress, EgressGuard};
 use crate::plan::{ChildPlan, OpsBuilder, Pipes, Program, cstr, relative};
 use crate::report::{IsolationLevel, IsolationReport};
 use crate::seccomp;
-use crate::spec::{Bind, ExitStatus, GeneratedFile, Outcome, OutputChunk, RunLimits, RunSpec, Stream};
+use crate::spec::{
+    Bind, ExitStatus, GeneratedFile, Identity, MAX_EXTRA_OUTPUTS, Network, Outcome, OutputChunk, RunLimits, RunSpec,
+    Stream,
+};
 use crate::stage::{self, REPORT_BYTES, Stage};
 use crate::uid::UidPool;
 
@@ -36,6 +39,9 @@ const DEVICES: &[&str] = &["/dev/null", "/dev/zero", "/dev/full", "/dev/random",
 /// Most inodes of a writable tmpfs (the kernel default scales with RAM).
 const TMPFS_INODES: u64 = 262_144;
 
+/// Runs started by this process, across all [`Sandbox`]es: names each run's cgroup uniquely.
+static RUNS: AtomicU64 = AtomicU64::new(0);
+
 /// Runs programs in sandboxes. Cheap to clone; all clones share the host probe and the launcher thread.
 #[derive(Clone)]
 pub struct Sandbox {
@@ -49,6 +55,7 @@ struct Inner {
     rootful: bool,
     euid: u32,
     egid: u32,
+    service_uid: u32,
     cgroups: CgroupLayout,
     landlock_abi: Option<u32>,
     seccomp: Vec<seccompiler::sock_filter>,
@@ -56,7 +63,6 @@ struct Inner {
     root_dir: PathBuf,
     last_cap: u32,
     usr_links: Vec<(String, Option<String>)>,
-    runs: AtomicU64,
     report: IsolationReport,
 }
 
@@ -102,6 +108,7 @@ impl Sandbox {
             })
             .collect();
         let report = build_report(&config, rootful, euid, &cgroups, landlock_abi, &egress);
+        let service_uid = service_uid(&config);
         let sandbox = Sandbox {
             inner: Arc::new(Inner {
                 uids: Arc::new(UidPool::new(config.host_uid_base, config.host_uid_count)),
@@ -110,6 +117,7 @@ impl Sandbox {
                 rootful,
                 euid,
                 egid,
+                service_uid,
                 cgroups,
                 landlock_abi,
                 seccomp,
@@ -117,7 +125,6 @@ impl Sandbox {
                 root_dir,
                 last_cap,
                 usr_links,
-                runs: AtomicU64::new(0),
                 report,
             }),
         };
@@ -128,6 +135,11 @@ impl Sandbox {
     /// The isolation this host gives.
     pub fn report(&self) -> &IsolationReport {
         &self.inner.report
+    }
+
+    /// The host uid of runs with [`Identity::Service`] when the server is root (`None`: runs keep the server's uid).
+    pub fn service_uid(&self) -> Option<u32> {
+        self.inner.rootful.then_some(self.inner.service_uid)
     }
 
     /// Whether runs may ask for network (egress tools present).
@@ -167,17 +179,24 @@ impl Sandbox {
         exec: bool,
     ) -> Result<Outcome, SandboxError> {
         let inner = &*self.inner;
-        if spec.network {
+        if spec.network.is_on() {
             if let Err(reason) = &inner.egress {
                 return Err(SandboxError::Network(format!("network access is not available on this server: {reason}")));
             }
         }
-        let lease = if inner.rootful { Some(inner.uids.acquire()?) } else { None };
-        let host_ids = match &lease {
-            Some(l) => (l.uid, l.uid),
-            None => (inner.euid, inner.egid),
+        if spec.extra_outputs > MAX_EXTRA_OUTPUTS {
+            return Err(SandboxError::InvalidSpec(format!("at most {MAX_EXTRA_OUTPUTS} extra outputs")));
+        }
+        let lease = match (inner.rootful, spec.identity) {
+            (true, Identity::PerRun) => Some(inner.uids.acquire()?),
+            _ => None,
         };
-        let run_no = inner.runs.fetch_add(1, Ordering::Relaxed);
+        let host_ids = match (&lease, inner.rootful) {
+            (Some(l), _) => (l.uid, l.uid),
+            (None, true) => (inner.service_uid, inner.service_uid),
+            (None, false) => (inner.euid, inner.egid),
+        };
+        let run_no = RUNS.fetch_add(1, Ordering::Relaxed);
         let cgroup_name = format!("run-{}-{run_no}", std::process::id());
         let limits = CgroupLimits {
             memory_bytes: spec.limits.memory_bytes,
@@ -206,25 +225,26 @@ impl Sandbox {
         cgroup: Option<&RunCgroup>,
     ) -> Result<Outcome, SandboxError> {
         let inner = &*self.inner;
-        let pipes = Pipes::new(spec.extra_output_fd)?;
+        let pipes = Pipes::new(spec.extra_outputs)?;
         let (plan, setup_fds, labels) = self.plan(&spec, &pipes, exec)?;
         let cgroup_fd = match cgroup {
             Some(c) => c.clone_into_fd()?,
             None => None,
         };
-        let Pipes { sync_w, report_r, status_r, stdin_w, stdout_r, stderr_r, result_r, child_ends, .. } = pipes;
+        let Pipes { sync_w, report_r, status_r, stdin_w, stdout_r, stderr_r, extra_r, child_ends, .. } = pipes;
         let mut child_only = child_ends;
         child_only.extend(setup_fds);
         let spawned = inner.launcher.spawn(plan, child_only, cgroup_fd).await?;
         let child = LiveChild::new(spawned);
 
         // Prepare the child's world while it waits: identity, cgroups, network.
-        let egress = self.prepare_child(&child, host_ids, cgroup, spec.network).await?;
+        let egress = self.prepare_child(&child, host_ids, cgroup, &spec.network).await?;
         // Readers first, so that nothing the program writes can fill a pipe before we listen.
         let stdout = tokio::spawn(io::capture(stdout_r, spec.limits.stdout_bytes, Stream::Stdout, events.clone()));
         let stderr = tokio::spawn(io::capture(stderr_r, spec.limits.stderr_bytes, Stream::Stderr, events));
         let report = tokio::spawn(io::read_small(report_r, REPORT_BYTES));
-        let extra = result_r.map(|r| tokio::spawn(io::read_small(r, spec.limits.stdout_bytes.max(1 << 20) + 64)));
+        let extra_cap = spec.limits.stdout_bytes.max(1 << 20) + 64;
+        let extras: Vec<_> = extra_r.into_iter().map(|r| tokio::spawn(io::read_small(r, extra_cap))).collect();
         let stdin = tokio::spawn(io::feed_stdin(stdin_w, spec.stdin));
 
         rustix::io::write(&sync_w, &[1]).map_err(|e| SandboxError::Io(e.into()))?;
@@ -258,10 +278,10 @@ impl Sandbox {
         }
         let stdout = join(stdout).await?.map_err(SandboxError::Io)?;
         let stderr = join(stderr).await?.map_err(SandboxError::Io)?;
-        let extra = match extra {
-            Some(task) => Some(join(task).await?),
-            None => None,
-        };
+        let mut extra = Vec::with_capacity(extras.len());
+        for task in extras {
+            extra.push(join(task).await?);
+        }
         let status = match <[u8; 4]>::try_from(status_bytes.as_slice()) {
             Ok(raw) => decode_wait_status(i32::from_ne_bytes(raw)),
             // The program's init was killed before the program ended (timeout or cancellation).
@@ -274,7 +294,7 @@ impl Sandbox {
             oom_killed: cgroup.is_some_and(RunCgroup::oom_killed),
             stdout,
             stderr,
-            extra,
+            extras: extra,
             duration,
         })
     }
@@ -285,7 +305,7 @@ impl Sandbox {
         child: &LiveChild,
         (host_uid, host_gid): (u32, u32),
         cgroup: Option<&RunCgroup>,
-        network: bool,
+        network: &Network,
     ) -> Result<Option<EgressGuard>, SandboxError> {
         let inner = &*self.inner;
         let pid = child.pid;
@@ -307,11 +327,13 @@ impl Sandbox {
                 cgroup.attach_unified(pid).map_err(SandboxError::Io)?;
             }
         }
-        if network {
-            let egress = inner.egress.as_ref().map_err(|r| SandboxError::Network(r.clone()))?;
-            return Ok(Some(egress.attach(pid, &inner.config.state_dir).await?));
-        }
-        Ok(None)
+        let allowed: Option<Vec<std::net::IpAddr>> = match network {
+            Network::None => return Ok(None),
+            Network::Internet => None,
+            Network::Hosts(hosts) => Some(hosts.iter().flat_map(|h| h.addrs.iter().copied()).collect()),
+        };
+        let egress = inner.egress.as_ref().map_err(|r| SandboxError::Network(r.clone()))?;
+        Ok(Some(egress.attach(pid, &inner.config.state_dir, allowed.as_deref()).await?))
     }
 
     /// Builds the child's plan for `spec`.
@@ -334,11 +356,11 @@ impl Sandbox {
             }
         }
         let host_files: Vec<&str> =
-            HOST_FILES.iter().chain(if spec.network { NETWORK_FILES } else { &[] }).copied().collect();
+            HOST_FILES.iter().chain(if spec.network.is_on() { NETWORK_FILES } else { &[] }).copied().collect();
         for path in host_files {
             b.bind(&Bind { optional: true, ..Bind::same(path) })?;
         }
-        for file in self.etc_files(spec.network) {
+        for file in self.etc_files(&spec.network) {
             b.file(&file)?;
         }
         for bind in &spec.binds {
@@ -407,6 +429,10 @@ impl Sandbox {
         };
         relative(&spec.cwd)?;
 
+        let writable_binds: Vec<String> =
+            spec.binds.iter().filter(|b| b.writable).map(|b| b.target.display().to_string()).collect();
+        let writable_dirs: Vec<&str> =
+            ["/work", "/tmp", "/dev/shm"].into_iter().chain(writable_binds.iter().map(String::as_str)).collect();
         let mut keep: Vec<i32> = pipes.child_ends.iter().map(AsRawFd::as_raw_fd).collect();
         keep.extend(b.setup_fds.iter().map(AsRawFd::as_raw_fd));
         keep.sort_unstable();
@@ -423,11 +449,11 @@ impl Sandbox {
             clear_groups: inner.rootful,
             ops: b.ops,
             hostname: cstr(&inner.config.hostname)?,
-            loopback_up: !spec.network,
+            loopback_up: !spec.network.is_on(),
             cwd: cstr(spec.cwd.as_os_str().as_encoded_bytes())?,
             rlimits,
             last_cap: inner.last_cap,
-            landlock: landlock::plan(inner.landlock_abi, &["/work", "/tmp", "/dev/shm"]),
+            landlock: landlock::plan(inner.landlock_abi, &writable_dirs),
             seccomp: inner.seccomp.clone(),
             program,
         };
@@ -435,7 +461,7 @@ impl Sandbox {
     }
 
     /// `/etc` files of the sandbox: its users, host name resolution and, with network, the resolver.
-    fn etc_files(&self, network: bool) -> Vec<GeneratedFile> {
+    fn etc_files(&self, network: &Network) -> Vec<GeneratedFile> {
         let uid = self.inner.config.sandbox_uid;
         let host = &self.inner.config.hostname;
         let file = |path: &str, content: String| GeneratedFile {
@@ -452,16 +478,29 @@ impl Sandbox {
                 ),
             ),
             file("/etc/group", format!("root:x:0:\nsandbox:x:{uid}:\nnogroup:x:65534:\n")),
-            file("/etc/hosts", format!("127.0.0.1\tlocalhost {host}\n::1\tlocalhost ip6-localhost ip6-loopback\n")),
+            file("/etc/hosts", hosts_file(host, network)),
             file("/etc/nsswitch.conf", "passwd: files\ngroup: files\nhosts: files dns\n".into()),
         ];
-        if network {
+        if *network == Network::Internet {
             if let Ok(egress) = &self.inner.egress {
                 files.push(file("/etc/resolv.conf", format!("nameserver {}\noptions edns0\n", egress.dns())));
             }
         }
         files
     }
+}
+
+/// `/etc/hosts`: the sandbox itself, and the pinned names of an allowlisted network.
+fn hosts_file(hostname: &str, network: &Network) -> String {
+    let mut out = format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+    if let Network::Hosts(hosts) = network {
+        for host in hosts {
+            for addr in &host.addrs {
+                out.push_str(&format!("{addr}\t{}\n", host.name));
+            }
+        }
+    }
+    out
 }
 
 /// A cloned child until it is reaped: killed and reaped if dropped early (an error path, a cancelled request).
@@ -544,6 +583,11 @@ fn setup_error(bytes: &[u8; REPORT_BYTES], labels: &[String]) -> SandboxError {
         (Some(Stage::Exec), libc::ENOENT) => SandboxError::ProgramNotFound,
         _ => SandboxError::Setup(format!("{what}{subject}: {cause}")),
     }
+}
+
+/// The stable host uid of service runs.
+fn service_uid(config: &SandboxConfig) -> u32 {
+    config.service_uid.unwrap_or(config.host_uid_base.saturating_sub(1))
 }
 
 fn build_report(

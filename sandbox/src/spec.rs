@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// A host path made visible, read-only, inside the sandbox.
+/// A host path made visible inside the sandbox (read-only unless `writable`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bind {
     /// Path on the host.
@@ -12,15 +12,69 @@ pub struct Bind {
     pub target: PathBuf,
     /// Skip silently when the source does not exist.
     pub optional: bool,
+    /// Writable (for trusted runs only, such as the dependency installer); `nosuid` and `nodev` always.
+    pub writable: bool,
 }
 
 impl Bind {
-    /// Same path inside as outside.
+    /// Read-only, same path inside as outside.
     pub fn same(path: impl Into<PathBuf>) -> Self {
         let path = path.into();
-        Self { source: path.clone(), target: path, optional: false }
+        Self { source: path.clone(), target: path, optional: false, writable: false }
+    }
+
+    /// Read-only, at `target` inside.
+    pub fn at(source: impl Into<PathBuf>, target: impl Into<PathBuf>) -> Self {
+        Self { source: source.into(), target: target.into(), optional: false, writable: false }
+    }
+
+    /// Writable, same path inside as outside.
+    pub fn writable(path: impl Into<PathBuf>) -> Self {
+        Self { writable: true, ..Self::same(path) }
     }
 }
+
+/// A host name the sandbox may reach, with its addresses (pinned in the sandbox's `/etc/hosts`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostEntry {
+    /// The name.
+    pub name: String,
+    /// Its addresses, resolved by the server.
+    pub addrs: Vec<std::net::IpAddr>,
+}
+
+/// What network a run gets.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Network {
+    /// An empty network namespace (only its own loopback).
+    #[default]
+    None,
+    /// Egress to the public internet; never the host, private ranges or metadata.
+    Internet,
+    /// Egress to these hosts only (no DNS: the names are pinned in `/etc/hosts`).
+    Hosts(Vec<HostEntry>),
+}
+
+impl Network {
+    /// Whether any egress is given.
+    pub fn is_on(&self) -> bool {
+        !matches!(self, Network::None)
+    }
+}
+
+/// Which host uid a run gets (when the server is root).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Identity {
+    /// A fresh uid per run (user programs).
+    #[default]
+    PerRun,
+    /// The sandbox's stable service uid, so that files it writes to writable binds stay writable for later runs
+    /// of the same kind (the dependency installer and its cache).
+    Service,
+}
+
+/// Most extra output descriptors of one run.
+pub const MAX_EXTRA_OUTPUTS: usize = 4;
 
 /// A file created inside the sandbox's read-only root.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,10 +144,13 @@ pub struct RunSpec {
     pub files: Vec<GeneratedFile>,
     /// Limits.
     pub limits: RunLimits,
-    /// Egress to the public internet; off means an empty network namespace.
-    pub network: bool,
-    /// Open descriptor 3 as a pipe whose contents are returned in [`Outcome::extra`].
-    pub extra_output_fd: bool,
+    /// Network access; none by default.
+    pub network: Network,
+    /// Host identity.
+    pub identity: Identity,
+    /// Extra output pipes on descriptors 3, 4, ... (at most [`MAX_EXTRA_OUTPUTS`]), returned in
+    /// [`Outcome::extras`].
+    pub extra_outputs: usize,
 }
 
 impl RunSpec {
@@ -109,8 +166,9 @@ impl RunSpec {
             binds: Vec::new(),
             files: Vec::new(),
             limits: RunLimits::default(),
-            network: false,
-            extra_output_fd: false,
+            network: Network::None,
+            identity: Identity::PerRun,
+            extra_outputs: 0,
         }
     }
 }
@@ -150,8 +208,8 @@ pub struct Outcome {
     pub stdout: Captured,
     /// Standard error.
     pub stderr: Captured,
-    /// What was written to descriptor 3, when asked for.
-    pub extra: Option<Vec<u8>>,
+    /// What was written to each extra output descriptor (3, 4, ...).
+    pub extras: Vec<Vec<u8>>,
     /// From the go-ahead to the reaping of the tree.
     pub duration: Duration,
 }

@@ -76,6 +76,9 @@ pub struct BackendHealth {
     /// What isolation runs get, and what is missing.
     #[schema(value_type = Object)]
     pub isolation: serde_json::Value,
+    /// Whether requirements can be installed, and from where.
+    #[schema(value_type = Object)]
+    pub dependencies: serde_json::Value,
     /// Queue state.
     pub queue: QueueHealth,
 }

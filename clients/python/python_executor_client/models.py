@@ -75,7 +75,8 @@ class ExecutionResult:
     """The state and outcome of an execution.
 
     The first fields are the original's; `error_type`, `error_line`, `error_message`, `stdout_truncated`,
-    `stderr_truncated`, `oom_killed` are ours (they default to empty when a server does not send them).
+    `stderr_truncated`, `oom_killed`, `installed_packages`, `pre_commands_output` are ours (they default to empty
+    when a server does not send them).
     """
 
     execution_id: str
@@ -94,6 +95,8 @@ class ExecutionResult:
     stdout_truncated: bool = False
     stderr_truncated: bool = False
     oom_killed: bool = False
+    installed_packages: List[str] = field(default_factory=list)
+    pre_commands_output: Optional[str] = None
 
     @classmethod
     def from_dict(cls, data: Dict[str, Any]) -> "ExecutionResult":
@@ -114,6 +117,8 @@ class ExecutionResult:
             stdout_truncated=bool(data.get("stdout_truncated", False)),
             stderr_truncated=bool(data.get("stderr_truncated", False)),
             oom_killed=bool(data.get("oom_killed", False)),
+            installed_packages=list(data.get("installed_packages") or []),
+            pre_commands_output=data.get("pre_commands_output"),
         )
 
 

@@ -83,6 +83,17 @@ def test_metadata_and_config(client):
         client.execute_sync(files={"main.py": "1"}, no_such_option=1)
 
 
+def test_dependencies_and_pre_commands(client):
+    r = client.eval("import six\nsix.PY3")
+    assert (r.status, r.result) == (ExecutionStatus.COMPLETED, "True")
+    assert [p.split("==")[0] for p in r.installed_packages] == ["six"]
+    r = client.execute_sync(files={"main.py": "import six; print(six.__version__)"}, requirements_txt="six==1.16.0",
+                            pre_commands=["echo preparing"])
+    assert (r.stdout, r.pre_commands_output, r.installed_packages) == ("1.16.0\n", "preparing\n", ["six==1.16.0"])
+    r = client.execute_sync(files={"main.py": "print('never')"}, pre_commands=["exit 3"])
+    assert (r.status, r.exit_code, r.error) == (ExecutionStatus.FAILED, 3, "pre_commands[0] failed with exit code 3: exit 3")
+
+
 def test_timeouts_are_failed_with_124(client):
     r = client.eval("import time\nprint('before', flush=True)\ntime.sleep(10)", timeout_seconds=1)
     assert (r.status, r.exit_code, r.error) == (ExecutionStatus.FAILED, 124, "execution timeout after 1s")

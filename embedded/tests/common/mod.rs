@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use pyexec_core::{CodeFile, EvalRequest, ExecutionResult, ExecutionSpec, Metadata, Policy};
-use pyexec_embedded::{Discovery, Runner, RunnerSettings};
+use pyexec_embedded::{Discovery, InstallerConfig, Runner, RunnerSettings};
 use pyexec_sandbox::SandboxConfig;
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
@@ -20,10 +20,14 @@ pub fn state_dir() -> PathBuf {
 pub async fn runner() -> &'static Runner {
     RUNNER
         .get_or_init(|| async {
-            let runner =
-                Runner::new(SandboxConfig::new(state_dir()), &Discovery::everywhere(), RunnerSettings::default())
-                    .await
-                    .expect("the sandbox works on this machine");
+            let runner = Runner::new(
+                SandboxConfig::new(state_dir()),
+                &Discovery::everywhere(),
+                RunnerSettings::default(),
+                InstallerConfig::new(state_dir().join("environments")),
+            )
+            .await
+            .expect("the sandbox works on this machine");
             if !runner.isolation().privileged {
                 eprintln!("!!! NOTE: not running as root: tests check the reduced (rootless) isolation");
             }

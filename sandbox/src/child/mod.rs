@@ -154,8 +154,8 @@ fn prepare_program(plan: &ChildPlan) -> Result {
         check(libc::dup2(fds.stdin_r, 0), Stage::Stdio)?;
         check(libc::dup2(fds.stdout_w, 1), Stage::Stdio)?;
         check(libc::dup2(fds.stderr_w, 2), Stage::Stdio)?;
-        if let Some(result_w) = fds.result_w {
-            check(libc::dup2(result_w, 3), Stage::Stdio)?;
+        for (i, &w) in fds.extra_w[..fds.extra_count].iter().enumerate() {
+            check(libc::dup2(w, 3 + i as i32), Stage::Stdio)?;
         }
         check(libc::chdir(plan.cwd.as_ptr()), Stage::Chdir)?;
         libc::umask(0o022);

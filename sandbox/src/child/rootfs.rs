@@ -59,7 +59,7 @@ fn apply(op: &Op, sources: &[i32; MAX_BINDS]) -> Result {
         Op::Tmpfs { target, options, flags } => {
             sys::mount(Some(c"tmpfs"), target, Some(c"tmpfs"), *flags, Some(options), Stage::Tmpfs)
         }
-        Op::Bind { source, target, dir, read_only } => {
+        Op::Bind { source, target, dir, remount } => {
             if *dir {
                 sys::mkdir(target, 0o755)?;
             } else {
@@ -69,9 +69,9 @@ fn apply(op: &Op, sources: &[i32; MAX_BINDS]) -> Result {
             let mut buf = [0u8; 32];
             let source = fd_path(sources[*source], &mut buf);
             sys::mount(Some(source), target, None, libc::MS_BIND | libc::MS_REC, None, Stage::Bind)?;
-            match read_only {
-                Some(locked_flags) => {
-                    sys::mount(None, target, None, RO_REMOUNT | locked_flags, None, Stage::BindReadOnly)
+            match remount {
+                Some(flags) => {
+                    sys::mount(None, target, None, libc::MS_REMOUNT | libc::MS_BIND | flags, None, Stage::BindReadOnly)
                 }
                 None => Ok(()),
             }

@@ -432,6 +432,7 @@ impl Backend for EmbeddedBackend {
             python_versions: interpreters.versions().iter().map(ToString::to_string).collect(),
             default_python_version: interpreters.default_version().map(|v| v.to_string()),
             isolation: serde_json::to_value(inner.runner.isolation()).unwrap_or_default(),
+            dependencies: serde_json::to_value(inner.runner.environments().report()).unwrap_or_default(),
             queue: QueueHealth {
                 pending,
                 running,

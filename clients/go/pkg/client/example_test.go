@@ -126,6 +126,33 @@ func Example_eval() {
 	// stdout "Hello from eval!\n", result present: false
 }
 
+func Example_dependencies() {
+	c := client.New(server())
+	ctx, cancel := ctx30()
+	defer cancel()
+	// Imports are detected and installed (once; later requests reuse the environment).
+	result, err := c.Eval(ctx, &client.SimpleExecRequest{Code: "import six\nsix.PY3", EvalLastExpr: true})
+	if err != nil {
+		fmt.Println("error:", err)
+		return
+	}
+	fmt.Println(*result.Result, len(result.InstalledPackages), strings.HasPrefix(result.InstalledPackages[0], "six=="))
+	tarData, _ := client.TarFromMap(map[string]string{"main.py": "import six\nprint(six.__version__)"})
+	result, err = c.ExecuteSync(ctx, tarData, &client.Metadata{
+		Entrypoint:      "main.py",
+		RequirementsTxt: "six==1.16.0",
+		PreCommands:     []string{"echo preparing"},
+	})
+	if err != nil {
+		fmt.Println("error:", err)
+		return
+	}
+	fmt.Printf("%q %q %v\n", result.Stdout, result.PreCommandsOutput, result.InstalledPackages)
+	// Output:
+	// True 1 true
+	// "1.16.0\n" "preparing\n" [six==1.16.0]
+}
+
 func Example_structuredErrors() {
 	c := client.New(server())
 	ctx, cancel := ctx30()

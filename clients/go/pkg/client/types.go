@@ -112,6 +112,10 @@ type ExecutionResult struct {
 	StderrTruncated bool `json:"stderr_truncated,omitempty"`
 	// OOMKilled: the memory limit was hit. Additive.
 	OOMKilled bool `json:"oom_killed,omitempty"`
+	// InstalledPackages: name==version of the environment the program ran in. Additive.
+	InstalledPackages []string `json:"installed_packages,omitempty"`
+	// PreCommandsOutput: what the pre_commands printed, kept apart from Stdout. Additive.
+	PreCommandsOutput string `json:"pre_commands_output,omitempty"`
 }
 
 // AsyncResponse is the answer of /exec/async.

@@ -1,0 +1,272 @@
+//! Which packages a program needs: its imports, found with a real Python parser, minus the standard library and
+//! the program's own modules, mapped to PyPI distributions.
+//!
+//! The original scanned for `import` with regular expressions: it missed `import os; import numpy` and imports
+//! inside functions, and installed local modules and some standard-library names. Here the code is parsed with
+//! tree-sitter's Python grammar (error-tolerant, so a syntax error elsewhere does not hide the imports), every
+//! `import` and `from ... import` anywhere in the tree counts, relative imports never do, and the interpreter's own
+//! `sys.stdlib_module_names` decides what is standard.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::LazyLock;
+
+/// The import-name → distribution table, as data.
+const IMPORT_MAP: &str = include_str!("../data/import_map.tsv");
+
+static MAP: LazyLock<HashMap<&'static str, &'static str>> = LazyLock::new(|| {
+    IMPORT_MAP
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| l.split_once('\t'))
+        .map(|(module, dist)| (module.trim(), dist.trim()))
+        .collect()
+});
+
+/// Number of entries in the import-name table.
+pub fn import_map_len() -> usize {
+    MAP.len()
+}
+
+/// Every module a source file imports (dotted, as written), excluding relative imports and `__future__`.
+pub fn imported_modules(source: &str) -> BTreeSet<String> {
+    let mut found = BTreeSet::new();
+    let mut parser = tree_sitter::Parser::new();
+    if parser.set_language(&tree_sitter_python::LANGUAGE.into()).is_err() {
+        return found;
+    }
+    let Some(tree) = parser.parse(source, None) else { return found };
+    let bytes = source.as_bytes();
+    let text = |n: tree_sitter::Node<'_>| n.utf8_text(bytes).ok().map(|t| t.split_whitespace().collect::<String>());
+    // Iterative walk: deeply nested code must not exhaust the stack.
+    let mut cursor = tree.walk();
+    'walk: loop {
+        let node = cursor.node();
+        match node.kind() {
+            "import_statement" => {
+                let mut c = node.walk();
+                for name in node.children_by_field_name("name", &mut c) {
+                    let dotted =
+                        if name.kind() == "aliased_import" { name.child_by_field_name("name") } else { Some(name) };
+                    if let Some(module) = dotted.and_then(text) {
+                        found.insert(module);
+                    }
+                }
+            }
+            "import_from_statement" => {
+                if let Some(module) = node.child_by_field_name("module_name") {
+                    if module.kind() == "dotted_name" {
+                        found.extend(text(module));
+                    }
+                }
+            }
+            _ => {}
+        }
+        if cursor.goto_first_child() {
+            continue;
+        }
+        while !cursor.goto_next_sibling() {
+            if !cursor.goto_parent() {
+                break 'walk;
+            }
+        }
+    }
+    found.remove("__future__");
+    found
+}
+
+/// PEP 503 normalisation of a distribution name: lower case, runs of `-`, `_` and `.` become `-`.
+pub fn normalize_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut sep = false;
+    for c in name.trim().chars() {
+        if matches!(c, '-' | '_' | '.') {
+            sep = true;
+        } else {
+            if sep && !out.is_empty() {
+                out.push('-');
+            }
+            sep = false;
+            out.extend(c.to_lowercase());
+        }
+    }
+    out
+}
+
+/// The distribution that provides an import, or `None` for names that are not installable as such.
+pub fn distribution_for(module: &str) -> Option<String> {
+    let parts: Vec<&str> = module.split('.').collect();
+    for n in (1..=parts.len()).rev() {
+        if let Some(dist) = MAP.get(parts[..n].join(".").as_str()) {
+            return Some((*dist).to_owned());
+        }
+    }
+    match parts.as_slice() {
+        // Namespace packages: google.cloud.X and azure.X.Y are separate distributions; the bare names are not.
+        ["google", "cloud", sub, ..] => Some(format!("google-cloud-{}", sub.replace('_', "-"))),
+        ["azure", rest @ ..] if !rest.is_empty() => Some(format!("azure-{}", rest.join("-").replace('_', "-"))),
+        ["google" | "azure", ..] => None,
+        [top, ..] => Some((*top).to_owned()),
+        [] => None,
+    }
+}
+
+/// Top-level module names a project provides itself, seen from the root and from the entrypoint's directory
+/// (both are on `sys.path`): `helper.py` → `helper`, `pkg/...` → `pkg`.
+pub fn local_modules<'a>(paths: impl IntoIterator<Item = &'a str>, entry_dir: &str) -> HashSet<String> {
+    let mut local = HashSet::new();
+    let prefixes: Vec<String> =
+        if entry_dir.is_empty() { vec![String::new()] } else { vec![String::new(), format!("{entry_dir}/")] };
+    for path in paths {
+        for prefix in &prefixes {
+            let Some(rest) = path.strip_prefix(prefix.as_str()) else { continue };
+            let first = rest.split('/').next().unwrap_or(rest);
+            if rest.contains('/') {
+                local.insert(first.to_owned());
+            } else if let Some((stem, ext)) = first.split_once('.') {
+                if matches!(ext.rsplit('.').next(), Some("py" | "pyc" | "so" | "pyd")) {
+                    local.insert(stem.to_owned());
+                }
+            }
+        }
+    }
+    local
+}
+
+/// The distributions to install for a project's files: imports of every `.py` file, minus the standard library
+/// (`is_stdlib`) and the project's own modules, mapped and sorted.
+pub fn detect_requirements<'a>(
+    files: impl IntoIterator<Item = (&'a str, &'a str)> + Clone,
+    entry_dir: &str,
+    is_stdlib: impl Fn(&str) -> bool,
+) -> Vec<String> {
+    let local = local_modules(files.clone().into_iter().map(|(p, _)| p), entry_dir);
+    let mut out = BTreeSet::new();
+    for (path, content) in files {
+        if !path.ends_with(".py") {
+            continue;
+        }
+        for module in imported_modules(content) {
+            let top = module.split('.').next().unwrap_or(&module);
+            if top.is_empty() || is_stdlib(top) || local.contains(top) {
+                continue;
+            }
+            if let Some(dist) = distribution_for(&module) {
+                out.insert(dist);
+            }
+        }
+    }
+    out.into_iter().collect()
+}
+
+/// The requirement name of a `requirements.txt` line (before any version, extra or marker), normalised.
+fn requirement_name(line: &str) -> Option<String> {
+    let line = line.trim();
+    if line.is_empty() || line.starts_with('#') || line.starts_with('-') {
+        return None;
+    }
+    let end = line.find(['=', '>', '<', '!', '~', '[', ';', ' ', '@']).unwrap_or(line.len());
+    Some(normalize_name(&line[..end]))
+}
+
+/// The contract's merge: the user's requirements verbatim, then every detected one the user did not name.
+pub fn merge_requirements(detected: &[String], user: &str) -> String {
+    let named: HashSet<String> = user.lines().filter_map(requirement_name).collect();
+    let mut out = user.trim_end().to_owned();
+    for dist in detected {
+        if !named.contains(&normalize_name(dist)) {
+            if !out.is_empty() {
+                out.push('\n');
+            }
+            out.push_str(dist);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn modules(src: &str) -> Vec<String> {
+        imported_modules(src).into_iter().collect()
+    }
+
+    #[test]
+    fn finds_imports_the_regex_detector_missed() {
+        assert_eq!(modules("import a, b as c"), ["a", "b"]);
+        assert_eq!(modules("import os; import numpy"), ["numpy", "os"]);
+        assert_eq!(modules("x = 1; import pandas"), ["pandas"]);
+        assert_eq!(modules("from x.y import z"), ["x.y"]);
+        assert_eq!(modules("def f():\n    import scipy.stats as st\n    return st"), ["scipy.stats"]);
+        assert_eq!(modules("try:\n    import ujson as json\nexcept ImportError:\n    import json"), ["json", "ujson"]);
+        assert_eq!(
+            modules("from . import sibling\nfrom .pkg import mod\nfrom __future__ import annotations"),
+            Vec::<String>::new()
+        );
+        assert_eq!(modules("s = 'import fake'\n# import fake2\nimport real"), ["real"]);
+        assert_eq!(
+            modules("import numpy\ndef broken(:\n    pass\nimport requests"),
+            ["numpy", "requests"],
+            "error tolerant"
+        );
+        assert_eq!(
+            modules("class A:\n    async def f(self):\n        from   sklearn . linear_model   import X"),
+            ["sklearn.linear_model"]
+        );
+    }
+
+    #[test]
+    fn deep_nesting_does_not_overflow() {
+        let src = format!("x = {}1{}\nimport deep", "(".repeat(5000), ")".repeat(5000));
+        assert!(modules(&src).contains(&"deep".to_string()));
+    }
+
+    #[test]
+    fn maps_imports_to_distributions() {
+        assert!(import_map_len() >= 140, "at least as complete as the original's table");
+        for (import, dist) in [
+            ("PIL.Image", "Pillow"),
+            ("sklearn.linear_model", "scikit-learn"),
+            ("cv2", "opencv-python"),
+            ("yaml", "PyYAML"),
+            ("bs4", "beautifulsoup4"),
+            ("google.protobuf.message", "protobuf"),
+            ("google.cloud.storage", "google-cloud-storage"),
+            ("google.cloud.secret_manager", "google-cloud-secret-manager"),
+            ("azure.keyvault.secrets", "azure-keyvault-secrets"),
+            ("numpy", "numpy"),
+            ("unknownpkg.sub", "unknownpkg"),
+        ] {
+            assert_eq!(distribution_for(import).as_deref(), Some(dist), "{import}");
+        }
+        assert_eq!(distribution_for("google"), None);
+    }
+
+    #[test]
+    fn never_installs_stdlib_or_local_modules() {
+        let stdlib = |m: &str| ["os", "sys", "json", "cProfile", "sqlite3"].contains(&m);
+        let files = [
+            (
+                "main.py",
+                "import os, sys, json, cProfile\nimport requests\nfrom helper import x\nfrom pkg.util import y\nimport numpy as np",
+            ),
+            ("helper.py", "import sqlite3\nimport yaml"),
+            ("pkg/util.py", "import attr"),
+            ("requests_shim/__init__.py", ""),
+        ];
+        assert_eq!(detect_requirements(files, "", stdlib), ["PyYAML", "attrs", "numpy", "requests"]);
+        let shadow = [("main.py", "import requests\nimport flask"), ("requests.py", "")];
+        assert_eq!(detect_requirements(shadow, "", stdlib), ["Flask"], "a local module named like a package");
+        let nested = [("src/main.py", "import tool\nimport rich"), ("src/tool.py", "")];
+        assert_eq!(detect_requirements(nested, "src", stdlib), ["rich"], "modules next to the entrypoint are local");
+    }
+
+    #[test]
+    fn merges_like_the_contract() {
+        let detected = vec!["Flask".to_owned(), "Pillow".to_owned()];
+        assert_eq!(merge_requirements(&detected, "flask>=2.0.0"), "flask>=2.0.0\nPillow");
+        assert_eq!(merge_requirements(&detected, ""), "Flask\nPillow");
+        assert_eq!(merge_requirements(&["scikit-learn".into()], "# ml\nScikit_Learn==1.5"), "# ml\nScikit_Learn==1.5");
+        assert_eq!(normalize_name("Ruamel.YAML__clib"), "ruamel-yaml-clib");
+    }
+}

@@ -1,0 +1,128 @@
+//! The command line a sandbox runs for an execution: the interpreter on the entrypoint, through the eval runner in
+//! REPL mode, behind a small shell wrapper when there are `pre_commands`.
+
+use std::path::Path;
+
+use pyexec_core::ExecutionSpec;
+use pyexec_core::eval::{EVAL_RUNNER_PATH, EVAL_RUNNER_SOURCE};
+use pyexec_core::paths::WORKSPACE_DIR;
+use pyexec_sandbox::GeneratedFile;
+
+/// Marks a failed pre-command on its log pipe: `MARKER <index> <exit code>`.
+const PRE_FAILED: &str = "___PYEXEC_PRE_COMMAND_FAILED___";
+/// Exit status of the wrapper when a pre-command failed.
+pub(crate) const PRE_FAILED_EXIT: i32 = 125;
+
+/// What to execute, and which extra output pipe carries what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Invocation {
+    pub program: String,
+    pub args: Vec<String>,
+    pub files: Vec<GeneratedFile>,
+    pub extra_outputs: usize,
+    /// Extra output carrying the eval result (descriptor 3 + index).
+    pub result: Option<usize>,
+    /// Extra output carrying the pre-commands' output.
+    pub pre_log: Option<usize>,
+}
+
+/// Builds the invocation of `spec` with `python`.
+pub(crate) fn invocation(spec: &ExecutionSpec, python: &Path) -> Invocation {
+    let mut inv = Invocation {
+        program: python.display().to_string(),
+        args: Vec::new(),
+        files: Vec::new(),
+        extra_outputs: 0,
+        result: None,
+        pre_log: None,
+    };
+    let target = match &spec.entrypoint {
+        Some(entry) => format!("{WORKSPACE_DIR}/{entry}"),
+        None => WORKSPACE_DIR.to_string(),
+    };
+    if spec.eval_last_expr {
+        inv.args.push(EVAL_RUNNER_PATH.into());
+        inv.files.push(GeneratedFile {
+            path: EVAL_RUNNER_PATH.into(),
+            content: EVAL_RUNNER_SOURCE.as_bytes().to_vec(),
+            mode: 0o644,
+        });
+        inv.result = Some(inv.extra_outputs);
+        inv.extra_outputs += 1;
+    }
+    inv.args.push(target);
+    inv.args.extend(spec.args.iter().cloned());
+    if !spec.pre_commands.is_empty() {
+        let log = inv.extra_outputs;
+        inv.extra_outputs += 1;
+        inv.pre_log = Some(log);
+        let mut args = vec!["-c".into(), wrapper(3 + log), "pyexec-pre".into(), spec.pre_commands.len().to_string()];
+        args.extend(spec.pre_commands.iter().cloned());
+        args.push(inv.program);
+        args.append(&mut inv.args);
+        inv.program = "/bin/sh".into();
+        inv.args = args;
+    }
+    inv
+}
+
+/// Runs each pre-command with `sh -c` (stdin empty, stdout and stderr to the log descriptor), stops at the first
+/// failure with a marker line and exit code 125, then closes the log and executes the program.
+fn wrapper(fd: usize) -> String {
+    format!(
+        "n=$1; shift\n\
+         i=1\n\
+         while [ \"$i\" -le \"$n\" ]; do\n\
+         \x20 cmd=$1; shift\n\
+         \x20 sh -c \"$cmd\" </dev/null >&{fd} 2>&1 || {{ status=$?; printf '\\n%s %s %s\\n' {PRE_FAILED} \"$i\" \"$status\" >&{fd}; exit {PRE_FAILED_EXIT}; }}\n\
+         \x20 i=$((i + 1))\n\
+         done\n\
+         exec {fd}>&-\n\
+         exec \"$@\"\n"
+    )
+}
+
+/// A failed pre-command: which one (1-based), its exit code, and the log without the marker.
+pub(crate) fn pre_command_failure(log: &str) -> Option<(usize, i32, String)> {
+    let at = log.rfind(PRE_FAILED)?;
+    let mut fields = log[at + PRE_FAILED.len()..].split_whitespace();
+    let index = fields.next()?.parse().ok()?;
+    let code = fields.next()?.parse().ok()?;
+    Some((index, code, log[..at].trim_end().to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(json: &str) -> ExecutionSpec {
+        pyexec_core::Policy::default().spec_from_metadata(serde_json::from_str(json).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn plain_eval_and_wrapped_invocations() {
+        let python = Path::new("/usr/bin/python3.12");
+        let inv = invocation(&spec(r#"{"entrypoint":"main.py","script_args":["a"]}"#), python);
+        assert_eq!(
+            (inv.program.as_str(), inv.args.clone()),
+            ("/usr/bin/python3.12", vec!["/work/main.py".into(), "a".into()])
+        );
+        let mut eval = spec(r#"{"entrypoint":"main.py"}"#);
+        eval.eval_last_expr = true;
+        let inv = invocation(&eval, python);
+        assert_eq!(inv.args, vec![EVAL_RUNNER_PATH.to_string(), "/work/main.py".into()]);
+        assert_eq!((inv.result, inv.extra_outputs), (Some(0), 1));
+        let inv = invocation(&spec(r#"{"entrypoint":"main.py","pre_commands":["echo hi","true"]}"#), python);
+        assert_eq!(inv.program, "/bin/sh");
+        assert_eq!(&inv.args[2..], ["pyexec-pre", "2", "echo hi", "true", "/usr/bin/python3.12", "/work/main.py"]);
+        assert_eq!(inv.pre_log, Some(0));
+        assert!(inv.args[1].contains(">&3"));
+    }
+
+    #[test]
+    fn failures_are_read_from_the_log() {
+        let log = format!("installing...\nboom\n\n{PRE_FAILED} 2 7\n");
+        assert_eq!(pre_command_failure(&log), Some((2, 7, "installing...\nboom".into())));
+        assert_eq!(pre_command_failure("all fine\n"), None);
+    }
+}

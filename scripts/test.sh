@@ -24,6 +24,9 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 (cd apiserver/tests/ui && npm ci --no-audit --no-fund --loglevel=error)
 export PYEXEC_REQUIRE_BROWSER_TEST=1
+# kubernetes-validate, helm and kubectl for the manifest and chart checks (under target/).
+scripts/k8s/install-tools.sh
+export PYEXEC_REQUIRE_K8S_TOOLS=1
 
 echo "== format and lints"
 cargo fmt --all -- --check
@@ -31,6 +34,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "== tests"
 cargo test --workspace --locked
+target/k8s-venv/bin/python -m pytest -q -p no:cacheprovider scripts/k8s
 
 echo "== clients against a live server"
 cargo build --workspace --bins --locked

@@ -233,16 +233,16 @@ impl Config {
             Ok(config) => config,
             Err(e) => {
                 use clap::error::{ContextKind, ContextValue, ErrorKind};
-                if matches!(e.kind(), ErrorKind::InvalidValue | ErrorKind::ValueValidation) {
-                    if let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg) {
-                        let flag = arg.split_whitespace().next().unwrap_or(arg).trim_start_matches('-');
-                        let env = Config::command()
-                            .get_arguments()
-                            .find(|a| a.get_long() == Some(flag))
-                            .and_then(|a| a.get_env().map(|e| e.to_string_lossy().into_owned()));
-                        if let Some(env) = env {
-                            eprintln!("configuration error in {env} (or --{flag}):");
-                        }
+                if matches!(e.kind(), ErrorKind::InvalidValue | ErrorKind::ValueValidation)
+                    && let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg)
+                {
+                    let flag = arg.split_whitespace().next().unwrap_or(arg).trim_start_matches('-');
+                    let env = Config::command()
+                        .get_arguments()
+                        .find(|a| a.get_long() == Some(flag))
+                        .and_then(|a| a.get_env().map(|e| e.to_string_lossy().into_owned()));
+                    if let Some(env) = env {
+                        eprintln!("configuration error in {env} (or --{flag}):");
                     }
                 }
                 e.exit()

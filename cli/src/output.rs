@@ -87,14 +87,12 @@ pub fn result(print: Print, r: &ExecutionResult, eval: bool, live: bool) {
     if !live {
         let _ = write!(out, "{}", r.stdout);
     }
-    if eval {
-        if let Some(value) = &r.result {
-            // The server trims the newline before a result; keep the value on a line of its own.
-            if !r.stdout.is_empty() && !r.stdout.ends_with('\n') {
-                let _ = writeln!(out);
-            }
-            let _ = writeln!(out, "{value}");
+    if eval && let Some(value) = &r.result {
+        // The server trims the newline before a result; keep the value on a line of its own.
+        if !r.stdout.is_empty() && !r.stdout.ends_with('\n') {
+            let _ = writeln!(out);
         }
+        let _ = writeln!(out, "{value}");
     }
     let _ = out.flush();
     if !live {

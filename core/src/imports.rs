@@ -53,10 +53,10 @@ pub fn imported_modules(source: &str) -> BTreeSet<String> {
                 }
             }
             "import_from_statement" => {
-                if let Some(module) = node.child_by_field_name("module_name") {
-                    if module.kind() == "dotted_name" {
-                        found.extend(text(module));
-                    }
+                if let Some(module) = node.child_by_field_name("module_name")
+                    && module.kind() == "dotted_name"
+                {
+                    found.extend(text(module));
                 }
             }
             _ => {}
@@ -122,10 +122,10 @@ pub fn local_modules<'a>(paths: impl IntoIterator<Item = &'a str>, entry_dir: &s
             let first = rest.split('/').next().unwrap_or(rest);
             if rest.contains('/') {
                 local.insert(first.to_owned());
-            } else if let Some((stem, ext)) = first.split_once('.') {
-                if matches!(ext.rsplit('.').next(), Some("py" | "pyc" | "so" | "pyd")) {
-                    local.insert(stem.to_owned());
-                }
+            } else if let Some((stem, ext)) = first.split_once('.')
+                && matches!(ext.rsplit('.').next(), Some("py" | "pyc" | "so" | "pyd"))
+            {
+                local.insert(stem.to_owned());
             }
         }
     }

@@ -7,17 +7,23 @@
 //! - [`model`]: wire types, byte-compatible with the original service;
 //! - [`spec`]: validation of requests into an [`ExecutionSpec`], with the contract's error messages;
 //! - [`workspace`]: safe streaming of uploaded archives and `/eval` files into a workspace directory;
+//! - [`egress`]: the ranges network egress never reaches, for every backend;
+//! - [`text`]: cutting outputs and messages at character boundaries;
 //! - [`eval`]: the eval runner (REPL mode) and its result protocol;
 //! - [`traceback`]: `error_type` / `error_line` / `error_message` from a traceback;
 //! - [`imports`]: the packages a program needs (parsed imports, minus stdlib and local modules);
-//! - [`outcome`]: status, exit-code and error semantics of a finished run.
+//! - [`outcome`]: status, exit-code and error semantics of a finished run;
+//! - [`pod`]: the runner of Kubernetes Pods and the reading of what it reports, into the same outcome.
 
+pub mod egress;
 pub mod eval;
 pub mod imports;
 pub mod model;
 pub mod outcome;
 pub mod paths;
+pub mod pod;
 pub mod spec;
+pub mod text;
 pub mod time;
 pub mod traceback;
 pub mod workspace;

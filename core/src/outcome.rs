@@ -40,6 +40,19 @@ pub enum Interruption {
     Killed,
 }
 
+impl Interruption {
+    /// The interruption of a run that was killed on request and/or stopped at its timeout (a kill wins).
+    pub fn of(killed: bool, timed_out: bool) -> Option<Interruption> {
+        if killed {
+            Some(Interruption::Killed)
+        } else if timed_out {
+            Some(Interruption::TimedOut)
+        } else {
+            None
+        }
+    }
+}
+
 /// What a backend observed of one run of the program.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunOutcome {
@@ -96,12 +109,13 @@ pub fn finalize(execution_id: &str, spec: &ExecutionSpec, outcome: RunOutcome) -
         None => {
             result.status = ExecutionStatus::Completed;
             result.exit_code = outcome.termination.exit_code();
-            if result.exit_code != 0 && !stderr.is_empty() {
-                if let Some(info) = parse_error(&stderr) {
-                    result.error_type = Some(info.error_type);
-                    result.error_line = info.error_line;
-                    result.error_message = info.error_message;
-                }
+            if result.exit_code != 0
+                && !stderr.is_empty()
+                && let Some(info) = parse_error(&stderr)
+            {
+                result.error_type = Some(info.error_type);
+                result.error_line = info.error_line;
+                result.error_message = info.error_message;
             }
             if spec.eval_last_expr && result.exit_code == 0 {
                 result.result = match &outcome.result_channel {
@@ -142,6 +156,32 @@ pub fn failed(
     result.started_at = started_at;
     result.finished_at = Some(finished);
     result.duration_ms = started_at.map(|s| finished.millis_since(s)).unwrap_or(0);
+    result
+}
+
+/// The result of an execution whose pre-command number `index` (0-based) failed with `code`: `failed`, the
+/// command's exit code, and its output in `pre_commands_output` and `stderr`.
+pub fn pre_command_failed(
+    execution_id: &str,
+    spec: &ExecutionSpec,
+    index: usize,
+    code: i32,
+    output: String,
+    started_at: Timestamp,
+    finished_at: Timestamp,
+) -> ExecutionResult {
+    let command = spec.pre_commands.get(index).map(String::as_str).unwrap_or("");
+    let mut result = failed(
+        execution_id,
+        format!("pre_commands[{index}] failed with exit code {code}: {command}"),
+        Some(started_at),
+        output.clone(),
+    );
+    // As the original's `pre && ... && python` chain: the failed command's exit code.
+    result.exit_code = if code == 0 { 1 } else { code };
+    result.finished_at = Some(finished_at);
+    result.duration_ms = finished_at.millis_since(started_at);
+    result.pre_commands_output = Some(output);
     result
 }
 

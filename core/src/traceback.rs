@@ -53,10 +53,10 @@ pub fn parse_error(stderr: &str) -> Option<ErrorInfo> {
             continue;
         }
         if line.starts_with(char::is_whitespace) || line.is_empty() || line.starts_with('-') {
-            if let Some(c) = FRAME.captures(line) {
-                if let Ok(n) = c["line"].parse() {
-                    frames.push((c["file"].to_owned(), n));
-                }
+            if let Some(c) = FRAME.captures(line)
+                && let Ok(n) = c["line"].parse()
+            {
+                frames.push((c["file"].to_owned(), n));
             }
             continue;
         }

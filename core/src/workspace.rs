@@ -211,10 +211,10 @@ impl Extraction {
     }
 
     fn ensure_parent(&mut self, dest: &Path, path: &str) -> Result<(), WorkspaceError> {
-        if let Some((parent, _)) = path.rsplit_once('/') {
-            if !self.dirs.contains(parent) {
-                self.make_dir(dest, parent)?;
-            }
+        if let Some((parent, _)) = path.rsplit_once('/')
+            && !self.dirs.contains(parent)
+        {
+            self.make_dir(dest, parent)?;
         }
         Ok(())
     }

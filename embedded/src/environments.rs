@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use pyexec_core::text::tail;
 use pyexec_sandbox::{Bind, GeneratedFile, HostEntry, Identity, Network, RunLimits, RunSpec, Sandbox};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -572,28 +573,15 @@ fn failed(message: String, log: &str) -> InstallError {
     InstallError::Failed { message: format!("installing dependencies failed: {message}"), log_tail: tail }
 }
 
-fn tail(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_owned();
-    }
-    let mut start = text.len() - max;
-    while !text.is_char_boundary(start) {
-        start += 1;
-    }
-    text[start..].to_owned()
-}
-
 /// One line saying why uv failed.
 fn summarize(log: &str, allow_sdist: bool) -> String {
     let lines: Vec<&str> = log.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
-    if !allow_sdist {
-        if let Some(line) = lines.iter().find(|l| l.contains("building from source is disabled")) {
-            let package = line.split('`').nth(1).map(|p| format!("{p} has")).unwrap_or("a package has".into());
-            return format!(
-                "{package} no binary wheel for this interpreter and building from source is disabled \
+    if !allow_sdist && let Some(line) = lines.iter().find(|l| l.contains("building from source is disabled")) {
+        let package = line.split('`').nth(1).map(|p| format!("{p} has")).unwrap_or("a package has".into());
+        return format!(
+            "{package} no binary wheel for this interpreter and building from source is disabled \
                  (set PYEXEC_ALLOW_SDIST=true on the server to allow it)"
-            );
-        }
+        );
     }
     let Some(at) = lines.iter().position(|l| l.starts_with("error:") || l.starts_with('×')) else {
         return lines.last().copied().unwrap_or("the installer failed").to_owned();

@@ -143,13 +143,13 @@ fn candidates(discovery: &Discovery, version: PythonVersion) -> Vec<(PathBuf, &'
         discovery.explicit.iter().filter(|(v, _)| *v == version).map(|(_, p)| (p.clone(), "config")).collect();
     let name = format!("python{version}");
     let pyenv = pyenv_root(discovery);
-    if discovery.search_path {
-        if let Some(path) = std::env::var_os("PATH") {
-            for dir in std::env::split_paths(&path) {
-                let candidate = dir.join(&name);
-                if candidate.is_file() && !is_shim(&candidate, pyenv.as_deref()) {
-                    out.push((candidate, "PATH"));
-                }
+    if discovery.search_path
+        && let Some(path) = std::env::var_os("PATH")
+    {
+        for dir in std::env::split_paths(&path) {
+            let candidate = dir.join(&name);
+            if candidate.is_file() && !is_shim(&candidate, pyenv.as_deref()) {
+                out.push((candidate, "PATH"));
             }
         }
     }

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use pyexec_core::eval::RESULT_FD_ENV;
-use pyexec_core::outcome::{Interruption, RunOutcome, Termination, failed, killed_before_start};
+use pyexec_core::outcome::{Interruption, RunOutcome, Termination, failed, killed_before_start, pre_command_failed};
 use pyexec_core::{ExecutionResult, ExecutionSpec, PythonVersion, Timestamp, ValidationError, finalize};
 use pyexec_sandbox::{
     Bind, ExitStatus, IsolationReport, Network, Outcome, OutputChunk, RunLimits, RunSpec, Sandbox, SandboxConfig,
@@ -109,14 +109,14 @@ impl Runner {
     /// Checks what only this backend knows, so that a request it cannot honour is refused with a 400 before it is
     /// accepted: the interpreter version, the image, network availability, and whether packages can be installed.
     pub fn check(&self, spec: &ExecutionSpec) -> Result<(), ValidationError> {
-        if let Some(image) = &spec.image {
-            if PythonVersion::of_image(image).is_none() {
-                return Err(ValidationError::bad_request(format!(
-                    "docker_image {image:?} cannot be used by the embedded backend, which runs local interpreters: \
+        if let Some(image) = &spec.image
+            && PythonVersion::of_image(image).is_none()
+        {
+            return Err(ValidationError::bad_request(format!(
+                "docker_image {image:?} cannot be used by the embedded backend, which runs local interpreters: \
                      name an official python:3.X image (available here: {}) or use python_version",
-                    self.interpreters.list()
-                )));
-            }
+                self.interpreters.list()
+            )));
         }
         self.interpreters.get(spec.python).map_err(ValidationError::bad_request)?;
         if spec.network {
@@ -260,34 +260,15 @@ fn result_of(
     let interrupted = outcome.cancelled || outcome.timed_out;
     if let (Some(log), false, ExitStatus::Exited(crate::program::PRE_FAILED_EXIT)) =
         (&pre_log, interrupted, outcome.status)
+        && let Some((index, code, log)) = pre_command_failure(log)
     {
-        if let Some((index, code, log)) = pre_command_failure(log) {
-            let command = spec.pre_commands.get(index.saturating_sub(1)).map(String::as_str).unwrap_or("");
-            let mut result = failed(
-                execution_id,
-                format!("pre_commands[{}] failed with exit code {code}: {command}", index - 1),
-                Some(started_at),
-                log.clone(),
-            );
-            // As the original's `pre && ... && python` chain: the failed command's exit code.
-            result.exit_code = code;
-            result.finished_at = Some(finished_at);
-            result.duration_ms = finished_at.millis_since(started_at);
-            result.pre_commands_output = Some(log);
-            return result;
-        }
+        return pre_command_failed(execution_id, spec, index.saturating_sub(1), code, log, started_at, finished_at);
     }
     let termination = match outcome.status {
         ExitStatus::Exited(code) => Termination::Exited(code),
         ExitStatus::Signaled(signal) => Termination::Signaled(signal),
     };
-    let interruption = if outcome.cancelled {
-        Some(Interruption::Killed)
-    } else if outcome.timed_out {
-        Some(Interruption::TimedOut)
-    } else {
-        None
-    };
+    let interruption = Interruption::of(outcome.cancelled, outcome.timed_out);
     let raw = RunOutcome {
         termination,
         interruption,

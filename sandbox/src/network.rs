@@ -19,26 +19,10 @@ use std::process::Stdio;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
+use pyexec_core::egress::{BLOCKED_V4, BLOCKED_V6};
+
 use crate::SandboxError;
 use crate::config::NetworkConfig;
-
-/// IPv4 ranges a sandbox may never reach.
-const BLOCKED_V4: &[&str] = &[
-    "0.0.0.0/8",
-    "10.0.0.0/8",
-    "100.64.0.0/10",
-    "127.0.0.0/8",
-    "169.254.0.0/16",
-    "172.16.0.0/12",
-    "192.0.0.0/24",
-    "192.168.0.0/16",
-    "198.18.0.0/15",
-    "224.0.0.0/4",
-    "240.0.0.0/4",
-];
-/// IPv6 ranges a sandbox may never reach.
-const BLOCKED_V6: &[&str] =
-    &["::/127", "::ffff:0:0/96", "64:ff9b::/96", "100::/64", "fc00::/7", "fe80::/10", "ff00::/8"];
 
 /// The egress machinery of this host.
 #[derive(Debug, Clone)]
@@ -168,10 +152,10 @@ impl Egress {
         // SAFETY: setns is async-signal-safe; the descriptors stay open until the command has been spawned.
         unsafe {
             cmd.pre_exec(move || {
-                if let Some(user_fd) = user_fd {
-                    if libc::setns(user_fd, libc::CLONE_NEWUSER) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
+                if let Some(user_fd) = user_fd
+                    && libc::setns(user_fd, libc::CLONE_NEWUSER) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
                 }
                 if libc::setns(net_fd, libc::CLONE_NEWNET) != 0 {
                     return Err(std::io::Error::last_os_error());

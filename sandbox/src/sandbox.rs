@@ -179,10 +179,10 @@ impl Sandbox {
         exec: bool,
     ) -> Result<Outcome, SandboxError> {
         let inner = &*self.inner;
-        if spec.network.is_on() {
-            if let Err(reason) = &inner.egress {
-                return Err(SandboxError::Network(format!("network access is not available on this server: {reason}")));
-            }
+        if spec.network.is_on()
+            && let Err(reason) = &inner.egress
+        {
+            return Err(SandboxError::Network(format!("network access is not available on this server: {reason}")));
         }
         if spec.extra_outputs > MAX_EXTRA_OUTPUTS {
             return Err(SandboxError::InvalidSpec(format!("at most {MAX_EXTRA_OUTPUTS} extra outputs")));
@@ -481,10 +481,10 @@ impl Sandbox {
             file("/etc/hosts", hosts_file(host, network)),
             file("/etc/nsswitch.conf", "passwd: files\ngroup: files\nhosts: files dns\n".into()),
         ];
-        if *network == Network::Internet {
-            if let Ok(egress) = &self.inner.egress {
-                files.push(file("/etc/resolv.conf", format!("nameserver {}\noptions edns0\n", egress.dns())));
-            }
+        if *network == Network::Internet
+            && let Ok(egress) = &self.inner.egress
+        {
+            files.push(file("/etc/resolv.conf", format!("nameserver {}\noptions edns0\n", egress.dns())));
         }
         files
     }

@@ -98,10 +98,10 @@ impl Server {
         self.child = Some(cmd.spawn().expect("the server binary starts"));
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Ok(r) = self.client.get(format!("{}/health", self.url)).send().await {
-                if r.status().is_success() {
-                    return;
-                }
+            if let Ok(r) = self.client.get(format!("{}/health", self.url)).send().await
+                && r.status().is_success()
+            {
+                return;
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("the server exited with {status}:\n{}", self.log_text());

@@ -148,10 +148,10 @@ impl RunCgroup {
 
     /// Kills every process of the run (v2 `cgroup.kill`, else one by one).
     pub fn kill(&self) {
-        if let Some(dir) = &self.unified {
-            if fs::write(dir.join("cgroup.kill"), "1").is_ok() {
-                return;
-            }
+        if let Some(dir) = &self.unified
+            && fs::write(dir.join("cgroup.kill"), "1").is_ok()
+        {
+            return;
         }
         for dir in &self.dirs {
             if let Ok(procs) = fs::read_to_string(dir.join("cgroup.procs")) {

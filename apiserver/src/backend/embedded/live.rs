@@ -49,11 +49,11 @@ impl Live {
 
     /// Records and broadcasts an event (output is kept for late followers up to a bound).
     pub fn publish(&mut self, event: ExecutionEvent) {
-        if let ExecutionEvent::Output { data, .. } = &event {
-            if self.replay_bytes + data.len() <= REPLAY_LIMIT_BYTES {
-                self.replay_bytes += data.len();
-                self.replay.push(event.clone());
-            }
+        if let ExecutionEvent::Output { data, .. } = &event
+            && self.replay_bytes + data.len() <= REPLAY_LIMIT_BYTES
+        {
+            self.replay_bytes += data.len();
+            self.replay.push(event.clone());
         }
         let _ = self.events.send(event);
     }

@@ -1,0 +1,71 @@
+//! The committed CRD matches the types, and its CEL rules accept and refuse what they should (evaluated with kube's
+//! CEL implementation, as the API server would).
+
+#![allow(clippy::unwrap_used)]
+
+use pyexec_crds::*;
+
+#[test]
+fn the_committed_crd_is_current() {
+    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/pythonexecution.yaml")).unwrap();
+    assert!(
+        committed == crd_yaml(),
+        "crds/pythonexecution.yaml is stale: run `cargo run -p pyexec-crds --bin crdgen > crds/pythonexecution.yaml`"
+    );
+}
+
+fn execution(spec: serde_json::Value) -> PythonExecution {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "pyexec.io/v1alpha1", "kind": "PythonExecution",
+        "metadata": {"name": "x", "namespace": "default"}, "spec": spec,
+    }))
+    .unwrap()
+}
+
+fn source() -> serde_json::Value {
+    serde_json::json!({"files": [{"name": "main.py", "content": "print(1)"}]})
+}
+
+#[test]
+fn cel_rules_accept_good_objects() {
+    execution(serde_json::json!({"source": source()})).validate_cel().unwrap();
+    let full = execution(serde_json::json!({
+        "source": {"configMap": {"name": "code"}}, "entrypoint": "pkg/main.py", "pythonVersion": "3.12",
+        "env": [{"name": "A", "value": "1"}, {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}],
+        "limits": {"timeoutSeconds": 30, "memoryMB": 256, "cpu": "500m", "diskMB": 100}, "network": "egress",
+    }));
+    full.validate_cel().unwrap();
+    assert_eq!(full.spec.limits.cpu.0, "500m");
+}
+
+#[test]
+fn cel_rules_refuse_bad_objects() {
+    let cases = [
+        (serde_json::json!({"source": {}}), "exactly one of files"),
+        (
+            serde_json::json!({"source": {"files": [{"name": "a.py", "content": ""}], "configMap": {"name": "c"}}}),
+            "exactly one of files",
+        ),
+        (serde_json::json!({"source": {"files": [{"name": "../a.py", "content": ""}]}}), "relative paths"),
+        (serde_json::json!({"source": {"files": [{"name": "a/./b.py", "content": ""}]}}), "relative paths"),
+        (serde_json::json!({"source": source(), "entrypoint": "/etc/passwd"}), "relative path inside /work"),
+        (serde_json::json!({"source": source(), "entrypoint": "a/../../x.py"}), "relative path inside /work"),
+        (serde_json::json!({"source": source(), "env": [{"name": "A"}]}), "exactly one of value, valueFrom"),
+    ];
+    for (spec, message) in cases {
+        let err = execution(spec.clone()).validate_cel().unwrap_err().to_string();
+        assert!(err.contains(message), "{spec}: {err}");
+    }
+}
+
+#[test]
+fn the_spec_is_immutable() {
+    let old = execution(serde_json::json!({"source": source()}));
+    let mut new = old.clone();
+    new.spec.args = vec!["--changed".into()];
+    let err = new.validate_cel_update(&old).unwrap_err().to_string();
+    assert!(err.contains("spec is immutable"), "{err}");
+    let mut status_only = old.clone();
+    status_only.status = Some(PythonExecutionStatus { phase: Some(Phase::Running), ..Default::default() });
+    status_only.validate_cel_update(&old).unwrap();
+}

@@ -1,0 +1,115 @@
+//! Data into Pods without network: the uploaded archive into the `receive` container, the go-ahead into the
+//! program's container, both through the attach API (as `kubectl attach`/`kubectl cp` do). The containers are
+//! `stdinOnce`: their stdin closes when the operator detaches, which ends the archive for `tar`.
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::api::AttachParams;
+use pyexec_crds::ArchiveSource;
+use tokio::io::AsyncWriteExt;
+
+use crate::config::ArchiveStore;
+
+/// Why data could not be delivered.
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    /// The attach call failed.
+    #[error("attaching to {container}: {source}")]
+    Attach {
+        /// The container.
+        container: &'static str,
+        /// Why.
+        source: kube::Error,
+    },
+    /// Writing to the container's stdin failed.
+    #[error("writing to {container}: {source}")]
+    Write {
+        /// The container.
+        container: &'static str,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The archive could not be fetched.
+    #[error("fetching archive {id}: {reason}")]
+    Fetch {
+        /// The archive's id.
+        id: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Fetches uploaded archives from the API server.
+#[derive(Debug, Clone)]
+pub struct ArchiveFetcher {
+    client: reqwest::Client,
+    url: String,
+    token: Option<String>,
+}
+
+impl ArchiveFetcher {
+    /// A fetcher for `store` (its token read once).
+    pub fn new(store: &ArchiveStore) -> std::io::Result<ArchiveFetcher> {
+        let token = match &store.token_file {
+            Some(path) => Some(std::fs::read_to_string(path)?.trim().to_owned()),
+            None => None,
+        };
+        Ok(ArchiveFetcher { client: reqwest::Client::new(), url: store.url.trim_end_matches('/').to_owned(), token })
+    }
+
+    async fn open(&self, id: &str) -> Result<reqwest::Response, AttachError> {
+        let fail = |reason: String| AttachError::Fetch { id: id.to_owned(), reason };
+        let mut request = self.client.get(format!("{}/{id}", self.url));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.map_err(|e| fail(e.to_string()))?;
+        if !response.status().is_success() {
+            return Err(fail(format!("the archive store answered {}", response.status())));
+        }
+        Ok(response)
+    }
+}
+
+/// Streams the archive into the Pod's `receive` container.
+pub async fn stream_archive(
+    pods: &Api<Pod>,
+    pod: &str,
+    fetcher: &ArchiveFetcher,
+    archive: &ArchiveSource,
+) -> Result<u64, AttachError> {
+    const CONTAINER: &str = crate::desired::RECEIVE_CONTAINER;
+    let response = fetcher.open(&archive.id).await?;
+    let params = AttachParams::default().container(CONTAINER).stdin(true).stdout(false).stderr(false);
+    let mut attached =
+        pods.attach(pod, &params).await.map_err(|source| AttachError::Attach { container: CONTAINER, source })?;
+    let mut stdin = attached.stdin().ok_or_else(|| AttachError::Write {
+        container: CONTAINER,
+        source: std::io::Error::other("no stdin on the attached container"),
+    })?;
+    let mut body = response.bytes_stream();
+    let mut sent = 0u64;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| AttachError::Fetch { id: archive.id.clone(), reason: e.to_string() })?;
+        stdin.write_all(&chunk).await.map_err(|source| AttachError::Write { container: CONTAINER, source })?;
+        sent += chunk.len() as u64;
+    }
+    stdin.shutdown().await.map_err(|source| AttachError::Write { container: CONTAINER, source })?;
+    drop(stdin);
+    attached.join().await.map_err(|e| AttachError::Write { container: CONTAINER, source: std::io::Error::other(e) })?;
+    Ok(sent)
+}
+
+/// Tells the program's runner to go on (the operator closed the Pod's network first).
+pub async fn send_go(pods: &Api<Pod>, pod: &str) -> Result<(), AttachError> {
+    const CONTAINER: &str = crate::desired::MAIN_CONTAINER;
+    let params = AttachParams::default().container(CONTAINER).stdin(true).stdout(false).stderr(false);
+    let mut attached =
+        pods.attach(pod, &params).await.map_err(|source| AttachError::Attach { container: CONTAINER, source })?;
+    if let Some(mut stdin) = attached.stdin() {
+        stdin.write_all(b"go\n").await.map_err(|source| AttachError::Write { container: CONTAINER, source })?;
+        stdin.shutdown().await.map_err(|source| AttachError::Write { container: CONTAINER, source })?;
+    }
+    attached.join().await.map_err(|e| AttachError::Write { container: CONTAINER, source: std::io::Error::other(e) })
+}

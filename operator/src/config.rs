@@ -1,0 +1,274 @@
+//! The operator's configuration: a YAML file (the Helm chart renders it into a ConfigMap), every field optional
+//! with a safe default. It decides which images may run, where packages may come from, and what the cluster's
+//! private ranges are.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use k8s_openapi::api::networking::v1::{NetworkPolicyPeer, NetworkPolicyPort};
+use serde::{Deserialize, Serialize};
+
+/// Everything the operator can be told.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct OperatorConfig {
+    /// Image per `pythonVersion`.
+    pub images: BTreeMap<String, String>,
+    /// The version used when a resource names neither `pythonVersion` nor `image`.
+    pub default_python_version: String,
+    /// More images a resource may name in `image` (the values of `images` are always allowed).
+    pub allowed_images: Vec<String>,
+    /// RuntimeClasses a resource may ask for (gVisor, Kata).
+    pub allowed_runtime_classes: Vec<String>,
+    /// Run Pods in a user namespace (`hostUsers: false`; Kubernetes 1.33+ with a supporting runtime).
+    pub host_users: bool,
+    /// Where requirements are installed from; without it, executions that need packages fail clearly.
+    pub package_index: Option<PackageIndex>,
+    /// Egress of `network: egress` executions.
+    pub egress: EgressConfig,
+    /// The opt-in Docker path.
+    pub docker: DockerConfig,
+    /// Upper bounds of a resource's limits (a resource asking for more fails with a clear status).
+    pub max_limits: MaxLimits,
+    /// Size of each Pod's `/tmp`, MiB.
+    pub tmp_mb: u64,
+    /// Bytes of stdout and of stderr the runner keeps (the status keeps 64 KiB of them; the log store all).
+    pub output_limit_bytes: u64,
+    /// Seconds a Pod gets beyond the program's timeout to receive its files and start (its
+    /// `activeDeadlineSeconds` is the timeout plus this, plus the install timeout when it installs packages).
+    pub startup_seconds: u64,
+    /// Delete finished executions after this many seconds unless they say otherwise (`None`: keep them).
+    pub default_ttl_seconds_after_finished: Option<u32>,
+    /// Where full outputs are kept (see `status.logsRef`).
+    pub logs: LogsConfig,
+    /// Where uploaded archives are fetched from (the API server).
+    pub archives: Option<ArchiveStore>,
+    /// Image pull policy of execution Pods.
+    pub image_pull_policy: Option<String>,
+}
+
+impl Default for OperatorConfig {
+    fn default() -> Self {
+        OperatorConfig {
+            images: ["3.10", "3.11", "3.12", "3.13"]
+                .iter()
+                .map(|v| (v.to_string(), format!("python:{v}-slim")))
+                .collect(),
+            default_python_version: "3.12".into(),
+            allowed_images: Vec::new(),
+            allowed_runtime_classes: Vec::new(),
+            host_users: false,
+            package_index: None,
+            egress: EgressConfig::default(),
+            docker: DockerConfig::default(),
+            max_limits: MaxLimits::default(),
+            tmp_mb: 100,
+            output_limit_bytes: 1 << 20,
+            startup_seconds: 120,
+            default_ttl_seconds_after_finished: None,
+            logs: LogsConfig::default(),
+            archives: None,
+            image_pull_policy: None,
+        }
+    }
+}
+
+/// A package index or proxy that install containers may reach.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PackageIndex {
+    /// The simple-API URL (`PIP_INDEX_URL`), for example an in-cluster devpi or Artifactory.
+    pub url: String,
+    /// Where it is, for the NetworkPolicy: namespace/pod selectors of an in-cluster proxy, or ipBlocks.
+    pub egress_to: Vec<NetworkPolicyPeer>,
+    /// Its ports (default: TCP 443 and 80).
+    #[serde(default)]
+    pub ports: Vec<NetworkPolicyPort>,
+    /// Let pip build packages that have no wheel (runs their build code in the install container).
+    #[serde(default)]
+    pub allow_sdist: bool,
+    /// Seconds an install may take.
+    #[serde(default = "default_install_timeout")]
+    pub timeout_seconds: u64,
+    /// Memory of the install container, MiB.
+    #[serde(default = "default_install_memory")]
+    pub memory_mb: u64,
+    /// Size of the dependencies directory, MiB.
+    #[serde(default = "default_deps_size")]
+    pub size_mb: u64,
+}
+
+fn default_install_timeout() -> u64 {
+    300
+}
+fn default_install_memory() -> u64 {
+    1024
+}
+fn default_deps_size() -> u64 {
+    2048
+}
+
+/// Egress of executions that ask for network.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct EgressConfig {
+    /// Ranges never reachable, besides the private, loopback, link-local (cloud metadata), CGNAT, multicast and
+    /// reserved ones that are always refused: put the cluster's Pod and Service CIDRs here when they are public.
+    pub blocked_cidrs: Vec<String>,
+    /// DNS servers executions with network (and install containers) may query; default: kube-dns.
+    pub dns: Vec<NetworkPolicyPeer>,
+}
+
+impl Default for EgressConfig {
+    fn default() -> Self {
+        let kube_dns: NetworkPolicyPeer = serde_json::from_value(serde_json::json!({
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}
+        }))
+        .unwrap_or_default();
+        EgressConfig { blocked_cidrs: Vec::new(), dns: vec![kube_dns] }
+    }
+}
+
+/// The Docker path.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct DockerConfig {
+    /// Allow `docker: true` (a privileged Docker-in-Docker sidecar: the namespace must allow privileged Pods).
+    pub enabled: bool,
+    /// The sidecar's image.
+    pub image: String,
+}
+
+impl Default for DockerConfig {
+    fn default() -> Self {
+        DockerConfig { enabled: false, image: "docker:27-dind".into() }
+    }
+}
+
+/// Upper bounds of a resource's limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct MaxLimits {
+    /// Seconds.
+    pub timeout_seconds: u64,
+    /// MiB.
+    #[serde(rename = "memoryMB")]
+    pub memory_mb: u64,
+    /// Millicores.
+    pub cpu_millis: u64,
+    /// MiB.
+    #[serde(rename = "diskMB")]
+    pub disk_mb: u64,
+}
+
+impl Default for MaxLimits {
+    fn default() -> Self {
+        MaxLimits { timeout_seconds: 3600, memory_mb: 16384, cpu_millis: 16000, disk_mb: 16384 }
+    }
+}
+
+/// The log store.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct LogsConfig {
+    /// Directory for full outputs (a volume); none: only the status's 64 KiB are kept.
+    pub dir: Option<PathBuf>,
+    /// The URL this operator's HTTP server is reached at (for `status.logsRef`), e.g.
+    /// `http://pyexec-operator.pyexec-system.svc:8081`.
+    pub url: Option<String>,
+    /// File holding the bearer token readers must send.
+    pub token_file: Option<PathBuf>,
+}
+
+/// Where uploaded archives are fetched.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ArchiveStore {
+    /// Base URL; the archive `id` is appended (`<url>/<id>`).
+    pub url: String,
+    /// File holding the bearer token to send.
+    pub token_file: Option<PathBuf>,
+}
+
+/// A configuration that cannot work.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Unreadable or not YAML of this shape.
+    #[error("the configuration {path} cannot be read: {reason}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// Readable but inconsistent.
+    #[error("configuration error: {0}")]
+    Invalid(String),
+}
+
+impl OperatorConfig {
+    /// Reads and checks a configuration file.
+    pub fn load(path: &std::path::Path) -> Result<OperatorConfig, ConfigError> {
+        let read = |reason: String| ConfigError::Read { path: path.to_owned(), reason };
+        let text = std::fs::read_to_string(path).map_err(|e| read(e.to_string()))?;
+        let config: OperatorConfig = serde_yaml_ng::from_str(&text).map_err(|e| read(e.to_string()))?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Checks that the configuration makes sense.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if !self.images.contains_key(&self.default_python_version) {
+            return Err(ConfigError::Invalid(format!(
+                "defaultPythonVersion {:?} has no entry in images",
+                self.default_python_version
+            )));
+        }
+        if let Some(index) = &self.package_index {
+            if index.egress_to.is_empty() {
+                return Err(ConfigError::Invalid(
+                    "packageIndex.egressTo is empty: say where the index is, so that only it is reachable".into(),
+                ));
+            }
+            if !(index.url.starts_with("http://") || index.url.starts_with("https://")) {
+                return Err(ConfigError::Invalid(format!("packageIndex.url {:?} is not an http(s) URL", index.url)));
+            }
+        }
+        if self.logs.dir.is_some() != self.logs.url.is_some() {
+            return Err(ConfigError::Invalid("logs.dir and logs.url go together".into()));
+        }
+        Ok(())
+    }
+
+    /// Whether `image` may run.
+    pub fn image_allowed(&self, image: &str) -> bool {
+        self.images.values().any(|i| i == image) || self.allowed_images.iter().any(|i| i == image)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_safe_and_files_are_strict() {
+        let config = OperatorConfig::default();
+        config.check().unwrap();
+        assert!(config.package_index.is_none() && !config.docker.enabled && !config.host_users);
+        assert!(config.image_allowed("python:3.12-slim") && !config.image_allowed("evil:latest"));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        std::fs::write(&path, "images: {\"3.12\": \"python:3.12-slim\"}\nunknownKey: 1\n").unwrap();
+        assert!(OperatorConfig::load(&path).unwrap_err().to_string().contains("unknownKey"));
+        std::fs::write(&path, "packageIndex: {url: \"https://pypi.internal/simple\", egressTo: []}\n").unwrap();
+        assert!(OperatorConfig::load(&path).unwrap_err().to_string().contains("egressTo"));
+        std::fs::write(
+            &path,
+            "packageIndex:\n  url: https://pypi.internal/simple\n  egressTo:\n  - ipBlock: {cidr: 10.1.2.3/32}\n",
+        )
+        .unwrap();
+        let loaded = OperatorConfig::load(&path).unwrap();
+        assert_eq!(loaded.package_index.unwrap().timeout_seconds, 300);
+    }
+}

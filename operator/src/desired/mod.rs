@@ -1,0 +1,79 @@
+//! The objects an accepted PythonExecution owns, computed from the resource, the admission decision and the
+//! configuration alone (pure functions, unit-tested and validated against the upstream schemas and Pod Security
+//! "restricted"): the ConfigMap with the runner and inline sources, the NetworkPolicy, the Pod.
+//!
+//! Every child has the resource's name, its namespace, a controller owner reference (so Kubernetes deletes them
+//! with it), and the label [`EXECUTION_LABEL`] = the resource's uid (the NetworkPolicy selects exactly that Pod).
+
+mod config_map;
+mod network_policy;
+mod pod;
+
+pub use config_map::config_map;
+pub use network_policy::{PolicyStage, STAGE_ANNOTATION, network_policy, stage_of};
+pub use pod::{
+    DEPS_DIR, INSTALL_CONTAINER, MAIN_CONTAINER, NONCE_ENV, RECEIVE_CONTAINER, RUN_DIR, SOURCE_DIR, pod, pod_nonce,
+};
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::{Resource, ResourceExt};
+use pyexec_crds::PythonExecution;
+
+/// Label carrying the owning resource's uid on every child.
+pub const EXECUTION_LABEL: &str = "pyexec.io/execution";
+/// Label naming the owning resource (informational; names can exceed label length, so it is cut).
+pub const NAME_LABEL: &str = "pyexec.io/name";
+
+/// Labels of every child of `cr`.
+pub fn labels(cr: &PythonExecution) -> BTreeMap<String, String> {
+    let mut name = cr.name_any();
+    name.truncate(63);
+    let name = name.trim_end_matches(['-', '.', '_']).to_owned();
+    BTreeMap::from([
+        ("app.kubernetes.io/name".into(), "python-executor".into()),
+        ("app.kubernetes.io/component".into(), "execution".into()),
+        ("app.kubernetes.io/managed-by".into(), "pyexec-operator".into()),
+        (EXECUTION_LABEL.into(), cr.uid().unwrap_or_default()),
+        (NAME_LABEL.into(), name),
+    ])
+}
+
+/// Metadata of a child of `cr`: same name and namespace, labels, controller owner reference.
+pub fn child_meta(cr: &PythonExecution) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(cr.name_any()),
+        namespace: cr.namespace(),
+        labels: Some(labels(cr)),
+        owner_references: cr.controller_owner_ref(&()).map(|r| vec![r]),
+        ..ObjectMeta::default()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod fixtures {
+    //! Resources and configurations shared by the tests of the builders.
+
+    use pyexec_crds::{PythonExecution, PythonExecutionSpec};
+
+    /// A resource as the API server would have stored it (uid, namespace set).
+    pub fn execution(spec: serde_json::Value) -> PythonExecution {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "pyexec.io/v1alpha1", "kind": "PythonExecution",
+            "metadata": {"name": "job-1", "namespace": "team-a", "uid": "0b7c6f0e-1f1e-4c43-9d3b-6f6a0f0e0001", "generation": 1},
+            "spec": spec,
+        }))
+        .unwrap()
+    }
+
+    /// Inline `main.py` = `print(1)` and the given extra spec fields.
+    pub fn simple(extra: serde_json::Value) -> PythonExecution {
+        let mut spec = serde_json::json!({"source": {"files": [{"name": "main.py", "content": "print(1)"}]}, "entrypoint": "main.py"});
+        for (k, v) in extra.as_object().unwrap() {
+            spec[k] = v.clone();
+        }
+        let _: PythonExecutionSpec = serde_json::from_value(spec.clone()).unwrap();
+        execution(spec)
+    }
+}

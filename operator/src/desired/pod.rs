@@ -1,0 +1,375 @@
+//! The Pod of an execution. It passes Pod Security "restricted" and goes further: uid 1000 and never root, no
+//! privilege escalation, every capability dropped, the runtime's seccomp profile, a read-only root file system
+//! with size-capped `emptyDir`s for `/work`, `/tmp` and the dependencies, no service account token, no service
+//! links, requests = limits (CPU, memory, ephemeral storage), `activeDeadlineSeconds`, `restartPolicy: Never`,
+//! optional user namespaces (`hostUsers: false`) and RuntimeClass.
+//!
+//! Containers, in order:
+//! - `receive` (init, archive sources): reads the archive the operator streams to its stdin through the attach
+//!   API, checks its SHA-256, unpacks it into `/work`. No network needed.
+//! - `install` (init, when there are requirements): pip-installs them into `/deps`; the Pod's NetworkPolicy lets
+//!   it reach the package index (and DNS) only.
+//! - `docker` (native sidecar, only on the opt-in Docker path): a privileged Docker-in-Docker daemon.
+//! - `python`: the runner, which waits for the operator's go-ahead on stdin when the Pod installed packages (the
+//!   operator closes the network first), then runs the pre-commands and the program.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, Pod,
+    PodSecurityContext, PodSpec, ResourceRequirements, SeccompProfile, SecretKeySelector, SecurityContext, Volume,
+    VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::ResourceExt;
+use pyexec_core::pod::RUNNER_FILE;
+use pyexec_crds::PythonExecution;
+
+use super::child_meta;
+use crate::admission::Admitted;
+use crate::config::OperatorConfig;
+
+/// The program's container.
+pub const MAIN_CONTAINER: &str = "python";
+/// The archive-receiving init container.
+pub const RECEIVE_CONTAINER: &str = "receive";
+/// The package-installing init container.
+pub const INSTALL_CONTAINER: &str = "install";
+/// The Docker sidecar.
+pub const DOCKER_CONTAINER: &str = "docker";
+/// Where the ConfigMap (runner, run.json, inline sources) is mounted.
+pub const RUN_DIR: &str = "/opt/pyexec";
+/// Where a user's ConfigMap source is mounted.
+pub const SOURCE_DIR: &str = "/opt/pyexec-source";
+/// Where packages are installed.
+pub const DEPS_DIR: &str = "/deps";
+/// The variable carrying the frame nonce to the runner.
+pub const NONCE_ENV: &str = "PYEXEC_FRAME_NONCE";
+/// The uid and gid of every container.
+const UID: i64 = 1000;
+
+/// The execution's Pod. `nonce` marks the runner's frames (see `pyexec_core::pod`).
+pub fn pod(cr: &PythonExecution, admitted: &Admitted, config: &OperatorConfig, nonce: &str) -> Pod {
+    let spec = &cr.spec;
+    let installs = admitted.installs();
+    let archive = spec.source.archive.as_ref();
+    let mut volumes = vec![
+        empty_dir("work", spec.limits.disk_mb),
+        empty_dir("tmp", config.tmp_mb),
+        Volume {
+            name: "run".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: cr.name_any(),
+                default_mode: Some(0o444),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+    ];
+    let mut mounts = vec![mount("work", "/work", false), mount("tmp", "/tmp", false), mount("run", RUN_DIR, true)];
+    if let Some(source) = &spec.source.config_map {
+        volumes.push(Volume {
+            name: "source".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: source.name.clone(),
+                default_mode: Some(0o444),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+        mounts.push(mount("source", SOURCE_DIR, true));
+    }
+    let index = config.package_index.as_ref().filter(|_| installs);
+    if let Some(index) = index {
+        volumes.push(empty_dir("deps", index.size_mb));
+    }
+
+    let base_env = vec![
+        env("HOME", "/tmp"),
+        env("TMPDIR", "/tmp"),
+        env("PYTHONUNBUFFERED", "1"),
+        env("PYTHONDONTWRITEBYTECODE", "1"),
+    ];
+    let mut init = Vec::new();
+    if let Some(archive) = archive {
+        let mut c = container(RECEIVE_CONTAINER, &admitted.image, "receive", mounts.clone(), small_resources());
+        c.env = Some([base_env.clone(), vec![env("PYEXEC_ARCHIVE_SHA256", &archive.sha256)]].concat());
+        c.stdin = Some(true);
+        c.stdin_once = Some(true);
+        init.push(c);
+    }
+    if let Some(index) = index {
+        let mut install_mounts = mounts.clone();
+        install_mounts.push(mount("deps", DEPS_DIR, false));
+        let resources = resources(1000, index.memory_mb, index.size_mb + 256);
+        let mut c = container(INSTALL_CONTAINER, &admitted.image, "install", install_mounts, resources);
+        let mut vars = base_env.clone();
+        vars.push(env("PIP_INDEX_URL", &index.url));
+        vars.push(env("PYEXEC_ALLOW_SDIST", if index.allow_sdist { "true" } else { "false" }));
+        c.env = Some(vars);
+        init.push(c);
+    }
+    if spec.docker {
+        init.push(docker_sidecar(config));
+    }
+
+    let mut main_mounts = mounts;
+    if index.is_some() {
+        main_mounts.push(mount("deps", DEPS_DIR, true));
+    }
+    let resources = resources(admitted.cpu_millis, spec.limits.memory_mb, spec.limits.disk_mb + config.tmp_mb);
+    let mut main = container(MAIN_CONTAINER, &admitted.image, "run", main_mounts, resources);
+    let mut vars = base_env;
+    vars.push(env(NONCE_ENV, nonce));
+    if installs {
+        vars.push(env("PYEXEC_GATE", "1"));
+        main.stdin = Some(true);
+        main.stdin_once = Some(true);
+    }
+    if spec.docker {
+        vars.push(env("DOCKER_HOST", "tcp://127.0.0.1:2375"));
+    }
+    for var in &spec.env {
+        let value_from = var.value_from.as_ref().map(|from| EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: from.secret_key_ref.name.clone(),
+                key: from.secret_key_ref.key.clone(),
+                optional: from.secret_key_ref.optional.then_some(true),
+            }),
+            ..EnvVarSource::default()
+        });
+        vars.retain(|v| v.name != var.name || v.name == NONCE_ENV);
+        if var.name != NONCE_ENV {
+            vars.push(EnvVar { name: var.name.clone(), value: var.value.clone(), value_from });
+        }
+    }
+    main.env = Some(vars);
+
+    let deadline = spec.limits.timeout_seconds + config.startup_seconds + index.map_or(0, |i| i.timeout_seconds);
+    let mut meta = child_meta(cr);
+    meta.annotations = Some(BTreeMap::from([(
+        "pyexec.io/deadline".to_string(),
+        format!("timeout {}s + start-up {}s + install", spec.limits.timeout_seconds, config.startup_seconds),
+    )]));
+    Pod {
+        metadata: meta,
+        spec: Some(PodSpec {
+            restart_policy: Some("Never".into()),
+            active_deadline_seconds: Some(deadline as i64),
+            automount_service_account_token: Some(false),
+            enable_service_links: Some(false),
+            host_users: config.host_users.then_some(false),
+            runtime_class_name: spec.runtime_class_name.clone(),
+            termination_grace_period_seconds: Some(1),
+            security_context: Some(PodSecurityContext {
+                run_as_non_root: Some(true),
+                run_as_user: Some(UID),
+                run_as_group: Some(UID),
+                fs_group: Some(UID),
+                seccomp_profile: Some(runtime_default()),
+                ..PodSecurityContext::default()
+            }),
+            init_containers: (!init.is_empty()).then_some(init),
+            containers: vec![main],
+            volumes: Some(volumes),
+            ..PodSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// The nonce a Pod's runner marks its frames with.
+pub fn pod_nonce(pod: &Pod) -> Option<String> {
+    pod.spec
+        .as_ref()?
+        .containers
+        .iter()
+        .find(|c| c.name == MAIN_CONTAINER)?
+        .env
+        .as_ref()?
+        .iter()
+        .find(|e| e.name == NONCE_ENV)?
+        .value
+        .clone()
+}
+
+fn container(
+    name: &str,
+    image: &str,
+    role: &str,
+    mounts: Vec<VolumeMount>,
+    resources: ResourceRequirements,
+) -> Container {
+    Container {
+        name: name.into(),
+        image: Some(image.into()),
+        command: Some(vec!["python".into(), format!("{RUN_DIR}/{RUNNER_FILE}"), role.into()]),
+        working_dir: Some("/work".into()),
+        volume_mounts: Some(mounts),
+        resources: Some(resources),
+        security_context: Some(locked_down()),
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
+        ..Container::default()
+    }
+}
+
+fn docker_sidecar(config: &OperatorConfig) -> Container {
+    Container {
+        name: DOCKER_CONTAINER.into(),
+        image: Some(config.docker.image.clone()),
+        // A native sidecar: it runs beside the program and stops when the program's container ends.
+        restart_policy: Some("Always".into()),
+        env: Some(vec![env("DOCKER_TLS_CERTDIR", "")]),
+        args: Some(vec!["--host=tcp://127.0.0.1:2375".into()]),
+        security_context: Some(SecurityContext { privileged: Some(true), ..SecurityContext::default() }),
+        resources: Some(resources(1000, 2048, 10240)),
+        ..Container::default()
+    }
+}
+
+fn locked_down() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        privileged: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        run_as_user: Some(UID),
+        run_as_group: Some(UID),
+        capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), add: None }),
+        seccomp_profile: Some(runtime_default()),
+        ..SecurityContext::default()
+    }
+}
+
+fn runtime_default() -> SeccompProfile {
+    SeccompProfile { type_: "RuntimeDefault".into(), localhost_profile: None }
+}
+
+fn resources(cpu_millis: u64, memory_mb: u64, storage_mb: u64) -> ResourceRequirements {
+    let amounts = BTreeMap::from([
+        ("cpu".to_string(), Quantity(format!("{cpu_millis}m"))),
+        ("memory".to_string(), Quantity(format!("{memory_mb}Mi"))),
+        ("ephemeral-storage".to_string(), Quantity(format!("{storage_mb}Mi"))),
+    ]);
+    ResourceRequirements { limits: Some(amounts.clone()), requests: Some(amounts), ..ResourceRequirements::default() }
+}
+
+fn small_resources() -> ResourceRequirements {
+    resources(250, 128, 64)
+}
+
+fn empty_dir(name: &str, size_mb: u64) -> Volume {
+    Volume {
+        name: name.into(),
+        empty_dir: Some(EmptyDirVolumeSource { medium: None, size_limit: Some(Quantity(format!("{size_mb}Mi"))) }),
+        ..Volume::default()
+    }
+}
+
+fn mount(volume: &str, path: &str, read_only: bool) -> VolumeMount {
+    VolumeMount {
+        name: volume.into(),
+        mount_path: path.into(),
+        read_only: read_only.then_some(true),
+        ..VolumeMount::default()
+    }
+}
+
+fn env(name: &str, value: &str) -> EnvVar {
+    EnvVar { name: name.into(), value: Some(value.into()), value_from: None }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admission::admit;
+    use crate::desired::fixtures::simple;
+
+    fn build(extra: serde_json::Value, config: &OperatorConfig) -> Pod {
+        let cr = simple(extra);
+        let project = crate::admission::inline_requirements(&cr);
+        pod(&cr, &admit(&cr, config, project).unwrap(), config, "n0nce")
+    }
+
+    fn index_config() -> OperatorConfig {
+        OperatorConfig {
+            package_index: Some(
+                serde_json::from_value(serde_json::json!({"url": "https://pypi.internal/simple", "egressTo": [{"ipBlock": {"cidr": "10.9.8.7/32"}}]}))
+                    .unwrap(),
+            ),
+            archives: Some(crate::config::ArchiveStore { url: "http://api/internal/archives".into(), token_file: None }),
+            ..OperatorConfig::default()
+        }
+    }
+
+    #[test]
+    fn a_plain_execution_is_one_locked_down_container() {
+        let pod = build(
+            serde_json::json!({"limits": {"timeoutSeconds": 30, "memoryMB": 256, "cpu": "500m", "diskMB": 100}}),
+            &OperatorConfig::default(),
+        );
+        let spec = pod.spec.as_ref().unwrap();
+        assert!(spec.init_containers.is_none());
+        assert_eq!(spec.active_deadline_seconds, Some(30 + 120));
+        assert_eq!((spec.automount_service_account_token, spec.enable_service_links), (Some(false), Some(false)));
+        let main = &spec.containers[0];
+        let sc = main.security_context.as_ref().unwrap();
+        assert_eq!((sc.allow_privilege_escalation, sc.read_only_root_filesystem), (Some(false), Some(true)));
+        let limits = main.resources.as_ref().unwrap().limits.as_ref().unwrap();
+        assert_eq!((limits["cpu"].0.as_str(), limits["memory"].0.as_str()), ("500m", "256Mi"));
+        assert_eq!(limits["ephemeral-storage"].0, "200Mi");
+        assert!(main.stdin.is_none(), "no go-ahead to wait for");
+        assert_eq!(pod_nonce(&pod).as_deref(), Some("n0nce"));
+        let work = spec.volumes.as_ref().unwrap().iter().find(|v| v.name == "work").unwrap();
+        assert_eq!(work.empty_dir.as_ref().unwrap().size_limit.as_ref().unwrap().0, "100Mi");
+    }
+
+    #[test]
+    fn installs_and_archives_add_init_containers_and_a_gate() {
+        let config = index_config();
+        let archive = serde_json::json!({"source": {"archive": {"id": "a1", "sha256": "0".repeat(64), "sizeBytes": 10}}, "requirements": "six"});
+        let pod = build(archive, &config);
+        let spec = pod.spec.as_ref().unwrap();
+        let init: Vec<&str> = spec.init_containers.as_ref().unwrap().iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(init, [RECEIVE_CONTAINER, INSTALL_CONTAINER]);
+        let receive = &spec.init_containers.as_ref().unwrap()[0];
+        assert_eq!((receive.stdin, receive.stdin_once), (Some(true), Some(true)));
+        let main = &spec.containers[0];
+        assert_eq!(main.stdin, Some(true), "the program waits for the network to close");
+        assert!(main.env.as_ref().unwrap().iter().any(|e| e.name == "PYEXEC_GATE"));
+        assert!(
+            main.volume_mounts.as_ref().unwrap().iter().any(|m| m.mount_path == DEPS_DIR && m.read_only == Some(true))
+        );
+        assert_eq!(spec.active_deadline_seconds, Some(300 + 120 + 300));
+    }
+
+    #[test]
+    fn user_env_secrets_and_the_nonce_cannot_be_overridden() {
+        let extra = serde_json::json!({"env": [
+            {"name": "A", "value": "1"},
+            {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
+            {"name": NONCE_ENV, "value": "attacker"},
+            {"name": "HOME", "value": "/work"}]});
+        let pod = build(extra, &OperatorConfig::default());
+        let vars = pod.spec.unwrap().containers[0].env.clone().unwrap();
+        let get = |n: &str| vars.iter().filter(|v| v.name == n).collect::<Vec<_>>();
+        assert_eq!(get(NONCE_ENV).len(), 1);
+        assert_eq!(get(NONCE_ENV)[0].value.as_deref(), Some("n0nce"));
+        assert_eq!(get("HOME")[0].value.as_deref(), Some("/work"), "the user's value wins over the defaults");
+        assert_eq!(get("TOKEN")[0].value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap().key, "k");
+    }
+
+    #[test]
+    fn docker_is_a_privileged_sidecar_only_when_enabled() {
+        let config = OperatorConfig {
+            docker: crate::config::DockerConfig { enabled: true, ..Default::default() },
+            ..OperatorConfig::default()
+        };
+        let pod = build(serde_json::json!({"docker": true}), &config);
+        let spec = pod.spec.unwrap();
+        let sidecar = &spec.init_containers.unwrap()[0];
+        assert_eq!((sidecar.name.as_str(), sidecar.restart_policy.as_deref()), (DOCKER_CONTAINER, Some("Always")));
+        assert_eq!(sidecar.security_context.as_ref().unwrap().privileged, Some(true));
+        assert!(spec.containers[0].env.as_ref().unwrap().iter().any(|e| e.name == "DOCKER_HOST"));
+    }
+}

@@ -1,0 +1,150 @@
+//! `pyexec-operator`: runs PythonExecution resources in locked-down Pods.
+//!
+//! One replica reconciles at a time (leader election through a Lease); every replica serves `/metrics`,
+//! `/healthz`, `/readyz` and the stored outputs at `/logs/...`.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context as _;
+use clap::Parser;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::runtime::controller::Controller;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::watcher;
+use kube::{Api, Client};
+use kube_lease_manager::LeaseManagerBuilder;
+use pyexec_crds::PythonExecution;
+use pyexec_operator::attach::ArchiveFetcher;
+use pyexec_operator::config::OperatorConfig;
+use pyexec_operator::logs::LogStore;
+use pyexec_operator::metrics::Metrics;
+use pyexec_operator::reconcile::{Context, error_policy, reconcile};
+use pyexec_operator::server::{ServerState, router};
+
+#[derive(Parser)]
+#[command(version, about = "Runs PythonExecution resources in locked-down Pods")]
+struct Args {
+    /// Configuration file (YAML; every field optional).
+    #[arg(long, env = "PYEXEC_OPERATOR_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address of the metrics, health and logs endpoint.
+    #[arg(long, env = "PYEXEC_OPERATOR_LISTEN", default_value = "0.0.0.0:8081")]
+    listen: String,
+    /// Namespace of the leader-election Lease (default: the operator's own, from the service account).
+    #[arg(long, env = "PYEXEC_OPERATOR_NAMESPACE")]
+    namespace: Option<String>,
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "PYEXEC_OPERATOR_WATCH_NAMESPACE")]
+    watch_namespace: Option<String>,
+    /// Name of this replica (default: the host name), for the Lease and Events.
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Print the CRD and exit.
+    #[arg(long)]
+    print_crd: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,kube=warn".into()),
+        )
+        .json()
+        .init();
+    let args = Args::parse();
+    if args.print_crd {
+        print!("{}", pyexec_crds::crd_yaml());
+        return Ok(());
+    }
+    let config = match &args.config {
+        Some(path) => OperatorConfig::load(path)?,
+        None => OperatorConfig::default(),
+    };
+    let client = Client::try_default().await.context("connecting to the Kubernetes API")?;
+    let identity = args.identity.clone().unwrap_or_else(|| {
+        std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "pyexec-operator".into())
+    });
+    let metrics = Metrics::new();
+    let logs = LogStore::new(&config.logs);
+    let logs_token = match &config.logs.token_file {
+        Some(path) => {
+            Some(std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?.trim().into())
+        }
+        None => None,
+    };
+    let archives =
+        config.archives.as_ref().map(ArchiveFetcher::new).transpose().context("reading the archive store token")?;
+
+    let listener =
+        tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
+    let app = router(ServerState { metrics: metrics.clone(), logs: logs.clone(), logs_token });
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "the HTTP endpoint stopped");
+        }
+    });
+
+    let lease_namespace = args.namespace.clone().or_else(|| {
+        std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+            .ok()
+            .map(|s| s.trim().to_owned())
+    });
+    let mut builder = LeaseManagerBuilder::new(client.clone(), "pyexec-operator").with_identity(identity.clone());
+    if let Some(ns) = &lease_namespace {
+        builder = builder.with_namespace(ns.clone());
+    }
+    let (mut leader, lease_task) = builder.build().await.context("setting up leader election")?.watch().await;
+    tracing::info!(%identity, "waiting for the leader lease");
+    while !*leader.borrow_and_update() {
+        leader.changed().await.context("the lease manager stopped")?;
+    }
+    metrics.leader.set(1);
+    tracing::info!(%identity, "leading: reconciling PythonExecutions");
+
+    let reporter = Reporter { controller: "pyexec-operator".into(), instance: Some(identity) };
+    let ctx = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), reporter),
+        client: client.clone(),
+        config,
+        logs,
+        archives,
+        metrics: metrics.clone(),
+        streaming: Mutex::default(),
+    });
+    let (executions, pods, policies, maps) = match &args.watch_namespace {
+        Some(ns) => (
+            Api::<PythonExecution>::namespaced(client.clone(), ns),
+            Api::<Pod>::namespaced(client.clone(), ns),
+            Api::<NetworkPolicy>::namespaced(client.clone(), ns),
+            Api::<ConfigMap>::namespaced(client.clone(), ns),
+        ),
+        None => {
+            (Api::all(client.clone()), Api::all(client.clone()), Api::all(client.clone()), Api::all(client.clone()))
+        }
+    };
+    let children = watcher::Config::default().labels("app.kubernetes.io/managed-by=pyexec-operator");
+    let controller = Controller::new(executions, watcher::Config::default().any_semantic())
+        .owns(pods, children.clone())
+        .owns(policies, children.clone())
+        .owns(maps, children)
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| futures::future::ready(()));
+    tokio::select! {
+        () = controller => tracing::info!("controller stopped"),
+        changed = leader.changed() => {
+            // Losing the lease means another replica may be reconciling: stop at once and let the Pod restart.
+            tracing::error!(?changed, "lost the leader lease; exiting");
+            std::process::exit(1);
+        }
+    }
+    drop(leader);
+    let _ = lease_task.await;
+    Ok(())
+}

@@ -1,0 +1,372 @@
+//! The reconciler against a mocked API server (kube's `tower-test` service with an in-memory store): each test is
+//! one scenario of an execution's life, driven as the kubelet and the watch would drive it, and checked by the
+//! status written and the requests made.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use kube::runtime::controller::Action;
+use pyexec_operator::config::{LogsConfig, OperatorConfig};
+use pyexec_operator::logs::LogStore;
+use pyexec_operator::reconcile::{KILL_ANNOTATION, reconcile};
+use serde_json::{Value, json};
+use support::*;
+
+fn hello() -> Value {
+    json!({"source": {"files": [{"name": "main.py", "content": "print('hi')"}]}, "entrypoint": "main.py",
+           "limits": {"timeoutSeconds": 30, "memoryMB": 128, "cpu": "500m", "diskMB": 50}})
+}
+
+async fn step(fake: &FakeApi, ctx: &std::sync::Arc<pyexec_operator::reconcile::Context>, name: &str) -> Action {
+    reconcile(fake.execution(name), ctx.clone()).await.unwrap()
+}
+
+fn status(fake: &FakeApi, name: &str) -> Value {
+    fake.get(EXECUTIONS, name).unwrap()["status"].clone()
+}
+
+fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
+    status["conditions"].as_array().unwrap().iter().find(|c| c["type"] == type_).unwrap()
+}
+
+fn nonce(fake: &FakeApi, pod: &str) -> String {
+    let pod = fake.get(PODS, pod).unwrap();
+    let env = pod["spec"]["containers"][0]["env"].as_array().unwrap().clone();
+    env.iter().find(|e| e["name"] == "PYEXEC_FRAME_NONCE").unwrap()["value"].as_str().unwrap().to_owned()
+}
+
+/// Starts an execution and lets the "kubelet" run its Pod.
+async fn started(spec: Value) -> (FakeApi, std::sync::Arc<pyexec_operator::reconcile::Context>) {
+    let (client, fake) = FakeApi::start();
+    let ctx = context(client, OperatorConfig::default(), LogStore::default());
+    fake.put(EXECUTIONS, execution("job", spec));
+    step(&fake, &ctx, "job").await;
+    fake.set_status(
+        PODS,
+        "job",
+        json!({"phase": "Running", "startTime": "2026-01-01T00:00:01Z",
+        "containerStatuses": [container("python", json!({"running": {"startedAt": "2026-01-01T00:00:02Z"}}))]}),
+    );
+    step(&fake, &ctx, "job").await;
+    (fake, ctx)
+}
+
+/// The kubelet reports the main container ended (`phase`, exit `code`, `reason`) after writing `log`; the operator
+/// reconciles; the status it wrote.
+async fn ends(
+    fake: &FakeApi,
+    ctx: &std::sync::Arc<pyexec_operator::reconcile::Context>,
+    phase: &str,
+    code: i32,
+    reason: &str,
+    log: &str,
+) -> Value {
+    fake.set_log("job", "python", log);
+    fake.set_status(
+        PODS,
+        "job",
+        json!({"phase": phase, "containerStatuses": [container("python", terminated(code, reason))]}),
+    );
+    step(fake, ctx, "job").await;
+    status(fake, "job")
+}
+
+fn terminated(code: i32, reason: &str) -> Value {
+    json!({"terminated": {"exitCode": code, "reason": reason, "startedAt": "2026-01-01T00:00:02Z", "finishedAt": "2026-01-01T00:00:05Z"}})
+}
+
+#[tokio::test]
+async fn create_makes_the_children_and_reports_pending() {
+    let (client, fake) = FakeApi::start();
+    let ctx = context(client, OperatorConfig::default(), LogStore::default());
+    fake.put(EXECUTIONS, execution("job", hello()));
+    let action = step(&fake, &ctx, "job").await;
+    assert_ne!(action, Action::await_change(), "a pending execution is looked at again");
+
+    let pod = fake.get(PODS, "job").unwrap();
+    assert_eq!(pod["metadata"]["ownerReferences"][0]["kind"], "PythonExecution");
+    assert_eq!(pod["metadata"]["labels"]["pyexec.io/execution"], "uid-job");
+    assert_eq!(pod["spec"]["securityContext"]["runAsNonRoot"], true);
+    let policy = fake.get(POLICIES, "job").unwrap();
+    assert_eq!(policy["spec"]["egress"], json!([]), "network none: deny all");
+    assert_eq!(policy["metadata"]["annotations"]["pyexec.io/network-stage"], "run");
+    let map = fake.get(CONFIG_MAPS, "job").unwrap();
+    assert_eq!(map["data"]["src-0"], "print('hi')");
+
+    let s = status(&fake, "job");
+    assert_eq!((s["phase"].as_str(), s["podName"].as_str()), (Some("Pending"), Some("job")));
+    assert_eq!(condition(&s, "Accepted")["status"], "True");
+    assert_eq!(s["observedGeneration"], 1);
+    assert_eq!(fake.calls_to("POST", "/apis/events.k8s.io/").len(), 1, "an Event says the Pod was created");
+}
+
+#[tokio::test]
+async fn a_restarted_operator_adopts_the_existing_pod() {
+    let (client, fake) = FakeApi::start();
+    let ctx = context(client.clone(), OperatorConfig::default(), LogStore::default());
+    fake.put(EXECUTIONS, execution("job", hello()));
+    step(&fake, &ctx, "job").await;
+    let first = fake.get(PODS, "job").unwrap();
+
+    // A new operator process (empty memory) sees the same objects.
+    let restarted = context(client.clone(), OperatorConfig::default(), LogStore::default());
+    fake.clear_calls();
+    step(&fake, &restarted, "job").await;
+    assert!(fake.calls_to("POST", PODS).is_empty(), "no second Pod");
+    assert_eq!(fake.get(PODS, "job").unwrap()["metadata"]["uid"], first["metadata"]["uid"]);
+
+    // Crashed after creating the ConfigMap and NetworkPolicy but before the Pod and the status: creating again
+    // finds the first two (409) and creates the Pod once.
+    let mut cr = fake.get(EXECUTIONS, "job").unwrap();
+    cr.as_object_mut().unwrap().remove("status");
+    fake.put(EXECUTIONS, cr);
+    fake.delete(PODS, "job");
+    fake.clear_calls();
+    step(&fake, &restarted, "job").await;
+    assert_eq!(fake.calls_to("POST", PODS).len(), 1);
+    assert_eq!(fake.calls_to("POST", CONFIG_MAPS).len(), 1, "tried, found");
+    assert_eq!(status(&fake, "job")["phase"], "Pending");
+
+    // Status lost but the Pod exists: adopted as it is.
+    let mut cr = fake.get(EXECUTIONS, "job").unwrap();
+    cr.as_object_mut().unwrap().remove("status");
+    fake.put(EXECUTIONS, cr);
+    fake.clear_calls();
+    step(&fake, &restarted, "job").await;
+    assert!(fake.calls_to("POST", PODS).is_empty());
+    assert_eq!(
+        (status(&fake, "job")["phase"].as_str(), status(&fake, "job")["podName"].as_str()),
+        (Some("Pending"), Some("job"))
+    );
+}
+
+#[tokio::test]
+async fn running_then_completed_with_the_programs_output() {
+    let (fake, ctx) = started(hello()).await;
+    let s = status(&fake, "job");
+    assert_eq!(s["phase"], "Running");
+    assert_eq!(s["startTime"], "2026-01-01T00:00:02Z");
+    assert_eq!(condition(&s, "Started")["status"], "True");
+
+    let n = nonce(&fake, "job");
+    let log = format!("{}{}{}", frame(&n, 'o', b"hi\n"), frame(&n, 'e', b"warn\n"), frame(&n, 'x', br#"{"exit":0}"#));
+    let s = ends(&fake, &ctx, "Succeeded", 0, "Completed", &log).await;
+    assert_eq!((s["phase"].as_str(), s["exitCode"].as_i64()), (Some("Completed"), Some(0)));
+    assert_eq!((s["stdout"].as_str(), s["stderr"].as_str()), (Some("hi\n"), Some("warn\n")));
+    assert_eq!(s["durationMs"], 3000);
+    assert_eq!(condition(&s, "Finished")["reason"], "Completed");
+    for collection in [PODS, POLICIES, CONFIG_MAPS] {
+        assert!(fake.get(collection, "job").is_none(), "{collection}: children are removed once the status is written");
+    }
+
+    // Terminal: never written again.
+    fake.clear_calls();
+    assert_eq!(step(&fake, &ctx, "job").await, Action::await_change());
+    assert!(fake.calls_to("PATCH", EXECUTIONS).is_empty());
+}
+
+#[tokio::test]
+async fn a_failing_program_is_completed_with_its_error_fields() {
+    let (fake, ctx) = started(hello()).await;
+    let n = nonce(&fake, "job");
+    let tb = b"Traceback (most recent call last):\n  File \"/work/main.py\", line 3, in <module>\n    1/0\nZeroDivisionError: division by zero\n";
+    let log = format!("{}{}", frame(&n, 'e', tb), frame(&n, 'x', br#"{"exit":1}"#));
+    let s = ends(&fake, &ctx, "Failed", 1, "Error", &log).await;
+    assert_eq!((s["phase"].as_str(), s["exitCode"].as_i64()), (Some("Completed"), Some(1)));
+    assert_eq!((s["errorType"].as_str(), s["errorLine"].as_i64()), (Some("ZeroDivisionError"), Some(3)));
+}
+
+#[tokio::test]
+async fn out_of_memory_is_137_and_flagged() {
+    let (fake, ctx) = started(hello()).await;
+    let s = ends(&fake, &ctx, "Failed", 137, "OOMKilled", "").await;
+    assert_eq!(
+        (s["phase"].as_str(), s["exitCode"].as_i64(), s["oomKilled"].as_bool()),
+        (Some("Completed"), Some(137), Some(true))
+    );
+    assert_eq!(condition(&s, "Finished")["reason"], "OOMKilled");
+}
+
+#[tokio::test]
+async fn the_deadline_is_a_timeout_that_keeps_the_output() {
+    let (fake, ctx) = started(hello()).await;
+    let n = nonce(&fake, "job");
+    fake.set_log("job", "python", &frame(&n, 'o', b"partial\n"));
+    fake.set_status(
+        PODS,
+        "job",
+        json!({"phase": "Failed", "reason": "DeadlineExceeded",
+        "containerStatuses": [container("python", json!({"running": {"startedAt": "2026-01-01T00:00:02Z"}}))]}),
+    );
+    step(&fake, &ctx, "job").await;
+    let s = status(&fake, "job");
+    assert_eq!((s["phase"].as_str(), s["exitCode"].as_i64()), (Some("Failed"), Some(124)));
+    assert_eq!((s["error"].as_str(), s["stdout"].as_str()), (Some("execution timeout after 30s"), Some("partial\n")));
+    assert_eq!(condition(&s, "Finished")["reason"], "TimedOut");
+}
+
+#[tokio::test]
+async fn killing_deletes_the_pod_and_is_final() {
+    let (fake, ctx) = started(hello()).await;
+    let n = nonce(&fake, "job");
+    fake.set_log("job", "python", &frame(&n, 'o', b"working\n"));
+    let mut cr = fake.get(EXECUTIONS, "job").unwrap();
+    cr["metadata"]["annotations"] = json!({KILL_ANNOTATION: "2026-01-01T00:00:03Z"});
+    fake.put(EXECUTIONS, cr);
+    step(&fake, &ctx, "job").await;
+    let s = status(&fake, "job");
+    assert_eq!(
+        (s["phase"].as_str(), s["exitCode"].as_i64(), s["stdout"].as_str()),
+        (Some("Killed"), Some(137), Some("working\n"))
+    );
+    assert!(fake.get(PODS, "job").is_none());
+    assert_eq!(fake.calls_to("DELETE", PODS).len(), 1);
+}
+
+#[tokio::test]
+async fn killing_before_the_pod_exists() {
+    let (client, fake) = FakeApi::start();
+    let ctx = context(client, OperatorConfig::default(), LogStore::default());
+    let mut cr = execution("job", hello());
+    cr["metadata"]["annotations"] = json!({KILL_ANNOTATION: "now"});
+    fake.put(EXECUTIONS, cr);
+    step(&fake, &ctx, "job").await;
+    assert_eq!(status(&fake, "job")["phase"], "Killed");
+    assert!(fake.calls_to("POST", PODS).is_empty(), "it never runs");
+}
+
+#[tokio::test]
+async fn a_failed_install_says_why() {
+    let (client, fake) = FakeApi::start();
+    let config: OperatorConfig = serde_yaml_ng::from_str(
+        "packageIndex: {url: 'https://pypi.internal/simple', egressTo: [{ipBlock: {cidr: 10.0.0.9/32}}]}",
+    )
+    .unwrap();
+    let ctx = context(client, config, LogStore::default());
+    let mut spec = hello();
+    spec["requirements"] = json!("docopt\n");
+    fake.put(EXECUTIONS, execution("job", spec));
+    step(&fake, &ctx, "job").await;
+    let policy = fake.get(POLICIES, "job").unwrap();
+    assert_eq!(policy["metadata"]["annotations"]["pyexec.io/network-stage"], "install");
+    assert_eq!(policy["spec"]["egress"][1]["to"][0]["ipBlock"]["cidr"], "10.0.0.9/32");
+    fake.set_log("job", "install", "Collecting docopt\nERROR: No matching distribution found for docopt\n");
+    fake.set_status(
+        PODS,
+        "job",
+        json!({"phase": "Failed",
+        "initContainerStatuses": [container("install", json!({"terminated": {"exitCode": 1, "reason": "Error"}}))],
+        "containerStatuses": [container("python", json!({"waiting": {"reason": "PodInitializing"}}))]}),
+    );
+    step(&fake, &ctx, "job").await;
+    let s = status(&fake, "job");
+    assert_eq!(s["phase"], "Failed");
+    assert!(
+        s["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("installing dependencies failed: No matching distribution found for docopt"),
+        "{s}"
+    );
+    assert!(s["stderr"].as_str().unwrap().contains("Collecting docopt"), "the installer's tail: {s}");
+    assert_eq!(condition(&s, "Finished")["reason"], "InstallFailed");
+}
+
+#[tokio::test]
+async fn refusals_are_failed_and_create_nothing() {
+    let (client, fake) = FakeApi::start();
+    let ctx = context(client, OperatorConfig::default(), LogStore::default());
+    let mut spec = hello();
+    spec["image"] = json!("attacker/miner:latest");
+    fake.put(EXECUTIONS, execution("job", spec));
+    assert_eq!(step(&fake, &ctx, "job").await, Action::await_change());
+    let s = status(&fake, "job");
+    assert_eq!((s["phase"].as_str(), s["exitCode"].as_i64()), (Some("Failed"), Some(1)));
+    assert_eq!(condition(&s, "Accepted")["reason"], "ImageNotAllowed");
+    assert!(fake.calls_to("POST", PODS).is_empty() && fake.calls_to("POST", CONFIG_MAPS).is_empty());
+    let mut spec = hello();
+    spec["requirements"] = json!("six");
+    fake.put(EXECUTIONS, execution("needs-index", spec));
+    step(&fake, &ctx, "needs-index").await;
+    assert!(status(&fake, "needs-index")["error"].as_str().unwrap().contains("no package index configured"));
+}
+
+#[tokio::test]
+async fn a_pod_deleted_behind_the_operators_back_fails_the_execution() {
+    let (fake, ctx) = started(hello()).await;
+    fake.delete(PODS, "job");
+    step(&fake, &ctx, "job").await;
+    let s = status(&fake, "job");
+    assert_eq!(s["phase"], "Failed");
+    assert!(s["error"].as_str().unwrap().contains("Pod was deleted"), "{s}");
+}
+
+#[tokio::test]
+async fn finished_executions_expire_after_their_ttl() {
+    let (client, fake) = FakeApi::start();
+    let ctx = context(client, OperatorConfig::default(), LogStore::default());
+    let mut spec = hello();
+    spec["ttlSecondsAfterFinished"] = json!(60);
+    let mut cr = execution("old", spec.clone());
+    cr["status"] = json!({"phase": "Completed", "exitCode": 0, "completionTime": "2026-01-01T00:00:00Z"});
+    fake.put(EXECUTIONS, cr);
+    step(&fake, &ctx, "old").await;
+    assert!(fake.get(EXECUTIONS, "old").is_none(), "deleted once its time to live passed");
+
+    let mut recent = execution("recent", spec);
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    recent["status"] = json!({"phase": "Completed", "exitCode": 0, "completionTime": now});
+    fake.put(EXECUTIONS, recent);
+    let action = step(&fake, &ctx, "recent").await;
+    assert!(fake.get(EXECUTIONS, "recent").is_some());
+    assert_ne!(action, Action::await_change(), "looked at again when it expires");
+}
+
+#[tokio::test]
+async fn stored_logs_live_and_die_with_the_resource() {
+    let dir = tempfile::tempdir().unwrap();
+    let (client, fake) = FakeApi::start();
+    let logs = LogStore::new(&LogsConfig {
+        dir: Some(dir.path().into()),
+        url: Some("http://op:8081".into()),
+        token_file: None,
+    });
+    let ctx = context(client, OperatorConfig::default(), logs.clone());
+    fake.put(EXECUTIONS, execution("job", hello()));
+    step(&fake, &ctx, "job").await; // adds the finalizer
+    assert_eq!(fake.get(EXECUTIONS, "job").unwrap()["metadata"]["finalizers"], json!(["pyexec.io/logs"]));
+    step(&fake, &ctx, "job").await; // creates the Pod
+    let n = nonce(&fake, "job");
+    let big = "y".repeat(100_000);
+    let log = format!("{}{}", frame(&n, 'o', big.as_bytes()), frame(&n, 'x', br#"{"exit":0}"#));
+    let s = ends(&fake, &ctx, "Succeeded", 0, "Completed", &log).await;
+    assert_eq!((s["stdout"].as_str().unwrap().len(), s["stdoutTruncated"].as_bool()), (64 << 10, Some(true)));
+    assert_eq!(s["logsRef"], "http://op:8081/logs/team-a/uid-job");
+    assert_eq!(logs.load(NS, "uid-job").await.unwrap().unwrap().stdout.len(), 100_000, "the whole output is stored");
+
+    // Deleted: the finalizer removes the stored output, then lets go.
+    let mut cr = fake.get(EXECUTIONS, "job").unwrap();
+    cr["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:01:00Z");
+    fake.put(EXECUTIONS, cr);
+    step(&fake, &ctx, "job").await;
+    assert!(logs.load(NS, "uid-job").await.unwrap().is_none());
+    assert_eq!(fake.get(EXECUTIONS, "job").unwrap()["metadata"]["finalizers"], json!([]));
+}
+
+#[tokio::test]
+async fn a_pod_that_cannot_be_scheduled_fails_after_the_start_up_allowance() {
+    let (client, fake) = FakeApi::start();
+    let ctx = context(client, OperatorConfig::default(), LogStore::default());
+    fake.put(EXECUTIONS, execution("job", hello()));
+    step(&fake, &ctx, "job").await;
+    let mut pod = fake.get(PODS, "job").unwrap();
+    pod["metadata"]["creationTimestamp"] = json!("2026-01-01T00:00:00Z");
+    pod["status"] = json!({"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/3 nodes are available: 3 Insufficient memory."}]});
+    fake.put(PODS, pod);
+    step(&fake, &ctx, "job").await;
+    let s = status(&fake, "job");
+    assert_eq!(s["phase"], "Failed");
+    assert!(s["error"].as_str().unwrap().contains("Insufficient memory"), "{s}");
+    assert_eq!(condition(&s, "Finished")["reason"], "NotScheduled");
+}

@@ -37,6 +37,8 @@ pub enum LogFormat {
 pub enum BackendKind {
     /// This machine, in sandboxes (namespaces, cgroups, seccomp, Landlock).
     Embedded,
+    /// PythonExecution resources in the cluster, run by the operator.
+    Kubernetes,
 }
 
 fn parse_bool(s: &str) -> Result<bool, String> {
@@ -211,6 +213,21 @@ pub struct Config {
     /// The uv binary (default: `uv` on PATH).
     #[arg(long, env = "PYEXEC_UV")]
     pub uv: Option<PathBuf>,
+    /// Kubernetes backend: namespace of the PythonExecution resources (default: the server's own namespace).
+    #[arg(long, env = "PYEXEC_K8S_NAMESPACE")]
+    pub k8s_namespace: Option<String>,
+    /// Kubernetes backend: the Python versions the operator offers.
+    #[arg(long, env = "PYEXEC_K8S_PYTHON_VERSIONS", value_delimiter = ',', default_value = "3.10,3.11,3.12,3.13")]
+    pub k8s_python_versions: Vec<String>,
+    /// Kubernetes backend: RuntimeClass of every execution (gVisor, Kata), if any.
+    #[arg(long, env = "PYEXEC_K8S_RUNTIME_CLASS")]
+    pub k8s_runtime_class: Option<String>,
+    /// Kubernetes backend: file with the token the operator sends to fetch uploaded archives.
+    #[arg(long, env = "PYEXEC_ARCHIVE_TOKEN_FILE")]
+    pub archive_token_file: Option<PathBuf>,
+    /// Kubernetes backend: file with the token that reads full outputs from the operator.
+    #[arg(long, env = "PYEXEC_LOGS_TOKEN_FILE")]
+    pub logs_token_file: Option<PathBuf>,
     /// On SIGTERM, seconds running executions get to finish before they are stopped (and recorded as failed).
     #[arg(long, env = "PYEXEC_SHUTDOWN_GRACE", default_value_t = 10)]
     pub shutdown_grace: u64,

@@ -183,6 +183,23 @@ pub fn merge_requirements(detected: &[String], user: &str) -> String {
     out
 }
 
+/// The standard-library module names (`sys.stdlib_module_names`) of a supported CPython version, kept as data for
+/// backends that cannot ask the interpreter (Kubernetes: it runs in a Pod). `None` for other versions.
+pub fn stdlib_modules(version: crate::PythonVersion) -> Option<&'static BTreeSet<&'static str>> {
+    use std::sync::OnceLock;
+    static SETS: OnceLock<[(u8, BTreeSet<&'static str>); 4]> = OnceLock::new();
+    let sets = SETS.get_or_init(|| {
+        let parse = |text: &'static str| text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+        [
+            (10, parse(include_str!("../data/stdlib/3.10.txt"))),
+            (11, parse(include_str!("../data/stdlib/3.11.txt"))),
+            (12, parse(include_str!("../data/stdlib/3.12.txt"))),
+            (13, parse(include_str!("../data/stdlib/3.13.txt"))),
+        ]
+    });
+    sets.iter().find(|(minor, _)| *minor == version.minor).map(|(_, set)| set)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -268,5 +285,15 @@ mod tests {
         assert_eq!(merge_requirements(&detected, ""), "Flask\nPillow");
         assert_eq!(merge_requirements(&["scikit-learn".into()], "# ml\nScikit_Learn==1.5"), "# ml\nScikit_Learn==1.5");
         assert_eq!(normalize_name("Ruamel.YAML__clib"), "ruamel-yaml-clib");
+    }
+
+    #[test]
+    fn stdlib_data_per_version() {
+        let v = |minor| crate::PythonVersion { minor };
+        let s310 = stdlib_modules(v(10)).unwrap();
+        assert!(s310.contains("distutils") && s310.contains("asyncio") && !s310.contains("tomllib"));
+        let s312 = stdlib_modules(v(12)).unwrap();
+        assert!(s312.contains("tomllib") && !s312.contains("distutils"));
+        assert!(stdlib_modules(v(9)).is_none());
     }
 }

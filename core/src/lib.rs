@@ -7,6 +7,7 @@
 //! - [`model`]: wire types, byte-compatible with the original service;
 //! - [`spec`]: validation of requests into an [`ExecutionSpec`], with the contract's error messages;
 //! - [`workspace`]: safe streaming of uploaded archives and `/eval` files into a workspace directory;
+//! - [`requirements`]: what an execution installs (request, project file, detected imports);
 //! - [`egress`]: the ranges network egress never reaches, for every backend;
 //! - [`text`]: cutting outputs and messages at character boundaries;
 //! - [`eval`]: the eval runner (REPL mode) and its result protocol;
@@ -22,6 +23,7 @@ pub mod model;
 pub mod outcome;
 pub mod paths;
 pub mod pod;
+pub mod requirements;
 pub mod spec;
 pub mod text;
 pub mod time;

@@ -162,7 +162,7 @@ fn output_is_capped_and_flagged() {
 fn the_program_cannot_forge_frames_or_read_the_nonce() {
     let pod = Pod::new();
     let code = "import os\n\
-                print('env has nonce:', any('PYEXEC' in k for k in os.environ))\n\
+                print('env has nonce:', any('7f3a9c' in v or k == 'PYEXEC_FRAME_NONCE' for k, v in os.environ.items()))\n\
                 for path in [f'/proc/{os.getppid()}/environ', f'/proc/{os.getppid()}/fd/1']:\n\
                 \x20   try:\n\
                 \x20       open(path, 'rb' if 'environ' in path else 'wb')\n\

@@ -14,6 +14,21 @@ use crate::types::{
     EnvVar, Limits, NetworkMode, Phase, PythonExecutionSpec, PythonExecutionStatus, STATUS_OUTPUT_BYTES, Source,
 };
 
+/// The resource name of an execution id (`exe_<uuid>` → `exe-<uuid>`: resource names cannot hold `_`).
+pub fn resource_name(execution_id: &str) -> Option<String> {
+    let uuid = execution_id.strip_prefix("exe_")?;
+    let parsed = uuid.len() == 36 && uuid.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
+    parsed.then(|| format!("exe-{uuid}"))
+}
+
+/// The execution id of a resource: `exe_<uuid>` for the API server's resources, the name for others.
+pub fn execution_id(resource_name: &str) -> String {
+    match resource_name.strip_prefix("exe-") {
+        Some(rest) => format!("exe_{rest}"),
+        None => resource_name.to_owned(),
+    }
+}
+
 /// `requirements` value that installs nothing, not even the project's own `requirements.txt` (as the API's `"-"`).
 pub const NO_REQUIREMENTS: &str = "-";
 
@@ -185,6 +200,16 @@ fn bounded(text: &str) -> (String, bool) {
 mod tests {
     use super::*;
     use pyexec_core::Policy;
+
+    #[test]
+    fn names_and_ids() {
+        let id = "exe_0b7c6f0e-1f1e-4c43-9d3b-6f6a0f0e0001";
+        let name = resource_name(id).unwrap();
+        assert_eq!(name, "exe-0b7c6f0e-1f1e-4c43-9d3b-6f6a0f0e0001");
+        assert_eq!(execution_id(&name), id);
+        assert_eq!(execution_id("nightly-report"), "nightly-report");
+        assert_eq!(resource_name("exe_../../x"), None);
+    }
 
     #[test]
     fn cpu_shares_and_quantities() {

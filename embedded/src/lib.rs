@@ -7,7 +7,6 @@
 pub mod environments;
 pub mod interpreters;
 mod program;
-mod requirements;
 pub mod runner;
 
 pub use environments::{EnvInfo, EnvLease, Environments, InstallError, InstallerConfig, InstallerReport};

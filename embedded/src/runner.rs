@@ -17,7 +17,6 @@ use tokio_util::sync::CancellationToken;
 use crate::environments::{ENV_MOUNT, EnvInfo, EnvLease, Environments, InstallError, InstallerConfig};
 use crate::interpreters::{Discovery, Interpreter, Interpreters};
 use crate::program::{Invocation, invocation, pre_command_failure};
-use crate::requirements;
 
 const MIB: u64 = 1 << 20;
 
@@ -195,7 +194,9 @@ impl Runner {
         interpreter: &Interpreter,
         cancel: &CancellationToken,
     ) -> Result<Option<EnvLease>, EnvFailure> {
-        let Some(requirements) = requirements::resolve(spec, workspace, interpreter) else {
+        let Some(requirements) =
+            pyexec_core::requirements::resolve(spec, workspace, |m| interpreter.stdlib.contains(m))
+        else {
             return Ok(None);
         };
         tokio::select! {

@@ -8,20 +8,14 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
 use clap::Parser;
-use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::runtime::controller::Controller;
+use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::watcher;
-use kube::{Api, Client};
 use kube_lease_manager::LeaseManagerBuilder;
-use pyexec_crds::PythonExecution;
 use pyexec_operator::attach::ArchiveFetcher;
 use pyexec_operator::config::OperatorConfig;
 use pyexec_operator::logs::LogStore;
 use pyexec_operator::metrics::Metrics;
-use pyexec_operator::reconcile::{Context, error_policy, reconcile};
+use pyexec_operator::reconcile::Context;
 use pyexec_operator::server::{ServerState, router};
 
 #[derive(Parser)]
@@ -117,25 +111,7 @@ async fn main() -> anyhow::Result<()> {
         metrics: metrics.clone(),
         streaming: Mutex::default(),
     });
-    let (executions, pods, policies, maps) = match &args.watch_namespace {
-        Some(ns) => (
-            Api::<PythonExecution>::namespaced(client.clone(), ns),
-            Api::<Pod>::namespaced(client.clone(), ns),
-            Api::<NetworkPolicy>::namespaced(client.clone(), ns),
-            Api::<ConfigMap>::namespaced(client.clone(), ns),
-        ),
-        None => {
-            (Api::all(client.clone()), Api::all(client.clone()), Api::all(client.clone()), Api::all(client.clone()))
-        }
-    };
-    let children = watcher::Config::default().labels("app.kubernetes.io/managed-by=pyexec-operator");
-    let controller = Controller::new(executions, watcher::Config::default().any_semantic())
-        .owns(pods, children.clone())
-        .owns(policies, children.clone())
-        .owns(maps, children)
-        .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx)
-        .for_each(|_| futures::future::ready(()));
+    let controller = pyexec_operator::controller::run(client.clone(), ctx, args.watch_namespace.as_deref());
     tokio::select! {
         () = controller => tracing::info!("controller stopped"),
         changed = leader.changed() => {

@@ -496,11 +496,7 @@ async fn delete_children(cr: &PythonExecution, ctx: &Context) -> Result<(), Erro
 
 /// The execution id the wire API uses for this resource (the API server names resources after it).
 pub fn execution_id(cr: &PythonExecution) -> String {
-    let name = cr.name_any();
-    match name.strip_prefix("exe-") {
-        Some(rest) => format!("exe_{rest}"),
-        None => name,
-    }
+    pyexec_crds::convert::execution_id(&cr.name_any())
 }
 
 fn current_status(cr: &PythonExecution) -> PythonExecutionStatus {

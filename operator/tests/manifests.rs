@@ -29,7 +29,8 @@ fn validator() -> Option<PathBuf> {
     if std::env::var("PYEXEC_REQUIRE_K8S_TOOLS").as_deref() == Ok("1") {
         panic!("{message}");
     }
-    eprintln!("!!! SKIPPED: {message}");
+    use std::io::Write;
+    let _ = std::io::stderr().write_all(format!("\n!!! SKIPPED: {message}\n").as_bytes());
     None
 }
 

@@ -19,7 +19,7 @@ fn hello() -> Value {
 }
 
 async fn step(fake: &FakeApi, ctx: &std::sync::Arc<pyexec_operator::reconcile::Context>, name: &str) -> Action {
-    reconcile(fake.execution(name), ctx.clone()).await.unwrap()
+    reconcile(fake.object(EXECUTIONS, name), ctx.clone()).await.unwrap()
 }
 
 fn status(fake: &FakeApi, name: &str) -> Value {

@@ -5,7 +5,11 @@
 //!
 //! The server binary is `PYEXEC_APISERVER_BIN`, else `pyexec-apiserver` in the directory of the running
 //! executable or its parent (where cargo puts binaries next to `deps/`).
+//!
+//! [`kube`] is a fake Kubernetes API for the operator's and the Kubernetes backend's tests.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::missing_panics_doc)]
+
+pub mod kube;
 
 use std::io::Write;
 use std::net::TcpListener;

@@ -5,6 +5,7 @@
 //! tests that drive them over HTTP, are the same for all of them.
 
 pub mod embedded;
+pub mod kubernetes;
 
 use std::path::{Path, PathBuf};
 use std::pin::Pin;

@@ -33,6 +33,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/executions/{id}", get(executions::get).delete(executions::kill))
         .route("/api/v1/executions/{id}/events", get(executions::events))
         .layer(DefaultBodyLimit::max(body_limit))
+        .route_layer(middleware::from_fn_with_state(state.clone(), refuse_oversized))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_key));
     let request_id = header::HeaderName::from_static("x-request-id");
     Router::new()
@@ -55,6 +56,33 @@ pub fn router(state: AppState) -> Router {
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .with_state(state)
 }
+
+/// Bodies a request declares larger than the upload limit get their 413 after the body was read and dropped (up
+/// to [`DRAIN_LIMIT`] bytes): a server that answers and closes while the client is still sending makes many
+/// clients report a broken connection instead of the answer.
+async fn refuse_oversized(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let limit = state.upload_limit_mb.saturating_mul(1 << 20);
+    let declared =
+        request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let Some(length) = declared.filter(|l| *l > limit) else { return next.run(request).await };
+    if length <= limit.saturating_add(DRAIN_LIMIT) {
+        use futures::StreamExt;
+        let mut body = request.into_body().into_data_stream();
+        while let Some(Ok(_)) = body.next().await {}
+    }
+    crate::error::ApiError::TooLarge(format!(
+        "the request body exceeds the upload limit of {} MiB (PYEXEC_MAX_UPLOAD_MB)",
+        state.upload_limit_mb
+    ))
+    .into_response()
+}
+
+/// Most bytes read past the upload limit to deliver a 413 cleanly.
+const DRAIN_LIMIT: u64 = 64 << 20;
 
 /// Unknown paths and wrong methods answer like the original: `404 page not found` as plain text.
 async fn not_found() -> Response {

@@ -1,20 +1,20 @@
-//! What an execution needs installed: the request's `requirements_txt`, else the project's own
-//! `requirements.txt`, merged (for `/eval`) with the third-party imports of its code.
+//! What an execution needs installed, the same for every backend: the request's `requirements_txt`, else the
+//! project's own `requirements.txt`, merged (for `/eval`) with the third-party imports of its code; `"-"`:
+//! nothing at all.
 
 use std::path::Path;
 
-use pyexec_core::imports::{detect_requirements, merge_requirements};
-use pyexec_core::{ExecutionSpec, Requirements};
-
-use crate::interpreters::Interpreter;
+use crate::imports::{detect_requirements, merge_requirements};
+use crate::spec::{ExecutionSpec, Requirements};
 
 /// Largest `requirements.txt` read from a project.
 const MAX_REQUIREMENTS_BYTES: u64 = 64 << 10;
 /// Import detection reads at most this much code (eval projects are at most 100 KB).
 const MAX_SCANNED_BYTES: u64 = 4 << 20;
 
-/// The requirements to install, or `None` when there are none.
-pub fn resolve(spec: &ExecutionSpec, workspace: &Path, interpreter: &Interpreter) -> Option<String> {
+/// The requirements to install for `spec` over the files in `workspace`, or `None` when there are none.
+/// `is_stdlib` says whether a top-level module belongs to the target interpreter's standard library.
+pub fn resolve(spec: &ExecutionSpec, workspace: &Path, is_stdlib: impl Fn(&str) -> bool) -> Option<String> {
     let user = match &spec.requirements {
         Requirements::Nothing => return None,
         Requirements::Listed(text) => text.clone(),
@@ -27,14 +27,13 @@ pub fn resolve(spec: &ExecutionSpec, workspace: &Path, interpreter: &Interpreter
             .as_deref()
             .and_then(|e| e.rsplit_once('/').map(|(dir, _)| dir.to_owned()))
             .unwrap_or_default();
-        detect_requirements(files.iter().map(|(p, c)| (p.as_str(), c.as_str())), &entry_dir, |m| {
-            interpreter.stdlib.contains(m)
-        })
+        detect_requirements(files.iter().map(|(p, c)| (p.as_str(), c.as_str())), &entry_dir, is_stdlib)
     } else {
         Vec::new()
     };
     let merged = merge_requirements(&detected, &user);
-    (!crate::environments::normalize(&merged).is_empty()).then_some(merged)
+    let named = merged.lines().any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'));
+    named.then_some(merged)
 }
 
 /// A project's own `requirements.txt`, installed when the request names none.
@@ -81,22 +80,13 @@ fn python_files(workspace: &Path) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeSet;
-    use std::sync::Arc;
 
-    fn interpreter() -> Interpreter {
-        Interpreter {
-            version: pyexec_core::PythonVersion { minor: 12 },
-            full_version: "3.12.0".into(),
-            executable: "/usr/bin/python3.12".into(),
-            binds: Vec::new(),
-            source: "config",
-            stdlib: Arc::new(["os", "json", "sys"].iter().map(|s| s.to_string()).collect::<BTreeSet<_>>()),
-        }
+    fn stdlib(m: &str) -> bool {
+        ["os", "json", "sys"].contains(&m)
     }
 
     fn spec(json: &str) -> ExecutionSpec {
-        pyexec_core::Policy::default().spec_from_eval(serde_json::from_str(json).unwrap()).unwrap().0
+        crate::Policy::default().spec_from_eval(serde_json::from_str(json).unwrap()).unwrap().0
     }
 
     #[test]
@@ -105,9 +95,9 @@ mod tests {
         std::fs::write(dir.path().join("main.py"), "import os, numpy\nfrom helper import x\nimport yaml").unwrap();
         std::fs::write(dir.path().join("helper.py"), "import json").unwrap();
         let s = spec(r#"{"code":"x","requirements_txt":"numpy==2.0"}"#);
-        assert_eq!(resolve(&s, dir.path(), &interpreter()).as_deref(), Some("numpy==2.0\nPyYAML"));
+        assert_eq!(resolve(&s, dir.path(), stdlib).as_deref(), Some("numpy==2.0\nPyYAML"));
         let s = spec(r#"{"code":"x","requirements_txt":"-"}"#);
-        assert_eq!(resolve(&s, dir.path(), &interpreter()), None, "\"-\" turns detection off");
+        assert_eq!(resolve(&s, dir.path(), stdlib), None, "\"-\" turns detection off");
     }
 
     #[test]
@@ -115,12 +105,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("main.py"), "import requests").unwrap();
         std::fs::write(dir.path().join("requirements.txt"), "requests==2.32.3\n").unwrap();
-        let exec = pyexec_core::Policy::default().spec_from_metadata(Default::default()).unwrap();
-        assert_eq!(resolve(&exec, dir.path(), &interpreter()).as_deref(), Some("requests==2.32.3"));
+        let exec = crate::Policy::default().spec_from_metadata(Default::default()).unwrap();
+        assert_eq!(resolve(&exec, dir.path(), stdlib).as_deref(), Some("requests==2.32.3"));
         let mut exec = exec;
         exec.requirements = Requirements::Listed("six".into());
-        assert_eq!(resolve(&exec, dir.path(), &interpreter()).as_deref(), Some("six"), "the request wins");
+        assert_eq!(resolve(&exec, dir.path(), stdlib).as_deref(), Some("six"), "the request wins");
         exec.requirements = Requirements::Nothing;
-        assert_eq!(resolve(&exec, dir.path(), &interpreter()), None, "\"-\" installs nothing");
+        assert_eq!(resolve(&exec, dir.path(), stdlib), None, "\"-\" installs nothing");
     }
 }

@@ -1,0 +1,391 @@
+//! The Kubernetes backend (`PYEXEC_BACKEND=kubernetes`): every execution is a `PythonExecution` resource, which
+//! the operator runs in a locked-down Pod. This backend only translates: a request becomes a resource (uploads
+//! become archives the operator streams into the Pod), a resource's status becomes the wire result, DELETE becomes
+//! the kill annotation. Synchronous requests wait on a watch of the resource.
+//!
+//! Resources created here are named `exe-<uuid>` after the execution id `exe_<uuid>` and labelled
+//! [`MANAGED_BY`]; the list endpoint shows only those.
+
+pub mod archives;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::wait::await_condition;
+use kube::{Api, Client, ResourceExt};
+use pyexec_core::{
+    CodeFile, ExecutionPage, ExecutionResult, ExecutionSpec, ExecutionStatus, PythonVersion, ValidationError,
+};
+use pyexec_crds::convert::{
+    NO_REQUIREMENTS, execution_id, resource_name, result_from_status, spec_from_execution, status_of,
+};
+use pyexec_crds::{ArchiveSource, Phase, PythonExecution, Source as CrSource, SourceFile};
+
+use self::archives::Archives;
+use super::{
+    Backend, BackendError, BackendHealth, EventStream, ExecutionEvent, KillReason, ListQuery, QueueHealth, Source,
+};
+
+/// Label on the resources this backend creates.
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "pyexec-apiserver");
+/// Annotation asking the operator to kill an execution (the operator's `KILL_ANNOTATION`).
+pub const KILL_ANNOTATION: &str = "pyexec.io/kill-requested";
+/// Largest total of `/eval` files sent inline in the resource; larger projects go as archives.
+const INLINE_LIMIT: usize = 256 << 10;
+
+/// Settings of the backend.
+#[derive(Debug, Clone)]
+pub struct KubernetesConfig {
+    /// Namespace the resources are created in.
+    pub namespace: String,
+    /// Versions the operator offers.
+    pub python_versions: Vec<PythonVersion>,
+    /// The version used when a request names none.
+    pub default_python: PythonVersion,
+    /// Seconds finished resources are kept (their `ttlSecondsAfterFinished`).
+    pub ttl_seconds: u32,
+    /// RuntimeClass for every execution (gVisor, Kata), if any.
+    pub runtime_class: Option<String>,
+    /// Where uploads are staged and archives kept.
+    pub data_dir: PathBuf,
+    /// Token the operator sends to fetch archives.
+    pub archive_token: Option<String>,
+    /// Token to read full outputs from the operator's log store.
+    pub logs_token: Option<String>,
+    /// Bytes of stdout/stderr returned (the full output is fetched from `logsRef` when the status was cut).
+    pub max_output_bytes: usize,
+    /// How long DELETE waits for the operator to confirm the kill.
+    pub kill_wait: Duration,
+}
+
+/// See the module documentation.
+pub struct KubernetesBackend {
+    api: Api<PythonExecution>,
+    config: KubernetesConfig,
+    archives: Archives,
+    staging: PathBuf,
+    http: reqwest::Client,
+}
+
+impl KubernetesBackend {
+    /// Connects (the in-cluster service account, or `KUBECONFIG`) and prepares the archive store.
+    pub async fn start(client: Client, config: KubernetesConfig) -> Result<KubernetesBackend, BackendError> {
+        let staging = config.data_dir.join("staging");
+        std::fs::create_dir_all(&staging).map_err(internal)?;
+        let archives =
+            Archives::new(config.data_dir.join("archives"), config.archive_token.clone()).map_err(internal)?;
+        let sweeper = archives.clone();
+        // An archive is needed until its Pod received it; keep it for a day past the longest life of a resource.
+        let keep = Duration::from_secs(u64::from(config.ttl_seconds) + 24 * 3600);
+        tokio::spawn(async move {
+            loop {
+                sweeper.sweep(keep).await;
+                tokio::time::sleep(Duration::from_secs(600)).await;
+            }
+        });
+        Ok(KubernetesBackend {
+            api: Api::namespaced(client, &config.namespace),
+            config,
+            archives,
+            staging,
+            http: reqwest::Client::new(),
+        })
+    }
+
+    /// The route the operator fetches archives from.
+    pub fn archive_router(&self) -> axum::Router {
+        self.archives.clone().router()
+    }
+
+    /// What to install, resolved here as the embedded backend does (the request, the project's file, detected
+    /// imports against the target version's standard library), so that the resource says exactly what runs.
+    fn requirements(&self, spec: &ExecutionSpec, workspace: &Path) -> Option<String> {
+        let version = spec.python.unwrap_or(self.config.default_python);
+        let stdlib = pyexec_core::imports::stdlib_modules(version);
+        let resolved = pyexec_core::requirements::resolve(spec, workspace, |m| stdlib.is_some_and(|s| s.contains(m)));
+        match (&spec.requirements, resolved) {
+            (pyexec_core::Requirements::Nothing, _) => Some(NO_REQUIREMENTS.into()),
+            (_, Some(r)) => Some(r),
+            // Nothing to install, also not the project's own file (it was read and found empty).
+            (_, None) => Some(NO_REQUIREMENTS.into()),
+        }
+    }
+
+    async fn source(&self, source: Source, spec: &ExecutionSpec) -> Result<(CrSource, Option<String>), BackendError> {
+        let dir = match source {
+            Source::Directory(dir) => dir,
+            Source::Files(files) => {
+                let total: usize = files.iter().map(|f| f.content.len()).sum();
+                let dir = self.stage_files(&files).await?;
+                if total <= INLINE_LIMIT {
+                    let requirements = self.requirements(spec, &dir);
+                    let _ = tokio::fs::remove_dir_all(&dir).await;
+                    let files =
+                        files.into_iter().map(|CodeFile { name, content }| SourceFile { name, content }).collect();
+                    return Ok((CrSource { files, ..CrSource::default() }, requirements));
+                }
+                dir
+            }
+        };
+        let requirements = self.requirements(spec, &dir);
+        let packed = self.archives.pack(dir).await.map_err(internal)?;
+        let archive = ArchiveSource { id: packed.id, sha256: packed.sha256, size_bytes: packed.size_bytes };
+        Ok((CrSource { archive: Some(archive), ..CrSource::default() }, requirements))
+    }
+
+    async fn stage_files(&self, files: &[CodeFile]) -> Result<PathBuf, BackendError> {
+        let dir = self.staging.join(uuid::Uuid::new_v4().to_string());
+        let (target, files) = (dir.clone(), files.to_vec());
+        tokio::task::spawn_blocking(move || {
+            pyexec_core::workspace::create_dir(&target)?;
+            pyexec_core::workspace::write_files(&files, &target).map(drop).map_err(std::io::Error::other)
+        })
+        .await
+        .map_err(internal)?
+        .map_err(internal)?;
+        Ok(dir)
+    }
+
+    /// The wire result of a resource, with the full output from the log store when the status had to cut it.
+    async fn result_of(&self, id: &str, cr: &PythonExecution) -> ExecutionResult {
+        let mut result = result_from_status(id, cr.status.as_ref());
+        let status = cr.status.as_ref();
+        let cut = status.is_some_and(|s| s.stdout_truncated || s.stderr_truncated);
+        if let (true, Some(logs_ref)) = (cut, status.and_then(|s| s.logs_ref.as_deref())) {
+            match self.full_output(logs_ref).await {
+                Ok((stdout, stderr)) => {
+                    let max = self.config.max_output_bytes;
+                    let (stdout, out_cut) = pyexec_core::text::head(&stdout, max);
+                    let (stderr, err_cut) = pyexec_core::text::head(&stderr, max);
+                    result.stdout_truncated = out_cut || stdout.len() < result.stdout.len();
+                    result.stderr_truncated = err_cut;
+                    (result.stdout, result.stderr) = (stdout, stderr);
+                }
+                Err(e) => {
+                    tracing::warn!(execution_id = id, error = %e, "fetching the full output failed; returning the status's")
+                }
+            }
+        }
+        result
+    }
+
+    async fn full_output(&self, logs_ref: &str) -> Result<(String, String), reqwest::Error> {
+        let mut request = self.http.get(logs_ref);
+        if let Some(token) = &self.config.logs_token {
+            request = request.bearer_auth(token);
+        }
+        #[derive(serde::Deserialize)]
+        struct Stored {
+            stdout: String,
+            stderr: String,
+        }
+        let stored: Stored = request.send().await?.error_for_status()?.json().await?;
+        Ok((stored.stdout, stored.stderr))
+    }
+
+    async fn get_resource(&self, id: &str) -> Result<Option<PythonExecution>, BackendError> {
+        let Some(name) = resource_name(id) else { return Ok(None) };
+        self.api.get_opt(&name).await.map_err(internal)
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> BackendError {
+    BackendError::Internal(e.to_string())
+}
+
+#[async_trait::async_trait]
+impl Backend for KubernetesBackend {
+    fn check(&self, spec: &ExecutionSpec) -> Result<(), ValidationError> {
+        let offered = |v: PythonVersion| self.config.python_versions.contains(&v);
+        let list = || self.config.python_versions.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+        if let Some(image) = &spec.image {
+            match PythonVersion::of_image(image) {
+                Some(v) if offered(v) => {}
+                _ => {
+                    return Err(ValidationError::bad_request(format!(
+                        "docker_image {image:?} is not offered: name an official python:3.X image (available: {})",
+                        list()
+                    )));
+                }
+            }
+        }
+        if let Some(v) = spec.python
+            && !offered(v)
+        {
+            return Err(ValidationError::bad_request(format!(
+                "python_version {v} is not offered (available: {})",
+                list()
+            )));
+        }
+        Ok(())
+    }
+
+    fn staging_dir(&self) -> &Path {
+        &self.staging
+    }
+
+    async fn submit(&self, spec: ExecutionSpec, source: Source) -> Result<ExecutionResult, BackendError> {
+        let id = pyexec_core::model::new_execution_id();
+        let name = resource_name(&id).ok_or_else(|| internal("execution ids are exe_<uuid>"))?;
+        let (source, requirements) = self.source(source, &spec).await?;
+        let mut cr_spec = spec_from_execution(&spec, source, requirements);
+        // The image names a version; the operator maps versions to its allowed images.
+        if let Some(v) = spec.image.as_deref().and_then(PythonVersion::of_image) {
+            cr_spec.image = None;
+            cr_spec.python_version = Some(v.to_string());
+        }
+        cr_spec.python_version.get_or_insert_with(|| self.config.default_python.to_string());
+        cr_spec.runtime_class_name = self.config.runtime_class.clone();
+        cr_spec.ttl_seconds_after_finished = Some(self.config.ttl_seconds);
+        let mut cr = PythonExecution::new(&name, cr_spec);
+        cr.metadata.labels = Some([(MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string())].into());
+        let pp = PostParams { field_manager: Some("pyexec-apiserver".into()), ..PostParams::default() };
+        self.api.create(&pp, &cr).await.map_err(|e| match e {
+            kube::Error::Api(s) if s.code == 422 || s.code == 400 => {
+                BackendError::Invalid(ValidationError::bad_request(format!("the execution was refused: {}", s.message)))
+            }
+            other => internal(other),
+        })?;
+        tracing::info!(execution_id = %id, resource = %name, namespace = %self.config.namespace, "PythonExecution created");
+        Ok(ExecutionResult::pending(&id))
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<ExecutionResult>, BackendError> {
+        Ok(match self.get_resource(id).await? {
+            Some(cr) => Some(self.result_of(id, &cr).await),
+            None => None,
+        })
+    }
+
+    async fn wait(&self, id: &str) -> Result<Option<ExecutionResult>, BackendError> {
+        let Some(name) = resource_name(id) else { return Ok(None) };
+        let finished = |cr: Option<&PythonExecution>| cr.is_none_or(|cr| cr.phase().is_terminal());
+        let cr = await_condition(self.api.clone(), &name, finished).await.map_err(internal)?;
+        Ok(match cr {
+            Some(cr) => Some(self.result_of(id, &cr).await),
+            None => None,
+        })
+    }
+
+    async fn kill(&self, id: &str, _reason: KillReason) -> Result<Option<ExecutionStatus>, BackendError> {
+        let Some(cr) = self.get_resource(id).await? else { return Ok(None) };
+        if cr.phase().is_terminal() {
+            return Ok(Some(status_of(cr.phase())));
+        }
+        let name = cr.name_any();
+        let patch = serde_json::json!({"metadata": {"annotations": {KILL_ANNOTATION: pyexec_core::Timestamp::now().to_rfc3339()}}});
+        self.api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await.map_err(internal)?;
+        // The operator deletes the Pod and writes `Killed` (or the program had just finished): wait briefly so the
+        // answer says what happened; `killed` is what will happen otherwise.
+        let deadline = tokio::time::Instant::now() + self.config.kill_wait;
+        while tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if let Some(cr) = self.api.get_opt(&name).await.map_err(internal)?
+                && cr.phase().is_terminal()
+            {
+                return Ok(Some(status_of(cr.phase())));
+            }
+        }
+        Ok(Some(ExecutionStatus::Killed))
+    }
+
+    async fn list(&self, query: ListQuery) -> Result<ExecutionPage, BackendError> {
+        let selector = format!("{}={}", MANAGED_BY.0, MANAGED_BY.1);
+        let mut all = self.api.list(&ListParams::default().labels(&selector)).await.map_err(internal)?.items;
+        let key = |cr: &PythonExecution| {
+            let created = cr.metadata.creation_timestamp.as_ref().map_or(0, |t| t.0.as_second());
+            format!("{created:012}.{}", cr.name_any())
+        };
+        all.sort_by_key(|cr| std::cmp::Reverse(key(cr)));
+        let mut executions = Vec::new();
+        let mut next_cursor = None;
+        for cr in all {
+            if query.before.as_deref().is_some_and(|before| key(&cr).as_str() >= before) {
+                continue;
+            }
+            if query.status.is_some_and(|s| status_of(cr.phase()) != s) {
+                continue;
+            }
+            if executions.len() == query.limit {
+                next_cursor = executions.last().map(|(k, _)| k).cloned();
+                break;
+            }
+            let id = execution_id(&cr.name_any());
+            executions.push((key(&cr), result_from_status(&id, cr.status.as_ref())));
+        }
+        Ok(ExecutionPage { executions: executions.into_iter().map(|(_, r)| r).collect(), next_cursor })
+    }
+
+    async fn events(&self, id: &str) -> Result<Option<EventStream>, BackendError> {
+        let Some(name) = resource_name(id) else { return Ok(None) };
+        if self.api.get_opt(&name).await.map_err(internal)?.is_none() {
+            return Ok(None);
+        }
+        // Status changes as the operator writes them, then the result.
+        let watcher = kube::runtime::watcher(
+            self.api.clone(),
+            kube::runtime::watcher::Config::default().fields(&format!("metadata.name={name}")),
+        );
+        Ok(Some(status_events(watcher, id.to_owned())))
+    }
+
+    fn health(&self) -> BackendHealth {
+        BackendHealth {
+            backend: "kubernetes",
+            python_versions: self.config.python_versions.iter().map(ToString::to_string).collect(),
+            default_python_version: Some(self.config.default_python.to_string()),
+            isolation: serde_json::json!({
+                "level": "kubernetes",
+                "namespace": self.config.namespace,
+                "runtime_class": self.config.runtime_class,
+                "pods": "Pod Security restricted, read-only root, no service account token, deny-all NetworkPolicy",
+            }),
+            dependencies: serde_json::json!({"installed_by": "the operator's install init container (packageIndex)"}),
+            queue: QueueHealth { pending: 0, running: 0, max_concurrent: 0, max_queue: 0 },
+        }
+    }
+
+    async fn shutdown(&self, _grace: Duration) {
+        // Executions live in the cluster: nothing runs in this process.
+    }
+}
+
+/// Status events from a watch of one resource, ending with its result.
+fn status_events(
+    watcher: impl futures::Stream<
+        Item = Result<kube::runtime::watcher::Event<PythonExecution>, kube::runtime::watcher::Error>,
+    > + Send
+    + 'static,
+    id: String,
+) -> EventStream {
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(async move {
+        let mut watcher = std::pin::pin!(watcher);
+        let mut last: Option<Phase> = None;
+        while let Some(event) = watcher.next().await {
+            let cr = match event {
+                Ok(kube::runtime::watcher::Event::Apply(cr) | kube::runtime::watcher::Event::InitApply(cr)) => cr,
+                Ok(kube::runtime::watcher::Event::Delete(_)) => break,
+                Ok(_) => continue,
+                Err(e) => {
+                    tracing::warn!(execution_id = %id, error = %e, "watching the execution failed");
+                    continue;
+                }
+            };
+            let phase = cr.phase();
+            if phase.is_terminal() {
+                let _ = tx.send(ExecutionEvent::Result(Box::new(result_from_status(&id, cr.status.as_ref())))).await;
+                break;
+            }
+            if last != Some(phase) {
+                last = Some(phase);
+                if tx.send(ExecutionEvent::Status(status_of(phase))).await.is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}

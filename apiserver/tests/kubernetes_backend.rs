@@ -1,0 +1,197 @@
+//! The Kubernetes backend against a fake Kubernetes API (kube's `tower-test` service with an in-memory store):
+//! requests become the PythonExecution resources the operator expects, statuses become wire results, DELETE
+//! becomes the kill annotation. Waiting on a watch needs a real API server: the end-to-end suite covers it.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use pyexec_apiserver::backend::kubernetes::{KubernetesBackend, KubernetesConfig};
+use pyexec_apiserver::backend::{Backend, KillReason, ListQuery, Source};
+use pyexec_core::{CodeFile, ExecutionStatus, Policy, PythonVersion};
+use pyexec_testkit::kube::*;
+use serde_json::{Value, json};
+
+async fn backend(dir: &std::path::Path) -> (KubernetesBackend, FakeApi) {
+    let (client, fake) = FakeApi::start();
+    let config = KubernetesConfig {
+        namespace: NS.into(),
+        python_versions: [10, 11, 12, 13].map(|minor| PythonVersion { minor }).to_vec(),
+        default_python: PythonVersion { minor: 12 },
+        ttl_seconds: 300,
+        runtime_class: Some("gvisor".into()),
+        data_dir: dir.to_owned(),
+        archive_token: Some("archive-token".into()),
+        logs_token: Some("logs-token".into()),
+        max_output_bytes: 1 << 20,
+        kill_wait: Duration::from_millis(600),
+    };
+    (KubernetesBackend::start(client, config).await.unwrap(), fake)
+}
+
+fn eval(body: Value) -> (pyexec_core::ExecutionSpec, Vec<CodeFile>) {
+    Policy::default().spec_from_eval(serde_json::from_value(body).unwrap()).unwrap()
+}
+
+fn resource(fake: &FakeApi, id: &str) -> Value {
+    fake.get(EXECUTIONS, &id.replacen('_', "-", 1)).unwrap()
+}
+
+#[tokio::test]
+async fn eval_becomes_a_resource_with_detected_requirements() {
+    let dir = tempfile::tempdir().unwrap();
+    let (backend, fake) = backend(dir.path()).await;
+    let (spec, files) = eval(
+        json!({"code": "import yaml, json\nimport numpy as np\nnp.arange(3)", "eval_last_expr": true, "python_version": "3.11"}),
+    );
+    backend.check(&spec).unwrap();
+    let pending = backend.submit(spec, Source::Files(files)).await.unwrap();
+    assert_eq!(pending.status, ExecutionStatus::Pending);
+    let cr = resource(&fake, &pending.execution_id);
+    assert_eq!(cr["metadata"]["labels"]["app.kubernetes.io/managed-by"], "pyexec-apiserver");
+    let spec = &cr["spec"];
+    assert_eq!(spec["source"]["files"][0]["name"], "main.py");
+    assert_eq!((spec["entrypoint"].as_str(), spec["evalLastExpr"].as_bool()), (Some("main.py"), Some(true)));
+    assert_eq!(spec["pythonVersion"], "3.11");
+    assert_eq!(spec["requirements"], "PyYAML\nnumpy", "json is stdlib; yaml maps to PyYAML");
+    assert_eq!(
+        (spec["ttlSecondsAfterFinished"].as_u64(), spec["runtimeClassName"].as_str()),
+        (Some(300), Some("gvisor"))
+    );
+    assert_eq!(spec["network"], "none");
+
+    let (spec, files) = eval(json!({"code": "import yaml", "requirements_txt": "-"}));
+    let pending = backend.submit(spec, Source::Files(files)).await.unwrap();
+    assert_eq!(resource(&fake, &pending.execution_id)["spec"]["requirements"], "-", "nothing, not even a project file");
+}
+
+#[tokio::test]
+async fn uploads_become_archives_the_operator_can_fetch() {
+    let dir = tempfile::tempdir().unwrap();
+    let (backend, fake) = backend(dir.path()).await;
+    let upload = backend.staging_dir().join("upload-1");
+    std::fs::create_dir_all(&upload).unwrap();
+    std::fs::write(upload.join("main.py"), "import six\nprint(six.PY3)").unwrap();
+    std::fs::write(upload.join("requirements.txt"), "six==1.17.0\n").unwrap();
+    let meta = serde_json::from_value(json!({"entrypoint": "main.py", "docker_image": "python:3.13-slim"})).unwrap();
+    let spec = Policy::default().spec_from_metadata(meta).unwrap();
+    backend.check(&spec).unwrap();
+    let pending = backend.submit(spec, Source::Directory(upload.clone())).await.unwrap();
+    let cr = resource(&fake, &pending.execution_id);
+    let archive = &cr["spec"]["source"]["archive"];
+    assert_eq!(archive["sha256"].as_str().unwrap().len(), 64);
+    assert_eq!(cr["spec"]["requirements"], "six==1.17.0", "the project's requirements.txt");
+    assert_eq!((cr["spec"]["pythonVersion"].as_str(), cr["spec"].get("image")), (Some("3.13"), None));
+    assert!(!upload.exists(), "the staged upload was packed");
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let app = backend.archive_router();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let url = format!("{base}/internal/v1/archives/{}", archive["id"].as_str().unwrap());
+    let client = reqwest::Client::new();
+    assert_eq!(client.get(&url).send().await.unwrap().status(), 401, "only the operator's token reads archives");
+    let bytes = client.get(&url).bearer_auth("archive-token").send().await.unwrap().bytes().await.unwrap();
+    assert_eq!(bytes.len() as u64, archive["sizeBytes"].as_u64().unwrap());
+}
+
+#[tokio::test]
+async fn images_and_versions_the_cluster_does_not_offer_are_400s() {
+    let dir = tempfile::tempdir().unwrap();
+    let (backend, _) = backend(dir.path()).await;
+    let meta = serde_json::from_value(json!({"docker_image": "ubuntu:24.04"})).unwrap();
+    let err = backend.check(&Policy::default().spec_from_metadata(meta).unwrap()).unwrap_err();
+    assert!(err.message.contains("not offered"), "{}", err.message);
+}
+
+#[tokio::test]
+async fn statuses_become_results_and_full_outputs_come_from_the_log_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let (backend, fake) = backend(dir.path()).await;
+    let (spec, files) = eval(json!({"code": "print('x' * 100000)"}));
+    let id = backend.submit(spec, Source::Files(files)).await.unwrap().execution_id;
+    assert_eq!(backend.get(&id).await.unwrap().unwrap().status, ExecutionStatus::Pending);
+
+    // The operator's log store, with its token.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let logs_url = format!("http://{}/logs/team-a/uid", listener.local_addr().unwrap());
+    let full = "x".repeat(100_000) + "\n";
+    let served = full.clone();
+    let app = axum::Router::new().route(
+        "/logs/team-a/uid",
+        axum::routing::get(move |headers: axum::http::HeaderMap| {
+            let body = served.clone();
+            async move {
+                if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some("Bearer logs-token") {
+                    return axum::http::StatusCode::UNAUTHORIZED.into_response();
+                }
+                axum::Json(json!({"stdout": body, "stderr": ""})).into_response()
+            }
+        }),
+    );
+    use axum::response::IntoResponse;
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let name = id.replacen('_', "-", 1);
+    fake.set_status(
+        EXECUTIONS,
+        &name,
+        json!({"phase": "Completed", "exitCode": 0, "stdout": &full[..65536],
+        "stdoutTruncated": true, "logsRef": logs_url, "durationMs": 1234,
+        "startTime": "2026-01-01T00:00:01Z", "completionTime": "2026-01-01T00:00:02Z"}),
+    );
+    let result = backend.get(&id).await.unwrap().unwrap();
+    assert_eq!((result.status, result.exit_code, result.duration_ms), (ExecutionStatus::Completed, 0, 1234));
+    assert_eq!((result.stdout.len(), result.stdout_truncated), (full.len(), false), "the whole output, from the store");
+    assert!(backend.get("exe_00000000-0000-4000-8000-000000000000").await.unwrap().is_none());
+    assert!(backend.get("not-an-id").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn delete_asks_the_operator_to_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let (backend, fake) = backend(dir.path()).await;
+    let (spec, files) = eval(json!({"code": "import time; time.sleep(60)"}));
+    let id = backend.submit(spec, Source::Files(files)).await.unwrap().execution_id;
+    let name = id.replacen('_', "-", 1);
+    fake.set_status(EXECUTIONS, &name, json!({"phase": "Running"}));
+    assert_eq!(backend.kill(&id, KillReason::Request).await.unwrap(), Some(ExecutionStatus::Killed));
+    assert!(resource(&fake, &id)["metadata"]["annotations"]["pyexec.io/kill-requested"].is_string());
+
+    fake.set_status(EXECUTIONS, &name, json!({"phase": "Completed", "exitCode": 0}));
+    assert_eq!(
+        backend.kill(&id, KillReason::Request).await.unwrap(),
+        Some(ExecutionStatus::Completed),
+        "terminal stays"
+    );
+    assert_eq!(backend.kill("exe_00000000-0000-4000-8000-000000000000", KillReason::Request).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn lists_are_newest_first_filtered_and_paged() {
+    let dir = tempfile::tempdir().unwrap();
+    let (backend, fake) = backend(dir.path()).await;
+    for (i, phase) in ["Completed", "Failed", "Completed"].iter().enumerate() {
+        let mut cr = execution(
+            &format!("exe-00000000-0000-4000-8000-00000000000{i}"),
+            json!({"source": {"files": [{"name": "main.py", "content": "1"}]}}),
+        );
+        cr["metadata"]["labels"] = json!({"app.kubernetes.io/managed-by": "pyexec-apiserver"});
+        cr["metadata"]["creationTimestamp"] = json!(format!("2026-01-01T00:00:0{i}Z"));
+        cr["status"] = json!({"phase": phase, "exitCode": 0});
+        fake.put(EXECUTIONS, cr);
+    }
+    fake.put(
+        EXECUTIONS,
+        execution("someone-elses", json!({"source": {"files": [{"name": "main.py", "content": "1"}]}})),
+    );
+    let page = backend.list(ListQuery { status: None, limit: 2, before: None }).await.unwrap();
+    let ids: Vec<&str> = page.executions.iter().map(|r| r.execution_id.as_str()).collect();
+    assert_eq!(ids, ["exe_00000000-0000-4000-8000-000000000002", "exe_00000000-0000-4000-8000-000000000001"]);
+    let next = backend.list(ListQuery { status: None, limit: 2, before: page.next_cursor }).await.unwrap();
+    assert_eq!(next.executions.len(), 1, "only the API server's resources");
+    assert!(next.next_cursor.is_none());
+    let completed =
+        backend.list(ListQuery { status: Some(ExecutionStatus::Completed), limit: 10, before: None }).await.unwrap();
+    assert_eq!(completed.executions.len(), 2);
+}

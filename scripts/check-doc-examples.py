@@ -4,11 +4,12 @@
     check-doc-examples.py [--bin-dir DIR] DOC.md...
 
 Fenced blocks tagged `sh` run with bash (`set -euo pipefail`, the CLI from --bin-dir on PATH), `python` with this
-interpreter (which must have the client installed), and `go` as a whole program in a scratch module that uses
-clients/go. Any other block is illustration. Exits 1 when an example fails, showing its output.
+interpreter (which must have the client installed), `go` as a whole program in a scratch module that uses
+clients/go, and `json` blocks must parse. Any other block is illustration. Exits 1 when an example fails, showing its output.
 """
 
 import argparse
+import json
 import os
 import re
 import subprocess
@@ -55,6 +56,13 @@ def main() -> int:
         text = Path(doc).read_text()
         for number, match in enumerate(FENCE.finditer(text), 1):
             lang, code = match.group(1), match.group(2)
+            if lang == "json":
+                try:
+                    json.loads(code)
+                except ValueError as e:
+                    failures += 1
+                    print(f"FAIL  {doc}:{text[: match.start()].count(chr(10)) + 1} (json): {e}")
+                continue
             if lang not in ("sh", "python", "go"):
                 continue
             line = text[: match.start()].count("\n") + 1

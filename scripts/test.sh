@@ -26,6 +26,7 @@ fi
 export PYEXEC_REQUIRE_BROWSER_TEST=1
 # kubernetes-validate, helm and kubectl for the manifest and chart checks (under target/).
 scripts/k8s/install-tools.sh
+target/k8s-venv/bin/python -m pip install -q --disable-pip-version-check -r scripts/deploy-test-requirements.txt
 export PYEXEC_REQUIRE_K8S_TOOLS=1
 
 echo "== format and lints"
@@ -34,20 +35,23 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "== tests"
 cargo test --workspace --locked
-target/k8s-venv/bin/python -m pytest -q -p no:cacheprovider scripts/k8s
+# The manifest validator, the Helm chart (lint, templates, schemas, Pod Security, RBAC), the kustomize base, the
+# Dockerfiles, compose, Nomad and GitOps files.
+target/k8s-venv/bin/python -m pytest -q -p no:cacheprovider scripts/k8s scripts/deploy_test.py
 
 echo "== clients against a live server"
 cargo build --workspace --bins --locked
 server=target/debug/pyexec-test-server
 python3 -m venv target/py-venv
-target/py-venv/bin/pip install --quiet --disable-pip-version-check ./clients/python "pytest>=8"
+target/py-venv/bin/pip install --quiet --disable-pip-version-check ./clients/python "pytest>=8" "mcp==2.3.0"
 $server --api-key test-key -- target/py-venv/bin/pytest -q clients/python/tests
 export GOFLAGS=-mod=mod GOPROXY=off GOCACHE="$PWD/target/go-cache"
 unformatted=$(cd clients/go && gofmt -l .)
 if [ -n "$unformatted" ]; then echo "gofmt: $unformatted" >&2; exit 1; fi
 (cd clients/go && go vet ./... && go test -count=1 ./...)
 (cd clients/go && "../../$server" -- go test -count=1 -tags integration ./...)
-$server -- target/py-venv/bin/python scripts/check-doc-examples.py docs/cli.md docs/python-client.md docs/go-client.md
+$server -- target/py-venv/bin/python scripts/check-doc-examples.py docs/cli.md docs/python-client.md docs/go-client.md \
+  docs/agents.md
 
 echo "== benchmarks (ratios against same-run baselines)"
 cargo build --release --locked -p pyexec-bench -p pyexec-apiserver

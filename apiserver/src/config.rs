@@ -228,6 +228,9 @@ pub struct Config {
     /// Kubernetes backend: file with the token that reads full outputs from the operator.
     #[arg(long, env = "PYEXEC_LOGS_TOKEN_FILE")]
     pub logs_token_file: Option<PathBuf>,
+    /// Host names (or host:port) the MCP endpoint `/mcp` answers to, against DNS rebinding; `*` accepts any.
+    #[arg(long, env = "PYEXEC_MCP_ALLOWED_HOSTS", value_delimiter = ',', default_value = "localhost,127.0.0.1,::1")]
+    pub mcp_allowed_hosts: Vec<String>,
     /// On SIGTERM, seconds running executions get to finish before they are stopped (and recorded as failed).
     #[arg(long, env = "PYEXEC_SHUTDOWN_GRACE", default_value_t = 10)]
     pub shutdown_grace: u64,

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod backend;
 pub mod config;
 pub mod error;
+pub mod mcp;
 pub mod metrics;
 pub mod routes;
 pub mod state;
@@ -57,6 +58,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         upload_limit_mb: config.max_upload_mb,
         api_keys,
         metrics,
+        mcp_allowed_hosts: if config.mcp_allowed_hosts.iter().any(|h| h == "*") {
+            Vec::new()
+        } else {
+            config.mcp_allowed_hosts.clone()
+        },
     });
     if state.api_keys.is_empty() {
         tracing::warn!("no API keys configured: anyone who can reach this port can run code (set PYEXEC_API_KEYS)");

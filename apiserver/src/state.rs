@@ -27,6 +27,8 @@ pub struct Shared {
     pub api_keys: Vec<String>,
     /// Prometheus metrics.
     pub metrics: Metrics,
+    /// `Host` values `/mcp` accepts (DNS-rebinding protection); empty: any.
+    pub mcp_allowed_hosts: Vec<String>,
 }
 
 impl AppState {

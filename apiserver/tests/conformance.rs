@@ -580,3 +580,34 @@ async fn a_server_that_cannot_install_says_so() {
     let (_, r) = s.eval(json!({"code": "import json\nprint('stdlib only')"})).await;
     assert_eq!(r["stdout"], "stdlib only\n", "programs without requirements still run: {r}");
 }
+
+#[tokio::test]
+async fn tool_definitions_and_tool_calls_for_agents() {
+    let s = Server::start().await;
+    let (code, defs) = json_of(s.get("/api/v1/tools").send().await.unwrap()).await;
+    assert_eq!(code, 200);
+    let openai = &defs["openai"][0];
+    assert_eq!((openai["type"].as_str(), openai["function"]["name"].as_str()), (Some("function"), Some("run_python")));
+    assert_eq!(openai["function"]["parameters"], defs["anthropic"][0]["input_schema"], "one schema");
+    assert!(defs["anthropic"][0]["description"].as_str().unwrap().contains("sandbox"));
+
+    let call = |args: Value| {
+        let s = &s;
+        async move { json_of(s.post("/api/v1/tools/run_python").json(&args).send().await.unwrap()).await }
+    };
+    let (code, answer) = call(json!({"code": "sum(range(10))"})).await;
+    assert_eq!(
+        (code, answer["is_error"].as_bool(), answer["execution"]["result"].as_str()),
+        (200, Some(false), Some("45")),
+        "{answer}"
+    );
+    assert!(answer["content"].as_str().unwrap().contains("result: 45"));
+    let (_, answer) = call(json!({"code": "import json\njson.loads('{bad')"})).await;
+    assert_eq!(
+        (answer["is_error"].as_bool(), answer["execution"]["error_type"].as_str()),
+        (Some(true), Some("JSONDecodeError"))
+    );
+    let (code, answer) = call(json!({"code": 5})).await;
+    assert_eq!(code, 400, "{answer}");
+    assert!(answer["error"].as_str().unwrap().starts_with("invalid run_python arguments"));
+}

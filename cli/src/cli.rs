@@ -85,6 +85,9 @@ pub enum Command {
     },
     /// List executions, newest first.
     List(ListArgs),
+    /// Serve the Model Context Protocol on stdin/stdout for AI agents (tools: run_python, submit_python,
+    /// get_execution, kill_execution), running code on the server.
+    Mcp,
     /// Print the version.
     Version,
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).

@@ -6,6 +6,7 @@
 
 mod cli;
 mod input;
+mod mcp;
 mod output;
 
 use std::io::Read;
@@ -39,6 +40,10 @@ fn client(cli: &Cli) -> Result<Client, String> {
 /// Runs the command; returns the process exit code.
 async fn run(cli: &Cli) -> Result<i32, String> {
     match &cli.command {
+        Command::Mcp => {
+            mcp::serve(client(cli)?).await?;
+            Ok(0)
+        }
         Command::Version => {
             if cli.output == OutputFormat::Json {
                 output::json(&serde_json::json!({"name": "python-executor", "version": env!("CARGO_PKG_VERSION")}));

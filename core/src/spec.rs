@@ -303,7 +303,7 @@ impl Policy {
         let mut files = files;
         let mut seen = std::collections::HashSet::new();
         for file in &mut files {
-            file.name = file_name(&file.name)?;
+            file.name = check_file_name(&file.name)?;
             if !seen.insert(file.name.clone()) {
                 return Err(ValidationError::bad_request(format!("duplicate file name {:?}", file.name)));
             }
@@ -372,7 +372,8 @@ fn entrypoint_path(path: &str) -> Result<String, ValidationError> {
     normalize_relative_path(path).map_err(|e| path_error("entrypoint", path, e))
 }
 
-fn file_name(path: &str) -> Result<String, ValidationError> {
+/// A submitted file's name, normalized, or the 400 the original gives for it.
+pub fn check_file_name(path: &str) -> Result<String, ValidationError> {
     normalize_relative_path(path).map_err(|e| path_error("file name", path, e))
 }
 

@@ -41,8 +41,7 @@ pub const STATUS_OUTPUT_BYTES: usize = 64 << 10;
 pub struct PythonExecutionSpec {
     /// Where the program's files come from: exactly one of `files`, `configMap`, `archive`.
     pub source: Source,
-    /// File to run, relative to `/work` (default: `main.py`, else `__main__.py`, else the only `.py` file; with
-    /// none of these the directory itself runs as `python /work`).
+    /// File to run, relative to `/work`. Absent: the directory itself runs, as `python /work` (its `__main__.py`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 1024))]
     #[x_kube(validation = Rule::new("!self.startsWith('/') && !self.matches('(^|/)[.][.](/|$)')")

@@ -14,6 +14,16 @@ fn the_committed_crd_is_current() {
     );
 }
 
+#[test]
+fn the_committed_reference_is_current() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/crd-reference.md");
+    let committed = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        committed == reference::markdown(),
+        "docs/crd-reference.md is stale: run `cargo run -p pyexec-crds --bin crdgen -- --reference > docs/crd-reference.md`"
+    );
+}
+
 fn execution(spec: serde_json::Value) -> PythonExecution {
     serde_json::from_value(serde_json::json!({
         "apiVersion": "pyexec.io/v1alpha1", "kind": "PythonExecution",

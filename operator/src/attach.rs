@@ -11,6 +11,9 @@ use tokio::io::AsyncWriteExt;
 
 use crate::config::ArchiveStore;
 
+/// Attempts to fetch an archive before giving up.
+const FETCH_ATTEMPTS: usize = 12;
+
 /// Why data could not be delivered.
 #[derive(Debug, thiserror::Error)]
 pub enum AttachError {
@@ -55,20 +58,32 @@ impl ArchiveFetcher {
             Some(path) => Some(std::fs::read_to_string(path)?.trim().to_owned()),
             None => None,
         };
-        Ok(ArchiveFetcher { client: reqwest::Client::new(), url: store.url.trim_end_matches('/').to_owned(), token })
+        // No pooled connections: with several API server replicas behind one Service, each attempt must be a new
+        // connection, so that a retry can reach the replica that holds the archive.
+        let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().map_err(std::io::Error::other)?;
+        Ok(ArchiveFetcher { client, url: store.url.trim_end_matches('/').to_owned(), token })
     }
 
+    /// The archive's body. An API server replica that does not hold the archive answers 404: try again (on a new
+    /// connection, so possibly another replica) a few times before giving up.
     async fn open(&self, id: &str) -> Result<reqwest::Response, AttachError> {
         let fail = |reason: String| AttachError::Fetch { id: id.to_owned(), reason };
-        let mut request = self.client.get(format!("{}/{id}", self.url));
-        if let Some(token) = &self.token {
-            request = request.bearer_auth(token);
+        let mut last = String::new();
+        for _ in 0..FETCH_ATTEMPTS {
+            let mut request = self.client.get(format!("{}/{id}", self.url));
+            if let Some(token) = &self.token {
+                request = request.bearer_auth(token);
+            }
+            let response = request.send().await.map_err(|e| fail(e.to_string()))?;
+            match response.status() {
+                s if s.is_success() => return Ok(response),
+                reqwest::StatusCode::NOT_FOUND => last = "the archive store answered 404".into(),
+                s => return Err(fail(format!("the archive store answered {s}"))),
+            }
         }
-        let response = request.send().await.map_err(|e| fail(e.to_string()))?;
-        if !response.status().is_success() {
-            return Err(fail(format!("the archive store answered {}", response.status())));
-        }
-        Ok(response)
+        Err(fail(format!(
+            "{last} {FETCH_ATTEMPTS} times (with several API server replicas, give them a shared volume)"
+        )))
     }
 }
 
@@ -112,4 +127,46 @@ pub async fn send_go(pods: &Api<Pod>, pod: &str) -> Result<(), AttachError> {
         stdin.shutdown().await.map_err(|source| AttachError::Write { container: CONTAINER, source })?;
     }
     attached.join().await.map_err(|e| AttachError::Write { container: CONTAINER, source: std::io::Error::other(e) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Two replicas behind one Service: the one without the archive answers 404; the fetch tries again.
+    #[tokio::test]
+    async fn a_missing_archive_is_fetched_again_from_another_replica() {
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counter = hits.clone();
+        let app = axum::Router::new().route(
+            "/archives/{id}",
+            axum::routing::get(move |headers: axum::http::HeaderMap| {
+                let n = counter.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some("Bearer t0ken") {
+                        return (axum::http::StatusCode::UNAUTHORIZED, "").into_response();
+                    }
+                    if n < 3 {
+                        (axum::http::StatusCode::NOT_FOUND, "").into_response()
+                    } else {
+                        "tar bytes".into_response()
+                    }
+                }
+            }),
+        );
+        use axum::response::IntoResponse;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/archives", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("token"), "t0ken\n").unwrap();
+        let fetcher = ArchiveFetcher::new(&ArchiveStore { url, token_file: Some(dir.path().join("token")) }).unwrap();
+        let body = fetcher.open("abc").await.unwrap().text().await.unwrap();
+        assert_eq!((body.as_str(), hits.load(Ordering::SeqCst)), ("tar bytes", 4));
+        hits.store(100, Ordering::SeqCst);
+        let gone = ArchiveFetcher { url: format!("{}/../nothing", fetcher.url), ..fetcher };
+        assert!(gone.open("abc").await.is_err());
+    }
 }

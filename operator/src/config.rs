@@ -31,6 +31,7 @@ pub struct OperatorConfig {
     /// Upper bounds of a resource's limits (a resource asking for more fails with a clear status).
     pub max_limits: MaxLimits,
     /// Size of each Pod's `/tmp`, MiB.
+    #[serde(rename = "tmpMB")]
     pub tmp_mb: u64,
     /// Bytes of stdout and of stderr the runner keeps (the status keeps 64 KiB of them; the log store all).
     pub output_limit_bytes: u64,
@@ -91,10 +92,10 @@ pub struct PackageIndex {
     #[serde(default = "default_install_timeout")]
     pub timeout_seconds: u64,
     /// Memory of the install container, MiB.
-    #[serde(default = "default_install_memory")]
+    #[serde(rename = "memoryMB", default = "default_install_memory")]
     pub memory_mb: u64,
     /// Size of the dependencies directory, MiB.
-    #[serde(default = "default_deps_size")]
+    #[serde(rename = "sizeMB", default = "default_deps_size")]
     pub size_mb: u64,
 }
 

@@ -1,6 +1,7 @@
 //! The python-executor operator: runs each `PythonExecution` in a locked-down Pod and writes what happened back to
 //! its status.
 //!
+//! - [`cli`]: the command line;
 //! - [`config`]: what the operator allows (images, runtime classes, package index, egress, limits);
 //! - [`admission`]: whether it runs a resource, and with what (pure);
 //! - [`desired`]: the ConfigMap, NetworkPolicy and Pod of a resource (pure);
@@ -13,6 +14,7 @@
 
 pub mod admission;
 pub mod attach;
+pub mod cli;
 pub mod config;
 pub mod controller;
 pub mod desired;

@@ -3,7 +3,6 @@
 //! One replica reconciles at a time (leader election through a Lease); every replica serves `/metrics`,
 //! `/healthz`, `/readyz` and the stored outputs at `/logs/...`.
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
@@ -12,34 +11,12 @@ use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
 use kube_lease_manager::LeaseManagerBuilder;
 use pyexec_operator::attach::ArchiveFetcher;
+use pyexec_operator::cli::Args;
 use pyexec_operator::config::OperatorConfig;
 use pyexec_operator::logs::LogStore;
 use pyexec_operator::metrics::Metrics;
 use pyexec_operator::reconcile::Context;
 use pyexec_operator::server::{ServerState, router};
-
-#[derive(Parser)]
-#[command(version, about = "Runs PythonExecution resources in locked-down Pods")]
-struct Args {
-    /// Configuration file (YAML; every field optional).
-    #[arg(long, env = "PYEXEC_OPERATOR_CONFIG")]
-    config: Option<PathBuf>,
-    /// Address of the metrics, health and logs endpoint.
-    #[arg(long, env = "PYEXEC_OPERATOR_LISTEN", default_value = "0.0.0.0:8081")]
-    listen: String,
-    /// Namespace of the leader-election Lease (default: the operator's own, from the service account).
-    #[arg(long, env = "PYEXEC_OPERATOR_NAMESPACE")]
-    namespace: Option<String>,
-    /// Watch only this namespace (default: all namespaces).
-    #[arg(long, env = "PYEXEC_OPERATOR_WATCH_NAMESPACE")]
-    watch_namespace: Option<String>,
-    /// Name of this replica (default: the host name), for the Lease and Events.
-    #[arg(long, env = "POD_NAME")]
-    identity: Option<String>,
-    /// Print the CRD and exit.
-    #[arg(long)]
-    print_crd: bool,
-}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

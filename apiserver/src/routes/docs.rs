@@ -28,6 +28,8 @@ use crate::state::AppState;
         super::executions::events,
         super::health::health,
         super::health::metrics,
+        crate::mcp::tools,
+        crate::mcp::call_run_python,
     ),
     components(schemas(
         pyexec_core::ExecutionResult,
@@ -45,6 +47,7 @@ use crate::state::AppState;
     tags(
         (name = "executions", description = "Run code and follow executions"),
         (name = "service", description = "Health and metrics"),
+        (name = "agents", description = "Tool definitions for LLM agents (the MCP server itself is at /mcp)"),
     )
 )]
 pub struct ApiDoc;
@@ -73,4 +76,109 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/docs/doc.json", get(move || async move { Json(legacy) }))
         .merge(SwaggerUi::new("/docs").url("/docs/openapi.json", doc))
+}
+
+/// The API reference (`docs/api-reference.md`) rendered from the OpenAPI document, so it cannot drift from the
+/// handlers (a test compares it with the committed file).
+pub fn markdown_reference() -> String {
+    let doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    let mut out = String::from(
+        "# API reference\n\n\
+         Generated from the OpenAPI document the server serves at `/docs/openapi.json` \
+         (`UPDATE_DOCS=1 cargo test -p pyexec-apiserver --test api_reference` rewrites this file; a test fails when it \
+         is stale). The guide, with examples and the differences from the original, is [api.md](api.md).\n",
+    );
+    let paths = doc["paths"].as_object().cloned().unwrap_or_default();
+    for (path, item) in &paths {
+        for method in ["get", "post", "put", "delete"] {
+            let op = &item[method];
+            if op.is_null() {
+                continue;
+            }
+            out.push_str(&format!("\n## `{} {path}`\n\n", method.to_uppercase()));
+            if let Some(summary) = op["summary"].as_str() {
+                out.push_str(&format!("{}\n\n", summary.replace('\n', " ")));
+            }
+            if let Some(description) = op["description"].as_str() {
+                out.push_str(&format!("{}\n\n", description.replace('\n', " ")));
+            }
+            let auth = op["security"].as_array().is_some_and(|s| s.iter().any(|r| r.get("bearer").is_some()));
+            if auth {
+                out.push_str("Authentication: `Authorization: Bearer <key>` when the server has API keys.\n\n");
+            }
+            if let Some(params) = op["parameters"].as_array() {
+                out.push_str("| parameter | in | required | type | description |\n|---|---|---|---|---|\n");
+                for p in params {
+                    out.push_str(&format!(
+                        "| `{}` | {} | {} | {} | {} |\n",
+                        p["name"].as_str().unwrap_or(""),
+                        p["in"].as_str().unwrap_or(""),
+                        if p["required"].as_bool() == Some(true) { "yes" } else { "no" },
+                        type_name(&p["schema"]),
+                        p["description"].as_str().unwrap_or("").replace('\n', " ")
+                    ));
+                }
+                out.push('\n');
+            }
+            if let Some(content) = op["requestBody"]["content"].as_object() {
+                for (media, body) in content {
+                    out.push_str(&format!("Request body (`{media}`): {}\n\n", type_name(&body["schema"])));
+                }
+            }
+            out.push_str("| status | meaning | body |\n|---|---|---|\n");
+            for (status, response) in op["responses"].as_object().into_iter().flatten() {
+                let body = response["content"]
+                    .as_object()
+                    .and_then(|c| c.values().next())
+                    .map(|m| type_name(&m["schema"]))
+                    .unwrap_or_default();
+                let meaning = response["description"].as_str().unwrap_or("").replace('\n', " ");
+                out.push_str(&format!("| {status} | {meaning} | {body} |\n"));
+            }
+        }
+    }
+    out.push_str("\n## Schemas\n");
+    for (name, schema) in doc["components"]["schemas"].as_object().into_iter().flatten() {
+        out.push_str(&format!("\n### {name}\n\n"));
+        if let Some(description) = schema["description"].as_str() {
+            out.push_str(&format!("{}\n\n", description.replace('\n', " ")));
+        }
+        if let Some(values) = schema["enum"].as_array() {
+            let names: Vec<String> = values.iter().map(|v| format!("`{}`", v.as_str().unwrap_or_default())).collect();
+            out.push_str(&format!("One of {}.\n", names.join(", ")));
+            continue;
+        }
+        let required: Vec<&str> =
+            schema["required"].as_array().map(|r| r.iter().filter_map(|v| v.as_str()).collect()).unwrap_or_default();
+        out.push_str("| field | type | required | description |\n|---|---|---|---|\n");
+        for (field, spec) in schema["properties"].as_object().into_iter().flatten() {
+            out.push_str(&format!(
+                "| `{field}` | {} | {} | {} |\n",
+                type_name(spec),
+                if required.contains(&field.as_str()) { "yes" } else { "no" },
+                spec["description"].as_str().unwrap_or("").replace('\n', " ").replace('|', "\\|")
+            ));
+        }
+    }
+    out
+}
+
+/// A short name of a schema: its reference, its type, or the types it may be.
+fn type_name(schema: &serde_json::Value) -> String {
+    if let Some(r) = schema["$ref"].as_str() {
+        let name = r.rsplit('/').next().unwrap_or(r);
+        return format!("[{name}](#{})", name.to_lowercase());
+    }
+    if let Some(options) = schema["oneOf"].as_array().or_else(|| schema["anyOf"].as_array()) {
+        let names: Vec<String> = options.iter().map(type_name).filter(|n| n != "null").collect::<Vec<_>>();
+        return names.join(" or ");
+    }
+    match &schema["type"] {
+        serde_json::Value::String(t) if t == "array" => format!("list of {}", type_name(&schema["items"])),
+        serde_json::Value::String(t) => t.clone(),
+        serde_json::Value::Array(types) => {
+            types.iter().filter_map(|t| t.as_str()).filter(|t| *t != "null").collect::<Vec<_>>().join(" or ")
+        }
+        _ => "object".into(),
+    }
 }

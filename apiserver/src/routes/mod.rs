@@ -5,7 +5,7 @@ mod eval;
 mod exec;
 mod executions;
 mod health;
-mod sync;
+pub(crate) mod sync;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
@@ -17,7 +17,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-pub use docs::ApiDoc;
+pub use docs::{ApiDoc, markdown_reference};
 
 use crate::auth;
 use crate::state::AppState;
@@ -32,6 +32,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/executions", get(executions::list))
         .route("/api/v1/executions/{id}", get(executions::get).delete(executions::kill))
         .route("/api/v1/executions/{id}/events", get(executions::events))
+        .route("/api/v1/tools", get(crate::mcp::tools))
+        .route("/api/v1/tools/run_python", post(crate::mcp::call_run_python))
+        .route_service("/mcp", crate::mcp::service(state.clone(), state.mcp_allowed_hosts.clone()))
         .layer(DefaultBodyLimit::max(body_limit))
         .route_layer(middleware::from_fn_with_state(state.clone(), refuse_oversized))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_key));

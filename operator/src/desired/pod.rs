@@ -105,6 +105,10 @@ pub fn pod(cr: &PythonExecution, admitted: &Admitted, config: &OperatorConfig, n
         let mut c = container(INSTALL_CONTAINER, &admitted.image, "install", install_mounts, resources);
         let mut vars = base_env.clone();
         vars.push(env("PIP_INDEX_URL", &index.url));
+        if let Some(host) = plain_http_authority(&index.url) {
+            // pip refuses plain-HTTP indexes it is not told to trust (an in-cluster proxy usually is one).
+            vars.push(env("PIP_TRUSTED_HOST", host));
+        }
         vars.push(env("PYEXEC_ALLOW_SDIST", if index.allow_sdist { "true" } else { "false" }));
         c.env = Some(vars);
         init.push(c);
@@ -176,6 +180,13 @@ pub fn pod(cr: &PythonExecution, admitted: &Admitted, config: &OperatorConfig, n
         }),
         status: None,
     }
+}
+
+/// The `host[:port]` of a plain `http://` URL (without credentials).
+fn plain_http_authority(url: &str) -> Option<&str> {
+    let rest = url.strip_prefix("http://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    Some(authority.rsplit_once('@').map_or(authority, |(_, host)| host)).filter(|h| !h.is_empty())
 }
 
 /// The nonce a Pod's runner marks its frames with.
@@ -341,6 +352,19 @@ mod tests {
             main.volume_mounts.as_ref().unwrap().iter().any(|m| m.mount_path == DEPS_DIR && m.read_only == Some(true))
         );
         assert_eq!(spec.active_deadline_seconds, Some(300 + 120 + 300));
+    }
+
+    #[test]
+    fn plain_http_indexes_are_trusted_explicitly() {
+        assert_eq!(plain_http_authority("http://proxy.ns.svc:5000/index/"), Some("proxy.ns.svc:5000"));
+        assert_eq!(plain_http_authority("http://u:p@mirror/simple"), Some("mirror"));
+        assert_eq!(plain_http_authority("https://pypi.internal/simple"), None);
+        let mut config = index_config();
+        config.package_index.as_mut().unwrap().url = "http://proxy.ns.svc:5000/index/".into();
+        let pod = build(serde_json::json!({"requirements": "six"}), &config);
+        let install = &pod.spec.unwrap().init_containers.unwrap()[0];
+        let vars = install.env.as_ref().unwrap();
+        assert!(vars.iter().any(|v| v.name == "PIP_TRUSTED_HOST" && v.value.as_deref() == Some("proxy.ns.svc:5000")));
     }
 
     #[test]

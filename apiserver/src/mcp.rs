@@ -1,0 +1,96 @@
+//! For agents: the MCP server at `/mcp` (streamable HTTP, behind the same API keys as `/api`), running tools
+//! in-process against this server's backend, and `GET /api/v1/tools`, the `run_python` tool in the OpenAI and
+//! Anthropic formats (from the same schema as the MCP tool).
+
+use std::sync::Arc;
+
+use axum::Json;
+use pyexec_core::ErrorResponse;
+use pyexec_core::{CodeFile, EvalRequest, ExecutionResult, ExecutionStatus, Metadata};
+use pyexec_mcp::{Executor, ExecutorError, PythonTools};
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+
+use crate::backend::{KillReason, Source};
+use crate::error::ApiError;
+use crate::routes::sync;
+use crate::state::AppState;
+
+/// Tools run against the server's own backend, with the same validation as the REST endpoints.
+struct InProcess {
+    state: AppState,
+}
+
+fn refused(e: ApiError) -> ExecutorError {
+    ExecutorError(e.to_string())
+}
+
+#[async_trait::async_trait]
+impl Executor for InProcess {
+    async fn run(&self, request: EvalRequest) -> Result<ExecutionResult, ExecutorError> {
+        let state = &self.state;
+        let (spec, files) = state.policy.spec_from_eval(request).map_err(|e| refused(e.into()))?;
+        state.backend.check(&spec).map_err(|e| refused(e.into()))?;
+        sync::run(state, spec, Source::Files(files)).await.map(|Json(r)| r).map_err(refused)
+    }
+
+    async fn submit(&self, files: Vec<CodeFile>, metadata: Metadata) -> Result<String, ExecutorError> {
+        let state = &self.state;
+        let spec = state.policy.spec_from_metadata(metadata).map_err(|e| refused(e.into()))?;
+        for file in &files {
+            pyexec_core::spec::check_file_name(&file.name).map_err(|e| refused(e.into()))?;
+        }
+        state.backend.check(&spec).map_err(|e| refused(e.into()))?;
+        let record = sync::submit(state, spec, Source::Files(files)).await.map_err(refused)?;
+        Ok(record.execution_id)
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<ExecutionResult>, ExecutorError> {
+        self.state.backend.get(id).await.map_err(|e| refused(e.into()))
+    }
+
+    async fn kill(&self, id: &str) -> Result<Option<ExecutionStatus>, ExecutorError> {
+        self.state.backend.kill(id, KillReason::Request).await.map_err(|e| refused(e.into()))
+    }
+}
+
+/// The `/mcp` service. `allowed_hosts` guards against DNS rebinding (`Host` header check); empty allows any host.
+pub fn service(state: AppState, allowed_hosts: Vec<String>) -> StreamableHttpService<PythonTools, LocalSessionManager> {
+    let executor: Arc<dyn Executor> = Arc::new(InProcess { state });
+    let config = StreamableHttpServerConfig::default().with_allowed_hosts(allowed_hosts);
+    StreamableHttpService::new(move || Ok(PythonTools::new(executor.clone())), Arc::default(), config)
+}
+
+/// Runs a `run_python` tool call as a model produced it (its `arguments` / `input` object) and answers what the
+/// model should read: `{"content": "...", "is_error": false, "execution": {...}}`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/tools/run_python",
+    tag = "agents",
+    request_body(content = Object, description = "The tool call's arguments, as in the run_python schema"),
+    responses(
+        (status = 200, description = "The answer for the model (a failing program is `is_error: true`)", body = Object),
+        (status = 400, description = "The arguments are not JSON of the run_python shape", body = ErrorResponse),
+    ),
+    security((), ("bearer" = []))
+)]
+pub async fn call_run_python(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<Json<pyexec_mcp::ToolAnswer>, ApiError> {
+    let call: pyexec_mcp::RunPython = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("invalid run_python arguments: {e}")))?;
+    Ok(Json(pyexec_mcp::run_python(&InProcess { state }, call).await))
+}
+
+/// `run_python` for the OpenAI and Anthropic tool-calling APIs.
+#[utoipa::path(
+    get,
+    path = "/api/v1/tools",
+    tag = "agents",
+    responses((status = 200, description = "`{\"openai\": [...], \"anthropic\": [...]}` with the run_python tool", body = Object)),
+    security((), ("bearer" = []))
+)]
+pub async fn tools() -> Json<serde_json::Value> {
+    Json(pyexec_mcp::tool_definitions())
+}

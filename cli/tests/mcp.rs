@@ -1,0 +1,117 @@
+//! The MCP server over both transports agents use, driven by the official Rust MCP client (`rmcp`) against a live
+//! server: streamable HTTP at `/mcp` (behind the API keys) and stdio (`python-executor mcp`). Each runs
+//! `initialize`, `tools/list` and `tools/call`: a result value, a failing program's structured error, a timeout, a
+//! long run submitted, polled and killed.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use pyexec_testkit::Server;
+use rmcp::ServiceExt;
+use rmcp::model::{CallToolRequestParams, CallToolResult};
+use rmcp::service::{RoleClient, RunningService};
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
+use serde_json::{Value, json};
+
+type Session = RunningService<RoleClient, ()>;
+
+async fn call(session: &Session, tool: &'static str, arguments: Value) -> CallToolResult {
+    let params = CallToolRequestParams::new(tool).with_arguments(arguments.as_object().unwrap().clone());
+    session.call_tool(params).await.unwrap()
+}
+
+fn text(result: &CallToolResult) -> String {
+    result.content.iter().filter_map(|c| c.as_text().map(|t| t.text.clone())).collect::<Vec<_>>().join("\n")
+}
+
+/// The checks every transport must pass.
+async fn exercise(session: Session) {
+    let info = session.peer_info().unwrap();
+    assert_eq!(info.server_info.as_ref().unwrap().name, "python-executor");
+    let tools = session.list_all_tools().await.unwrap();
+    let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
+    assert_eq!(names.len(), 4, "{names:?}");
+    for name in ["run_python", "submit_python", "get_execution", "kill_execution"] {
+        assert!(names.contains(&name), "{name} in {names:?}");
+    }
+    let run = tools.iter().find(|t| t.name == "run_python").unwrap();
+    assert!(run.description.as_deref().unwrap().contains("no network access"), "written for models");
+    assert_eq!(
+        serde_json::Value::Object((*run.input_schema).clone()),
+        pyexec_mcp::tools::run_python_schema(),
+        "the same schema as /api/v1/tools"
+    );
+
+    let ok = call(&session, "run_python", json!({"code": "print('hello')\n6 * 7"})).await;
+    assert_eq!(ok.is_error, Some(false), "{ok:?}");
+    let value = ok.structured_content.clone().unwrap();
+    assert_eq!(
+        (value["status"].as_str(), value["result"].as_str(), value["stdout"].as_str()),
+        (Some("completed"), Some("42"), Some("hello"))
+    );
+    assert!(text(&ok).contains("result: 42"), "{}", text(&ok));
+
+    let bad = call(&session, "run_python", json!({"code": "x = 1\ny = 0\nx / y"})).await;
+    assert_eq!(bad.is_error, Some(true), "a failing program is a tool error the model sees");
+    let error = bad.structured_content.clone().unwrap();
+    assert_eq!((error["error_type"].as_str(), error["error_line"].as_i64()), (Some("ZeroDivisionError"), Some(3)));
+    assert!(text(&bad).contains("exception: ZeroDivisionError at line 3: division by zero"), "{}", text(&bad));
+
+    let slow = call(
+        &session,
+        "run_python",
+        json!({"code": "import time\nprint('start', flush=True)\ntime.sleep(30)", "timeout_seconds": 1}),
+    )
+    .await;
+    assert_eq!(slow.is_error, Some(true));
+    let timeout = slow.structured_content.clone().unwrap();
+    assert_eq!(
+        (timeout["exit_code"].as_i64(), timeout["error"].as_str()),
+        (Some(124), Some("execution timeout after 1s"))
+    );
+    assert_eq!(timeout["stdout"], "start\n", "output before the timeout is kept");
+
+    let refused = call(&session, "run_python", json!({"code": "1", "python_version": "2.7"})).await;
+    assert_eq!(refused.is_error, Some(true));
+    assert!(text(&refused).contains("unsupported python_version"), "{}", text(&refused));
+
+    let submitted = call(&session, "submit_python", json!({"code": "import time\ntime.sleep(60)"})).await;
+    let id = submitted.structured_content.clone().unwrap()["execution_id"].as_str().unwrap().to_owned();
+    let state = call(&session, "get_execution", json!({"execution_id": id})).await;
+    assert!(matches!(state.structured_content.unwrap()["status"].as_str(), Some("pending" | "running")));
+    let killed = call(&session, "kill_execution", json!({"execution_id": id})).await;
+    assert_eq!(killed.structured_content.unwrap()["status"], "killed");
+    let unknown =
+        call(&session, "get_execution", json!({"execution_id": "exe_00000000-0000-4000-8000-000000000000"})).await;
+    assert_eq!(unknown.is_error, Some(true));
+    session.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn streamable_http_at_mcp_behind_the_api_keys() {
+    let server = Server::start_with(&[("PYEXEC_API_KEYS", "agent-key")]).await;
+    let url = format!("{}/mcp", server.url);
+    let anonymous =
+        ().serve(StreamableHttpClientTransport::from_config(StreamableHttpClientTransportConfig::with_uri(
+            url.clone(),
+        )))
+        .await;
+    assert!(anonymous.is_err(), "no key, no session");
+    let config = StreamableHttpClientTransportConfig::with_uri(url).auth_header("agent-key");
+    let session = ().serve(StreamableHttpClientTransport::from_config(config)).await.unwrap();
+    exercise(session).await;
+}
+
+#[tokio::test]
+async fn stdio_through_the_cli() {
+    let server = Server::start_with(&[("PYEXEC_API_KEYS", "agent-key")]).await;
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_python-executor"));
+    command.arg("mcp").env("PYEXEC_SERVER", &server.url).env("PYEXEC_API_KEY", "agent-key");
+    let session = tokio::time::timeout(Duration::from_secs(30), ().serve(TokioChildProcess::new(command).unwrap()))
+        .await
+        .unwrap()
+        .unwrap();
+    exercise(session).await;
+}

@@ -1,0 +1,658 @@
+"""Tests of the Helm chart charts/python-executor, offline (no cluster). Run with the venv and the helm binary that
+scripts/k8s/install-tools.sh installs under target/:
+
+    target/k8s-venv/bin/python -m pytest scripts/k8s/test_chart.py
+
+Value sets: the chart's defaults and every file under charts/python-executor/ci/ (the chart-testing convention).
+For each: `helm lint --strict`, `helm template`, every rendered object through validate_manifests.py (schemas of
+Kubernetes 1.33 and 1.37, the CRD, Pod Security "restricted"), minimal RBAC, the operator's configuration file
+against the keys operator/src/config.rs accepts, and the wiring between the API server, the operator and the
+Secrets. Without helm the tests are skipped, unless PYEXEC_REQUIRE_K8S_TOOLS=1 (then they fail).
+"""
+
+from __future__ import annotations
+
+import atexit
+import base64
+import functools
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "python-executor"
+CRD = ROOT / "crds" / "pythonexecution.yaml"
+HELM = ROOT / "target" / "k8s-tools" / "bin" / "helm"
+VALIDATOR = ROOT / "scripts" / "k8s" / "validate_manifests.py"
+DOCS = ROOT / "docs" / "helm.md"
+RELEASE = "demo"
+NAMESPACE = "pyexec-system"
+
+if not HELM.exists():
+    if os.environ.get("PYEXEC_REQUIRE_K8S_TOOLS") == "1":
+        raise RuntimeError(f"{HELM.relative_to(ROOT)} is missing: run scripts/k8s/install-tools.sh")
+    pytest.skip("helm is not installed (scripts/k8s/install-tools.sh)", allow_module_level=True)
+
+CI_VALUES = sorted((CHART / "ci").glob("*.yaml"))
+VALUE_SETS = {"default": None, **{p.stem: p for p in CI_VALUES}}
+
+# The keys operator/src/config.rs accepts (serde camelCase with deny_unknown_fields; `MB` suffixes are spelled
+# as in the CRD: `tmpMB`, `memoryMB`, `sizeMB`, `diskMB`). A nested dict lists a struct's fields; None
+# marks a value checked no deeper (maps, lists of Kubernetes objects). Keep in step with config.rs.
+ACCEPTED_CONFIG_KEYS: dict[str, Any] = {
+    "images": None,
+    "defaultPythonVersion": None,
+    "allowedImages": None,
+    "allowedRuntimeClasses": None,
+    "hostUsers": None,
+    "packageIndex": {
+        "url": None, "egressTo": None, "ports": None, "allowSdist": None, "timeoutSeconds": None,
+        "memoryMB": None, "sizeMB": None,
+    },
+    "egress": {"blockedCidrs": None, "dns": None},
+    "docker": {"enabled": None, "image": None},
+    "maxLimits": {"timeoutSeconds": None, "memoryMB": None, "cpuMillis": None, "diskMB": None},
+    "tmpMB": None,
+    "outputLimitBytes": None,
+    "startupSeconds": None,
+    "defaultTtlSecondsAfterFinished": None,
+    "logs": {"dir": None, "url": None, "tokenFile": None},
+    "archives": {"url": None, "tokenFile": None},
+    "imagePullPolicy": None,
+}
+
+# The RBAC the components need (docs/kubernetes.md), as (apiGroup, resource) -> verbs. Exactly these, no more.
+APISERVER_RULES = {("pyexec.io", "pythonexecutions"): {"get", "list", "watch", "create", "patch", "delete"}}
+OPERATOR_RULES = {
+    ("pyexec.io", "pythonexecutions"): {"get", "list", "watch", "patch", "update", "delete"},
+    ("pyexec.io", "pythonexecutions/status"): {"get", "patch", "update"},
+    ("pyexec.io", "pythonexecutions/finalizers"): {"update"},
+    ("", "pods"): {"get", "list", "watch", "create", "delete", "patch"},
+    ("", "pods/log"): {"get"},
+    ("", "pods/attach"): {"create", "get"},
+    ("", "configmaps"): {"get", "list", "watch", "create", "delete"},
+    ("networking.k8s.io", "networkpolicies"): {"get", "list", "watch", "create", "patch", "delete"},
+    ("events.k8s.io", "events"): {"create", "patch"},
+}
+LEASE_RULES = {("coordination.k8s.io", "leases"): {"get", "create", "update", "patch"}}
+
+
+# ------------------------------------------------------------------------------------------------ rendering
+
+
+@functools.cache
+def helm_home() -> str:
+    """A throwaway HOME (helm writes its cache and config there); removed at exit."""
+    home = tempfile.mkdtemp(prefix="pyexec-helm-home-")
+    atexit.register(shutil.rmtree, home, True)
+    return home
+
+
+def helm(*args: str) -> subprocess.CompletedProcess:
+    home = helm_home()
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": home,
+        "XDG_CACHE_HOME": f"{home}/cache",
+        "XDG_CONFIG_HOME": f"{home}/config",
+        "XDG_DATA_HOME": f"{home}/data",
+        # No cluster: `lookup` finds nothing and nothing is ever contacted.
+        "KUBECONFIG": f"{home}/no-kubeconfig",
+    }
+    return subprocess.run([str(HELM), *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+
+
+def values_args(values: Path | None) -> list[str]:
+    return ["-f", str(values)] if values else []
+
+
+@functools.cache
+def merged_values(name: str) -> dict:
+    """The chart's values with the value set's file merged in (as Helm merges maps; lists are replaced)."""
+    def merge(base: Any, override: Any) -> Any:
+        if isinstance(base, dict) and isinstance(override, dict):
+            out = dict(base)
+            for k, v in override.items():
+                out[k] = merge(base.get(k), v) if k in base else v
+            return out
+        return override
+
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    if VALUE_SETS[name]:
+        values = merge(values, yaml.safe_load(VALUE_SETS[name].read_text()))
+    return values
+
+
+@functools.cache
+def render(name: str) -> str:
+    result = helm("template", RELEASE, str(CHART), "--namespace", NAMESPACE, *values_args(VALUE_SETS[name]))
+    assert result.returncode == 0, f"helm template ({name}) failed:\n{result.stderr}"
+    return result.stdout
+
+
+@functools.cache
+def objects(name: str) -> tuple[dict, ...]:
+    return tuple(d for d in yaml.safe_load_all(render(name)) if d)
+
+
+def of_kind(name: str, kind: str) -> list[dict]:
+    return [o for o in objects(name) if o["kind"] == kind]
+
+
+def named(name: str, kind: str, component: str) -> dict:
+    found = [o for o in of_kind(name, kind)
+             if o["metadata"].get("labels", {}).get("app.kubernetes.io/component") == component]
+    assert len(found) == 1, f"{name}: expected one {kind} of component {component}, got {len(found)}"
+    return found[0]
+
+
+def executions_namespace(name: str) -> str:
+    return merged_values(name)["executions"]["namespace"] or NAMESPACE
+
+
+def operator_config(name: str) -> dict:
+    cm = named(name, "ConfigMap", "operator")
+    return yaml.safe_load(cm["data"]["config.yaml"])
+
+
+def env_of(container: dict) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env", [])}
+
+
+def mounted_files(pod_spec: dict, container: dict) -> set[str]:
+    """Paths of the files the container sees from Secret, projected and ConfigMap volumes with items."""
+    volumes = {v["name"]: v for v in pod_spec.get("volumes", [])}
+    files = set()
+    for mount in container.get("volumeMounts", []):
+        volume = volumes[mount["name"]]
+        sources = volume.get("projected", {}).get("sources", [])
+        if "secret" in volume:
+            sources = [{"secret": volume["secret"]}]
+        for source in sources:
+            for item in next(iter(source.values())).get("items", []):
+                files.add(f"{mount['mountPath']}/{item['path']}")
+        if "configMap" in volume:
+            files.add(f"{mount['mountPath']}/*")
+    return files
+
+
+param_sets = pytest.mark.parametrize("name", list(VALUE_SETS))
+
+
+# ----------------------------------------------------------------------------------------------------- the tests
+
+
+def test_there_are_enough_value_sets():
+    assert len(CI_VALUES) >= 4, "charts/python-executor/ci/ needs at least four value sets"
+
+
+@param_sets
+def test_lint_strict(name):
+    result = helm("lint", "--strict", str(CHART), "--namespace", NAMESPACE, *values_args(VALUE_SETS[name]))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@param_sets
+def test_rendered_objects_are_valid_and_restricted(name, tmp_path):
+    rendered = tmp_path / f"{name}.yaml"
+    rendered.write_text(render(name))
+    result = subprocess.run(
+        [sys.executable, str(VALIDATOR), "--crd", str(CRD), "--k8s-version", "1.33.0", "--k8s-version", "1.37.0",
+         "--pss", "restricted", str(rendered)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == len(objects(name))
+    for line in lines:
+        assert line.startswith("OK ") or (line.startswith("SKIP ") and " ServiceMonitor/" in line), line
+
+
+@param_sets
+def test_workloads_are_locked_down(name):
+    for kind in ("Deployment", "Pod"):
+        for obj in of_kind(name, kind):
+            spec = obj["spec"]["template"]["spec"] if kind == "Deployment" else obj["spec"]
+            component = obj["metadata"]["labels"]["app.kubernetes.io/component"]
+            talks_to_api = component in ("apiserver", "operator")
+            assert spec["automountServiceAccountToken"] is talks_to_api, (obj["metadata"]["name"], component)
+            assert spec["securityContext"]["runAsNonRoot"] is True
+            assert spec["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+            for c in spec["containers"] + spec.get("initContainers", []):
+                sc = c["securityContext"]
+                assert sc["runAsUser"] == 10001 and sc["readOnlyRootFilesystem"] is True
+                assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"]["drop"] == ["ALL"]
+                assert {"requests", "limits"} <= set(c["resources"]), c["name"]
+                assert not c["image"].endswith(":latest") and ":" in c["image"].rsplit("/", 1)[-1], c["image"]
+                if kind == "Deployment":
+                    assert "livenessProbe" in c and "readinessProbe" in c, c["name"]
+
+
+@param_sets
+def test_rbac_is_minimal(name):
+    values = merged_values(name)
+    watch_all = values["operator"]["watchAllNamespaces"]
+    roles = {(o["kind"], o["metadata"]["name"]): o for o in objects(name) if o["kind"] in ("Role", "ClusterRole")}
+    for role in roles.values():
+        for rule in role["rules"]:
+            for field in ("verbs", "resources", "apiGroups"):
+                assert "*" not in rule.get(field, []), (role["metadata"]["name"], rule)
+            assert not rule.get("nonResourceURLs"), rule
+    cluster_roles = [k for k in roles if k[0] == "ClusterRole"]
+    assert bool(cluster_roles) == watch_all, cluster_roles
+    assert bool(of_kind(name, "ClusterRoleBinding")) == watch_all
+
+    def granted(sa: str) -> dict[tuple[str, str, str], set[str]]:
+        """(namespace or '*', group, resource) -> verbs bound to the service account."""
+        out: dict[tuple[str, str, str], set[str]] = {}
+        for binding in of_kind(name, "RoleBinding") + of_kind(name, "ClusterRoleBinding"):
+            if not any(s["kind"] == "ServiceAccount" and s["name"] == sa and s["namespace"] == NAMESPACE
+                       for s in binding["subjects"]):
+                continue
+            role = roles[(binding["roleRef"]["kind"], binding["roleRef"]["name"])]
+            scope = binding["metadata"].get("namespace", "*")
+            if binding["kind"] == "RoleBinding":
+                assert role["metadata"]["namespace"] == scope
+            for rule in role["rules"]:
+                for group in rule["apiGroups"]:
+                    for resource in rule["resources"]:
+                        out.setdefault((scope, group, resource), set()).update(rule["verbs"])
+        return out
+
+    def expect(rules: dict, scope: str) -> dict:
+        return {(scope, g, r): v for (g, r), v in rules.items()}
+
+    api_sa = named(name, "Deployment", "apiserver")["spec"]["template"]["spec"]["serviceAccountName"]
+    op_sa = named(name, "Deployment", "operator")["spec"]["template"]["spec"]["serviceAccountName"]
+    assert granted(api_sa) == expect(APISERVER_RULES, executions_namespace(name))
+    operator_scope = "*" if watch_all else executions_namespace(name)
+    assert granted(op_sa) == {**expect(OPERATOR_RULES, operator_scope), **expect(LEASE_RULES, NAMESPACE)}
+    # get/update/patch of the Lease only on its fixed name.
+    lease_role = next(r for r in roles.values() if any("leases" in rule["resources"] for rule in r["rules"]))
+    for rule in lease_role["rules"]:
+        if set(rule["verbs"]) - {"create"}:
+            assert rule.get("resourceNames") == ["pyexec-operator"], rule
+
+
+def test_crd_copy_is_identical():
+    assert (CHART / "crds" / "pythonexecution.yaml").read_bytes() == CRD.read_bytes(), (
+        "charts/python-executor/crds/pythonexecution.yaml differs from crds/pythonexecution.yaml: copy it again")
+
+
+@pytest.mark.parametrize("bad, words", [
+    ({"apiserver": {"replicas": "two"}}, ["/apiserver/replicas", "integer"]),
+    ({"apiserver": {"replicas": "two"}, "bogusTopLevel": 1}, ["/apiserver/replicas", "bogusTopLevel"]),
+    ({"operator": {"config": {"tmpMb": 100}}}, ["tmpMb"]),
+    ({"operator": {"replicass": 2}}, ["replicass"]),
+    ({"executions": {"podSecurity": {"enforce": "strict"}}}, ["/executions/podSecurity/enforce"]),
+    ({"apiserver": {"runtimeClassName": "gvisor"}}, ["apiserver.runtimeClassName", "allowedRuntimeClasses"]),
+    ({"operator": {"config": {"defaultPythonVersion": "3.9"}}}, ["operator.config.defaultPythonVersion"]),
+    ({"executions": {"createNamespace": True}}, ["executions.createNamespace"]),
+    ({"packageProxy": {"enabled": True}, "operator": {"config": {"packageIndex": {"url": "https://x/simple"}}}},
+     ["operator.config.packageIndex.url"]),
+    ({"packageProxy": {"enabled": True, "replicas": 2, "persistence": {"enabled": True}}}, ["packageProxy.replicas"]),
+    ({"apiserver": {"persistence": {"enabled": True, "accessModes": ["ReadWriteOnce"]}}},
+     ["apiserver.persistence", "ReadWriteMany"]),
+    ({"operator": {"config": {"docker": {"enabled": True}}},
+      "executions": {"namespace": "pyexec-executions", "createNamespace": True}},
+     ["operator.config.docker.enabled", "executions.podSecurity.enforce"]),
+    ({"operator": {"config": {"packageIndex": {"url": "https://pypi.internal/simple", "egressTo": []}}}},
+     ["/operator/config/packageIndex"]),
+    ({"apiKeys": {"keys": ["short"]}}, ["/apiKeys/keys/0"]),
+])
+def test_bad_values_are_refused_naming_the_value(bad, words, tmp_path):
+    values = tmp_path / "bad.yaml"
+    values.write_text(yaml.safe_dump(bad))
+    result = helm("template", RELEASE, str(CHART), "--namespace", NAMESPACE, "-f", str(values))
+    assert result.returncode != 0, f"accepted: {bad}"
+    for word in words:
+        assert word in result.stderr, f"{word!r} not in:\n{result.stderr}"
+
+
+def test_values_files_match_the_schema():
+    import jsonschema
+
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    jsonschema.Draft7Validator.check_schema(schema)
+    for name in VALUE_SETS:
+        jsonschema.validate(merged_values(name), schema)
+
+    def closed(node: Any, path: str) -> None:
+        if isinstance(node, dict):
+            if node.get("type") == "object" and "properties" in node:
+                assert node.get("additionalProperties") is False, f"{path} is not closed"
+            for key, child in node.items():
+                closed(child, f"{path}/{key}")
+        elif isinstance(node, list):
+            for i, child in enumerate(node):
+                closed(child, f"{path}/{i}")
+
+    closed(schema, "")
+
+
+def check_keys(value: Any, accepted: Any, path: str) -> None:
+    if accepted is None:
+        return
+    assert isinstance(value, dict), f"{path} should be a mapping"
+    unknown = set(value) - set(accepted)
+    assert not unknown, f"keys {sorted(unknown)} at {path or '/'} are not accepted by operator/src/config.rs"
+    for key, child in value.items():
+        check_keys(child, accepted[key], f"{path}.{key}" if path else key)
+
+
+@param_sets
+def test_operator_config_has_only_accepted_keys_and_points_at_the_services(name):
+    values = merged_values(name)
+    config = operator_config(name)
+    check_keys(config, ACCEPTED_CONFIG_KEYS, "")
+    # The fields config.rs's check() insists on.
+    assert config["defaultPythonVersion"] in config["images"]
+    assert ("dir" in config.get("logs", {})) == ("url" in config.get("logs", {}))
+    if "packageIndex" in config:
+        assert config["packageIndex"]["egressTo"] and re.match(r"https?://", config["packageIndex"]["url"])
+    # An empty dns list would allow no DNS at all: the chart leaves it out instead.
+    assert config["egress"].get("dns", ["default"]) != []
+
+    fullname = f"{RELEASE}-python-executor"
+    api_service = named(name, "Service", "apiserver")
+    op_service = named(name, "Service", "operator")
+    api_port = api_service["spec"]["ports"][0]["port"]
+    op_port = op_service["spec"]["ports"][0]["port"]
+    assert api_service["metadata"]["name"] == fullname and api_port == 8080
+    assert config["archives"]["url"] == f"http://{fullname}.{NAMESPACE}.svc:{api_port}/internal/v1/archives"
+    operator = named(name, "Deployment", "operator")["spec"]["template"]["spec"]
+    files = mounted_files(operator, operator["containers"][0])
+    assert config["archives"]["tokenFile"] in files
+    if values["operator"]["logStore"]["enabled"]:
+        assert config["logs"]["url"] == f"http://{op_service['metadata']['name']}.{NAMESPACE}.svc:{op_port}"
+        assert config["logs"]["tokenFile"] in files
+        mounts = {m["mountPath"] for m in operator["containers"][0]["volumeMounts"]}
+        assert config["logs"]["dir"] in mounts
+    else:
+        assert "logs" not in config
+
+    if values["packageProxy"]["enabled"]:
+        proxy = named(name, "Service", "package-proxy")
+        assert config["packageIndex"]["url"] == (
+            f"http://{proxy['metadata']['name']}.{NAMESPACE}.svc:{proxy['spec']['ports'][0]['port']}/index/")
+        (peer,) = config["packageIndex"]["egressTo"]
+        proxy_pods = named(name, "Deployment", "package-proxy")["spec"]["template"]["metadata"]["labels"]
+        assert peer["podSelector"]["matchLabels"].items() <= proxy_pods.items()
+        assert peer["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": NAMESPACE}
+        assert config["packageIndex"]["ports"] == [{"port": 5000, "protocol": "TCP"}]
+        tag = named(name, "Deployment", "package-proxy")["spec"]["template"]["spec"]["containers"][0]["image"]
+        assert re.search(r":\d+\.\d+\.\d+$", tag), f"the proxy image must be pinned: {tag}"
+
+
+def built_binary(name: str) -> Path | None:
+    for profile in ("debug", "release"):
+        path = ROOT / "target" / profile / name
+        if path.exists():
+            return path
+    return None
+
+
+@param_sets
+def test_operator_accepts_the_rendered_config(name, tmp_path):
+    """The operator binary (when built) reads the rendered file: it gets past the configuration and fails only
+    at connecting to the (absent) cluster."""
+    binary = built_binary("pyexec-operator")
+    if binary is None:
+        pytest.skip("target/{debug,release}/pyexec-operator is not built")
+    config = tmp_path / "config.yaml"
+    config.write_text(named(name, "ConfigMap", "operator")["data"]["config.yaml"])
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "KUBECONFIG": str(tmp_path / "none"),
+           "RUST_BACKTRACE": "0"}
+    result = subprocess.run([str(binary), "--config", str(config), "--listen", "127.0.0.1:0"],
+                            capture_output=True, text=True, env=env, timeout=60)
+    assert "connecting to the Kubernetes API" in result.stderr, result.stderr
+
+
+@param_sets
+def test_apiserver_accepts_the_rendered_environment(name, tmp_path):
+    """The API server binary (when built) parses the rendered environment, files relocated to a temp dir."""
+    binary = built_binary("pyexec-apiserver")
+    if binary is None:
+        pytest.skip("target/{debug,release}/pyexec-apiserver is not built")
+    pod = named(name, "Deployment", "apiserver")["spec"]["template"]["spec"]
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "KUBECONFIG": str(tmp_path / "none"),
+           "RUST_BACKTRACE": "0"}
+    for key, value in env_of(pod["containers"][0]).items():
+        if not isinstance(value, str):  # the downward API
+            value = "demo-python-executor-0"
+        if value.startswith("/"):
+            local = tmp_path / value.lstrip("/")
+            local.parent.mkdir(parents=True, exist_ok=True)
+            if key.endswith("_FILE"):
+                local.write_text("secret-value-123\n")
+            value = str(local)
+        env[key] = value
+    env["PYEXEC_PORT"] = "0"
+    result = subprocess.run([str(binary)], capture_output=True, text=True, env=env, timeout=60)
+    assert "connecting to the Kubernetes API" in result.stderr, result.stderr
+
+
+@param_sets
+def test_control_plane_wiring(name):
+    values = merged_values(name)
+    api_pod = named(name, "Deployment", "apiserver")["spec"]["template"]["spec"]
+    op_pod = named(name, "Deployment", "operator")["spec"]["template"]["spec"]
+    api, op = api_pod["containers"][0], op_pod["containers"][0]
+    api_env, op_env = env_of(api), env_of(op)
+    files = mounted_files(api_pod, api)
+
+    assert api_env["PYEXEC_BACKEND"] == "kubernetes" and api_env["PYEXEC_PORT"] == "8080"
+    assert api_env["PYEXEC_K8S_NAMESPACE"] == executions_namespace(name)
+    versions = sorted(values["operator"]["config"]["images"])
+    assert api_env["PYEXEC_K8S_PYTHON_VERSIONS"] == ",".join(versions)
+    assert api_env["PYEXEC_DEFAULT_IMAGE"] == f"python:{values['operator']['config']['defaultPythonVersion']}-slim"
+    assert api_env["PYEXEC_ARCHIVE_TOKEN_FILE"] in files
+    assert ("PYEXEC_LOGS_TOKEN_FILE" in api_env) == values["operator"]["logStore"]["enabled"]
+    assert ("PYEXEC_API_KEYS_FILE" in api_env) == values["apiKeys"]["enabled"]
+    for key in ("PYEXEC_LOGS_TOKEN_FILE", "PYEXEC_API_KEYS_FILE"):
+        if key in api_env:
+            assert api_env[key] in files, key
+    assert api_env.get("PYEXEC_K8S_RUNTIME_CLASS") == (values["apiserver"]["runtimeClassName"] or None)
+    mounts = {m["mountPath"]: m["name"] for m in api["volumeMounts"]}
+    data = next(v for v in api_pod["volumes"] if v["name"] == mounts[api_env["PYEXEC_DATA_DIR"]])
+    assert ("persistentVolumeClaim" in data) == values["apiserver"]["persistence"]["enabled"]
+    assert api["livenessProbe"]["httpGet"]["path"] == "/health" and api["ports"][0]["containerPort"] == 8080
+
+    assert op_env["PYEXEC_OPERATOR_LISTEN"] == "0.0.0.0:8081"
+    assert op_env["PYEXEC_OPERATOR_CONFIG"].startswith(next(
+        m["mountPath"] for m in op["volumeMounts"] if m["name"] == "config"))
+    assert op_env["POD_NAME"] == api_env["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert op_env["PYEXEC_OPERATOR_NAMESPACE"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    if values["operator"]["watchAllNamespaces"]:
+        assert "PYEXEC_OPERATOR_WATCH_NAMESPACE" not in op_env
+    else:
+        assert op_env["PYEXEC_OPERATOR_WATCH_NAMESPACE"] == executions_namespace(name)
+    assert op["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert op["readinessProbe"]["httpGet"]["path"] == "/readyz"
+
+    # Both sides read the archive token from the same Secret and key.
+    def secret_ref(pod: dict, path: str) -> tuple[str, str]:
+        for volume in pod["volumes"]:
+            for source in volume.get("projected", {}).get("sources", []):
+                for item in source.get("secret", {}).get("items", []):
+                    if item["path"] == path:
+                        return source["secret"]["name"], item["key"]
+        raise AssertionError(path)
+
+    assert secret_ref(api_pod, "archive-token") == secret_ref(op_pod, "archive-token")
+    if values["operator"]["logStore"]["enabled"]:
+        assert secret_ref(api_pod, "logs-token") == secret_ref(op_pod, "logs-token")
+    secrets = {s["metadata"]["name"]: s for s in of_kind(name, "Secret")}
+    for path, setting in (("archive-token", "archiveToken"), ("logs-token", "logsToken"), ("api-keys", "apiKeys")):
+        try:
+            secret, key = secret_ref(api_pod, path)
+        except AssertionError:
+            continue
+        existing = values[setting]["existingSecret"]
+        if existing:
+            assert secret == existing and secret not in secrets
+        else:
+            assert base64.b64decode(secrets[secret]["data"][key]).strip(), (secret, key)
+
+
+def test_generated_secrets_are_kept_across_upgrades():
+    text = (CHART / "templates" / "secrets.yaml").read_text()
+    assert 'lookup "v1" "Secret"' in text and "randAlphaNum" in text
+    # Rendered twice without a cluster, generated tokens differ (no lookup): the Pods' checksum must not.
+    first, second = render("default"), helm("template", RELEASE, str(CHART), "--namespace", NAMESPACE).stdout
+    checksums = [re.findall(r"checksum/secrets: (\w+)", t) for t in (first, second)]
+    assert checksums[0] and checksums[0] == checksums[1]
+
+
+@param_sets
+def test_network_policies(name):
+    values = merged_values(name)
+    policies = of_kind(name, "NetworkPolicy")
+    if not values["networkPolicies"]["enabled"]:
+        assert not policies
+        return
+    components = {p["metadata"]["labels"]["app.kubernetes.io/component"] for p in policies}
+    assert components == {"apiserver", "operator"} | ({"package-proxy"} if values["packageProxy"]["enabled"] else set())
+    for policy in policies:
+        # Never an execution Pod: those carry no instance label.
+        assert policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/instance"] == RELEASE
+        assert set(policy["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+
+    def ports(rule: dict) -> set[int]:
+        return {p["port"] for p in rule.get("ports", [])}
+
+    api = named(name, "NetworkPolicy", "apiserver")["spec"]
+    (ingress,) = api["ingress"]
+    assert ports(ingress) == {8080}
+    assert ("from" in ingress) == bool(values["networkPolicies"]["apiserver"]["ingressFrom"])
+    kube_api = set(values["networkPolicies"]["kubernetesApi"]["ports"])
+    for spec, peer_port in ((api, 8081), (named(name, "NetworkPolicy", "operator")["spec"], 8080)):
+        egress_ports = [ports(rule) for rule in spec["egress"]]
+        assert {53} in egress_ports and kube_api in egress_ports and {peer_port} in egress_ports
+    op = named(name, "NetworkPolicy", "operator")["spec"]
+    (ingress,) = op["ingress"]
+    assert ports(ingress) == {8081}
+    assert ingress["from"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "apiserver"
+
+
+@param_sets
+def test_executions_namespace(name):
+    values = merged_values(name)
+    namespaces = of_kind(name, "Namespace")
+    if not values["executions"]["createNamespace"]:
+        assert not namespaces
+        return
+    (namespace,) = namespaces
+    labels = namespace["metadata"]["labels"]
+    assert namespace["metadata"]["name"] == executions_namespace(name) != NAMESPACE
+    for mode in ("enforce", "audit", "warn"):
+        assert labels[f"pod-security.kubernetes.io/{mode}"] == values["executions"]["podSecurity"][mode]
+    assert namespace["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+
+
+def values_paths(node: Any, prefix: str = "") -> list[str]:
+    """Leaf paths of values.yaml: mappings are walked, anything else (lists, scalars, empty maps) is a leaf, and so
+    are maps of free keys (operator.config.images) and container resources."""
+    if isinstance(node, dict) and node and prefix != "operator.config.images" and not prefix.endswith(".resources"):
+        return [p for k, v in node.items() for p in values_paths(v, f"{prefix}.{k}" if prefix else k)]
+    return [prefix]
+
+
+def test_every_value_is_documented():
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    doc = DOCS.read_text()
+    missing = [p for p in values_paths(values) if f"`{p}`" not in doc]
+    assert not missing, f"values missing from docs/helm.md (as `path`): {missing}"
+
+
+def test_every_value_is_commented():
+    """Every value of values.yaml has a comment line right above it, or lies inside a block whose key has one.
+    Keys that only group other keys (`image:` above `repository:`) need none."""
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    key = re.compile(r"^[\s-]*[\"A-Za-z][\w.\"-]*:")
+
+    def indent(line: str) -> int:
+        return len(line) - len(line.lstrip(" -"))
+
+    def commented(i: int) -> bool:
+        return i > 0 and lines[i - 1].strip().startswith("#")
+
+    def groups(i: int) -> bool:
+        if lines[i].split(":", 1)[1].strip():
+            return False
+        following = [l for l in lines[i + 1:] if l.strip() and not l.strip().startswith("#")]
+        return bool(following) and indent(following[0]) > indent(lines[i]) and bool(key.match(following[0])) \
+            and not following[0].lstrip().startswith("-")
+
+    bad = []
+    for i, line in enumerate(lines):
+        if not key.match(line) or line.strip().startswith("#") or groups(i):
+            continue
+        j, level, ok = i, indent(line), commented(i)
+        while not ok and j > 0 and level > 0:
+            j -= 1
+            if lines[j].strip() and not lines[j].strip().startswith("#") and indent(lines[j]) < level:
+                level = indent(lines[j])
+                ok = commented(j) and level > 0
+        if not ok:
+            bad.append(f"{i + 1}: {line.strip()}")
+    assert not bad, f"values.yaml keys without a comment: {bad}"
+
+
+def test_notes_render():
+    result = helm("install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--dry-run=client")
+    assert result.returncode == 0, result.stderr
+    notes = result.stdout.split("NOTES:", 1)[1]
+    assert f"port-forward svc/{RELEASE}-python-executor 8080:8080" in notes
+    assert f"secret {RELEASE}-python-executor-api-keys" in notes
+    assert "/api/v1/eval" in notes and "helm test" in notes
+
+
+def test_test_hook_posts_an_eval_and_checks_the_answer():
+    (pod,) = [o for o in of_kind("default", "Pod")
+              if o["metadata"].get("annotations", {}).get("helm.sh/hook") == "test"]
+    container = pod["spec"]["containers"][0]
+    script = "\n".join(container["args"])
+    assert env_of(container)["URL"] == f"http://{RELEASE}-python-executor.{NAMESPACE}.svc:8080/api/v1/eval"
+    assert '"eval_last_expr": true' in script and '"completed"' in script and '"42"' in script
+    assert pod["spec"]["restartPolicy"] == "Never"
+
+
+# ------------------------------------------------------------------------------------------------ kustomize base
+
+KUSTOMIZE = ROOT / "deploy" / "kustomize"
+
+
+def test_the_kustomize_base_is_the_chart_rendered():
+    """deploy/kustomize/base is `helm template` of the chart with deploy/kustomize/helm-values.yaml, plus the CRD."""
+    rendered = helm("template", "python-executor", str(CHART), "-n", "pyexec-system", "--skip-tests",
+                    "-f", str(KUSTOMIZE / "helm-values.yaml"))
+    assert rendered.returncode == 0, rendered.stderr
+    committed = (KUSTOMIZE / "base" / "python-executor.yaml").read_text()
+    assert committed == rendered.stdout, (
+        "deploy/kustomize/base/python-executor.yaml is stale: regenerate it (deploy/kustomize/README.md)")
+    assert (KUSTOMIZE / "base" / "pythonexecution-crd.yaml").read_bytes() == CRD.read_bytes()
+
+
+def test_the_kustomize_base_builds_and_validates(tmp_path):
+    kubectl = ROOT / "target" / "k8s-tools" / "bin" / "kubectl"
+    built = subprocess.run([str(kubectl), "kustomize", str(KUSTOMIZE / "base")], capture_output=True, text=True,
+                           timeout=120)
+    assert built.returncode == 0, built.stderr
+    out = tmp_path / "base.yaml"
+    out.write_text(built.stdout)
+    docs = [d for d in yaml.safe_load_all(built.stdout) if d]
+    assert all(d["metadata"].get("namespace") in (None, "pyexec-system") for d in docs)
+    assert not [d for d in docs if d["kind"] == "Secret"], "the base generates no Secret"
+    check = subprocess.run([sys.executable, str(VALIDATOR), "--crd", str(CRD), "--pss", "restricted", str(out)],
+                           capture_output=True, text=True, timeout=600)
+    assert check.returncode == 0, check.stdout + check.stderr

@@ -148,3 +148,35 @@ pub struct ListArgs {
     #[arg(long)]
     pub cursor: Option<String>,
 }
+
+#[cfg(test)]
+mod docs {
+    use clap::CommandFactory;
+
+    /// Every flag of every command, and every variable, is in docs/cli.md.
+    #[test]
+    fn every_flag_is_documented() {
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/cli.md")).unwrap_or_default();
+        let root = super::Cli::command();
+        let mut missing = Vec::new();
+        for command in std::iter::once(&root).chain(root.get_subcommands()) {
+            for arg in command.get_arguments() {
+                let Some(long) = arg.get_long() else { continue };
+                if matches!(long, "help" | "version") {
+                    continue;
+                }
+                if !doc.contains(&format!("`--{long}")) && !doc.contains(&format!("/`--{long}`")) {
+                    missing.push(format!("{} --{long}", command.get_name()));
+                }
+                if let Some(env) = arg.get_env() {
+                    let env = env.to_string_lossy();
+                    if !doc.contains(&format!("`{env}`")) {
+                        missing.push(env.into_owned());
+                    }
+                }
+            }
+        }
+        missing.dedup();
+        assert!(missing.is_empty(), "undocumented in docs/cli.md: {missing:?}");
+    }
+}

@@ -29,6 +29,10 @@ scripts/k8s/install-tools.sh
 target/k8s-venv/bin/python -m pip install -q --disable-pip-version-check -r scripts/deploy-test-requirements.txt
 export PYEXEC_REQUIRE_K8S_TOOLS=1
 
+# A one-shot build on a machine whose disk may be small: no incremental state, and line tables (enough for
+# backtraces) instead of full debug info, which keeps target/ to a few GiB instead of over ten.
+export CARGO_INCREMENTAL=0 CARGO_PROFILE_DEV_DEBUG=line-tables-only
+
 echo "== format and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

@@ -35,6 +35,9 @@ pub enum ApiError {
     /// 503 (shutting down).
     #[error("{0}")]
     Unavailable(String),
+    /// 507: the server's disk is full; the request may succeed later and nothing of it was kept.
+    #[error("{0}")]
+    InsufficientStorage(String),
     /// 500; the detail is logged.
     #[error("{0}")]
     Internal(String),
@@ -54,6 +57,7 @@ impl ApiError {
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

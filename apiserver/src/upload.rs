@@ -161,9 +161,21 @@ async fn receive_tar(
             tracing::debug!(files = summary.files, bytes = summary.bytes, "archive unpacked");
             Ok(staged.keep().unwrap_or(dir))
         }
-        Err(WorkspaceError::Invalid(m)) => Err(ApiError::BadRequest(m)),
-        Err(WorkspaceError::TooLarge(m)) => Err(ApiError::TooLarge(m)),
-        Err(WorkspaceError::Io(e)) => Err(ApiError::Internal(format!("unpacking the archive: {e}"))),
+        Err(e) => Err(unpack_error(e)),
+    }
+}
+
+/// The answer for an archive that could not be unpacked. A full disk or an exhausted quota is not the client's
+/// fault and may pass later, so it is not a 400; the staging directory is removed either way.
+fn unpack_error(e: WorkspaceError) -> ApiError {
+    use std::io::ErrorKind::{QuotaExceeded, StorageFull};
+    match e {
+        WorkspaceError::Invalid(m) => ApiError::BadRequest(m),
+        WorkspaceError::TooLarge(m) => ApiError::TooLarge(m),
+        WorkspaceError::Io(e) if matches!(e.kind(), StorageFull | QuotaExceeded) => ApiError::InsufficientStorage(
+            format!("the server has no space left to unpack the archive ({e}); nothing was kept, retry later"),
+        ),
+        WorkspaceError::Io(e) => ApiError::Internal(format!("unpacking the archive: {e}")),
     }
 }
 
@@ -196,6 +208,22 @@ impl Read for ChannelReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::response::IntoResponse;
+
+    #[test]
+    fn a_full_disk_is_507_and_other_io_errors_500() {
+        let io = |code| WorkspaceError::Io(std::io::Error::from_raw_os_error(code));
+        let full = unpack_error(io(libc::ENOSPC));
+        assert!(matches!(&full, ApiError::InsufficientStorage(m) if m.contains("no space left")), "{full:?}");
+        assert!(matches!(unpack_error(io(libc::EDQUOT)), ApiError::InsufficientStorage(_)));
+        assert!(matches!(unpack_error(io(libc::EIO)), ApiError::Internal(_)));
+        assert!(matches!(unpack_error(WorkspaceError::Invalid("x".into())), ApiError::BadRequest(_)));
+        assert_eq!(
+            full.into_response().status(),
+            axum::http::StatusCode::INSUFFICIENT_STORAGE,
+            "the status clients see"
+        );
+    }
 
     #[test]
     fn content_type_checks_use_the_original_messages() {

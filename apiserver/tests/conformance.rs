@@ -58,29 +58,7 @@ async fn health_docs_and_the_original_404() {
 #[tokio::test]
 async fn eval_last_expression_cases() {
     let s = Server::start().await;
-    let cases: &[(&str, Option<&str>)] = &[
-        ("2 + 2", Some("4")),
-        ("6 * 7", Some("42")),
-        ("10 / 4", Some("2.5")),
-        ("x = 5\ny = 10\nx + y", Some("15")),
-        ("a = 100\nb = a // 3\nb * 2", Some("66")),
-        ("import math\nmath.sqrt(16)", Some("4.0")),
-        ("x = 5", None),
-        ("print('hello')", None),
-        ("a, b, c = 1, 2, 3", None),
-        ("[1, 2, 3]", Some("[1, 2, 3]")),
-        ("[x**2 for x in range(5)]", Some("[0, 1, 4, 9, 16]")),
-        ("{'a': 1, 'b': 2}", Some("{'a': 1, 'b': 2}")),
-        ("'hello world'", Some("'hello world'")),
-        ("(1, 2, 3)", Some("(1, 2, 3)")),
-        ("{1, 2, 3}", Some("{1, 2, 3}")),
-        ("print('computing...')\n2 ** 10", Some("1024")),
-        ("print('step 1')\nprint('step 2')\n'done'", Some("'done'")),
-        ("len('hello')", Some("5")),
-        ("sum(range(101))", Some("5050")),
-        ("sorted([3, 1, 4, 1, 5])", Some("[1, 1, 3, 4, 5]")),
-    ];
-    for (code, want) in cases {
+    for (code, want) in pyexec_testkit::EVAL_LAST_EXPR_CASES {
         let (status, r) = s.eval(json!({"code": format!("{code}\n"), "eval_last_expr": true})).await;
         assert_eq!(status, 200);
         assert_eq!(r["status"], "completed", "{code}: {r}");

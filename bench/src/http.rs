@@ -188,8 +188,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     drop(server);
 
     let mut upload = None;
-    if args.upload_mb > 0 {
-        upload = Some(upload_memory(&binary, args.upload_mb).await?);
+    match upload_size_mb(args.upload_mb) {
+        Ok(0) => {}
+        Ok(mb) => upload = Some(upload_memory(&binary, mb).await?),
+        Err(why) => eprintln!("SKIPPED: the upload memory check: {why}"),
     }
 
     let mut targets = Targets::new();
@@ -211,6 +213,27 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     targets.finish(args.check)
+}
+
+/// The archive size for the memory check: the asked size, or less when the temporary directory (where the
+/// server unpacks it) cannot hold it twice over, since a disk filled by a benchmark breaks everything after it.
+fn upload_size_mb(asked: u64) -> Result<u64, String> {
+    if asked == 0 {
+        return Ok(0);
+    }
+    let tmp = std::env::temp_dir();
+    let stat = rustix::fs::statvfs(&tmp).map_err(|e| format!("statvfs {}: {e}", tmp.display()))?;
+    let free_mb = stat.f_bavail.saturating_mul(stat.f_frsize) >> 20;
+    let fits = free_mb / 2;
+    const SMALLEST_MB: u64 = 64;
+    if fits >= asked {
+        Ok(asked)
+    } else if fits >= SMALLEST_MB {
+        eprintln!("only {free_mb} MiB free in {}: the upload check uses {fits} MiB instead of {asked}", tmp.display());
+        Ok(fits)
+    } else {
+        Err(format!("only {free_mb} MiB free in {}, less than twice {SMALLEST_MB} MiB", tmp.display()))
+    }
 }
 
 /// Streams a tar holding one `mb` MiB file to a fresh server and reports (mb, RSS before, peak RSS).

@@ -120,29 +120,7 @@ async fn eval_error_lines_point_into_the_users_file() {
 /// newline).
 #[tokio::test]
 async fn eval_last_expression_vectors() {
-    let cases: &[(&str, Option<&str>)] = &[
-        ("2 + 2", Some("4")),
-        ("6 * 7", Some("42")),
-        ("10 / 4", Some("2.5")),
-        ("x = 5\ny = 10\nx + y", Some("15")),
-        ("a = 100\nb = a // 3\nb * 2", Some("66")),
-        ("import math\nmath.sqrt(16)", Some("4.0")),
-        ("x = 5", None),
-        ("print('hello')", None),
-        ("a, b = 1, 2", None),
-        ("[1, 2, 3]", Some("[1, 2, 3]")),
-        ("[x**2 for x in range(5)]", Some("[0, 1, 4, 9, 16]")),
-        ("{'a': 1, 'b': 2}", Some("{'a': 1, 'b': 2}")),
-        ("'hello world'", Some("'hello world'")),
-        ("(1, 2, 3)", Some("(1, 2, 3)")),
-        ("{1, 2, 3}", Some("{1, 2, 3}")),
-        ("print('computing...')\n2 ** 10", Some("1024")),
-        ("print('step 1')\nprint('step 2')\n'done'", Some("'done'")),
-        ("len([1, 2, 3, 4, 5])", Some("5")),
-        ("sum(range(101))", Some("5050")),
-        ("sorted([3, 1, 4, 1, 5])", Some("[1, 1, 3, 4, 5]")),
-    ];
-    for (code, want) in cases {
+    for (code, want) in pyexec_testkit::EVAL_LAST_EXPR_CASES {
         let r = eval(&format!("{code}\n")).await;
         assert_eq!(r.status, ExecutionStatus::Completed, "{code}: {r:?}");
         assert_eq!(r.result.as_deref(), *want, "{code}: {r:?}");

@@ -11,6 +11,33 @@
 
 pub mod kube;
 
+/// The 21 cases of the original's `scripts/test-eval-last-expr.sh` (code, expected `result`), shared by the
+/// embedded backend's tests and the HTTP conformance tests. The code is sent as `jq -Rs` does: with a trailing
+/// newline.
+pub const EVAL_LAST_EXPR_CASES: &[(&str, Option<&str>)] = &[
+    ("2 + 2", Some("4")),
+    ("6 * 7", Some("42")),
+    ("10 / 4", Some("2.5")),
+    ("x = 5\ny = 10\nx + y", Some("15")),
+    ("a = 100\nb = a // 3\nb * 2", Some("66")),
+    ("import math\nmath.sqrt(16)", Some("4.0")),
+    ("x = 5", None),
+    ("print('hello')", None),
+    ("a, b, c = 1, 2, 3", None),
+    ("[1, 2, 3]", Some("[1, 2, 3]")),
+    ("[x**2 for x in range(5)]", Some("[0, 1, 4, 9, 16]")),
+    ("{'a': 1, 'b': 2}", Some("{'a': 1, 'b': 2}")),
+    ("'hello world'", Some("'hello world'")),
+    ("(1, 2, 3)", Some("(1, 2, 3)")),
+    ("{1, 2, 3}", Some("{1, 2, 3}")),
+    ("print('computing...')\n2 ** 10", Some("1024")),
+    ("print('step 1')\nprint('step 2')\n'done'", Some("'done'")),
+    ("len('hello')", Some("5")),
+    ("len([1, 2, 3, 4, 5])", Some("5")),
+    ("sum(range(101))", Some("5050")),
+    ("sorted([3, 1, 4, 1, 5])", Some("[1, 1, 3, 4, 5]")),
+];
+
 use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

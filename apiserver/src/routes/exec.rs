@@ -36,6 +36,7 @@ pub struct ExecForm {
         (status = 401, description = "Missing or invalid API key", body = ErrorResponse),
         (status = 413, description = "Upload or unpacked archive too large", body = ErrorResponse),
         (status = 429, description = "Queue full; see Retry-After", body = ErrorResponse),
+        (status = 507, description = "The server's disk is full; nothing was kept, retry later", body = ErrorResponse),
     ),
     security((), ("bearer" = []))
 )]
@@ -56,6 +57,7 @@ pub async fn exec_sync(State(state): State<AppState>, request: Request) -> Resul
         (status = 401, description = "Missing or invalid API key", body = ErrorResponse),
         (status = 413, description = "Upload or unpacked archive too large", body = ErrorResponse),
         (status = 429, description = "Queue full; see Retry-After", body = ErrorResponse),
+        (status = 507, description = "The server's disk is full; nothing was kept, retry later", body = ErrorResponse),
     ),
     security((), ("bearer" = []))
 )]

@@ -90,6 +90,23 @@ func decode(resp *http.Response, into interface{}) error {
 	return nil
 }
 
+// call sends req and decodes the answer into `into` when its status is `want`. A 404 is ErrNotFound when
+// notFound is set; any other status is the server's error.
+func (c *Client) call(req *http.Request, want int, notFound bool, into interface{}) error {
+	resp, err := c.do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if notFound && resp.StatusCode == http.StatusNotFound {
+		return ErrNotFound
+	}
+	if resp.StatusCode != want {
+		return unexpected(resp)
+	}
+	return decode(resp, into)
+}
+
 func (c *Client) multipartRequest(ctx context.Context, path string, tarData []byte, metadata *Metadata) (*http.Request, error) {
 	if metadata == nil {
 		metadata = &Metadata{}
@@ -134,16 +151,11 @@ func (c *Client) ExecuteSync(ctx context.Context, tarData []byte, metadata *Meta
 	if err != nil {
 		return nil, err
 	}
-	resp, err := c.do(req)
-	if err != nil {
+	var result ExecutionResult
+	if err := c.call(req, http.StatusOK, false, &result); err != nil {
 		return nil, err
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, unexpected(resp)
-	}
-	var result ExecutionResult
-	return &result, decode(resp, &result)
+	return &result, nil
 }
 
 // ExecuteAsync uploads a tar archive and returns the new execution's id at once.
@@ -152,16 +164,8 @@ func (c *Client) ExecuteAsync(ctx context.Context, tarData []byte, metadata *Met
 	if err != nil {
 		return "", err
 	}
-	resp, err := c.do(req)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusAccepted {
-		return "", unexpected(resp)
-	}
 	var answer AsyncResponse
-	if err := decode(resp, &answer); err != nil {
+	if err := c.call(req, http.StatusAccepted, false, &answer); err != nil {
 		return "", err
 	}
 	return answer.ExecutionID, nil
@@ -173,19 +177,11 @@ func (c *Client) GetExecution(ctx context.Context, executionID string) (*Executi
 	if err != nil {
 		return nil, err
 	}
-	resp, err := c.do(req)
-	if err != nil {
+	var result ExecutionResult
+	if err := c.call(req, http.StatusOK, true, &result); err != nil {
 		return nil, err
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode == http.StatusNotFound {
-		return nil, ErrNotFound
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, unexpected(resp)
-	}
-	var result ExecutionResult
-	return &result, decode(resp, &result)
+	return &result, nil
 }
 
 // KillExecution kills a pending or running execution (a finished one is left as it is).
@@ -200,19 +196,8 @@ func (c *Client) Kill(ctx context.Context, executionID string) (ExecutionStatus,
 	if err != nil {
 		return "", err
 	}
-	resp, err := c.do(req)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode == http.StatusNotFound {
-		return "", ErrNotFound
-	}
-	if resp.StatusCode != http.StatusOK {
-		return "", unexpected(resp)
-	}
 	var answer KillResponse
-	if err := decode(resp, &answer); err != nil {
+	if err := c.call(req, http.StatusOK, true, &answer); err != nil {
 		return "", err
 	}
 	return ExecutionStatus(answer.Status), nil
@@ -283,16 +268,11 @@ func (c *Client) ListExecutions(ctx context.Context, status ExecutionStatus, lim
 	if err != nil {
 		return nil, err
 	}
-	resp, err := c.do(req)
-	if err != nil {
+	var page ExecutionPage
+	if err := c.call(req, http.StatusOK, false, &page); err != nil {
 		return nil, err
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, unexpected(resp)
-	}
-	var page ExecutionPage
-	return &page, decode(resp, &page)
+	return &page, nil
 }
 
 // Health returns the server's /health document. Additive.
@@ -301,14 +281,9 @@ func (c *Client) Health(ctx context.Context) (map[string]interface{}, error) {
 	if err != nil {
 		return nil, err
 	}
-	resp, err := c.do(req)
-	if err != nil {
+	var health map[string]interface{}
+	if err := c.call(req, http.StatusOK, false, &health); err != nil {
 		return nil, err
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, unexpected(resp)
-	}
-	var health map[string]interface{}
-	return health, decode(resp, &health)
+	return health, nil
 }

@@ -172,7 +172,7 @@ impl CgroupLayout {
             }
             _ => match v2 {
                 Some(m) => match own_dir(m, own) {
-                    Some(dir) => prepare_unified(&dir),
+                    Some(dir) => prepare_unified(&dir, &m.mount_point),
                     None => CgroupLayout::Unavailable { reason: "the server's own v2 cgroup was not found".into() },
                 },
                 None => CgroupLayout::Unavailable { reason: "no cgroup hierarchy is mounted".into() },
@@ -284,23 +284,34 @@ fn ensure_dir(dir: &Path) -> io::Result<()> {
     }
 }
 
-/// Delegates memory, pids (and cpu) below the server's own v2 cgroup `own`.
+/// Delegates memory, pids (and cpu) below the server's own v2 cgroup `own`, in the hierarchy mounted at `top`.
 ///
 /// v2 forbids enabling controllers for the children of a cgroup that has processes of its own, so the processes
 /// of `own` (the server, and in a container whatever else shares its cgroup) move to `own/supervisor` first, the
-/// way container init scripts do.
-fn prepare_unified(own: &Path) -> CgroupLayout {
+/// way container init scripts do. Controllers `own` was not given are enabled from the nearest ancestor that has
+/// them (see [`enable_from_ancestors`]).
+fn prepare_unified(own: &Path, top: &Path) -> CgroupLayout {
+    // A server started inside the `supervisor/` cgroup an earlier one made (a restart under the same service
+    // manager, the next test binary of a suite) takes over that layout instead of nesting one more level.
+    let own = own
+        .parent()
+        .filter(|parent| own.file_name() == Some(SUPERVISOR_NAME.as_ref()) && parent.join(PARENT_NAME).is_dir())
+        .unwrap_or(own);
     let unavailable = |reason: String| CgroupLayout::Unavailable { reason };
     let available = fs::read_to_string(own.join("cgroup.controllers")).unwrap_or_default();
     let has = |c: &str| available.split_whitespace().any(|a| a == c);
-    if !has("memory") || !has("pids") {
+    let missing: Vec<&str> = ["memory", "pids", "cpu"].into_iter().filter(|c| !has(c)).collect();
+    let gained = if missing.is_empty() { Vec::new() } else { enable_from_ancestors(own, top, &missing) };
+    let usable = |c: &str| has(c) || gained.contains(&c);
+    if !usable("memory") || !usable("pids") {
         return unavailable(format!(
-            "the memory and pids controllers are not delegated to {} (available: {:?})",
+            "the memory and pids controllers are not delegated to {} (available: {:?}) and could not be enabled \
+             from its ancestors; run the server as root, or in a cgroup with them delegated (systemd: Delegate=yes)",
             own.display(),
             available.trim()
         ));
     }
-    let cpu = has("cpu");
+    let cpu = usable("cpu");
     let wanted = if cpu { "+memory +pids +cpu" } else { "+memory +pids" };
     if let Err(first) = fs::write(own.join("cgroup.subtree_control"), wanted) {
         if first.raw_os_error() != Some(libc::EBUSY) {
@@ -322,6 +333,45 @@ fn prepare_unified(own: &Path) -> CgroupLayout {
     }
     remove_stale_runs(&parent, Hierarchy::V2);
     CgroupLayout::Unified { parent, cpu }
+}
+
+/// Makes the `missing` controllers available to `own` by enabling each in the `cgroup.subtree_control` of every
+/// cgroup from the nearest ancestor that has it down to `own`'s parent, and returns those it could enable.
+///
+/// A server started as root outside a delegated cgroup (a plain service manager, a VM's process supervisor, a
+/// login session) often sits in a cgroup that was given only some controllers; without this it would run every
+/// program without memory and pids limits although the host has the controllers. Enabling a controller for a
+/// cgroup's children sets no limit on them (every limit defaults to `max`); the one visible effect is that sibling
+/// cgroups get cpu weights of their own. It needs write access to the ancestors (root), and fails on an ancestor
+/// that holds processes of its own, which v2 forbids; both are logged and leave the controller missing.
+fn enable_from_ancestors(own: &Path, top: &Path, missing: &[&'static str]) -> Vec<&'static str> {
+    let ancestors: Vec<&Path> = own.ancestors().skip(1).take_while(|a| a.starts_with(top)).collect();
+    let listed = |dir: &Path, file: &str, c: &str| {
+        fs::read_to_string(dir.join(file)).unwrap_or_default().split_whitespace().any(|x| x == c)
+    };
+    let mut gained = Vec::new();
+    'controllers: for &controller in missing {
+        // The nearest ancestor that was given the controller; it and each cgroup below it pass it on.
+        let Some(nearest) = ancestors.iter().position(|a| listed(a, "cgroup.controllers", controller)) else {
+            continue;
+        };
+        for dir in ancestors[..=nearest].iter().rev() {
+            if listed(dir, "cgroup.subtree_control", controller) {
+                continue;
+            }
+            if let Err(e) = fs::write(dir.join("cgroup.subtree_control"), format!("+{controller}")) {
+                let why = if e.raw_os_error() == Some(libc::EBUSY) { " (it holds processes of its own)" } else { "" };
+                tracing::warn!(
+                    cgroup = %dir.display(), controller, error = %e,
+                    "cannot enable a cgroup controller for the sandbox{why}; give the server a delegated cgroup"
+                );
+                continue 'controllers;
+            }
+            tracing::info!(cgroup = %dir.display(), controller, "enabled a cgroup controller for the sandbox");
+        }
+        gained.push(controller);
+    }
+    gained
 }
 
 fn move_processes_to(from: &Path, to: &Path) -> io::Result<()> {
@@ -434,6 +484,46 @@ mod tests {
         fs::write(dir.join("memory.events"), "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n").unwrap();
         assert!(run.oom_killed());
         assert!(layout.describe().starts_with("v2 at "));
+    }
+
+    /// A server in a cgroup given only `memory` (as under a VM's process supervisor): pids and cpu are enabled
+    /// from the ancestor that has them, then delegated below the server's own cgroup as usual.
+    #[test]
+    fn unified_layout_enables_missing_controllers_from_ancestors() {
+        let root = tempfile::tempdir().unwrap();
+        let supervisor = root.path().join("process_api");
+        let own = supervisor.join("abc");
+        fs::create_dir_all(&own).unwrap();
+        fs::write(root.path().join("cgroup.controllers"), "cpuset cpu io memory pids\n").unwrap();
+        fs::write(root.path().join("cgroup.subtree_control"), "cpuset cpu io memory pids\n").unwrap();
+        fs::write(supervisor.join("cgroup.controllers"), "cpuset cpu io memory pids\n").unwrap();
+        fs::write(supervisor.join("cgroup.subtree_control"), "memory\n").unwrap();
+        fs::write(own.join("cgroup.controllers"), "memory\n").unwrap();
+        fs::write(own.join("cgroup.procs"), "").unwrap();
+        let mountinfo = format!("30 25 0:26 / {} rw - cgroup2 cgroup2 rw\n", root.path().display());
+        let layout = prepare_for_test(&mountinfo, "0::/process_api/abc\n");
+        assert_eq!(layout, CgroupLayout::Unified { parent: own.join("pyexec"), cpu: true });
+        // Written one controller at a time (a fake file keeps the last write); the root was left alone.
+        assert_eq!(fs::read_to_string(supervisor.join("cgroup.subtree_control")).unwrap(), "+cpu");
+        assert_eq!(
+            fs::read_to_string(root.path().join("cgroup.subtree_control")).unwrap(),
+            "cpuset cpu io memory pids\n"
+        );
+        assert_eq!(fs::read_to_string(own.join("cgroup.subtree_control")).unwrap(), "+memory +pids +cpu");
+    }
+
+    #[test]
+    fn a_server_started_in_the_supervisor_cgroup_reuses_the_layout() {
+        let root = tempfile::tempdir().unwrap();
+        let own = root.path().join("service");
+        fs::create_dir_all(own.join("supervisor")).unwrap();
+        fs::create_dir_all(own.join("pyexec")).unwrap();
+        fs::write(own.join("cgroup.controllers"), "memory pids\n").unwrap();
+        fs::write(own.join("cgroup.procs"), "").unwrap();
+        let mountinfo = format!("30 25 0:26 / {} rw - cgroup2 cgroup2 rw\n", root.path().display());
+        let layout = prepare_for_test(&mountinfo, "0::/service/supervisor\n");
+        assert_eq!(layout, CgroupLayout::Unified { parent: own.join("pyexec"), cpu: false });
+        assert!(!own.join("supervisor/supervisor").exists(), "no nesting");
     }
 
     #[test]

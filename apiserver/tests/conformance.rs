@@ -440,17 +440,7 @@ async fn events_stream_output_then_the_result() {
     assert_eq!(r.status(), 200);
     assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
     let text = r.text().await.unwrap();
-    let mut output = String::new();
-    let mut result = None;
-    for block in text.split("\n\n").filter(|b| !b.trim().is_empty()) {
-        let event = block.lines().find_map(|l| l.strip_prefix("event: ")).unwrap_or("");
-        let data: String = block.lines().filter_map(|l| l.strip_prefix("data: ")).collect();
-        match event {
-            "output" => output.push_str(serde_json::from_str::<Value>(&data).unwrap()["data"].as_str().unwrap()),
-            "result" => result = Some(serde_json::from_str::<Value>(&data).unwrap()),
-            _ => {}
-        }
-    }
+    let (output, result) = pyexec_testkit::output_and_result(&text);
     assert_eq!(output, "0\n1\n2\n");
     let result = result.expect("a final result event");
     assert_eq!((result["status"].as_str(), result["stdout"].as_str()), (Some("completed"), Some("0\n1\n2\n")));

@@ -140,6 +140,19 @@ async fn the_operator_and_the_kubernetes_backend_on_a_real_cluster() {
         (Some("completed"), Some("uploaded\n")),
         "archives reach the Pod: {r}"
     );
+    // /events: the output from the Pod's log, then the result.
+    let (_, r) = server
+        .exec(
+            "async",
+            &[("main.py", b"import time\nfor i in range(3):\n    print(i, flush=True)\n    time.sleep(2)")],
+            serde_json::json!({"entrypoint": "main.py"}),
+        )
+        .await;
+    let id = r["execution_id"].as_str().unwrap().to_owned();
+    let events = server.get(&format!("/api/v1/executions/{id}/events")).send().await.unwrap();
+    let (output, result) = pyexec_testkit::output_and_result(&events.text().await.unwrap());
+    assert_eq!(output, "0\n1\n2\n", "live output from the Pod's log");
+    assert_eq!(result.expect("a result event")["stdout"], "0\n1\n2\n");
     let (_, r) = server
         .exec("async", &[("main.py", b"import time; time.sleep(600)")], serde_json::json!({"entrypoint": "main.py"}))
         .await;

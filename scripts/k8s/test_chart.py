@@ -71,7 +71,11 @@ ACCEPTED_CONFIG_KEYS: dict[str, Any] = {
 }
 
 # The RBAC the components need (docs/kubernetes.md), as (apiGroup, resource) -> verbs. Exactly these, no more.
-APISERVER_RULES = {("pyexec.io", "pythonexecutions"): {"get", "list", "watch", "create", "patch", "delete"}}
+APISERVER_RULES = {
+    ("pyexec.io", "pythonexecutions"): {"get", "list", "watch", "create", "patch", "delete"},
+    ("", "pods"): {"get"},
+    ("", "pods/log"): {"get"},
+}
 OPERATOR_RULES = {
     ("pyexec.io", "pythonexecutions"): {"get", "list", "watch", "patch", "update", "delete"},
     ("pyexec.io", "pythonexecutions/status"): {"get", "patch", "update"},

@@ -256,6 +256,32 @@ pub async fn json_of(r: reqwest::Response) -> (u16, Value) {
     (code, serde_json::from_str(&text).unwrap_or(Value::String(text)))
 }
 
+/// The `(event, data)` pairs of a whole Server-Sent Events body, data parsed as JSON.
+pub fn sse_events(text: &str) -> Vec<(String, Value)> {
+    text.split("\n\n")
+        .filter(|block| !block.trim().is_empty())
+        .map(|block| {
+            let event = block.lines().find_map(|l| l.strip_prefix("event: ")).unwrap_or("message");
+            let data: String = block.lines().filter_map(|l| l.strip_prefix("data: ")).collect();
+            (event.to_owned(), serde_json::from_str(&data).unwrap_or(Value::String(data)))
+        })
+        .collect()
+}
+
+/// The concatenated output and the final result of an `/events` body.
+pub fn output_and_result(text: &str) -> (String, Option<Value>) {
+    let mut output = String::new();
+    let mut result = None;
+    for (event, data) in sse_events(text) {
+        match event.as_str() {
+            "output" => output.push_str(data["data"].as_str().unwrap_or_default()),
+            "result" => result = Some(data),
+            _ => {}
+        }
+    }
+    (output, result)
+}
+
 /// A plain tar with `files` (mode 0644).
 pub fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());

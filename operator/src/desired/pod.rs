@@ -24,13 +24,12 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::ResourceExt;
 use pyexec_core::pod::RUNNER_FILE;
 use pyexec_crds::PythonExecution;
+pub use pyexec_crds::pod::{MAIN_CONTAINER, NONCE_ENV, pod_nonce};
 
 use super::child_meta;
 use crate::admission::Admitted;
 use crate::config::OperatorConfig;
 
-/// The program's container.
-pub const MAIN_CONTAINER: &str = "python";
 /// The archive-receiving init container.
 pub const RECEIVE_CONTAINER: &str = "receive";
 /// The package-installing init container.
@@ -43,8 +42,6 @@ pub const RUN_DIR: &str = "/opt/pyexec";
 pub const SOURCE_DIR: &str = "/opt/pyexec-source";
 /// Where packages are installed.
 pub const DEPS_DIR: &str = "/deps";
-/// The variable carrying the frame nonce to the runner.
-pub const NONCE_ENV: &str = "PYEXEC_FRAME_NONCE";
 /// The uid and gid of every container.
 const UID: i64 = 1000;
 
@@ -187,21 +184,6 @@ fn plain_http_authority(url: &str) -> Option<&str> {
     let rest = url.strip_prefix("http://")?;
     let authority = rest.split(['/', '?', '#']).next()?;
     Some(authority.rsplit_once('@').map_or(authority, |(_, host)| host)).filter(|h| !h.is_empty())
-}
-
-/// The nonce a Pod's runner marks its frames with.
-pub fn pod_nonce(pod: &Pod) -> Option<String> {
-    pod.spec
-        .as_ref()?
-        .containers
-        .iter()
-        .find(|c| c.name == MAIN_CONTAINER)?
-        .env
-        .as_ref()?
-        .iter()
-        .find(|e| e.name == NONCE_ENV)?
-        .value
-        .clone()
 }
 
 fn container(

@@ -7,11 +7,11 @@
 //! [`MANAGED_BY`]; the list endpoint shows only those.
 
 pub mod archives;
+mod events;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use futures::StreamExt;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::wait::await_condition;
 use kube::{Api, Client, ResourceExt};
@@ -21,12 +21,10 @@ use pyexec_core::{
 use pyexec_crds::convert::{
     NO_REQUIREMENTS, execution_id, resource_name, result_from_status, spec_from_execution, status_of,
 };
-use pyexec_crds::{ArchiveSource, Phase, PythonExecution, Source as CrSource, SourceFile};
+use pyexec_crds::{ArchiveSource, PythonExecution, Source as CrSource, SourceFile};
 
 use self::archives::Archives;
-use super::{
-    Backend, BackendError, BackendHealth, EventStream, ExecutionEvent, KillReason, ListQuery, QueueHealth, Source,
-};
+use super::{Backend, BackendError, BackendHealth, EventStream, KillReason, ListQuery, QueueHealth, Source};
 
 /// Label on the resources this backend creates.
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "pyexec-apiserver");
@@ -323,12 +321,13 @@ impl Backend for KubernetesBackend {
         if self.api.get_opt(&name).await.map_err(internal)?.is_none() {
             return Ok(None);
         }
-        // Status changes as the operator writes them, then the result.
+        // Status changes as the operator writes them, the program's output from its Pod's log, then the result.
         let watcher = kube::runtime::watcher(
             self.api.clone(),
             kube::runtime::watcher::Config::default().fields(&format!("metadata.name={name}")),
         );
-        Ok(Some(status_events(watcher, id.to_owned())))
+        let pods = Api::namespaced(self.api.clone().into_client(), &self.config.namespace);
+        Ok(Some(events::execution_events(watcher, Some(pods), id.to_owned())))
     }
 
     fn health(&self) -> BackendHealth {
@@ -350,42 +349,4 @@ impl Backend for KubernetesBackend {
     async fn shutdown(&self, _grace: Duration) {
         // Executions live in the cluster: nothing runs in this process.
     }
-}
-
-/// Status events from a watch of one resource, ending with its result.
-fn status_events(
-    watcher: impl futures::Stream<
-        Item = Result<kube::runtime::watcher::Event<PythonExecution>, kube::runtime::watcher::Error>,
-    > + Send
-    + 'static,
-    id: String,
-) -> EventStream {
-    let (tx, rx) = tokio::sync::mpsc::channel(16);
-    tokio::spawn(async move {
-        let mut watcher = std::pin::pin!(watcher);
-        let mut last: Option<Phase> = None;
-        while let Some(event) = watcher.next().await {
-            let cr = match event {
-                Ok(kube::runtime::watcher::Event::Apply(cr) | kube::runtime::watcher::Event::InitApply(cr)) => cr,
-                Ok(kube::runtime::watcher::Event::Delete(_)) => break,
-                Ok(_) => continue,
-                Err(e) => {
-                    tracing::warn!(execution_id = %id, error = %e, "watching the execution failed");
-                    continue;
-                }
-            };
-            let phase = cr.phase();
-            if phase.is_terminal() {
-                let _ = tx.send(ExecutionEvent::Result(Box::new(result_from_status(&id, cr.status.as_ref())))).await;
-                break;
-            }
-            if last != Some(phase) {
-                last = Some(phase);
-                if tx.send(ExecutionEvent::Status(status_of(phase))).await.is_err() {
-                    break;
-                }
-            }
-        }
-    });
-    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
 }

@@ -1,0 +1,216 @@
+//! `GET /api/v1/executions/{id}/events` on Kubernetes: status changes from a watch of the resource, the program's
+//! output as it happens from its Pod's log, and the result last, the same sequence the embedded backend gives.
+//!
+//! The output is read the way the operator reads it when it finishes the execution: the runner's frames carrying
+//! the Pod's nonce (`pyexec_core::pod`), so nothing the program prints can pose as output of another stream. A
+//! client that connects after the program ended, or an API server that may not read Pod logs, gets the status and
+//! the result only; the result always holds the whole output.
+
+use std::time::Duration;
+
+use futures::{AsyncReadExt, StreamExt};
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::api::LogParams;
+use kube::runtime::watcher;
+use pyexec_core::pod::{Frame, FrameDecoder};
+use pyexec_crds::pod::{MAIN_CONTAINER, pod_nonce};
+use pyexec_crds::{Phase, PythonExecution};
+use tokio::sync::mpsc;
+
+use super::{result_from_status, status_of};
+use crate::backend::{EventStream, ExecutionEvent};
+
+/// How long the result waits for the log follower to deliver the output the log still holds. The log ends when
+/// the container does, which is before the operator marks the resource finished; this only bounds a slow API.
+const DRAIN_WAIT: Duration = Duration::from_secs(10);
+
+/// Events of one execution from a watch of its resource; `pods` (when the server may read Pod logs) adds live
+/// output.
+pub(super) fn execution_events(
+    watch: impl futures::Stream<Item = Result<watcher::Event<PythonExecution>, watcher::Error>> + Send + 'static,
+    pods: Option<Api<Pod>>,
+    id: String,
+) -> EventStream {
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(async move {
+        let mut watch = std::pin::pin!(watch);
+        let mut last: Option<Phase> = None;
+        let mut follower: Option<tokio::task::JoinHandle<()>> = None;
+        while let Some(event) = watch.next().await {
+            let cr = match event {
+                Ok(watcher::Event::Apply(cr) | watcher::Event::InitApply(cr)) => cr,
+                Ok(watcher::Event::Delete(_)) => break,
+                Ok(_) => continue,
+                Err(e) => {
+                    tracing::warn!(execution_id = %id, error = %e, "watching the execution failed");
+                    continue;
+                }
+            };
+            let phase = cr.phase();
+            if phase.is_terminal() {
+                if let Some(mut f) = follower.take()
+                    && tokio::time::timeout(DRAIN_WAIT, &mut f).await.is_err()
+                {
+                    f.abort();
+                }
+                let _ = tx.send(ExecutionEvent::Result(Box::new(result_from_status(&id, cr.status.as_ref())))).await;
+                break;
+            }
+            if last != Some(phase) {
+                last = Some(phase);
+                if tx.send(ExecutionEvent::Status(status_of(phase))).await.is_err() {
+                    break;
+                }
+            }
+            let pod = cr.status.as_ref().and_then(|s| s.pod_name.clone());
+            if let (None, Phase::Running, Some(pods), Some(pod)) = (&follower, phase, &pods, pod) {
+                follower = Some(tokio::spawn(follow_output(pods.clone(), pod, tx.clone(), id.clone())));
+            }
+        }
+        if let Some(f) = follower {
+            f.abort();
+        }
+    });
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
+/// Sends the program's output from the main container's log of `pod` until the log ends.
+async fn follow_output(pods: Api<Pod>, pod: String, tx: mpsc::Sender<ExecutionEvent>, id: String) {
+    let nonce = match pods.get_opt(&pod).await {
+        Ok(found) => found.as_ref().and_then(pod_nonce),
+        Err(e) => {
+            tracing::info!(execution_id = %id, %pod, error = %e, "no live output: cannot read the Pod");
+            None
+        }
+    };
+    let Some(nonce) = nonce else { return };
+    let params = LogParams { container: Some(MAIN_CONTAINER.into()), follow: true, ..LogParams::default() };
+    let mut log = match pods.log_stream(&pod, &params).await {
+        Ok(log) => log,
+        Err(e) => {
+            tracing::info!(execution_id = %id, %pod, error = %e, "no live output: cannot follow the Pod's log");
+            return;
+        }
+    };
+    let mut decoder = FrameDecoder::new(&nonce);
+    let mut buffer = vec![0u8; 64 << 10];
+    loop {
+        let n = match log.read(&mut buffer).await {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) => {
+                tracing::debug!(execution_id = %id, %pod, error = %e, "the Pod's log ended early");
+                break;
+            }
+        };
+        for frame in decoder.push(&buffer[..n]) {
+            let event = match frame {
+                Frame::Stdout(data) => ExecutionEvent::Output { stream: "stdout", data },
+                Frame::Stderr(data) => ExecutionEvent::Output { stream: "stderr", data },
+                Frame::PreOutput(_) | Frame::End(_) => continue,
+            };
+            if tx.send(event).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use pyexec_core::ExecutionStatus;
+    use pyexec_testkit::kube::{FakeApi, PODS};
+    use serde_json::json;
+
+    use super::*;
+
+    fn execution(phase: &str, pod: Option<&str>) -> Result<watcher::Event<PythonExecution>, watcher::Error> {
+        let cr = json!({
+            "apiVersion": "pyexec.io/v1alpha1", "kind": "PythonExecution",
+            "metadata": {"name": "exe-1", "namespace": "team-a"},
+            "spec": {"source": {"files": [{"name": "main.py", "content": "print(1)"}]}, "entrypoint": "main.py"},
+            "status": {"phase": phase, "podName": pod, "exitCode": 0, "stdout": "hello\n"},
+        });
+        Ok(watcher::Event::Apply(serde_json::from_value(cr).unwrap()))
+    }
+
+    fn frame(nonce: &str, kind: char, data: &[u8]) -> String {
+        format!("\x1fpyexec {nonce} {kind} {}\n", STANDARD.encode(data))
+    }
+
+    fn pod(fake: &FakeApi, nonce: &str) {
+        fake.put(
+            PODS,
+            json!({
+                "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "exe-1-pod", "namespace": "team-a"},
+                "spec": {"containers": [{"name": "python", "image": "python:3.12",
+                                         "env": [{"name": "PYEXEC_FRAME_NONCE", "value": nonce}]}]},
+            }),
+        );
+    }
+
+    async fn collect(mut events: EventStream) -> Vec<String> {
+        let mut seen = Vec::new();
+        while let Some(event) = events.next().await {
+            seen.push(match event {
+                ExecutionEvent::Status(s) => format!("status {s:?}"),
+                ExecutionEvent::Output { stream, data } => format!("{stream} {}", String::from_utf8_lossy(&data)),
+                ExecutionEvent::Result(r) => format!("result {:?} {:?}", r.status, r.stdout),
+            });
+        }
+        seen
+    }
+
+    #[tokio::test]
+    async fn output_from_the_pods_log_comes_between_running_and_the_result() {
+        let (client, fake) = FakeApi::start();
+        pod(&fake, "n0nce");
+        let mut log = frame("n0nce", 'p', b"pre-command noise\n");
+        log += &frame("n0nce", 'o', b"hello\n");
+        log += &frame("forged", 'o', b"FORGED\n");
+        log += "a line the program wrote around the runner\n";
+        log += &frame("n0nce", 'e', b"warning\n");
+        log += &frame("n0nce", 'x', br#"{"exit":0}"#);
+        fake.set_log("exe-1-pod", "python", &log);
+        let watch = futures::stream::iter(vec![
+            execution("Pending", None),
+            execution("Running", Some("exe-1-pod")),
+            execution("Running", Some("exe-1-pod")),
+            execution("Completed", Some("exe-1-pod")),
+        ]);
+        let pods = Api::namespaced(client, "team-a");
+        let seen = collect(execution_events(watch, Some(pods), "exe_1".into())).await;
+        assert_eq!(
+            seen,
+            [
+                "status Pending",
+                "status Running",
+                "stdout hello\n",
+                "stderr warning\n",
+                &format!("result {:?} {:?}", ExecutionStatus::Completed, "hello\n"),
+            ]
+        );
+        let follows = fake.calls_to("GET", &format!("{PODS}/exe-1-pod/log"));
+        assert_eq!(follows.len(), 1, "one follower however many updates");
+        assert!(follows[0].query.contains("follow=true") && follows[0].query.contains("container=python"));
+    }
+
+    #[tokio::test]
+    async fn without_pod_access_the_events_are_status_and_result() {
+        let (client, _fake) = FakeApi::start();
+        let watch = futures::stream::iter(vec![
+            execution("Running", Some("exe-1-pod")),
+            execution("Failed", Some("exe-1-pod")),
+        ]);
+        // The Pod does not exist: no nonce, no output, no error.
+        let seen = collect(execution_events(watch, Some(Api::namespaced(client, "team-a")), "exe_1".into())).await;
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert_eq!(seen[0], "status Running");
+        assert!(seen[1].starts_with("result Failed"), "{seen:?}");
+        let watch = futures::stream::iter(vec![execution("Running", Some("p")), execution("Completed", Some("p"))]);
+        assert_eq!(collect(execution_events(watch, None, "exe_1".into())).await.len(), 2);
+    }
+}

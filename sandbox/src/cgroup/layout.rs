@@ -301,7 +301,20 @@ fn prepare_unified(own: &Path, top: &Path) -> CgroupLayout {
     let available = fs::read_to_string(own.join("cgroup.controllers")).unwrap_or_default();
     let has = |c: &str| available.split_whitespace().any(|a| a == c);
     let missing: Vec<&str> = ["memory", "pids", "cpu"].into_iter().filter(|c| !has(c)).collect();
-    let gained = if missing.is_empty() { Vec::new() } else { enable_from_ancestors(own, top, &missing) };
+    // Ancestors are changed only for the limits every run needs. A cgroup given memory and pids but not cpu is
+    // most likely a service manager's choice (systemd enables cpu only where a unit asks), and enabling cpu
+    // above it would change how the host's other services share the CPU; runs then go without cpu quotas.
+    let gained = if missing.iter().any(|c| *c != "cpu") {
+        enable_from_ancestors(own, top, &missing)
+    } else {
+        if !missing.is_empty() {
+            tracing::info!(
+                cgroup = %own.display(),
+                "the cpu controller is not delegated to the server: runs get no cpu quota (systemd: Delegate=yes)"
+            );
+        }
+        Vec::new()
+    };
     let usable = |c: &str| has(c) || gained.contains(&c);
     if !usable("memory") || !usable("pids") {
         return unavailable(format!(
@@ -510,6 +523,22 @@ mod tests {
             "cpuset cpu io memory pids\n"
         );
         assert_eq!(fs::read_to_string(own.join("cgroup.subtree_control")).unwrap(), "+memory +pids +cpu");
+    }
+
+    #[test]
+    fn a_missing_cpu_controller_alone_leaves_the_ancestors_alone() {
+        let root = tempfile::tempdir().unwrap();
+        let own = root.path().join("system.slice/pyexec.service");
+        fs::create_dir_all(&own).unwrap();
+        fs::write(root.path().join("system.slice/cgroup.controllers"), "cpu memory pids\n").unwrap();
+        fs::write(root.path().join("system.slice/cgroup.subtree_control"), "memory pids\n").unwrap();
+        fs::write(own.join("cgroup.controllers"), "memory pids\n").unwrap();
+        fs::write(own.join("cgroup.procs"), "").unwrap();
+        let mountinfo = format!("30 25 0:26 / {} rw - cgroup2 cgroup2 rw\n", root.path().display());
+        let layout = prepare_for_test(&mountinfo, "0::/system.slice/pyexec.service\n");
+        assert_eq!(layout, CgroupLayout::Unified { parent: own.join("pyexec"), cpu: false });
+        let slice = fs::read_to_string(root.path().join("system.slice/cgroup.subtree_control")).unwrap();
+        assert_eq!(slice, "memory pids\n");
     }
 
     #[test]

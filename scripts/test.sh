@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 
 # Test-only dependencies: Chromium and Node.js for the /docs browser test, Go for the Go client, venv for the
-# Python client, systemd-analyze for the service unit.
+# Python client, systemd-analyze for the service unit, fontconfig for the sandbox's font set-up.
 need=()
 [ -x /usr/bin/chromium ] || need+=(chromium)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
@@ -17,6 +17,8 @@ command -v npm >/dev/null 2>&1 || need+=(npm)
 command -v go >/dev/null 2>&1 || need+=(golang-go)
 python3 -m venv --help >/dev/null 2>&1 || need+=(python3-venv)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+# fc-list: the sandbox's fontconfig set-up is checked with it.
+command -v fc-list >/dev/null 2>&1 || need+=(fontconfig)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -21,28 +21,10 @@ pub async fn require_key(State(state): State<AppState>, request: Request, next: 
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::trim);
     match presented {
-        Some(key) if state.api_keys.iter().any(|k| constant_time_eq(k.as_bytes(), key.as_bytes())) => {
+        Some(key) if pyexec_core::secret::matches_any(state.api_keys.iter().map(|k| k.as_bytes()), key.as_bytes()) => {
             Ok(next.run(request).await)
         }
         Some(_) => Err(ApiError::Unauthorized("invalid API key".into())),
         None => Err(ApiError::Unauthorized("missing API key: send Authorization: Bearer <key>".into())),
-    }
-}
-
-/// Compares without an early exit, so that timing does not reveal how much of a key matched.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn compares_whole_keys() {
-        assert!(super::constant_time_eq(b"secret", b"secret"));
-        assert!(!super::constant_time_eq(b"secret", b"secreT"));
-        assert!(!super::constant_time_eq(b"secret", b"secret2"));
     }
 }

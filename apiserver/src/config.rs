@@ -228,9 +228,31 @@ pub struct Config {
     /// Kubernetes backend: file with the token that reads full outputs from the operator.
     #[arg(long, env = "PYEXEC_LOGS_TOKEN_FILE")]
     pub logs_token_file: Option<PathBuf>,
-    /// Host names (or host:port) the MCP endpoint `/mcp` answers to, against DNS rebinding; `*` accepts any.
+    /// Host names (or host:port, `*.example.com`) clients may use to reach this server, besides loopback names
+    /// and IP addresses: without API keys every other name is refused (DNS-rebinding protection); `/mcp` always
+    /// checks. `*` accepts any.
+    #[arg(long, env = "PYEXEC_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Vec<String>,
+    /// Host names `/mcp` answers to; added to --allowed-hosts (kept for compatibility; `*` accepts any).
     #[arg(long, env = "PYEXEC_MCP_ALLOWED_HOSTS", value_delimiter = ',', default_value = "localhost,127.0.0.1,::1")]
     pub mcp_allowed_hosts: Vec<String>,
+    /// Browser origins (`https://app.example.com`, `http://localhost:3000`, `null`) whose pages may send requests
+    /// that run code or change state, besides this server's own pages; `*` allows any site (not recommended).
+    #[arg(long, env = "PYEXEC_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+    /// Seconds a client has to send a whole request head, counted from when the server starts waiting for it (on
+    /// a new connection, and after each response on a kept-alive connection).
+    #[arg(long, env = "PYEXEC_HEADER_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub header_timeout: u64,
+    /// Seconds a connection may stay without a byte moving while the server waits on the client (no request in
+    /// progress, a request body that stopped arriving, a response the client does not read); never while a
+    /// request is being worked on.
+    #[arg(long, env = "PYEXEC_IDLE_TIMEOUT", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub idle_timeout: u64,
+    /// Most open client connections (lowered to fit the open-files limit); beyond it, new connections wait to be
+    /// accepted.
+    #[arg(long, env = "PYEXEC_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: u64,
     /// On SIGTERM, seconds running executions get to finish before they are stopped (and recorded as failed).
     #[arg(long, env = "PYEXEC_SHUTDOWN_GRACE", default_value_t = 10)]
     pub shutdown_grace: u64,
@@ -350,6 +372,61 @@ impl Config {
     pub fn grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace)
     }
+
+    /// Limits of client connections.
+    pub fn connection_limits(&self) -> crate::serve::ConnectionLimits {
+        crate::serve::ConnectionLimits {
+            header_timeout: Duration::from_secs(self.header_timeout),
+            idle_timeout: Duration::from_secs(self.idle_timeout),
+            max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
+        }
+    }
+
+    /// Warnings about secrets given as command-line flags of this process, which every local user can read (in
+    /// `ps` or `/proc/<pid>/cmdline`), unlike its environment or a file.
+    pub fn secrets_on_command_line() -> Vec<String> {
+        secret_flag_warnings(std::env::args_os().skip(1))
+    }
+}
+
+/// See [`Config::secrets_on_command_line`]: `args` without the program name.
+pub fn secret_flag_warnings(args: impl IntoIterator<Item = std::ffi::OsString>) -> Vec<String> {
+    let args: Vec<String> = args.into_iter().map(|a| a.to_string_lossy().into_owned()).collect();
+    let mut warnings = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        let arg = args[i].as_str();
+        if arg == "--" {
+            break;
+        }
+        let (flag, inline) = match arg.split_once('=') {
+            Some((flag, value)) => (flag, Some(value.to_owned())),
+            None => (arg, None),
+        };
+        let value = || inline.clone().or_else(|| args.get(i + 1).cloned()).unwrap_or_default();
+        match flag {
+            "--api-keys" => warnings.push(
+                "API keys were given with --api-keys, which any local user can read in the process list: put them \
+                 in a file named by PYEXEC_API_KEYS_FILE (or in the PYEXEC_API_KEYS environment variable) instead"
+                    .to_owned(),
+            ),
+            "--index-url" if url_has_credentials(&value()) => warnings.push(
+                "--index-url carries credentials (user:password@), which any local user can read in the process \
+                 list: set PYEXEC_INDEX_URL in the environment instead"
+                    .to_owned(),
+            ),
+            _ => {}
+        }
+        i += 1;
+    }
+    warnings
+}
+
+/// Whether a URL has a user-info part (`scheme://user:password@host/...`).
+fn url_has_credentials(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    authority.contains('@')
 }
 
 #[cfg(test)]
@@ -396,6 +473,33 @@ mod tests {
             }
         }
         assert!(missing.is_empty(), "undocumented in docs/configuration.md: {missing:?}");
+    }
+
+    #[test]
+    fn secrets_in_flags_are_warned_about() {
+        let warn = |args: &[&str]| secret_flag_warnings(args.iter().map(std::ffi::OsString::from));
+        assert_eq!(warn(&["--api-keys", "k1,k2"]).len(), 1);
+        assert_eq!(warn(&["--api-keys=k1"]).len(), 1);
+        assert!(warn(&["--api-keys=k1"])[0].contains("PYEXEC_API_KEYS_FILE"));
+        assert_eq!(warn(&["--index-url", "https://me:s3cret@mirror.example/simple"]).len(), 1);
+        assert_eq!(warn(&["--index-url=https://token@mirror.example/simple"]).len(), 1);
+        assert!(warn(&["--index-url=https://token@mirror.example/simple"])[0].contains("PYEXEC_INDEX_URL"));
+        assert!(warn(&["--index-url", "https://mirror.example/simple?x=a@b"]).is_empty(), "@ after the host");
+        assert!(warn(&["--index-url", "https://mirror.example/simple", "--port", "80"]).is_empty());
+        assert!(warn(&["--api-keys-file", "/etc/keys"]).is_empty());
+        assert!(warn(&[]).is_empty());
+    }
+
+    #[test]
+    fn connection_settings_have_bounds() {
+        let c = Config::try_parse_from(["x"]).unwrap();
+        let limits = c.connection_limits();
+        assert_eq!(limits.header_timeout, Duration::from_secs(30));
+        assert_eq!(limits.idle_timeout, Duration::from_secs(60));
+        assert_eq!(limits.max_connections, 4096);
+        assert!(Config::try_parse_from(["x", "--header-timeout", "0"]).is_err());
+        assert!(Config::try_parse_from(["x", "--idle-timeout", "0"]).is_err());
+        assert!(Config::try_parse_from(["x", "--max-connections", "0"]).is_err());
     }
 
     #[test]

@@ -18,6 +18,9 @@ pub enum ApiError {
     /// 401, with `WWW-Authenticate: Bearer`.
     #[error("{0}")]
     Unauthorized(String),
+    /// 403: refused whoever asks (a browser request from another site, a host name not allowed).
+    #[error("{0}")]
+    Forbidden(String),
     /// 404.
     #[error("{0}")]
     NotFound(String),
@@ -38,10 +41,15 @@ pub enum ApiError {
     /// 507: the server's disk is full; the request may succeed later and nothing of it was kept.
     #[error("{0}")]
     InsufficientStorage(String),
-    /// 500; the detail is logged.
+    /// 500; the detail (which may name host paths or internal state) is only logged, clients get
+    /// [`INTERNAL_MESSAGE`].
     #[error("{0}")]
     Internal(String),
 }
+
+/// What a client reads for any internal failure: nothing about the host, its paths or the server's internals.
+pub const INTERNAL_MESSAGE: &str =
+    "internal server error: the server's log has the details (look for this response's X-Request-Id)";
 
 impl ApiError {
     /// The contract's answer for unknown executions.
@@ -53,12 +61,21 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The text a client may read: the message of a refusal, a generic one for internal failures.
+    pub fn client_message(&self) -> String {
+        match self {
+            ApiError::Internal(_) => INTERNAL_MESSAGE.to_owned(),
+            other => other.to_string(),
         }
     }
 }
@@ -89,9 +106,10 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         if status.is_server_error() {
-            tracing::error!(error = %self, "request failed");
+            // Inside the request's span, so the line carries its request id.
+            tracing::error!(error = %self, status = status.as_u16(), "request failed");
         }
-        let mut response = (status, Json(ErrorResponse { error: self.to_string() })).into_response();
+        let mut response = (status, Json(ErrorResponse { error: self.client_message() })).into_response();
         let headers = response.headers_mut();
         match &self {
             ApiError::TooManyRequests { retry_after, .. } => {
@@ -105,5 +123,37 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn body_of(error: ApiError) -> (StatusCode, String) {
+        let response = error.into_response();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        (status, String::from_utf8(bytes.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn internal_details_stay_in_the_log() {
+        let detail = "creating /var/lib/python-executor/uploads/upload-1: Permission denied";
+        let (status, body) = body_of(ApiError::Internal(detail.into())).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!body.contains("/var/lib") && !body.contains("Permission"), "{body}");
+        assert_eq!(serde_json::from_str::<ErrorResponse>(&body).unwrap().error, INTERNAL_MESSAGE);
+        let from_backend = ApiError::from(BackendError::Internal(detail.into()));
+        assert!(!body_of(from_backend).await.1.contains("/var/lib"));
+    }
+
+    #[tokio::test]
+    async fn refusals_keep_their_message() {
+        let (status, body) = body_of(ApiError::Forbidden("cross-site request refused".into())).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert!(body.contains("cross-site request refused"), "{body}");
+        let (status, body) = body_of(ApiError::BadRequest("missing metadata".into())).await;
+        assert_eq!((status, body.contains("missing metadata")), (StatusCode::BAD_REQUEST, true));
     }
 }

@@ -10,7 +10,9 @@ pub mod config;
 pub mod error;
 pub mod mcp;
 pub mod metrics;
+pub mod origin;
 pub mod routes;
+pub mod serve;
 pub mod state;
 pub mod telemetry;
 pub mod upload;
@@ -32,12 +34,13 @@ use state::{AppState, Shared};
 
 /// Starts the server and serves until SIGTERM or SIGINT.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    for warning in Config::retired_settings() {
+    for warning in Config::retired_settings().into_iter().chain(Config::secrets_on_command_line()) {
         tracing::warn!("{warning}");
     }
     let policy = config.policy()?;
     let default_python = config.default_python()?;
     let api_keys = config.keys()?;
+    let browser = origin::BrowserPolicy::new(&config, !api_keys.is_empty())?;
     let metrics = Metrics::new();
 
     std::fs::create_dir_all(&config.data_dir)
@@ -58,14 +61,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         upload_limit_mb: config.max_upload_mb,
         api_keys,
         metrics,
-        mcp_allowed_hosts: if config.mcp_allowed_hosts.iter().any(|h| h == "*") {
-            Vec::new()
-        } else {
-            config.mcp_allowed_hosts.clone()
-        },
+        browser,
     });
     if state.api_keys.is_empty() {
-        tracing::warn!("no API keys configured: anyone who can reach this port can run code (set PYEXEC_API_KEYS)");
+        tracing::warn!(
+            "no API keys configured: anyone who can reach this port can run code (set PYEXEC_API_KEYS_FILE); \
+             against DNS rebinding, only requests for localhost, IP addresses and the names in \
+             PYEXEC_ALLOWED_HOSTS are answered"
+        );
     }
     let mut app = routes::router(state);
     if let Some(internal) = internal {
@@ -87,7 +90,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             tokio::spawn(async move { backend.shutdown(grace).await });
         }
     };
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    serve::serve(listener, app, config.connection_limits(), shutdown).await;
     backend.shutdown(grace).await;
     tracing::info!("stopped");
     Ok(())

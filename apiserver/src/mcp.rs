@@ -21,8 +21,12 @@ struct InProcess {
     state: AppState,
 }
 
+/// A failure as the agent reads it: refusals keep their message, internal failures are logged and stay generic.
 fn refused(e: ApiError) -> ExecutorError {
-    ExecutorError(e.to_string())
+    if let ApiError::Internal(detail) = &e {
+        tracing::error!(error = %detail, "tool call failed");
+    }
+    ExecutorError(e.client_message())
 }
 
 #[async_trait::async_trait]
@@ -54,10 +58,11 @@ impl Executor for InProcess {
     }
 }
 
-/// The `/mcp` service. `allowed_hosts` guards against DNS rebinding (`Host` header check); empty allows any host.
-pub fn service(state: AppState, allowed_hosts: Vec<String>) -> StreamableHttpService<PythonTools, LocalSessionManager> {
+/// The `/mcp` service. Its `Host` and `Origin` checks (DNS rebinding, cross-site requests) are the server's own,
+/// in [`crate::origin`], applied before the request gets here, so rmcp's are off.
+pub fn service(state: AppState) -> StreamableHttpService<PythonTools, LocalSessionManager> {
     let executor: Arc<dyn Executor> = Arc::new(InProcess { state });
-    let config = StreamableHttpServerConfig::default().with_allowed_hosts(allowed_hosts);
+    let config = StreamableHttpServerConfig::default().disable_allowed_hosts().disable_allowed_origins();
     StreamableHttpService::new(move || Ok(PythonTools::new(executor.clone())), Arc::default(), config)
 }
 

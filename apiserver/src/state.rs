@@ -8,6 +8,7 @@ use pyexec_core::workspace::IngestLimits;
 
 use crate::backend::Backend;
 use crate::metrics::Metrics;
+use crate::origin::BrowserPolicy;
 
 /// Shared state of the handlers. Cheap to clone.
 #[derive(Clone)]
@@ -27,8 +28,8 @@ pub struct Shared {
     pub api_keys: Vec<String>,
     /// Prometheus metrics.
     pub metrics: Metrics,
-    /// `Host` values `/mcp` accepts (DNS-rebinding protection); empty: any.
-    pub mcp_allowed_hosts: Vec<String>,
+    /// What a page in a browser may make this server do (`Host` and `Origin` checks).
+    pub browser: BrowserPolicy,
 }
 
 impl AppState {

@@ -178,7 +178,7 @@ async fn lists_are_newest_first_filtered_and_paged() {
         );
         cr["metadata"]["labels"] = json!({"app.kubernetes.io/managed-by": "pyexec-apiserver"});
         cr["metadata"]["creationTimestamp"] = json!(format!("2026-01-01T00:00:0{i}Z"));
-        cr["status"] = json!({"phase": phase, "exitCode": 0});
+        cr["status"] = json!({"phase": phase, "exitCode": 0, "stdout": format!("{i}").repeat(100_000)});
         fake.put(EXECUTIONS, cr);
     }
     fake.put(
@@ -188,6 +188,10 @@ async fn lists_are_newest_first_filtered_and_paged() {
     let page = backend.list(ListQuery { status: None, limit: 2, before: None }).await.unwrap();
     let ids: Vec<&str> = page.executions.iter().map(|r| r.execution_id.as_str()).collect();
     assert_eq!(ids, ["exe_00000000-0000-4000-8000-000000000002", "exe_00000000-0000-4000-8000-000000000001"]);
+    for r in &page.executions {
+        assert_eq!(r.stdout.len(), pyexec_core::listing::OUTPUT_CAP_BYTES, "list items are summaries");
+        assert!(r.stdout_truncated);
+    }
     let next = backend.list(ListQuery { status: None, limit: 2, before: page.next_cursor }).await.unwrap();
     assert_eq!(next.executions.len(), 1, "only the API server's resources");
     assert!(next.next_cursor.is_none());

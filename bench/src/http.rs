@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use futures::StreamExt;
 use pyexec_embedded::{Discovery, InstallerConfig, Interpreter, Runner, RunnerSettings};
-use pyexec_sandbox::{Bind, RunLimits, RunSpec, Sandbox, SandboxConfig};
+use pyexec_sandbox::{RunLimits, Sandbox, SandboxConfig};
 
 use crate::server::{ServerProcess, server_binary};
 use crate::stats::{Targets, bare_python, stats};
@@ -69,9 +69,7 @@ async fn one(ctx: &BenchContext, variant: Variant) -> anyhow::Result<Duration> {
             tokio::task::spawn_blocking(move || bare_python(&exe)).await?
         }
         Variant::Sandbox => {
-            let mut spec = RunSpec::new(&ctx.python.executable);
-            spec.args = vec!["-I".into(), "-c".into(), "print(1)".into()];
-            spec.binds = ctx.python.binds.iter().map(|b| Bind::same(b.clone())).collect();
+            let mut spec = ctx.python.run_spec(vec!["-I".into(), "-c".into(), "print(1)".into()]);
             spec.limits = RunLimits { timeout: Duration::from_secs(30), ..RunLimits::default() };
             let t = Instant::now();
             let out = ctx.sandbox.run(spec, None, Default::default()).await?;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use pyexec_core::{EvalRequest, Policy};
 use pyexec_embedded::{Discovery, InstallerConfig, Runner, RunnerSettings};
-use pyexec_sandbox::{RunLimits, RunSpec, Sandbox, SandboxConfig};
+use pyexec_sandbox::{RunLimits, Sandbox, SandboxConfig};
 
 use crate::stats::{bare_python, stats};
 
@@ -49,10 +49,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     let bare = || bare_python(&python.executable);
     let sandboxed = || async {
-        let mut spec = RunSpec::new(&python.executable);
-        spec.args = vec!["-I".into(), "-c".into(), "print(1)".into()];
-        spec.env = vec![("LANG".into(), "C.UTF-8".into())];
-        spec.binds = python.binds.iter().map(|b| pyexec_sandbox::Bind::same(b.clone())).collect();
+        let mut spec = python.run_spec(vec!["-I".into(), "-c".into(), "print(1)".into()]);
+        spec.env.push(("LANG".into(), "C.UTF-8".into()));
         spec.limits = RunLimits { timeout: Duration::from_secs(30), ..RunLimits::default() };
         let t = Instant::now();
         let out = sandbox.run(spec, None, Default::default()).await?;

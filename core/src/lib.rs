@@ -19,11 +19,13 @@
 pub mod egress;
 pub mod eval;
 pub mod imports;
+pub mod listing;
 pub mod model;
 pub mod outcome;
 pub mod paths;
 pub mod pod;
 pub mod requirements;
+pub mod secret;
 pub mod spec;
 pub mod text;
 pub mod time;

@@ -8,6 +8,11 @@ pub const WORKSPACE_DIR: &str = "/work";
 /// Longest path accepted inside the workspace (Linux `PATH_MAX`).
 pub const MAX_PATH_BYTES: usize = 4096;
 
+/// Most components a workspace path may have (`a/b/c.py` has 3). The sandbox copies the workspace recursively to
+/// a bounded depth (`pyexec_sandbox::MAX_WORKSPACE_DEPTH` directories, more than this), so whatever is accepted
+/// here is also copied; a test of the embedded backend keeps the two in step.
+pub const MAX_PATH_DEPTH: usize = 100;
+
 /// Why a path is not a safe workspace-relative path.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RelativePathError {
@@ -26,6 +31,9 @@ pub enum RelativePathError {
     /// Longer than [`MAX_PATH_BYTES`].
     #[error("path is longer than {MAX_PATH_BYTES} bytes")]
     TooLong,
+    /// More than [`MAX_PATH_DEPTH`] components.
+    #[error("path is nested deeper than {MAX_PATH_DEPTH} levels")]
+    TooDeep,
 }
 
 /// Normalises `a/./b//c` to `a/b/c`, rejecting absolute paths, `..` and NUL.
@@ -48,6 +56,9 @@ pub fn normalize_relative_path(path: &str) -> Result<String, RelativePathError> 
     if parts.is_empty() {
         return Err(RelativePathError::Empty);
     }
+    if parts.len() > MAX_PATH_DEPTH {
+        return Err(RelativePathError::TooDeep);
+    }
     Ok(parts.join("/"))
 }
 
@@ -65,5 +76,9 @@ mod tests {
         assert_eq!(normalize_relative_path(""), Err(RelativePathError::Empty));
         assert_eq!(normalize_relative_path("a\0b"), Err(RelativePathError::Nul));
         assert_eq!(normalize_relative_path(&"a".repeat(5000)), Err(RelativePathError::TooLong));
+        let deepest = vec!["d"; MAX_PATH_DEPTH].join("/");
+        assert_eq!(normalize_relative_path(&deepest).unwrap(), deepest);
+        assert_eq!(normalize_relative_path(&format!("{deepest}/x")), Err(RelativePathError::TooDeep));
+        assert_eq!(normalize_relative_path(&format!("./{deepest}/.")).unwrap(), deepest, "only real components count");
     }
 }

@@ -254,12 +254,14 @@ impl Policy {
                 python = Some(from_image);
             }
         }
-        let env = meta.env_vars.unwrap_or_default().iter().map(|e| parse_env_var(e)).collect::<Result<_, _>>()?;
+        let env_vars = meta.env_vars.unwrap_or_default();
         let args = meta.script_args.unwrap_or_default();
+        let pre_commands = meta.pre_commands.unwrap_or_default();
+        check_exec_size(&[("env_vars", &env_vars), ("script_args", &args), ("pre_commands", &pre_commands)])?;
+        let env = env_vars.iter().map(|e| parse_env_var(e)).collect::<Result<_, _>>()?;
         for arg in &args {
             check_no_nul("script_args", arg)?;
         }
-        let pre_commands = meta.pre_commands.unwrap_or_default();
         for cmd in &pre_commands {
             check_no_nul("pre_commands", cmd)?;
         }
@@ -388,6 +390,46 @@ pub fn parse_env_var(entry: &str) -> Result<(String, String), ValidationError> {
         Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
         _ => Err(ValidationError::bad_request(format!("invalid env_vars entry {entry:?}: expected KEY=value"))),
     }
+}
+
+/// Longest single argument or environment entry `execve` takes (Linux `MAX_ARG_STRLEN`, 32 pages, less the NUL).
+pub const MAX_EXEC_STRING_BYTES: usize = 128 * 1024 - 1;
+/// Most bytes of `env_vars`, `script_args` and `pre_commands` together. `execve` takes a quarter of the stack
+/// limit (2 MiB with the usual 8 MiB) for arguments, environment and pointers; this leaves room for the
+/// interpreter's own arguments and the base environment.
+pub const MAX_EXEC_TOTAL_BYTES: usize = 1024 * 1024;
+/// Most entries of those lists together (each costs a pointer besides its text).
+pub const MAX_EXEC_ENTRIES: usize = 10_000;
+
+/// Refuses argument and environment lists that `execve` would reject ("Argument list too long"), naming the
+/// limit, before anything is staged or run.
+fn check_exec_size(lists: &[(&str, &[String])]) -> Result<(), ValidationError> {
+    let (mut total, mut entries) = (0usize, 0usize);
+    for (field, list) in lists {
+        for value in list.iter() {
+            if value.len() > MAX_EXEC_STRING_BYTES {
+                return Err(ValidationError::bad_request(format!(
+                    "an entry of {field} is {} bytes; each may have at most {MAX_EXEC_STRING_BYTES} bytes",
+                    value.len()
+                )));
+            }
+            total += value.len() + 1;
+        }
+        entries += list.len();
+    }
+    if entries > MAX_EXEC_ENTRIES {
+        return Err(ValidationError::bad_request(format!(
+            "env_vars, script_args and pre_commands have {entries} entries together; at most {MAX_EXEC_ENTRIES} \
+             are allowed"
+        )));
+    }
+    if total > MAX_EXEC_TOTAL_BYTES {
+        return Err(ValidationError::bad_request(format!(
+            "env_vars, script_args and pre_commands take {total} bytes together; at most {MAX_EXEC_TOTAL_BYTES} \
+             bytes are allowed"
+        )));
+    }
+    Ok(())
 }
 
 fn check_no_nul(field: &str, value: &str) -> Result<(), ValidationError> {
@@ -537,6 +579,17 @@ mod tests {
             p.spec_from_metadata(bad_env).unwrap_err().message,
             "invalid env_vars entry \"NOVALUE\": expected KEY=value"
         );
+        let huge_arg =
+            Metadata { script_args: Some(vec!["a".repeat(MAX_EXEC_STRING_BYTES + 1)]), ..Default::default() };
+        let message = p.spec_from_metadata(huge_arg).unwrap_err().message;
+        assert!(message.contains(&format!("at most {MAX_EXEC_STRING_BYTES} bytes")), "{message}");
+        let fits = vec![format!("A={}", "x".repeat(100_000))];
+        assert!(p.spec_from_metadata(Metadata { env_vars: Some(fits.clone()), ..Default::default() }).is_ok());
+        let too_much = Metadata { env_vars: Some(vec![fits[0].clone(); 11]), ..Default::default() };
+        let message = p.spec_from_metadata(too_much).unwrap_err().message;
+        assert!(message.contains(&format!("at most {MAX_EXEC_TOTAL_BYTES} bytes")), "{message}");
+        let many = Metadata { script_args: Some(vec![String::new(); MAX_EXEC_ENTRIES + 1]), ..Default::default() };
+        assert!(p.spec_from_metadata(many).unwrap_err().message.contains("entries together"));
         let bad_entry = Metadata { entrypoint: Some("../x.py".into()), ..Default::default() };
         assert!(p.spec_from_metadata(bad_entry).unwrap_err().message.starts_with("invalid entrypoint"));
         let clash = Metadata {

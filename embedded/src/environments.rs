@@ -135,6 +135,8 @@ pub struct EnvInfo {
 pub const ENV_MOUNT: &str = "/opt/pyexec/venv";
 /// Where the installer sees the package cache.
 const CACHE_MOUNT: &str = "/opt/pyexec/uv-cache";
+/// Where the installer finds uv.
+const UV_MOUNT_DIR: &str = "/opt/pyexec/bin";
 
 impl EnvInfo {
     /// The environment's interpreter, inside the sandbox.
@@ -357,6 +359,8 @@ impl Environments {
     fn key(&self, interpreter: &Interpreter, requirements: &str) -> String {
         let mut h = Sha256::new();
         for part in [
+            // Environments record the interpreter's path inside sandboxes (`pyvenv.cfg`, script headers).
+            interpreter.sandbox_executable.to_string_lossy().as_ref(),
             interpreter.executable.to_string_lossy().as_ref(),
             interpreter.full_version.as_str(),
             requirements,
@@ -408,7 +412,10 @@ impl Environments {
         let hosts = self.index_hosts().await?;
         let dir = inner.envs.join(key);
         let _ = tokio::fs::remove_dir_all(&dir).await;
-        tokio::fs::create_dir(&dir).await.map_err(|e| failed(format!("creating {}: {e}", dir.display()), ""))?;
+        tokio::fs::create_dir(&dir).await.map_err(|e| {
+            tracing::error!(dir = %dir.display(), "creating an environment's directory: {e}");
+            failed(format!("the environment's directory could not be created: {e}"), "")
+        })?;
         if let Some(uid) = inner.sandbox.service_uid() {
             std::os::unix::fs::chown(&dir, Some(uid), Some(uid)).map_err(|e| failed(e.to_string(), ""))?;
         }
@@ -428,9 +435,8 @@ impl Environments {
         let mut run = RunSpec::new("/bin/sh");
         run.args = vec!["-c".into(), script];
         run.cwd = PathBuf::from("/tmp");
-        let uv_dir = uv.parent().map(Path::to_path_buf).unwrap_or_default();
         run.env = vec![
-            ("PATH".into(), format!("{}:/usr/local/bin:/usr/bin:/bin", uv_dir.display())),
+            ("PATH".into(), format!("{UV_MOUNT_DIR}:/usr/local/bin:/usr/bin:/bin")),
             ("HOME".into(), "/tmp".into()),
             ("UV_CACHE_DIR".into(), CACHE_MOUNT.into()),
             // The cache and the environment are separate mounts (no hardlinks across them); copies also keep
@@ -439,9 +445,10 @@ impl Environments {
             ("UV_NO_PROGRESS".into(), "1".into()),
             ("UV_PYTHON_DOWNLOADS".into(), "never".into()),
             ("UV_SYSTEM_CERTS".into(), "1".into()),
-            ("PYEXEC_PYTHON".into(), interpreter.executable.display().to_string()),
+            ("PYEXEC_PYTHON".into(), interpreter.sandbox_executable.display().to_string()),
             ("PYEXEC_INDEX".into(), config.index_url.clone()),
         ];
+        run.env.extend(interpreter.sandbox_env.iter().cloned());
         if Path::new("/etc/ssl/certs/ca-certificates.crt").exists() {
             run.env.push(("SSL_CERT_FILE".into(), "/etc/ssl/certs/ca-certificates.crt".into()));
         }
@@ -450,10 +457,9 @@ impl Environments {
             content: format!("{requirements}\n").into_bytes(),
             mode: 0o644,
         });
-        run.binds = interpreter.binds.iter().map(|b| Bind::same(b.clone())).collect();
-        if !uv_dir.starts_with("/usr") {
-            run.binds.push(Bind::same(uv_dir));
-        }
+        run.binds = interpreter.mounts.clone();
+        // uv at a path of its own: the interpreter may cover the host's /usr/local, where uv usually lives.
+        run.binds.push(Bind::at(&uv, Path::new(UV_MOUNT_DIR).join("uv")));
         run.binds.push(Bind { writable: true, ..Bind::at(&inner.cache, CACHE_MOUNT) });
         run.binds.push(Bind { writable: true, ..Bind::at(&dir, ENV_MOUNT) });
         run.network = Network::Hosts(hosts);
@@ -476,7 +482,8 @@ impl Environments {
             Ok(o) => o,
             Err(e) => {
                 cleanup().await;
-                return Err(failed(format!("the installer sandbox failed: {e}"), ""));
+                tracing::error!(env = key, error = %e, "the installer sandbox failed");
+                return Err(failed(format!("the installer sandbox failed: {}", e.client_message()), ""));
             }
         };
         let log = format!(

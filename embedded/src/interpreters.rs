@@ -12,7 +12,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pyexec_core::PythonVersion;
+use pyexec_sandbox::{Bind, RunSpec};
 use serde::Serialize;
+
+/// Where an interpreter installed outside `/usr` (pyenv's `~/.pyenv/versions/3.X.Y`, a custom `--prefix`) appears
+/// inside sandboxes: the official Python images' prefix, so that tracebacks read `/usr/local/lib/python3.X/...`
+/// as with the original, and programs learn nothing of the host's layout. The host's own `/usr/local` is hidden
+/// in those runs.
+pub const NEUTRAL_PREFIX: &str = "/usr/local";
+
+/// The dynamic loader's search path variable.
+pub const LIBRARY_PATH_VAR: &str = "LD_LIBRARY_PATH";
 
 /// A usable interpreter.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -21,15 +31,33 @@ pub struct Interpreter {
     pub version: PythonVersion,
     /// `3.X.Y`.
     pub full_version: String,
-    /// Real path of the executable (no symbolic links, no shims).
+    /// Real path of the executable on the host (no symbolic links, no shims).
     pub executable: PathBuf,
-    /// Directories outside `/usr` the interpreter needs (its prefix), made visible read-only at the same path.
-    pub binds: Vec<PathBuf>,
+    /// Its path inside sandboxes: under [`NEUTRAL_PREFIX`] when its prefix is relocated there.
+    pub sandbox_executable: PathBuf,
+    /// Read-only mounts that make it work inside sandboxes (its prefix, when outside `/usr`).
+    #[serde(skip)]
+    pub mounts: Vec<Bind>,
+    /// Environment variables it needs inside sandboxes (the library path of a relocated shared build).
+    #[serde(skip)]
+    pub sandbox_env: Vec<(String, String)>,
     /// Where it was found: `config`, `PATH` or `pyenv`.
     pub source: &'static str,
     /// Its `sys.stdlib_module_names`: never installed as dependencies.
     #[serde(skip)]
     pub stdlib: Arc<BTreeSet<String>>,
+}
+
+impl Interpreter {
+    /// A sandbox run of this interpreter with `args`, wired as every run of it is: its path, mounts and
+    /// environment inside the sandbox.
+    pub fn run_spec(&self, args: Vec<String>) -> RunSpec {
+        let mut spec = RunSpec::new(&self.sandbox_executable);
+        spec.args = args;
+        spec.binds = self.mounts.clone();
+        spec.env = self.sandbox_env.clone();
+        spec
+    }
 }
 
 /// Where to look.
@@ -182,8 +210,9 @@ fn is_shim(path: &Path, pyenv_root: Option<&Path>) -> bool {
     std::fs::File::open(path).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head)).is_ok() && &head == b"#!"
 }
 
-const PROBE: &str = "import json, sys; print(json.dumps({'version': list(sys.version_info[:3]), \
+const PROBE: &str = "import json, sys, sysconfig; print(json.dumps({'version': list(sys.version_info[:3]), \
                      'prefix': sys.prefix, 'base_prefix': sys.base_prefix, \
+                     'shared': bool(sysconfig.get_config_var('Py_ENABLE_SHARED')), \
                      'stdlib': sorted(getattr(sys, 'stdlib_module_names', ()))}))";
 
 #[derive(serde::Deserialize)]
@@ -191,6 +220,8 @@ struct ProbeAnswer {
     version: Vec<u32>,
     prefix: PathBuf,
     base_prefix: PathBuf,
+    /// Built with `--enable-shared`: the executable loads `libpython` from its prefix's `lib`.
+    shared: bool,
     stdlib: BTreeSet<String>,
 }
 
@@ -213,15 +244,47 @@ async fn probe(candidate: &Path, version: PythonVersion, source: &'static str) -
     if answer.version.get(..2) != Some(&[3, u32::from(version.minor)]) {
         return Err(format!("reports version {:?}, not {version}", answer.version));
     }
-    let mut binds: Vec<PathBuf> = Vec::new();
-    for dir in [answer.prefix, answer.base_prefix] {
-        let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
-        if !dir.starts_with("/usr") && !binds.contains(&dir) {
-            binds.push(dir);
+    let canonical = |dir: PathBuf| std::fs::canonicalize(&dir).unwrap_or(dir);
+    let (sandbox_executable, mounts) = placement(&executable, canonical(answer.prefix), canonical(answer.base_prefix));
+    // A shared build finds libpython through the absolute run path it was linked with (pyenv's, say), which
+    // does not exist at the neutral prefix: point the loader at the relocated `lib`.
+    let relocated = mounts.iter().any(|m| m.target == Path::new(NEUTRAL_PREFIX));
+    let sandbox_env = if relocated && answer.shared {
+        vec![(LIBRARY_PATH_VAR.to_owned(), format!("{NEUTRAL_PREFIX}/lib"))]
+    } else {
+        Vec::new()
+    };
+    let full_version = answer.version.iter().map(ToString::to_string).collect::<Vec<_>>().join(".");
+    Ok(Interpreter {
+        version,
+        full_version,
+        executable,
+        sandbox_executable,
+        mounts,
+        sandbox_env,
+        source,
+        stdlib: Arc::new(answer.stdlib),
+    })
+}
+
+/// Where the interpreter lives inside sandboxes, and the mounts that put it there. A self-contained installation
+/// outside `/usr` (its executable under its own prefix, not a virtual environment) moves to [`NEUTRAL_PREFIX`]:
+/// CPython finds its standard library relative to the executable, so it runs unchanged. Anything else (a virtual
+/// environment as the configured interpreter, an executable outside its prefix) keeps its host paths.
+fn placement(executable: &Path, prefix: PathBuf, base_prefix: PathBuf) -> (PathBuf, Vec<Bind>) {
+    if prefix == base_prefix
+        && !prefix.starts_with("/usr")
+        && let Ok(relative) = executable.strip_prefix(&prefix)
+    {
+        return (Path::new(NEUTRAL_PREFIX).join(relative), vec![Bind::at(prefix, NEUTRAL_PREFIX)]);
+    }
+    let mut mounts: Vec<Bind> = Vec::new();
+    for dir in [prefix, base_prefix] {
+        if !dir.starts_with("/usr") && !mounts.iter().any(|m| m.source == dir) {
+            mounts.push(Bind::same(dir));
         }
     }
-    let full_version = answer.version.iter().map(ToString::to_string).collect::<Vec<_>>().join(".");
-    Ok(Interpreter { version, full_version, executable, binds, source, stdlib: Arc::new(answer.stdlib) })
+    (executable.to_owned(), mounts)
 }
 
 #[cfg(test)]
@@ -233,7 +296,9 @@ mod tests {
             version: PythonVersion { minor },
             full_version: format!("3.{minor}.0"),
             executable: PathBuf::from(format!("/usr/bin/python3.{minor}")),
-            binds: Vec::new(),
+            sandbox_executable: PathBuf::from(format!("/usr/bin/python3.{minor}")),
+            mounts: Vec::new(),
+            sandbox_env: Vec::new(),
             source: "config",
             stdlib: Arc::default(),
         }
@@ -269,6 +334,25 @@ mod tests {
         std::fs::write(&script, "#!/usr/bin/env bash\nexec pyenv exec python3.12 \"$@\"\n").unwrap();
         assert!(is_shim(&script, None));
         assert!(is_shim(Path::new("/x/.pyenv/shims/python3.12"), Some(Path::new("/x/.pyenv"))));
+    }
+
+    #[test]
+    fn installations_outside_usr_move_to_the_neutral_prefix() {
+        let (exe, mounts) = placement(
+            Path::new("/home/u/.pyenv/versions/3.12.4/bin/python3.12"),
+            PathBuf::from("/home/u/.pyenv/versions/3.12.4"),
+            PathBuf::from("/home/u/.pyenv/versions/3.12.4"),
+        );
+        assert_eq!(exe, Path::new("/usr/local/bin/python3.12"));
+        assert_eq!(mounts, vec![Bind::at("/home/u/.pyenv/versions/3.12.4", "/usr/local")]);
+
+        let (exe, mounts) = placement(Path::new("/usr/bin/python3.11"), "/usr".into(), "/usr".into());
+        assert_eq!((exe.as_path(), mounts.len()), (Path::new("/usr/bin/python3.11"), 0));
+
+        // A virtual environment keeps its paths: its configuration names the base interpreter's.
+        let (exe, mounts) = placement(Path::new("/srv/venv/bin/python3"), "/srv/venv".into(), "/opt/py".into());
+        assert_eq!(exe, Path::new("/srv/venv/bin/python3"));
+        assert_eq!(mounts, vec![Bind::same("/srv/venv"), Bind::same("/opt/py")]);
     }
 
     #[tokio::test]

@@ -12,3 +12,6 @@ pub mod runner;
 pub use environments::{EnvInfo, EnvLease, Environments, InstallError, InstallerConfig, InstallerReport};
 pub use interpreters::{Discovery, Interpreter, Interpreters};
 pub use runner::{Runner, RunnerError, RunnerSettings};
+
+// Every workspace the API accepts must also be copied into `/work` by the sandbox.
+const _: () = assert!(pyexec_core::paths::MAX_PATH_DEPTH as u64 <= pyexec_sandbox::MAX_WORKSPACE_DEPTH as u64);

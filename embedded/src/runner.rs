@@ -8,14 +8,14 @@ use pyexec_core::eval::RESULT_FD_ENV;
 use pyexec_core::outcome::{Interruption, RunOutcome, Termination, failed, killed_before_start, pre_command_failed};
 use pyexec_core::{ExecutionResult, ExecutionSpec, PythonVersion, Timestamp, ValidationError, finalize};
 use pyexec_sandbox::{
-    Bind, ExitStatus, IsolationReport, Network, Outcome, OutputChunk, RunLimits, RunSpec, Sandbox, SandboxConfig,
+    ExitStatus, IsolationReport, Network, Outcome, OutputChunk, RunLimits, RunSpec, Sandbox, SandboxConfig,
     SandboxError,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::environments::{ENV_MOUNT, EnvInfo, EnvLease, Environments, InstallError, InstallerConfig};
-use crate::interpreters::{Discovery, Interpreter, Interpreters};
+use crate::interpreters::{Discovery, Interpreter, Interpreters, LIBRARY_PATH_VAR};
 use crate::program::{Invocation, invocation, pre_command_failure};
 
 const MIB: u64 = 1 << 20;
@@ -146,6 +146,21 @@ impl Runner {
         events: Option<mpsc::Sender<OutputChunk>>,
         cancel: CancellationToken,
     ) -> ExecutionResult {
+        self.run_with_stdin_file(execution_id, spec, None, workspace, events, cancel).await
+    }
+
+    /// [`Runner::run`], feeding the program the file `stdin_file` instead of the spec's `stdin`. The file is read
+    /// only when the sandbox starts, so a large input is not held in memory while the execution waits for its
+    /// environment.
+    pub async fn run_with_stdin_file(
+        &self,
+        execution_id: &str,
+        spec: &ExecutionSpec,
+        stdin_file: Option<&Path>,
+        workspace: &Path,
+        events: Option<mpsc::Sender<OutputChunk>>,
+        cancel: CancellationToken,
+    ) -> ExecutionResult {
         let accepted_at = Timestamp::now();
         let interpreter = match self.interpreters.get(spec.python) {
             Ok(i) => i,
@@ -161,9 +176,19 @@ impl Runner {
                 return failed(execution_id, format!("installing dependencies failed: {e}"), Some(accepted_at), "");
             }
         };
-        let python = if env.is_some() { EnvInfo::python() } else { interpreter.executable.clone() };
+        let python = if env.is_some() { EnvInfo::python() } else { interpreter.sandbox_executable.clone() };
         let invocation = invocation(spec, &python);
-        let run = self.run_spec(spec, interpreter, env.as_ref(), workspace, &invocation);
+        let stdin = match stdin_file {
+            None => spec.stdin.clone().unwrap_or_default().into_bytes(),
+            Some(path) => match tokio::fs::read(path).await {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    let message = format!("reading the execution's standard input failed: {e}");
+                    return failed(execution_id, message, Some(accepted_at), "");
+                }
+            },
+        };
+        let run = self.run_spec(spec, interpreter, env.as_ref(), workspace, &invocation, stdin);
         let started_at = Timestamp::now();
         let outcome = self.sandbox.run(run, events, cancel).await;
         let finished_at = Timestamp::now();
@@ -177,7 +202,8 @@ impl Runner {
             ),
             Err(e) => {
                 tracing::error!(execution_id, error = %e, "sandbox error");
-                failed(execution_id, format!("sandbox error: {e}"), Some(started_at), "")
+                let message = format!("sandbox error: {} (the server log has the details)", e.client_message());
+                failed(execution_id, message, Some(started_at), "")
             }
         };
         if let Some(env) = env {
@@ -213,15 +239,16 @@ impl Runner {
         env: Option<&EnvLease>,
         workspace: &Path,
         invocation: &Invocation,
+        stdin: Vec<u8>,
     ) -> RunSpec {
         let mut run = RunSpec::new(&invocation.program);
         run.args = invocation.args.clone();
         run.files = invocation.files.clone();
         run.extra_outputs = invocation.extra_outputs;
         run.env = environment(spec, interpreter, env, invocation);
-        run.stdin = spec.stdin.clone().unwrap_or_default().into_bytes();
+        run.stdin = stdin;
         run.workspace = Some(workspace.to_owned());
-        run.binds = interpreter.binds.iter().map(|dir| Bind::same(dir.clone())).collect();
+        run.binds = interpreter.mounts.clone();
         if let Some(env) = env {
             run.binds.push(env.info.bind());
         }
@@ -295,7 +322,7 @@ fn environment(
     env: Option<&EnvLease>,
     invocation: &Invocation,
 ) -> Vec<(String, String)> {
-    let bin = interpreter.executable.parent().map(|p| p.display().to_string()).unwrap_or_default();
+    let bin = interpreter.sandbox_executable.parent().map(|p| p.display().to_string()).unwrap_or_default();
     let path = match env {
         Some(_) => format!("{ENV_MOUNT}/bin:{bin}:/usr/local/bin:/usr/bin:/bin"),
         None => format!("{bin}:/usr/local/bin:/usr/bin:/bin"),
@@ -314,9 +341,17 @@ fn environment(
     if let Some(index) = invocation.result {
         vars.push((RESULT_FD_ENV.into(), (3 + index).to_string()));
     }
+    vars.extend(interpreter.sandbox_env.iter().cloned());
     for (key, value) in &spec.env {
+        // The request's variables win, except that the interpreter's own library path stays first: without it
+        // the interpreter cannot start at all.
+        let value = match vars.iter().find(|(k, _)| k == key && k == LIBRARY_PATH_VAR) {
+            Some((_, needed)) if !value.is_empty() => format!("{needed}:{value}"),
+            Some((_, needed)) => needed.clone(),
+            None => value.clone(),
+        };
         vars.retain(|(k, _)| k != key);
-        vars.push((key.clone(), value.clone()));
+        vars.push((key.clone(), value));
     }
     vars
 }

@@ -361,3 +361,127 @@ fn host_address() -> String {
         Err(_) => "127.0.0.2".into(),
     }
 }
+
+#[tokio::test]
+async fn pid_1_shows_nothing_of_the_server() {
+    // The server here is this test binary: its command line names the binary and the test filter.
+    let own_cmdline = std::fs::read("/proc/self/cmdline").unwrap();
+    assert!(own_cmdline.iter().any(|&b| b != 0));
+    let lines = verdicts(
+        "cmd = open('/proc/1/cmdline', 'rb').read()\n\
+         print('cmdline', len(cmd), sum(1 for b in cmd if b))\n\
+         print('comm', open('/proc/1/comm').read().strip())\n\
+         attempt('environ', lambda: open('/proc/1/environ', 'rb').read() or 1/0)\n\
+         attempt('exe', lambda: __import__('os').readlink('/proc/1/exe'))\n\
+         attempt('mem', lambda: open('/proc/1/mem', 'rb').read(1))",
+        "{}",
+    )
+    .await;
+    let cmdline: Vec<&str> = lines[0].split(' ').collect();
+    assert_eq!(cmdline[2], "0", "pid 1's command line holds only zeros: {lines:?}");
+    assert_eq!(lines[1], "comm init");
+    for name in ["environ", "exe", "mem"] {
+        blocked(&lines, name);
+    }
+}
+
+#[tokio::test]
+async fn socket_families_outside_the_network_namespace_are_refused() {
+    let lines = verdicts(
+        "import socket, errno\n\
+         def family(name, fam, kind=socket.SOCK_STREAM, proto=0):\n    \
+             try:\n        \
+                 socket.socket(fam, kind, proto).close()\n        \
+                 print(f'{name}: allowed')\n    \
+             except OSError as e:\n        \
+                 print(f'{name}: blocked {errno.errorcode.get(e.errno)}')\n\
+         family('vsock', 40)\n\
+         family('vsock-dgram', 40, socket.SOCK_DGRAM)\n\
+         family('packet', 17, socket.SOCK_RAW)\n\
+         family('alg', 38, socket.SOCK_SEQPACKET)\n\
+         family('bluetooth', 31, socket.SOCK_RAW)\n\
+         family('can', 29, socket.SOCK_RAW)\n\
+         family('rds', 21, socket.SOCK_SEQPACKET)\n\
+         family('tipc', 30, socket.SOCK_RDM)\n\
+         family('xdp', 44, socket.SOCK_RAW)\n\
+         family('netlink-audit', 16, socket.SOCK_RAW, 9)\n\
+         family('netlink-uevent', 16, socket.SOCK_DGRAM, 15)\n\
+         family('unix', socket.AF_UNIX)\n\
+         family('inet', socket.AF_INET)\n\
+         family('inet6', socket.AF_INET6)\n\
+         family('netlink-route', 16, socket.SOCK_RAW, 0)\n\
+         try:\n    \
+             socket.socketpair(40, socket.SOCK_STREAM)\n    \
+             print('socketpair-vsock: allowed')\n\
+         except OSError as e:\n    \
+             print(f'socketpair-vsock: blocked {errno.errorcode.get(e.errno)}')\n\
+         print('if_nameindex', [n for _, n in socket.if_nameindex()])",
+        "{}",
+    )
+    .await;
+    for name in [
+        "vsock",
+        "vsock-dgram",
+        "packet",
+        "alg",
+        "bluetooth",
+        "can",
+        "rds",
+        "tipc",
+        "xdp",
+        "netlink-audit",
+        "netlink-uevent",
+        "socketpair-vsock",
+    ] {
+        assert!(lines.contains(&format!("{name}: blocked EAFNOSUPPORT")), "{name}: {lines:?}");
+    }
+    for name in ["unix", "inet", "inet6", "netlink-route"] {
+        assert!(lines.contains(&format!("{name}: allowed")), "{name}: {lines:?}");
+    }
+    assert!(lines.contains(&"if_nameindex ['lo']".to_string()), "{lines:?}");
+}
+
+#[tokio::test]
+async fn the_interpreter_shows_no_host_layout() {
+    let runner = runner().await;
+    let interpreter = runner.interpreters().get(None).unwrap();
+    let r = exec(
+        "import os, sys, json\n\
+         print(json.dumps([sys.executable, sys.prefix, sys.base_prefix, os.__file__, sys.path]))\n\
+         json.loads('{')",
+        "{}",
+    )
+    .await;
+    assert_eq!(r.exit_code, 1, "{r:?}");
+    let host_prefix = interpreter.executable.parent().and_then(|bin| bin.parent()).unwrap();
+    if !host_prefix.starts_with("/usr") {
+        let host = host_prefix.to_string_lossy();
+        assert!(!r.stdout.contains(host.as_ref()) && !r.stderr.contains(host.as_ref()), "{host} shows: {r:?}");
+        assert!(r.stdout.contains("\"/usr/local/lib/python3."), "{}", r.stdout);
+        assert!(
+            r.stderr.contains("File \"/usr/local/lib/python3."),
+            "tracebacks read like the original's: {}",
+            r.stderr
+        );
+    } else {
+        eprintln!(
+            "!!! NOTE: the interpreter lives under /usr here ({}): relocation not exercised",
+            host_prefix.display()
+        );
+    }
+    assert!(!r.stdout.contains("pyenv") && !r.stderr.contains("pyenv"), "{r:?}");
+}
+
+#[tokio::test]
+async fn font_users_print_no_fontconfig_errors() {
+    let r = exec(
+        "import shutil, subprocess\n\
+         assert shutil.which('fc-list'), 'fontconfig (fc-list) is installed on this host'\n\
+         for _ in range(2):\n    \
+             p = subprocess.run(['fc-list'], capture_output=True, text=True)\n    \
+             print(p.returncode, repr(p.stderr))",
+        "{}",
+    )
+    .await;
+    assert_eq!(r.stdout, "0 ''\n0 ''\n", "{r:?}");
+}

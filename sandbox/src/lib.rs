@@ -10,12 +10,14 @@
 //! unless asked for, and then limited to the public internet.
 //!
 //! Layout: [`config`] and [`spec`] are the API; `plan` prepares everything the child needs; `launcher` clones
-//! it from a dedicated thread; `child` runs inside; `cgroup`, `network`, `seccomp` and `landlock` each own one
-//! mechanism; [`Sandbox`] ties them together and [`report`] says what this host guarantees.
+//! it from a dedicated thread; `child` runs inside (after `disguise` hides the server from it); `cgroup`,
+//! `network`, `seccomp` and `landlock` each own one mechanism; [`Sandbox`] ties them together and [`report`] says
+//! what this host guarantees.
 
 pub mod cgroup;
 mod child;
 pub mod config;
+mod disguise;
 mod io;
 mod landlock;
 mod launcher;
@@ -36,6 +38,9 @@ pub use spec::{
     Bind, Captured, ExitStatus, GeneratedFile, HostEntry, Identity, MAX_EXTRA_OUTPUTS, Network, Outcome, OutputChunk,
     RunLimits, RunSpec, Stream,
 };
+
+/// Deepest directory nesting of a workspace that the sandbox copies into `/work` (deeper trees fail the run).
+pub const MAX_WORKSPACE_DEPTH: u32 = 128;
 
 /// Why a sandbox could not run a program.
 #[derive(Debug, thiserror::Error)]
@@ -61,4 +66,40 @@ pub enum SandboxError {
     /// An operating-system error in the parent.
     #[error(transparent)]
     Io(#[from] std::io::Error),
+}
+
+impl SandboxError {
+    /// What a client may be told. The full error names host paths (the state directory, the workspace, cgroups,
+    /// bind sources) and belongs in the server's log; this text names none.
+    pub fn client_message(&self) -> String {
+        match self {
+            SandboxError::WorkspaceTooLarge | SandboxError::ProgramNotFound => self.to_string(),
+            SandboxError::Network(_) => "network access could not be set up for this run".into(),
+            SandboxError::Unavailable(_) => "the sandbox is unavailable on this server".into(),
+            SandboxError::InvalidSpec(_) | SandboxError::Setup(_) | SandboxError::Io(_) => {
+                "the sandbox could not be set up for this run".into()
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SandboxError;
+
+    #[test]
+    fn client_messages_name_no_host_path() {
+        let secret = "/var/lib/python-executor/sandbox/root";
+        for e in [
+            SandboxError::Unavailable(format!("cannot create {secret}")),
+            SandboxError::InvalidSpec(format!("cannot use {secret} in the sandbox")),
+            SandboxError::Setup(format!("copying the workspace {secret} -> /work: too deep")),
+            SandboxError::Network(format!("pasta could not attach: {secret}")),
+            SandboxError::Io(std::io::Error::other(secret)),
+        ] {
+            assert!(e.to_string().contains(secret), "the log keeps the detail");
+            assert!(!e.client_message().contains(secret), "{e:?}");
+            assert!(!e.client_message().is_empty());
+        }
+    }
 }

@@ -149,13 +149,15 @@ impl Egress {
         let (net_fd, user_fd) = (net.as_raw_fd(), user.as_ref().map(|u| u.as_raw_fd()));
         let mut cmd = Command::new(&self.nft);
         cmd.args(["-f", "-"]).stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped());
-        // SAFETY: setns is async-signal-safe; the descriptors stay open until the command has been spawned.
+        // SAFETY: setns, capset and prctl are async-signal-safe; the descriptors stay open until the command has
+        // been spawned.
         unsafe {
             cmd.pre_exec(move || {
-                if let Some(user_fd) = user_fd
-                    && libc::setns(user_fd, libc::CLONE_NEWUSER) != 0
-                {
-                    return Err(std::io::Error::last_os_error());
+                if let Some(user_fd) = user_fd {
+                    if libc::setns(user_fd, libc::CLONE_NEWUSER) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    keep_net_admin_across_exec()?;
                 }
                 if libc::setns(net_fd, libc::CLONE_NEWNET) != 0 {
                     return Err(std::io::Error::last_os_error());
@@ -177,6 +179,53 @@ impl Egress {
         }
         Ok(())
     }
+}
+
+/// Joining the sandbox's user namespace grants every capability in it, but `execve` by a uid that is not 0 there
+/// (the server's uid maps to the sandbox user) clears them, and nft then fails with "Operation not permitted".
+/// An ambient `CAP_NET_ADMIN` survives the `execve`: nft keeps exactly the one capability it needs, in the
+/// sandbox's namespaces only. Raising an ambient capability needs it in the inheritable set first.
+///
+/// Only system calls: runs between `fork` and `execve`.
+fn keep_net_admin_across_exec() -> std::io::Result<()> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+    // linux/capability.h; the libc crate does not export capability numbers.
+    const CAP_NET_ADMIN: u32 = 12;
+    let mut header = Header { version: VERSION_3, pid: 0 };
+    let mut data = [Data { effective: 0, permitted: 0, inheritable: 0 }; 2];
+    // SAFETY: capget/capset with the v3 header and two data words, as capget(2) documents.
+    unsafe {
+        if libc::syscall(libc::SYS_capget, &mut header as *mut Header, data.as_mut_ptr()) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        data[0].inheritable |= 1 << CAP_NET_ADMIN;
+        if libc::syscall(libc::SYS_capset, &header as *const Header, data.as_ptr()) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let raise = libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,
+            CAP_NET_ADMIN as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        );
+        if raise != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// The nftables ruleset: accept loopback and DNS to the forwarder, refuse every blocked range.

@@ -73,6 +73,8 @@ pub(crate) struct ChildFds {
 #[derive(Debug)]
 pub(crate) struct ChildPlan {
     pub fds: ChildFds,
+    /// The server's argument and environment areas, wiped in the child before anything else (see `disguise`).
+    pub disguise: &'static [crate::disguise::Area],
     /// Descriptors the child keeps at start (sorted); every other inherited descriptor is closed at once.
     pub keep: Vec<RawFd>,
     /// Host paths of bind sources. The child opens them while it is still the host user that created it (which may

@@ -36,6 +36,11 @@ const NETWORK_FILES: &[&str] = &["/etc/ssl", "/etc/ca-certificates", "/etc/pki"]
 const USR_LINKS: &[&str] = &["bin", "sbin", "lib", "lib32", "lib64", "libx32"];
 /// Device nodes of `/dev`.
 const DEVICES: &[&str] = &["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom"];
+/// fontconfig's configuration: the host's font files (under `/usr`), a cache in the run's `/tmp`. Without it every
+/// font user (matplotlib asks `fc-list`) prints "Fontconfig error: Cannot load default config file".
+const FONTS_CONF: &str = "<?xml version=\"1.0\"?>\n<!DOCTYPE fontconfig SYSTEM \"urn:fontconfig:fonts.dtd\">\n\
+<fontconfig>\n  <dir>/usr/share/fonts</dir>\n  <dir>/usr/local/share/fonts</dir>\n  \
+<cachedir>/tmp/.cache/fontconfig</cachedir>\n</fontconfig>\n";
 /// Most inodes of a writable tmpfs (the kernel default scales with RAM).
 const TMPFS_INODES: u64 = 262_144;
 
@@ -109,7 +114,7 @@ impl Sandbox {
             .collect();
         let report = build_report(&config, rootful, euid, &cgroups, landlock_abi, &egress);
         let service_uid = service_uid(&config);
-        let sandbox = Sandbox {
+        let mut sandbox = Sandbox {
             inner: Arc::new(Inner {
                 uids: Arc::new(UidPool::new(config.host_uid_base, config.host_uid_count)),
                 launcher: Launcher::start()?,
@@ -129,6 +134,24 @@ impl Sandbox {
             }),
         };
         sandbox.self_test().await?;
+        if sandbox.inner.egress.is_ok()
+            && let Err(reason) = sandbox.egress_self_test().await
+        {
+            // Tools that are present but cannot work here (a firewall this server may not load, a tun device
+            // pasta cannot use) must not give runs a half-working network: refuse network requests instead.
+            tracing::warn!("network egress is unavailable: {reason}");
+            let inner = Arc::get_mut(&mut sandbox.inner)
+                .ok_or_else(|| SandboxError::Unavailable("the sandbox is shared during start-up".into()))?;
+            inner.egress = Err(reason);
+            inner.report = build_report(
+                &inner.config,
+                inner.rootful,
+                inner.euid,
+                &inner.cgroups,
+                inner.landlock_abi,
+                &inner.egress,
+            );
+        }
         Ok(sandbox)
     }
 
@@ -157,6 +180,18 @@ impl Sandbox {
         match outcome.status {
             ExitStatus::Exited(0) => Ok(()),
             other => Err(SandboxError::Unavailable(format!("the sandbox self-test ended with {other:?}"))),
+        }
+    }
+
+    /// Proves that egress attaches: a sandbox that runs nothing, with pasta and the firewall in place.
+    async fn egress_self_test(&self) -> Result<(), String> {
+        let mut spec = RunSpec::new("/bin/true");
+        spec.network = Network::Internet;
+        spec.limits = RunLimits { timeout: Duration::from_secs(20), ..RunLimits::default() };
+        match self.execute(spec, None, CancellationToken::new(), false).await {
+            Ok(Outcome { status: ExitStatus::Exited(0), .. }) => Ok(()),
+            Ok(outcome) => Err(format!("the egress self-test ended with {:?}", outcome.status)),
+            Err(e) => Err(format!("the egress self-test failed: {e}")),
         }
     }
 
@@ -438,6 +473,7 @@ impl Sandbox {
         keep.sort_unstable();
         let plan = ChildPlan {
             fds: pipes.child,
+            disguise: crate::disguise::server_areas(),
             keep,
             setup_fds: b.setup_fds.iter().map(AsRawFd::as_raw_fd).collect(),
             bind_sources: b.bind_sources,
@@ -480,6 +516,7 @@ impl Sandbox {
             file("/etc/group", format!("root:x:0:\nsandbox:x:{uid}:\nnogroup:x:65534:\n")),
             file("/etc/hosts", hosts_file(host, network)),
             file("/etc/nsswitch.conf", "passwd: files\ngroup: files\nhosts: files dns\n".into()),
+            file("/etc/fonts/fonts.conf", FONTS_CONF.into()),
         ];
         if *network == Network::Internet
             && let Ok(egress) = &self.inner.egress

@@ -90,6 +90,16 @@ const NAMESPACE_CLONE_FLAGS: [u64; 7] = [
     libc::CLONE_NEWNET as u64,
 ];
 
+/// Address families a program may open sockets in: the ones network namespaces isolate and Python uses. Every
+/// other family is refused with `EAFNOSUPPORT` (what a kernel built without it answers, so libraries fall back
+/// cleanly). The reasons, family by family, are in `docs/security.md` ("Socket families").
+const ALLOWED_SOCKET_FAMILIES: [u64; 4] =
+    [libc::AF_UNIX as u64, libc::AF_INET as u64, libc::AF_INET6 as u64, libc::AF_NETLINK as u64];
+
+/// The one netlink protocol allowed: `NETLINK_ROUTE` (per network namespace; glibc's `getifaddrs` and
+/// `if_nameindex` use it). Audit, uevent, connector and the other protocols reach state outside the namespace.
+const ALLOWED_NETLINK_PROTOCOL: u64 = libc::NETLINK_ROUTE as u64;
+
 /// `personality` values glibc and common programs use; any other (e.g. `ADDR_NO_RANDOMIZE`) is refused.
 const ALLOWED_PERSONALITIES: [u64; 5] = [0x0, 0x8, 0x20000, 0x20008, 0xffff_ffff];
 
@@ -137,6 +147,9 @@ pub fn program_filter() -> Result<BpfProgram, SeccompError> {
         SeccompFilter::new(rules, SeccompAction::Allow, SeccompAction::Errno(libc::EPERM as u32), target_arch())?;
     let mut program: BpfProgram = filter.try_into()?;
 
+    // Socket families are answered with their own errno, so they get a filter of their own, run first.
+    program = chain_fallthrough(socket_filter()?, program);
+
     // clone3 passes its flags in memory a filter cannot read: answer ENOSYS so libc falls back to clone, whose
     // flags the rules above can check (what container runtimes do).
     let clone3 = SeccompFilter::new(
@@ -150,6 +163,34 @@ pub fn program_filter() -> Result<BpfProgram, SeccompError> {
     // chaining: [x32 guard] + [clone3 check falling through into the main program].
     program = chain(x32_guard(), chain_fallthrough(clone3, program));
     Ok(program)
+}
+
+/// `socket` and `socketpair` outside [`ALLOWED_SOCKET_FAMILIES`], and netlink sockets of another protocol than
+/// [`ALLOWED_NETLINK_PROTOCOL`], fail with `EAFNOSUPPORT`; everything else falls through to the main filter.
+fn socket_filter() -> Result<BpfProgram, SeccompError> {
+    let other_family = || {
+        SeccompRule::new(
+            ALLOWED_SOCKET_FAMILIES
+                .iter()
+                .map(|&family| SeccompCondition::new(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Ne, family))
+                .collect::<Result<Vec<_>, _>>()?,
+        )
+    };
+    let other_netlink = SeccompRule::new(vec![
+        SeccompCondition::new(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, libc::AF_NETLINK as u64)?,
+        SeccompCondition::new(2, SeccompCmpArgLen::Dword, SeccompCmpOp::Ne, ALLOWED_NETLINK_PROTOCOL)?,
+    ])?;
+    let rules = BTreeMap::from([
+        (libc::SYS_socket, vec![other_family()?, other_netlink]),
+        (libc::SYS_socketpair, vec![other_family()?]),
+    ]);
+    let filter = SeccompFilter::new(
+        rules,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::EAFNOSUPPORT as u32),
+        target_arch(),
+    )?;
+    Ok(filter.try_into()?)
 }
 
 const BPF_LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;

@@ -52,6 +52,7 @@ pub struct Server {
     child: Option<Child>,
     data: Option<tempfile::TempDir>,
     env: Vec<(String, String)>,
+    args: Vec<String>,
     pub client: reqwest::Client,
     log: PathBuf,
 }
@@ -83,6 +84,11 @@ impl Server {
 
     /// A fresh server with extra `PYEXEC_*` settings, or the external one.
     pub async fn start_with(env: &[(&str, &str)]) -> Server {
+        Self::start_with_args(env, &[]).await
+    }
+
+    /// A fresh server with extra settings and command-line flags, or the external one.
+    pub async fn start_with_args(env: &[(&str, &str)], args: &[&str]) -> Server {
         let client = reqwest::Client::builder().timeout(Duration::from_secs(120)).build().unwrap();
         if let Ok(url) = std::env::var("PYEXEC_TEST_SERVER") {
             return Server {
@@ -90,13 +96,16 @@ impl Server {
                 child: None,
                 data: None,
                 env: vec![],
+                args: vec![],
                 client,
                 log: PathBuf::new(),
             };
         }
         let data = tempfile::tempdir().unwrap();
         let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let mut server = Server { url: String::new(), child: None, data: Some(data), env, client, log: PathBuf::new() };
+        let args = args.iter().map(|a| a.to_string()).collect();
+        let mut server =
+            Server { url: String::new(), child: None, data: Some(data), env, args, client, log: PathBuf::new() };
         server.spawn().await;
         server
     }
@@ -126,6 +135,7 @@ impl Server {
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
+        cmd.args(&self.args);
         self.child = Some(cmd.spawn().expect("the server binary starts"));
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {

@@ -26,6 +26,42 @@ pub enum Source {
     Directory(PathBuf),
 }
 
+/// Standard input too large to travel inside the [`ExecutionSpec`], spooled to a file under
+/// [`Backend::staging_dir`] while the request was read. The backend that takes it moves or reads the file; dropping
+/// the handle removes the file, so a refused request leaves nothing behind.
+#[derive(Debug)]
+pub struct StdinFile {
+    path: Option<PathBuf>,
+}
+
+impl StdinFile {
+    /// Takes charge of the file at `path`.
+    pub fn new(path: PathBuf) -> Self {
+        StdinFile { path: Some(path) }
+    }
+
+    /// Where the file is.
+    pub fn path(&self) -> &Path {
+        self.path.as_deref().unwrap_or(Path::new(""))
+    }
+
+    /// Hands the file over: it is no longer removed on drop.
+    pub fn keep(mut self) -> PathBuf {
+        self.path.take().unwrap_or_default()
+    }
+}
+
+impl Drop for StdinFile {
+    fn drop(&mut self) {
+        if let Some(path) = self.path.take()
+            && let Err(e) = std::fs::remove_file(&path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %path.display(), error = %e, "could not remove a spooled stdin");
+        }
+    }
+}
+
 /// Why an execution is being stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KillReason {
@@ -130,6 +166,28 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Accepts an execution: it is `pending` until a slot is free. Fails with `QueueFull` when too many wait.
     async fn submit(&self, spec: ExecutionSpec, source: Source) -> Result<ExecutionResult, BackendError>;
+
+    /// [`Backend::submit`] with a standard input spooled to a file (the spec's `stdin` is then `None`). By default
+    /// the file is read back into the spec, for backends that carry stdin inline.
+    async fn submit_with_stdin(
+        &self,
+        mut spec: ExecutionSpec,
+        source: Source,
+        stdin: StdinFile,
+    ) -> Result<ExecutionResult, BackendError> {
+        let text = match tokio::fs::read_to_string(stdin.path()).await {
+            Ok(text) => text,
+            Err(e) => {
+                if let Source::Directory(dir) = source {
+                    let _ = tokio::fs::remove_dir_all(dir).await;
+                }
+                return Err(BackendError::Internal(format!("reading the spooled stdin: {e}")));
+            }
+        };
+        drop(stdin);
+        spec.stdin = Some(text).filter(|t| !t.is_empty());
+        self.submit(spec, source).await
+    }
 
     /// The execution's current state, `None` when unknown (or expired).
     async fn get(&self, id: &str) -> Result<Option<ExecutionResult>, BackendError>;

@@ -1,15 +1,24 @@
 //! `POST /api/v1/eval`: JSON in, result out.
+//!
+//! The body is read into one buffer and parsed from it. `code`, file contents and `stdin` are taken as raw JSON
+//! text first: code is decoded only once its size is known to be within the limit, and a large `stdin` is
+//! decoded straight into a file (see [`upload::take_stdin`]); the buffer is dropped before the execution is
+//! queued. Parsing runs on a blocking thread.
 
 use axum::Json;
-use axum::extract::State;
-use axum::extract::rejection::BytesRejection;
-use bytes::Bytes;
-use pyexec_core::{ErrorResponse, EvalRequest, ExecutionResult};
+use axum::extract::{Request, State};
+use pyexec_core::{
+    CodeFile, ErrorResponse, EvalRequest, ExecutionConfig, ExecutionResult, ExecutionSpec, PythonVersion,
+    ValidationError,
+};
+use serde::Deserialize;
+use serde_json::value::RawValue;
 
 use super::sync;
-use crate::backend::Source;
+use crate::backend::{Source, StdinFile};
 use crate::error::ApiError;
 use crate::state::AppState;
+use crate::upload::{self, InputError};
 
 /// Runs code (or a few files) and waits for the result. With `eval_last_expr`, the value of a trailing
 /// expression is returned in `result`.
@@ -27,42 +36,136 @@ use crate::state::AppState;
     ),
     security((), ("bearer" = []))
 )]
-pub async fn eval(
-    State(state): State<AppState>,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Json<ExecutionResult>, ApiError> {
-    let body = body.map_err(|e| {
-        if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::TooLarge(format!(
-                "the request body exceeds the upload limit of {} MiB (PYEXEC_MAX_UPLOAD_MB)",
-                state.upload_limit_mb
-            ))
-        } else {
-            ApiError::BadRequest(format!("reading the request body: {}", e.body_text()))
-        }
-    })?;
-    let request = parse(&body)?;
-    let (spec, files) = state.policy.spec_from_eval(request)?;
+pub async fn eval(State(state): State<AppState>, request: Request) -> Result<Json<ExecutionResult>, ApiError> {
+    let body = upload::read_body(request, state.upload_limit_mb).await?;
+    let prepared = {
+        let state = state.clone();
+        tokio::task::spawn_blocking(move || prepare(&state, body))
+            .await
+            .map_err(|e| ApiError::Internal(format!("parsing task failed: {e}")))??
+    };
+    let (spec, files, stdin) = prepared;
+    sync::run_with_stdin(&state, spec, Source::Files(files), stdin).await
+}
+
+/// The body as [`EvalRequest`], with the texts that may be large kept raw (borrowed from the body).
+#[derive(Default, Deserialize)]
+struct EvalFields<'a> {
+    #[serde(borrow, default)]
+    code: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    files: Option<Vec<RawFile<'a>>>,
+    #[serde(default)]
+    entrypoint: Option<String>,
+    #[serde(borrow, default)]
+    stdin: Option<&'a RawValue>,
+    #[serde(default)]
+    config: Option<ExecutionConfig>,
+    #[serde(default)]
+    python_version: Option<String>,
+    #[serde(default)]
+    eval_last_expr: Option<bool>,
+    #[serde(default)]
+    requirements_txt: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawFile<'a> {
+    name: String,
+    #[serde(borrow)]
+    content: &'a RawValue,
+}
+
+fn invalid_json(message: String) -> ApiError {
+    ApiError::BadRequest(format!("invalid JSON: {message}"))
+}
+
+fn json_error(e: InputError) -> ApiError {
+    e.into_api_error(invalid_json)
+}
+
+/// Validates the body into a spec, its files and its spooled stdin; the body is gone when this returns.
+fn prepare(state: &AppState, body: Vec<u8>) -> Result<(ExecutionSpec, Vec<CodeFile>, Option<StdinFile>), ApiError> {
+    let fields = parse(&body)?;
+    let request = decode_code(&fields, state.policy.max_eval_code_bytes)?;
+    // A stdin of the wrong type is a JSON error, which comes before any rule.
+    if let Some(stdin) = fields.stdin.filter(|r| r.get() != "null") {
+        upload::expect_string(stdin).map_err(json_error)?;
+    }
+    let (mut spec, files) = state.policy.spec_from_eval(request)?;
     state.backend.check(&spec)?;
-    sync::run(&state, spec, Source::Files(files)).await
+    let (stdin, file) = upload::take_stdin(fields.stdin, state.backend.staging_dir()).map_err(json_error)?;
+    spec.stdin = stdin.filter(|s| !s.is_empty());
+    Ok((spec, files, file))
 }
 
 /// The body as the original read it: any Content-Type, `null` meaning `{}`, errors prefixed `invalid JSON:`.
-fn parse(body: &[u8]) -> Result<EvalRequest, ApiError> {
+fn parse(body: &[u8]) -> Result<EvalFields<'_>, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::BadRequest("invalid JSON: EOF".into()));
     }
-    serde_json::from_slice::<Option<EvalRequest>>(body)
+    serde_json::from_slice::<Option<EvalFields<'_>>>(body)
         .map(Option::unwrap_or_default)
-        .map_err(|e| ApiError::BadRequest(format!("invalid JSON: {e}")))
+        .map_err(|e| invalid_json(e.to_string()))
+}
+
+/// The request without stdin, its code decoded. Code over the size limit is refused from its decoded length,
+/// without decoding it, with the answer [`pyexec_core::Policy::spec_from_eval`] gives: after the checks that
+/// come before the size in the original (presence, which a non-empty code passes, and `python_version`).
+fn decode_code(fields: &EvalFields<'_>, max_code_bytes: usize) -> Result<EvalRequest, ApiError> {
+    let mut size = |raw: &RawValue| -> Result<u64, ApiError> {
+        upload::expect_string(raw).map_err(json_error)?;
+        upload::decode_json_string(raw.get(), &mut std::io::sink()).map_err(json_error)
+    };
+    let code = fields.code.filter(|r| r.get() != "null");
+    let code_size = code.map(&mut size).transpose()?.unwrap_or(0);
+    let mut files_size = 0;
+    for file in fields.files.iter().flatten() {
+        files_size += size(file.content)?;
+    }
+    let total = if fields.files.as_ref().is_some_and(|f| !f.is_empty()) { files_size } else { code_size };
+    if total > max_code_bytes as u64 {
+        if let Some(v) = fields.python_version.as_deref().filter(|v| !v.is_empty()) {
+            PythonVersion::parse_supported(v)?;
+        }
+        return Err(ValidationError::too_large(format!(
+            "total code size {total} bytes exceeds limit of {max_code_bytes} bytes"
+        ))
+        .into());
+    }
+    let decode = |raw: &RawValue| upload::decode_string(raw).map_err(json_error);
+    let files = match &fields.files {
+        None => None,
+        Some(files) => Some(
+            files
+                .iter()
+                .map(|f| Ok(CodeFile { name: f.name.clone(), content: decode(f.content)? }))
+                .collect::<Result<Vec<_>, ApiError>>()?,
+        ),
+    };
+    Ok(EvalRequest {
+        code: code.map(decode).transpose()?,
+        files,
+        entrypoint: fields.entrypoint.clone(),
+        stdin: None,
+        config: fields.config.clone(),
+        python_version: fields.python_version.clone(),
+        eval_last_expr: fields.eval_last_expr,
+        requirements_txt: fields.requirements_txt.clone(),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pyexec_core::Policy;
+
+    fn request(body: &str) -> Result<EvalRequest, ApiError> {
+        decode_code(&parse(body.as_bytes())?, 102_400)
+    }
 
     fn message(body: &str) -> String {
-        match parse(body.as_bytes()) {
+        match request(body) {
             Err(ApiError::BadRequest(m)) => m,
             other => panic!("{other:?}"),
         }
@@ -73,6 +176,51 @@ mod tests {
         assert_eq!(message(""), "invalid JSON: EOF");
         assert!(message("not json").starts_with("invalid JSON: "));
         assert!(message(r#"{"code": 5}"#).starts_with("invalid JSON: invalid type: integer `5`, expected a string"));
-        assert_eq!(parse(b"null").unwrap(), EvalRequest::default());
+        assert!(
+            message(r#"{"files": [{"name": "a.py", "content": [1]}]}"#)
+                .starts_with("invalid JSON: invalid type: sequence")
+        );
+        assert!(message(r#"{"code": "\udc00"}"#).contains("lone leading surrogate"));
+        assert!(message(r#"{"code": "1", "python_version": 3}"#).starts_with("invalid JSON: invalid type: integer"));
+        assert_eq!(request("null").unwrap(), EvalRequest::default());
+    }
+
+    /// Every field of the wire type is read, with the same meaning (apart from stdin, which is taken later).
+    #[test]
+    fn the_raw_form_reads_every_field_of_the_request() {
+        let full = EvalRequest {
+            code: Some("print('é\\n\"x\"')\n\u{1F600}".into()),
+            files: Some(vec![CodeFile { name: "a.py".into(), content: "\t1".into() }]),
+            entrypoint: Some("a.py".into()),
+            stdin: None,
+            config: Some(ExecutionConfig { timeout_seconds: Some(5), memory_mb: Some(64), ..Default::default() }),
+            python_version: Some("3.12".into()),
+            eval_last_expr: Some(true),
+            requirements_txt: Some("numpy".into()),
+        };
+        assert_eq!(request(&serde_json::to_string(&full).unwrap()).unwrap(), full);
+        let empty = EvalRequest { code: Some(String::new()), files: Some(vec![]), ..Default::default() };
+        assert_eq!(request(&serde_json::to_string(&empty).unwrap()).unwrap(), empty);
+    }
+
+    /// Oversized code is refused without being decoded, with the answer and the order of the core's rules.
+    #[test]
+    fn oversized_code_gets_the_answer_of_the_core_rules() {
+        let policy = Policy::default();
+        for body in [
+            format!(r#"{{"code":"{}"}}"#, "x".repeat(102_401)),
+            format!(r#"{{"code":"{}"}}"#, "\\n".repeat(102_401)),
+            format!(r#"{{"code":"x","files":[{{"name":"a.py","content":"{}"}}]}}"#, "é".repeat(51_201)),
+            format!(r#"{{"code":"{}","python_version":"2.7"}}"#, "x".repeat(102_401)),
+        ] {
+            let ours = match request(&body) {
+                Err(ApiError::TooLarge(m) | ApiError::BadRequest(m)) => m,
+                other => panic!("{other:?}"),
+            };
+            let core = policy.spec_from_eval(serde_json::from_str(&body).unwrap()).unwrap_err().message;
+            assert_eq!(ours, core);
+        }
+        let exact = format!(r#"{{"code":"{}"}}"#, "x".repeat(102_400));
+        assert_eq!(request(&exact).unwrap().code.map(|c| c.len()), Some(102_400));
     }
 }

@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use pyexec_core::{AsyncResponse, ErrorResponse, ExecutionResult, ExecutionSpec};
 
 use super::sync;
-use crate::backend::Source;
+use crate::backend::{Source, StdinFile};
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::upload;
@@ -41,8 +41,8 @@ pub struct ExecForm {
     security((), ("bearer" = []))
 )]
 pub async fn exec_sync(State(state): State<AppState>, request: Request) -> Result<Json<ExecutionResult>, ApiError> {
-    let (spec, workspace) = receive(&state, request).await?;
-    sync::run(&state, spec, Source::Directory(workspace)).await
+    let (spec, workspace, stdin) = receive(&state, request).await?;
+    sync::run_with_stdin(&state, spec, Source::Directory(workspace), stdin).await
 }
 
 /// Queues a project and returns its id at once; poll `GET /api/v1/executions/{id}` or follow its events.
@@ -65,13 +65,16 @@ pub async fn exec_async(
     State(state): State<AppState>,
     request: Request,
 ) -> Result<(StatusCode, Json<AsyncResponse>), ApiError> {
-    let (spec, workspace) = receive(&state, request).await?;
-    let record = sync::submit(&state, spec, Source::Directory(workspace)).await?;
+    let (spec, workspace, stdin) = receive(&state, request).await?;
+    let record = sync::submit_with_stdin(&state, spec, Source::Directory(workspace), stdin).await?;
     Ok((StatusCode::ACCEPTED, Json(AsyncResponse { execution_id: record.execution_id })))
 }
 
-/// Receives the form and validates the metadata; the staged archive is removed again on any error.
-async fn receive(state: &AppState, request: Request) -> Result<(ExecutionSpec, std::path::PathBuf), ApiError> {
+/// Receives the form and validates the metadata; the staged archive and stdin are removed again on any error.
+async fn receive(
+    state: &AppState,
+    request: Request,
+) -> Result<(ExecutionSpec, std::path::PathBuf, Option<StdinFile>), ApiError> {
     upload::check_content_type(request.headers())?;
     let multipart = Multipart::from_request(request, state)
         .await
@@ -83,7 +86,7 @@ async fn receive(state: &AppState, request: Request) -> Result<(ExecutionSpec, s
         .map_err(ApiError::from)
         .and_then(|spec| state.backend.check(&spec).map(|()| spec).map_err(ApiError::from));
     match checked {
-        Ok(spec) => Ok((spec, upload.workspace)),
+        Ok(spec) => Ok((spec, upload.workspace, upload.stdin)),
         Err(e) => {
             let _ = tokio::fs::remove_dir_all(&upload.workspace).await;
             Err(e)

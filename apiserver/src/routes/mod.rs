@@ -34,7 +34,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/executions/{id}/events", get(executions::events))
         .route("/api/v1/tools", get(crate::mcp::tools))
         .route("/api/v1/tools/run_python", post(crate::mcp::call_run_python))
-        .route_service("/mcp", crate::mcp::service(state.clone(), state.mcp_allowed_hosts.clone()))
+        .route_service("/mcp", crate::mcp::service(state.clone()))
         .layer(DefaultBodyLimit::max(body_limit))
         .route_layer(middleware::from_fn_with_state(state.clone(), refuse_oversized))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_key));
@@ -47,6 +47,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
         .layer(middleware::from_fn(strip_trailing_slash))
+        .layer(middleware::from_fn_with_state(state.clone(), crate::origin::guard))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|req: &Request| {
@@ -95,15 +96,23 @@ async fn not_found() -> Response {
 
 /// `/health/` redirects to `/health` (301 for GET and HEAD, 307 otherwise), as the original's router did. The
 /// Swagger UI lives under `/docs/` and keeps its slashes.
+///
+/// The target is always a path on this server: `//evil.example/` must not become `Location: //evil.example`,
+/// which a browser reads as another host (so would `/\evil.example`, browsers treating `\` as `/`). Leading
+/// slashes are collapsed to one, and a path that could still read as another host, or that holds a backslash or
+/// a control character, raw or percent-encoded, is not redirected at all (it is no route either: 404).
 async fn strip_trailing_slash(request: Request, next: Next) -> Response {
     let path = request.uri().path();
     if path.len() > 1 && path.ends_with('/') && !path.starts_with("/docs") {
-        let trimmed = path.trim_end_matches('/');
+        let Some(trimmed) = redirect_path(path) else { return not_found().await };
         let target = match request.uri().query() {
             Some(q) => format!("{trimmed}?{q}"),
-            None => trimmed.to_owned(),
+            None => trimmed,
         };
-        if let Ok(uri) = target.parse::<Uri>() {
+        if let Ok(uri) = target.parse::<Uri>()
+            && uri.authority().is_none()
+            && uri.scheme().is_none()
+        {
             let status = if matches!(*request.method(), Method::GET | Method::HEAD) {
                 StatusCode::MOVED_PERMANENTLY
             } else {
@@ -113,4 +122,59 @@ async fn strip_trailing_slash(request: Request, next: Next) -> Response {
         }
     }
     next.run(request).await
+}
+
+/// The path a trailing-slash redirect may send to: `path` without its trailing slashes and with one leading
+/// slash; `None` when there is nothing left or it could name another host once a browser decoded it.
+fn redirect_path(path: &str) -> Option<String> {
+    let body = path.trim_end_matches('/').trim_start_matches('/');
+    if body.is_empty() {
+        return None;
+    }
+    let decoded = percent_decoded(body);
+    let unsafe_byte = |b: &u8| *b == b'\\' || b.is_ascii_control() || *b == b' ';
+    if decoded.iter().any(unsafe_byte) || decoded.first() == Some(&b'/') {
+        return None;
+    }
+    Some(format!("/{body}"))
+}
+
+/// `%XX` sequences decoded (others kept), as a browser or a proxy might before reading the path.
+fn percent_decoded(text: &str) -> Vec<u8> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| char::from(b).to_digit(16);
+        if bytes[i] == b'%'
+            && let (Some(hi), Some(lo)) =
+                (bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex))
+        {
+            out.push(u8::try_from(hi * 16 + lo).unwrap_or(b'%'));
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redirect_path;
+
+    #[test]
+    fn redirects_stay_on_this_server() {
+        assert_eq!(redirect_path("/health/").as_deref(), Some("/health"));
+        assert_eq!(redirect_path("/api/v1/executions//").as_deref(), Some("/api/v1/executions"));
+        assert_eq!(redirect_path("//evil.example/").as_deref(), Some("/evil.example"));
+        assert_eq!(redirect_path("///evil.example//").as_deref(), Some("/evil.example"));
+        for refused in
+            ["/\\evil.example/", "/%5Cevil.example/", "/%2F%2Fevil.example/", "//%2fevil.example/", "/%09/evil/", "///"]
+        {
+            assert_eq!(redirect_path(refused), None, "{refused}");
+        }
+        assert_eq!(redirect_path("/a%2Fb/").as_deref(), Some("/a%2Fb"), "an encoded slash inside is a path");
+    }
 }

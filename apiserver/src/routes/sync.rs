@@ -5,7 +5,7 @@ use std::sync::Arc;
 use axum::Json;
 use pyexec_core::{ExecutionResult, ExecutionSpec};
 
-use crate::backend::{Backend, BackendError, KillReason, Source};
+use crate::backend::{Backend, BackendError, KillReason, Source, StdinFile};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -31,7 +31,17 @@ impl Drop for KillOnDrop {
 
 /// Submits and waits; the answer is the final result, whatever the program did (status `failed` is a 200 too).
 pub async fn run(state: &AppState, spec: ExecutionSpec, source: Source) -> Result<Json<ExecutionResult>, ApiError> {
-    let record = submit(state, spec, source).await?;
+    run_with_stdin(state, spec, source, None).await
+}
+
+/// [`run`], with a standard input spooled to a file.
+pub async fn run_with_stdin(
+    state: &AppState,
+    spec: ExecutionSpec,
+    source: Source,
+    stdin: Option<StdinFile>,
+) -> Result<Json<ExecutionResult>, ApiError> {
+    let record = submit_with_stdin(state, spec, source, stdin).await?;
     let mut guard = KillOnDrop { backend: state.backend.clone(), id: Some(record.execution_id.clone()) };
     let result = state.backend.wait(&record.execution_id).await?;
     guard.id = None;
@@ -40,7 +50,21 @@ pub async fn run(state: &AppState, spec: ExecutionSpec, source: Source) -> Resul
 
 /// Submits, counting refusals for the metrics.
 pub async fn submit(state: &AppState, spec: ExecutionSpec, source: Source) -> Result<ExecutionResult, ApiError> {
-    state.backend.submit(spec, source).await.map_err(|e| {
+    submit_with_stdin(state, spec, source, None).await
+}
+
+/// [`submit`], with a standard input spooled to a file.
+pub async fn submit_with_stdin(
+    state: &AppState,
+    spec: ExecutionSpec,
+    source: Source,
+    stdin: Option<StdinFile>,
+) -> Result<ExecutionResult, ApiError> {
+    let submitted = match stdin {
+        Some(stdin) => state.backend.submit_with_stdin(spec, source, stdin).await,
+        None => state.backend.submit(spec, source).await,
+    };
+    submitted.map_err(|e| {
         if matches!(e, BackendError::QueueFull { .. }) {
             state.metrics.rejected();
         }

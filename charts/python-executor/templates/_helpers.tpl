@@ -120,6 +120,17 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
 {{/*
+PYEXEC_ALLOWED_HOSTS: the names of the API server's Service (short, with the namespace, .svc and .svc.cluster.local)
+and apiserver.allowedHosts. Without API keys the server answers only to these, loopback names and IP addresses.
+*/}}
+{{- define "python-executor.apiserver.allowedHosts" -}}
+{{- $name := include "python-executor.apiserver.fullname" . }}
+{{- $ns := .Release.Namespace }}
+{{- $hosts := list $name (printf "%s.%s" $name $ns) (printf "%s.%s.svc" $name $ns) (printf "%s.%s.svc.cluster.local" $name $ns) }}
+{{- join "," (concat $hosts .Values.apiserver.allowedHosts) }}
+{{- end }}
+
+{{/*
 The container security context of every control-plane container: passes Pod Security "restricted" and keeps the
 root file system read-only (writable paths are emptyDirs or volumes).
 */}}

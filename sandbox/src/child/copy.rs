@@ -8,8 +8,8 @@ use std::mem::MaybeUninit;
 
 use super::sys;
 
-/// Deepest directory nesting copied; uploads are checked against the same bound when they are unpacked.
-const MAX_DEPTH: u32 = 128;
+/// Deepest directory nesting copied; uploads are refused earlier, at a smaller bound (`pyexec_core::paths`).
+const MAX_DEPTH: u32 = crate::MAX_WORKSPACE_DEPTH;
 
 /// `struct linux_dirent64` header.
 const DIRENT_NAME_OFFSET: usize = 19;

@@ -6,7 +6,8 @@
 //! it needs is in the [`ChildPlan`], built by the parent. Failures are sent to the parent as numbers.
 //!
 //! Sequence:
-//! 1. close every inherited descriptor the plan does not name; wait for the parent's go-ahead (uid maps written,
+//! 1. wipe the server's command line and environment from this copy of its memory (`disguise`); close every
+//!    inherited descriptor the plan does not name; wait for the parent's go-ahead (uid maps written,
 //!    cgroups joined, network attached);
 //! 2. build the root on a tmpfs: read-only binds, generated files, `/dev`, `/work` (the workspace copied in),
 //!    `/tmp`, `/proc`; switch to it with `pivot_root`, detach the host's root, make `/` read-only;
@@ -34,6 +35,8 @@ pub(crate) unsafe fn main(plan: &ChildPlan) -> ! {
 }
 
 fn init(plan: &ChildPlan) -> Result<std::convert::Infallible> {
+    // SAFETY: the areas are this clone's own copy of the server's; nothing here reads arguments or environment.
+    unsafe { crate::disguise::apply(plan.disguise) };
     sys::close_all_except(&plan.keep);
     wait_for_go(plan.fds.sync_r)?;
     if plan.cgroup_namespace {

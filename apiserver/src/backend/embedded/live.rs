@@ -19,6 +19,8 @@ const REPLAY_LIMIT_BYTES: usize = 4 << 20;
 pub struct Live {
     pub spec: Arc<ExecutionSpec>,
     pub workspace: PathBuf,
+    /// The spooled standard input, when it was too large for the spec.
+    pub stdin: Option<PathBuf>,
     /// The current state (`pending`, then `running` with `started_at`).
     pub result: ExecutionResult,
     pub cancel: CancellationToken,
@@ -31,12 +33,13 @@ pub struct Live {
 }
 
 impl Live {
-    pub fn new(result: ExecutionResult, spec: ExecutionSpec, workspace: PathBuf) -> Self {
+    pub fn new(result: ExecutionResult, spec: ExecutionSpec, workspace: PathBuf, stdin: Option<PathBuf>) -> Self {
         let (events, _) = broadcast::channel(256);
         let (done, _) = watch::channel(None);
         Live {
             spec: Arc::new(spec),
             workspace,
+            stdin,
             result,
             cancel: CancellationToken::new(),
             kill: None,

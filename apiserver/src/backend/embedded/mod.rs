@@ -1,12 +1,14 @@
 //! The embedded backend: a bounded FIFO queue in front of a fixed number of sandbox slots on this machine, with
 //! every execution recorded in SQLite.
 //!
-//! - `submit` stages the files into `<data>/workspaces/<id>`, records the execution as `pending` and queues it;
-//!   beyond `max_queue` waiting executions it refuses (`QueueFull` → HTTP 429);
+//! - `submit` stages the files into `<data>/workspaces/<id>` (and a spooled stdin into `<data>/stdin/<id>`),
+//!   records the execution as `pending` and queues it; beyond `max_queue` waiting executions it refuses
+//!   (`QueueFull` → HTTP 429);
 //! - `max_concurrent` workers take executions in order and run them with [`pyexec_embedded::Runner`];
 //! - a kill removes a pending execution from the queue (it never runs) or cancels a running one;
-//! - at start-up, executions that were running when the server died are failed, pending ones are queued again;
-//! - finished records expire `ttl` after they finished.
+//! - at start-up, executions that were running when the server died are failed, pending ones are queued again,
+//!   and workspaces or stdin files that belong to no pending execution are removed;
+//! - finished records expire `ttl` after they finished; the workspace and stdin file go when the execution ends.
 
 mod live;
 mod store;
@@ -27,7 +29,7 @@ use self::live::{Live, wait_done};
 use self::store::Store;
 use super::{
     Backend, BackendError, BackendHealth, EventStream, ExecutionEvent, ExecutionPage, KillReason, ListQuery,
-    QueueHealth, Source,
+    QueueHealth, Source, StdinFile,
 };
 use crate::metrics::Metrics;
 
@@ -59,6 +61,7 @@ struct Inner {
     store: Store,
     config: EmbeddedConfig,
     workspaces: PathBuf,
+    stdin: PathBuf,
     staging: PathBuf,
     state: Mutex<State>,
     work: Notify,
@@ -87,23 +90,29 @@ impl EmbeddedBackend {
         // must keep everyone else out.
         std::fs::set_permissions(data, std::fs::Permissions::from_mode(0o700))?;
         let workspaces = data.join("workspaces");
+        let stdin = data.join("stdin");
         let staging = data.join("uploads");
-        for dir in [&workspaces, &staging] {
+        for dir in [&workspaces, &stdin, &staging] {
             std::fs::create_dir_all(dir)?;
         }
         // Half-received uploads of a previous run are useless.
-        for entry in std::fs::read_dir(&staging)?.flatten() {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
+        remove_entries(&staging, |_| false);
         let store = Store::open(&data.join("executions.db"))?;
         let (interrupted, queued) = store.recover(INTERRUPTED).await?;
-        for dir in interrupted {
-            let _ = tokio::fs::remove_dir_all(dir).await;
+        for path in interrupted {
+            remove_path(&path).await;
+        }
+        // What a crash left between recording an end and removing the files belongs to no execution any more.
+        // Both folders name their entries after the execution.
+        let pending: std::collections::HashSet<String> = queued.iter().map(|q| q.result.execution_id.clone()).collect();
+        for dir in [&workspaces, &stdin] {
+            remove_entries(dir, |name| !pyexec_core::model::is_execution_id(name) || pending.contains(name));
         }
         let inner = Arc::new(Inner {
             runner,
             store,
             workspaces,
+            stdin,
             staging,
             state: Mutex::new(State::default()),
             work: Notify::new(),
@@ -115,7 +124,7 @@ impl EmbeddedBackend {
             let mut state = inner.lock();
             for q in queued {
                 let id = q.result.execution_id.clone();
-                state.live.insert(id.clone(), Live::new(q.result, q.spec, q.workspace));
+                state.live.insert(id.clone(), Live::new(q.result, q.spec, q.workspace, q.stdin));
                 state.queue.push_back(id);
             }
             if !state.queue.is_empty() {
@@ -150,6 +159,9 @@ impl Inner {
         if let Some(mut live) = live {
             live.finish(&result);
             let _ = tokio::fs::remove_dir_all(&live.workspace).await;
+            if let Some(stdin) = &live.stdin {
+                remove_path(stdin).await;
+            }
         }
         self.metrics.finished(&result);
     }
@@ -196,9 +208,9 @@ async fn run(inner: &Arc<Inner>, id: &str) {
         live.result.status = ExecutionStatus::Running;
         live.result.started_at = Some(Timestamp::now());
         live.publish(ExecutionEvent::Status(ExecutionStatus::Running));
-        (live.result.clone(), live.spec.clone(), live.workspace.clone(), live.cancel.clone())
+        (live.result.clone(), live.spec.clone(), live.workspace.clone(), live.stdin.clone(), live.cancel.clone())
     };
-    let (record, spec, workspace, cancel) = started;
+    let (record, spec, workspace, stdin, cancel) = started;
     if let Err(e) = inner.store.update(&record).await {
         tracing::error!(execution_id = id, error = %e, "could not record the start of an execution");
     }
@@ -220,7 +232,7 @@ async fn run(inner: &Arc<Inner>, id: &str) {
             }
         })
     };
-    let mut result = inner.runner.run(id, &spec, &workspace, Some(tx), cancel).await;
+    let mut result = inner.runner.run_with_stdin_file(id, &spec, stdin.as_deref(), &workspace, Some(tx), cancel).await;
     let _ = forward.await;
 
     let reason = inner.lock().live.get(id).and_then(|l| l.kill);
@@ -263,6 +275,38 @@ async fn sweeper(inner: Arc<Inner>) {
     }
 }
 
+/// Removes a file or a directory tree, whichever `path` is.
+async fn remove_path(path: &Path) {
+    let removed = match tokio::fs::symlink_metadata(path).await {
+        Ok(m) if m.is_dir() => tokio::fs::remove_dir_all(path).await,
+        Ok(_) => tokio::fs::remove_file(path).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = removed
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(path = %path.display(), error = %e, "could not remove an execution's files");
+    }
+}
+
+/// Removes the entries of `dir` whose names `keep` does not want, files and directories alike.
+fn remove_entries(dir: &Path, keep: impl Fn(&str) -> bool) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        if keep(&entry.file_name().to_string_lossy()) {
+            continue;
+        }
+        let path = entry.path();
+        let removed = match entry.file_type() {
+            Ok(t) if t.is_dir() => std::fs::remove_dir_all(&path),
+            _ => std::fs::remove_file(&path),
+        };
+        if let Err(e) = removed {
+            tracing::warn!(path = %path.display(), error = %e, "could not remove a leftover");
+        }
+    }
+}
+
 /// Cursor of the execution list: the row's sequence number.
 fn parse_cursor(cursor: &Option<String>) -> Result<Option<i64>, BackendError> {
     match cursor {
@@ -274,17 +318,14 @@ fn parse_cursor(cursor: &Option<String>) -> Result<Option<i64>, BackendError> {
     }
 }
 
-#[async_trait::async_trait]
-impl Backend for EmbeddedBackend {
-    fn check(&self, spec: &ExecutionSpec) -> Result<(), ValidationError> {
-        self.inner.runner.check(spec)
-    }
-
-    fn staging_dir(&self) -> &Path {
-        &self.inner.staging
-    }
-
-    async fn submit(&self, spec: ExecutionSpec, source: Source) -> Result<ExecutionResult, BackendError> {
+impl EmbeddedBackend {
+    /// Accepts an execution, with its spooled stdin if it has one.
+    async fn submit_input(
+        &self,
+        spec: ExecutionSpec,
+        source: Source,
+        stdin: Option<StdinFile>,
+    ) -> Result<ExecutionResult, BackendError> {
         let inner = &self.inner;
         let full = |pending| BackendError::QueueFull { pending, retry_after: Duration::from_secs(1) };
         let pending = inner.lock().queue.len();
@@ -299,6 +340,16 @@ impl Backend for EmbeddedBackend {
         }
         let id = pyexec_core::model::new_execution_id();
         let dir = inner.workspaces.join(&id);
+        // Until the execution is queued, dropping the handle removes the file.
+        let stdin = match stdin {
+            Some(spooled) => {
+                let target = inner.stdin.join(&id);
+                tokio::fs::rename(spooled.path(), &target).await.map_err(internal)?;
+                spooled.keep();
+                Some(StdinFile::new(target))
+            }
+            None => None,
+        };
         match source {
             Source::Directory(staged) => tokio::fs::rename(&staged, &dir).await.map_err(internal)?,
             Source::Files(files) => {
@@ -313,7 +364,7 @@ impl Backend for EmbeddedBackend {
             }
         }
         let record = ExecutionResult::pending(&id);
-        if let Err(e) = inner.store.insert(&record, &spec, &dir).await {
+        if let Err(e) = inner.store.insert(&record, &spec, &dir, stdin.as_ref().map(StdinFile::path)).await {
             let _ = tokio::fs::remove_dir_all(&dir).await;
             return Err(internal(e));
         }
@@ -322,7 +373,7 @@ impl Backend for EmbeddedBackend {
             if state.queue.len() >= inner.config.max_queue {
                 Err(state.queue.len())
             } else {
-                state.live.insert(id.clone(), Live::new(record.clone(), spec, dir.clone()));
+                state.live.insert(id.clone(), Live::new(record.clone(), spec, dir.clone(), stdin.map(StdinFile::keep)));
                 state.queue.push_back(id.clone());
                 inner.metrics.queue_depth.set(state.queue.len() as i64);
                 Ok(())
@@ -341,6 +392,30 @@ impl Backend for EmbeddedBackend {
         inner.metrics.submitted();
         inner.work.notify_one();
         Ok(record)
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for EmbeddedBackend {
+    fn check(&self, spec: &ExecutionSpec) -> Result<(), ValidationError> {
+        self.inner.runner.check(spec)
+    }
+
+    fn staging_dir(&self) -> &Path {
+        &self.inner.staging
+    }
+
+    async fn submit(&self, spec: ExecutionSpec, source: Source) -> Result<ExecutionResult, BackendError> {
+        self.submit_input(spec, source, None).await
+    }
+
+    async fn submit_with_stdin(
+        &self,
+        spec: ExecutionSpec,
+        source: Source,
+        stdin: StdinFile,
+    ) -> Result<ExecutionResult, BackendError> {
+        self.submit_input(spec, source, Some(stdin)).await
     }
 
     async fn get(&self, id: &str) -> Result<Option<ExecutionResult>, BackendError> {

@@ -1,13 +1,19 @@
 //! Durable records of executions, in SQLite in the data directory.
 //!
-//! Every execution is one row: its current `ExecutionResult` (as JSON, exactly what clients see), its status and
-//! timestamps for queries, and, while it is not finished, its spec and workspace so that it can be run after a
-//! restart. Results therefore survive restarts; the spec (which may hold environment values and stdin) is dropped
-//! as soon as the execution ends.
+//! Every execution is one row: its current `ExecutionResult` (as JSON, exactly what clients see), the summary the
+//! list shows (`pyexec_core::listing`, so that listing never loads whole results), its status and timestamps for
+//! queries, and, while it is not finished, its spec, workspace and spooled stdin file so that it can be run after
+//! a restart. Results therefore survive restarts; the spec (which may hold environment values and a small stdin)
+//! is dropped as soon as the execution ends. A large stdin is never in the database: only its file's path.
+//!
+//! The database reclaims the space of expired rows: it is in incremental auto-vacuum mode (set when it is created;
+//! a database from an earlier version is converted once, with a `VACUUM`, when it is opened), and every sweep that
+//! deletes rows returns the freed pages to the file system.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use pyexec_core::listing::{self, PageBudget};
 use pyexec_core::{ExecutionResult, ExecutionSpec, ExecutionStatus, Timestamp};
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -34,6 +40,7 @@ pub struct Queued {
     pub result: ExecutionResult,
     pub spec: ExecutionSpec,
     pub workspace: PathBuf,
+    pub stdin: Option<PathBuf>,
 }
 
 /// The store. Calls block (SQLite): use them from blocking threads ([`Store::call`]).
@@ -42,6 +49,7 @@ pub struct Store {
     conn: Arc<Mutex<Connection>>,
 }
 
+// The summary comes before the result so that reading it does not walk the result's overflow pages.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS executions (
     seq         INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -51,21 +59,38 @@ CREATE TABLE IF NOT EXISTS executions (
     finished_at INTEGER,
     spec        TEXT,
     workspace   TEXT,
+    stdin_file  TEXT,
+    summary     TEXT,
     result      TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS executions_by_status ON executions (status, seq);
 CREATE INDEX IF NOT EXISTS executions_by_finish ON executions (finished_at);
 ";
 
+/// `PRAGMA auto_vacuum` value of incremental mode.
+const AUTO_VACUUM_INCREMENTAL: i64 = 2;
+
+/// Most bytes the write-ahead log keeps on disk after a checkpoint.
+const WAL_SIZE_LIMIT: i64 = 16 << 20;
+
 impl Store {
     /// Opens (creating if needed) `path`.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let conn = Connection::open(path)?;
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000; \
-             PRAGMA foreign_keys = ON;",
-        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        // Must be set before the first table exists; an older database without it is converted below.
+        conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL;")?;
+        conn.execute_batch(&format!(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
+             PRAGMA journal_size_limit = {WAL_SIZE_LIMIT};"
+        ))?;
+        let mode: i64 = conn.query_row("PRAGMA auto_vacuum", [], |r| r.get(0))?;
+        if mode != AUTO_VACUUM_INCREMENTAL {
+            tracing::info!(path = %path.display(), "converting the execution store to incremental auto-vacuum (once)");
+            conn.execute_batch("VACUUM;")?;
+        }
         conn.execute_batch(SCHEMA)?;
+        migrate(&conn)?;
         Ok(Store { conn: Arc::new(Mutex::new(conn)) })
     }
 
@@ -84,21 +109,25 @@ impl Store {
         .map_err(|e| StoreError(format!("store task failed: {e}")))?
     }
 
-    /// Records a new pending execution.
+    /// Records a new pending execution, with the file of its spooled stdin if it has one.
     pub async fn insert(
         &self,
         result: &ExecutionResult,
         spec: &ExecutionSpec,
         workspace: &Path,
+        stdin: Option<&Path>,
     ) -> Result<(), StoreError> {
         let (id, status) = (result.execution_id.clone(), result.status.as_str());
         let (result_json, spec_json) = (serde_json::to_string(result)?, serde_json::to_string(spec)?);
+        let summary = summary_json(result)?;
         let workspace = workspace.to_string_lossy().into_owned();
+        let stdin = stdin.map(|p| p.to_string_lossy().into_owned());
         let now = Timestamp::now().unix_micros();
         self.call(move |c| {
             c.execute(
-                "INSERT INTO executions (id, status, created_at, spec, workspace, result) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![id, status, now, spec_json, workspace, result_json],
+                "INSERT INTO executions (id, status, created_at, spec, workspace, stdin_file, summary, result) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![id, status, now, spec_json, workspace, stdin, summary, result_json],
             )?;
             Ok(())
         })
@@ -109,15 +138,17 @@ impl Store {
     pub async fn update(&self, result: &ExecutionResult) -> Result<(), StoreError> {
         let (id, status) = (result.execution_id.clone(), result.status.as_str());
         let json = serde_json::to_string(result)?;
+        let summary = summary_json(result)?;
         let finished =
             result.status.is_terminal().then(|| result.finished_at.unwrap_or_else(Timestamp::now).unix_micros());
         self.call(move |c| {
             let sql = if finished.is_some() {
-                "UPDATE executions SET status = ?2, result = ?3, finished_at = ?4, spec = NULL, workspace = NULL WHERE id = ?1"
+                "UPDATE executions SET status = ?2, result = ?3, summary = ?5, finished_at = ?4, spec = NULL, \
+                 workspace = NULL, stdin_file = NULL WHERE id = ?1"
             } else {
-                "UPDATE executions SET status = ?2, result = ?3, finished_at = ?4 WHERE id = ?1"
+                "UPDATE executions SET status = ?2, result = ?3, summary = ?5, finished_at = ?4 WHERE id = ?1"
             };
-            c.execute(sql, params![id, status, json, finished])?;
+            c.execute(sql, params![id, status, json, finished, summary])?;
             Ok(())
         })
         .await
@@ -134,8 +165,9 @@ impl Store {
         .await
     }
 
-    /// Executions newest first, optionally of one status, older than the `before` sequence number. Returns the
-    /// sequence number of the last row as the next cursor when the page is full.
+    /// Summaries of executions newest first, optionally of one status, older than the `before` sequence number,
+    /// at most `limit` and within the list's page budget. Returns the sequence number of the last row as the next
+    /// cursor when more rows follow. Only the summary column is read: whole results never enter memory here.
     pub async fn list(
         &self,
         status: Option<ExecutionStatus>,
@@ -144,20 +176,24 @@ impl Store {
     ) -> Result<(Vec<ExecutionResult>, Option<i64>), StoreError> {
         self.call(move |c| {
             let mut stmt = c.prepare(
-                "SELECT seq, result FROM executions WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR seq < ?2) \
-                 ORDER BY seq DESC LIMIT ?3",
+                "SELECT seq, id, status, summary FROM executions WHERE (?1 IS NULL OR status = ?1) \
+                 AND (?2 IS NULL OR seq < ?2) ORDER BY seq DESC LIMIT ?3",
             )?;
-            let rows = stmt.query_map(params![status.map(|s| s.as_str()), before, limit as i64 + 1], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
-            })?;
+            let mut rows = stmt.query(params![status.map(|s| s.as_str()), before, limit as i64 + 1])?;
             let mut out = Vec::new();
             let mut last = None;
-            for row in rows {
-                let (seq, json) = row?;
-                if out.len() == limit {
+            let mut budget = PageBudget::default();
+            while let Some(row) = rows.next()? {
+                let seq: i64 = row.get(0)?;
+                let summary = match row.get::<_, Option<String>>(3)? {
+                    Some(json) => json,
+                    // Only a row written by an older version without migration could lack it.
+                    None => bare_summary(row.get(1)?, &row.get::<_, String>(2)?)?,
+                };
+                if out.len() == limit || !budget.admit(summary.len()) {
                     return Ok((out, last));
                 }
-                out.push(serde_json::from_str(&json)?);
+                out.push(serde_json::from_str(&summary)?);
                 last = Some(seq);
             }
             Ok((out, None))
@@ -165,17 +201,21 @@ impl Store {
         .await
     }
 
-    /// After a restart: executions that were running are failed (the run died with the server) and returned with
-    /// their workspaces for clean-up; pending ones are returned, oldest first, to be queued again.
+    /// After a restart: executions that were running are failed (the run died with the server) and their
+    /// workspaces and stdin files returned for clean-up; pending ones are returned, oldest first, to be queued
+    /// again.
     pub async fn recover(&self, message: &str) -> Result<(Vec<PathBuf>, Vec<Queued>), StoreError> {
         let message = message.to_owned();
         self.call(move |c| {
             let mut interrupted = Vec::new();
             {
-                let mut stmt = c.prepare("SELECT result, workspace FROM executions WHERE status = 'running'")?;
-                let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?)))?;
+                let mut stmt =
+                    c.prepare("SELECT result, workspace, stdin_file FROM executions WHERE status = 'running'")?;
+                let rows = stmt.query_map([], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?, r.get::<_, Option<String>>(2)?))
+                })?;
                 for row in rows {
-                    let (json, workspace) = row?;
+                    let (json, workspace, stdin) = row?;
                     let mut result: ExecutionResult = serde_json::from_str(&json)?;
                     let now = Timestamp::now();
                     result.status = ExecutionStatus::Failed;
@@ -183,39 +223,53 @@ impl Store {
                     result.error = Some(message.clone());
                     result.finished_at = Some(now);
                     result.duration_ms = result.started_at.map(|s| now.millis_since(s)).unwrap_or(0);
-                    interrupted.push((result, workspace));
+                    interrupted.push((result, workspace, stdin));
                 }
             }
-            let mut workspaces = Vec::new();
-            for (result, workspace) in interrupted {
+            let mut leftovers = Vec::new();
+            for (result, workspace, stdin) in interrupted {
                 c.execute(
-                    "UPDATE executions SET status = 'failed', result = ?2, finished_at = ?3, spec = NULL, \
-                     workspace = NULL WHERE id = ?1",
-                    params![result.execution_id, serde_json::to_string(&result)?, Timestamp::now().unix_micros()],
+                    "UPDATE executions SET status = 'failed', result = ?2, summary = ?4, finished_at = ?3, \
+                     spec = NULL, workspace = NULL, stdin_file = NULL WHERE id = ?1",
+                    params![
+                        result.execution_id,
+                        serde_json::to_string(&result)?,
+                        Timestamp::now().unix_micros(),
+                        summary_json(&result)?
+                    ],
                 )?;
-                workspaces.extend(workspace.map(PathBuf::from));
+                leftovers.extend(workspace.map(PathBuf::from));
+                leftovers.extend(stdin.map(PathBuf::from));
             }
-            let mut stmt =
-                c.prepare("SELECT result, spec, workspace FROM executions WHERE status = 'pending' ORDER BY seq")?;
+            let mut stmt = c.prepare(
+                "SELECT result, spec, workspace, stdin_file FROM executions WHERE status = 'pending' ORDER BY seq",
+            )?;
             let rows = stmt.query_map([], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?, r.get::<_, Option<String>>(2)?))
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Option<String>>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                ))
             })?;
             let mut queued = Vec::new();
             for row in rows {
-                let (result, spec, workspace) = row?;
+                let (result, spec, workspace, stdin) = row?;
                 let (Some(spec), Some(workspace)) = (spec, workspace) else { continue };
                 queued.push(Queued {
                     result: serde_json::from_str(&result)?,
                     spec: serde_json::from_str(&spec)?,
                     workspace: PathBuf::from(workspace),
+                    stdin: stdin.map(PathBuf::from),
                 });
             }
-            Ok((workspaces, queued))
+            Ok((leftovers, queued))
         })
         .await
     }
 
-    /// Deletes finished executions that ended before `cutoff`; returns how many.
+    /// Deletes finished executions that ended before `cutoff` and gives their space back to the file system;
+    /// returns how many.
     pub async fn sweep(&self, cutoff: Timestamp) -> Result<usize, StoreError> {
         let cutoff = cutoff.unix_micros();
         self.call(move |c| {
@@ -224,10 +278,56 @@ impl Store {
                  AND status IN ('completed', 'failed', 'killed')",
                 [cutoff],
             )?;
+            if n > 0 {
+                // The freed pages leave the file at the checkpoint, which also trims the write-ahead log.
+                {
+                    // Frees one page per step: it must be stepped to the end.
+                    let mut stmt = c.prepare("PRAGMA incremental_vacuum")?;
+                    let mut pages = stmt.query([])?;
+                    while pages.next()?.is_some() {}
+                }
+                c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+            }
             Ok(n)
         })
         .await
     }
+}
+
+/// The list's summary of a result, as stored.
+fn summary_json(result: &ExecutionResult) -> Result<String, StoreError> {
+    Ok(serde_json::to_string(&listing::summarize(result))?)
+}
+
+/// A summary from the columns alone.
+fn bare_summary(id: String, status: &str) -> Result<String, StoreError> {
+    let mut result = ExecutionResult::pending(id);
+    result.status = status.parse().map_err(StoreError)?;
+    summary_json(&result)
+}
+
+/// Brings a database of an earlier version to this schema: the stdin and summary columns, and the summaries of
+/// the rows it already holds (read one at a time).
+fn migrate(c: &Connection) -> Result<(), StoreError> {
+    let columns: Vec<String> = c
+        .prepare("SELECT name FROM pragma_table_info('executions')")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for column in ["stdin_file", "summary"] {
+        if !columns.iter().any(|c| c == column) {
+            c.execute_batch(&format!("ALTER TABLE executions ADD COLUMN {column} TEXT;"))?;
+        }
+    }
+    let missing: Vec<i64> = c
+        .prepare("SELECT seq FROM executions WHERE summary IS NULL")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for seq in missing {
+        let json: String = c.query_row("SELECT result FROM executions WHERE seq = ?1", [seq], |r| r.get(0))?;
+        let summary = summary_json(&serde_json::from_str(&json)?)?;
+        c.execute("UPDATE executions SET summary = ?2 WHERE seq = ?1", params![seq, summary])?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -251,7 +351,8 @@ mod tests {
                 ("exe_c", ExecutionStatus::Pending),
             ] {
                 let mut r = ExecutionResult::pending(id);
-                store.insert(&r, &spec(), &dir.path().join(id)).await.unwrap();
+                let stdin = (id == "exe_c").then(|| dir.path().join("exe_c.stdin"));
+                store.insert(&r, &spec(), &dir.path().join(id), stdin.as_deref()).await.unwrap();
                 r.status = status;
                 if status == ExecutionStatus::Running {
                     r.started_at = Some(Timestamp::now());
@@ -267,6 +368,7 @@ mod tests {
         assert_eq!(workspaces, vec![dir.path().join("exe_b")]);
         assert_eq!(queued.len(), 1);
         assert_eq!(queued[0].result.execution_id, "exe_c");
+        assert_eq!(queued[0].stdin, Some(dir.path().join("exe_c.stdin")), "a pending execution keeps its stdin file");
         let b = store.get("exe_b").await.unwrap().unwrap();
         assert_eq!(
             (b.status, b.exit_code, b.error.as_deref()),
@@ -282,7 +384,7 @@ mod tests {
         let store = Store::open(&dir.path().join("s.db")).unwrap();
         for i in 0..5 {
             let mut r = ExecutionResult::pending(format!("exe_{i}"));
-            store.insert(&r, &spec(), dir.path()).await.unwrap();
+            store.insert(&r, &spec(), dir.path(), None).await.unwrap();
             if i % 2 == 0 {
                 r.status = ExecutionStatus::Completed;
                 r.finished_at = Some(Timestamp::now());
@@ -304,14 +406,117 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("s.db")).unwrap();
         let mut old = ExecutionResult::pending("exe_old");
-        store.insert(&old, &spec(), dir.path()).await.unwrap();
+        store.insert(&old, &spec(), dir.path(), None).await.unwrap();
         old.status = ExecutionStatus::Completed;
         old.finished_at = Some(Timestamp::parse("2020-01-01T00:00:00Z").unwrap());
         store.update(&old).await.unwrap();
         let pending = ExecutionResult::pending("exe_pending");
-        store.insert(&pending, &spec(), dir.path()).await.unwrap();
+        store.insert(&pending, &spec(), dir.path(), None).await.unwrap();
         assert_eq!(store.sweep(Timestamp::now()).await.unwrap(), 1);
         assert!(store.get("exe_old").await.unwrap().is_none());
         assert!(store.get("exe_pending").await.unwrap().is_some());
+    }
+
+    fn large(id: &str, finished: &str) -> ExecutionResult {
+        let mut r = ExecutionResult::pending(id);
+        r.status = ExecutionStatus::Completed;
+        r.stdout = format!("{id}:").repeat(200_000);
+        r.finished_at = Some(Timestamp::parse(finished).unwrap());
+        r
+    }
+
+    fn file_size(path: &Path) -> u64 {
+        std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+    }
+
+    #[tokio::test]
+    async fn the_file_shrinks_when_large_records_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let store = Store::open(&path).unwrap();
+        for i in 0..20 {
+            let r = large(&format!("exe_{i}"), "2020-01-01T00:00:00Z");
+            store.insert(&ExecutionResult::pending(&r.execution_id), &spec(), dir.path(), None).await.unwrap();
+            store.update(&r).await.unwrap();
+        }
+        store.call(|c| Ok(c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?)).await.unwrap();
+        let full = file_size(&path);
+        assert!(full > 20 << 20, "20 results of over 1 MB take {full} bytes");
+        let kept = large("exe_kept", "2100-01-01T00:00:00Z");
+        store.insert(&ExecutionResult::pending("exe_kept"), &spec(), dir.path(), None).await.unwrap();
+        store.update(&kept).await.unwrap();
+
+        assert_eq!(store.sweep(Timestamp::now()).await.unwrap(), 20);
+        let after = file_size(&path) + file_size(&path.with_extension("db-wal"));
+        assert!(after < 8 << 20, "the database and its log hold {after} bytes after 20 of 21 records expired");
+        assert_eq!(store.get("exe_kept").await.unwrap().unwrap(), kept, "what is kept is intact");
+    }
+
+    #[tokio::test]
+    async fn an_older_database_is_converted_once_and_keeps_its_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let mut old = ExecutionResult::pending("exe_old");
+        old.status = ExecutionStatus::Completed;
+        old.stdout = "x".repeat(100_000);
+        {
+            // The schema and settings of the previous version.
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(
+                "PRAGMA journal_mode = WAL; CREATE TABLE executions (seq INTEGER PRIMARY KEY AUTOINCREMENT, \
+                 id TEXT NOT NULL UNIQUE, status TEXT NOT NULL, created_at INTEGER NOT NULL, finished_at INTEGER, \
+                 spec TEXT, workspace TEXT, result TEXT NOT NULL);",
+            )
+            .unwrap();
+            c.execute(
+                "INSERT INTO executions (id, status, created_at, finished_at, result) \
+                 VALUES ('exe_old', 'completed', 1, 1, ?1)",
+                [serde_json::to_string(&old).unwrap()],
+            )
+            .unwrap();
+            assert_eq!(c.query_row("PRAGMA auto_vacuum", [], |r| r.get::<_, i64>(0)).unwrap(), 0);
+        }
+        let store = Store::open(&path).unwrap();
+        let mode = store.call(|c| Ok(c.query_row("PRAGMA auto_vacuum", [], |r| r.get::<_, i64>(0))?)).await.unwrap();
+        assert_eq!(mode, AUTO_VACUUM_INCREMENTAL);
+        assert_eq!(store.get("exe_old").await.unwrap().unwrap(), old);
+        let (page, _) = store.list(None, None, 10).await.unwrap();
+        assert_eq!(page, vec![listing::summarize(&old)], "rows of the old version are listed as summaries");
+        assert!(page[0].stdout_truncated && page[0].stdout.len() == listing::OUTPUT_CAP_BYTES);
+    }
+
+    #[tokio::test]
+    async fn lists_summaries_within_the_page_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db")).unwrap();
+        let n = 600;
+        for i in 0..n {
+            // Control characters: each byte of the capped output becomes six in JSON.
+            let mut r = ExecutionResult::pending(format!("exe_{i}"));
+            store.insert(&r, &spec(), dir.path(), None).await.unwrap();
+            r.status = ExecutionStatus::Completed;
+            r.finished_at = Some(Timestamp::now());
+            r.stdout = "\u{1}".repeat(2 * listing::OUTPUT_CAP_BYTES);
+            r.stderr = "\u{2}".repeat(2 * listing::OUTPUT_CAP_BYTES);
+            store.update(&r).await.unwrap();
+        }
+        let (mut seen, mut cursor, mut pages) = (0, None, 0);
+        loop {
+            let (page, next) = store.list(None, cursor, 500).await.unwrap();
+            let bytes = serde_json::to_vec(&pyexec_core::ExecutionPage {
+                executions: page.clone(),
+                next_cursor: next.map(|n| n.to_string()),
+            })
+            .unwrap();
+            assert!(bytes.len() <= listing::PAGE_BUDGET_BYTES, "a page of {} bytes", bytes.len());
+            assert!(page.iter().all(|r| r.stdout.len() == listing::OUTPUT_CAP_BYTES && r.stdout_truncated));
+            (seen, pages) = (seen + page.len(), pages + 1);
+            cursor = next;
+            if cursor.is_none() {
+                break;
+            }
+        }
+        assert_eq!(seen, n, "every record is reachable through the cursors");
+        assert!(pages > 2, "pages end early to stay in budget ({pages} pages)");
     }
 }

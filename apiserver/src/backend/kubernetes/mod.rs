@@ -15,6 +15,7 @@ use std::time::Duration;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::wait::await_condition;
 use kube::{Api, Client, ResourceExt};
+use pyexec_core::listing::{self, PageBudget};
 use pyexec_core::{
     CodeFile, ExecutionPage, ExecutionResult, ExecutionSpec, ExecutionStatus, PythonVersion, ValidationError,
 };
@@ -299,6 +300,7 @@ impl Backend for KubernetesBackend {
         all.sort_by_key(|cr| std::cmp::Reverse(key(cr)));
         let mut executions = Vec::new();
         let mut next_cursor = None;
+        let mut budget = PageBudget::default();
         for cr in all {
             if query.before.as_deref().is_some_and(|before| key(&cr).as_str() >= before) {
                 continue;
@@ -306,12 +308,13 @@ impl Backend for KubernetesBackend {
             if query.status.is_some_and(|s| status_of(cr.phase()) != s) {
                 continue;
             }
-            if executions.len() == query.limit {
+            let id = execution_id(&cr.name_any());
+            let summary = listing::summarize(&result_from_status(&id, cr.status.as_ref()));
+            if executions.len() == query.limit || !budget.admit(listing::serialized_len(&summary)) {
                 next_cursor = executions.last().map(|(k, _)| k).cloned();
                 break;
             }
-            let id = execution_id(&cr.name_any());
-            executions.push((key(&cr), result_from_status(&id, cr.status.as_ref())));
+            executions.push((key(&cr), summary));
         }
         Ok(ExecutionPage { executions: executions.into_iter().map(|(_, r)| r).collect(), next_cursor })
     }

@@ -31,6 +31,13 @@ export PYEXEC_REQUIRE_BROWSER_TEST=1
 scripts/k8s/install-tools.sh
 target/k8s-venv/bin/python -m pip install -q --disable-pip-version-check -r scripts/deploy-test-requirements.txt
 export PYEXEC_REQUIRE_K8S_TOOLS=1
+# As root (CI), the sandbox tests must find full isolation (cgroups) and working egress: a test that would skip
+# for want of either fails instead (see `pyexec_testkit::require`).
+if [ "$(id -u)" -eq 0 ]; then
+  export PYEXEC_REQUIRE_FULL_ISOLATION=1 PYEXEC_REQUIRE_EGRESS=1
+else
+  echo "!!! not root: the sandbox tests check reduced isolation; full isolation and egress are not required" >&2
+fi
 
 # A one-shot build on a machine whose disk may be small: no incremental state, and line tables (enough for
 # backtraces) instead of full debug info, which keeps target/ to a few GiB instead of over ten.

@@ -72,7 +72,7 @@ fn parse_pythons(s: &str) -> Result<PythonMap, String> {
 }
 
 fn default_data_dir() -> PathBuf {
-    if rustix_is_root() {
+    if running_as_root() {
         return PathBuf::from("/var/lib/python-executor");
     }
     std::env::var_os("XDG_DATA_HOME")
@@ -82,7 +82,7 @@ fn default_data_dir() -> PathBuf {
         .join("python-executor")
 }
 
-fn rustix_is_root() -> bool {
+fn running_as_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
 }

@@ -52,7 +52,7 @@ pub const INTERNAL_MESSAGE: &str =
     "internal server error: the server's log has the details (look for this response's X-Request-Id)";
 
 impl ApiError {
-    /// The contract's answer for unknown executions.
+    /// The original's answer for unknown executions (docs/compatibility.md, C35-C36).
     pub fn execution_not_found() -> Self {
         ApiError::NotFound("execution not found".into())
     }

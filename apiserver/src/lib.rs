@@ -1,8 +1,12 @@
-//! The python-executor API server.
+//! The python-executor API server: HTTP only.
 //!
 //! Handlers (`routes`) are thin: they parse and validate requests with `pyexec_core`, then call a [`Backend`]
-//! (`backend`): the embedded sandbox today, Kubernetes alike. `upload` streams multipart archives to disk,
+//! (the trait is `pyexec_backend`'s, re-exported in `backend`). `upload` streams multipart archives to disk,
 //! `auth` checks API keys, `metrics` exposes Prometheus metrics, `config` reads `PYEXEC_*` settings.
+//!
+//! The backends: the embedded one is `pyexec_embedded::EmbeddedBackend` (queue, workers, store and sandbox, all in
+//! that crate), started here from plain settings so that this crate knows nothing of the sandbox; the Kubernetes
+//! one (`backend::kubernetes`) turns executions into `PythonExecution` resources for the operator.
 
 pub mod auth;
 pub mod backend;
@@ -22,11 +26,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use pyexec_core::workspace::IngestLimits;
-use pyexec_embedded::{Discovery, InstallerConfig, Runner, RunnerSettings};
-use pyexec_sandbox::SandboxConfig;
+use pyexec_embedded::{EmbeddedBackend, EmbeddedSettings};
 
 pub use backend::Backend;
-use backend::embedded::{EmbeddedBackend, EmbeddedConfig};
 use backend::kubernetes::{KubernetesBackend, KubernetesConfig};
 use config::{BackendKind, Config};
 use metrics::Metrics;
@@ -48,7 +50,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (backend, internal): (Arc<dyn Backend>, Option<axum::Router>) = match config.backend {
         BackendKind::Embedded => (Arc::new(start_embedded(&config, default_python, metrics.clone()).await?), None),
         BackendKind::Kubernetes => {
-            let backend = start_kubernetes(&config, default_python).await?;
+            let backend = start_kubernetes(&config, default_python, metrics.clone()).await?;
             let archives = backend.archive_router();
             (Arc::new(backend), Some(archives))
         }
@@ -102,66 +104,35 @@ async fn start_embedded(
     default_python: pyexec_core::PythonVersion,
     metrics: Metrics,
 ) -> anyhow::Result<EmbeddedBackend> {
-    let sandbox = SandboxConfig {
-        host_uid_base: config.sandbox_uid_base,
-        host_uid_count: config.sandbox_uid_count,
-        favor_dynmods: config.cgroup_favor_dynmods,
-        ..SandboxConfig::new(config.data_dir.join("sandbox"))
-    };
-    let discovery = Discovery { explicit: config.pythons.0.clone(), search_path: true, pyenv_root: None };
-    let settings = RunnerSettings {
+    let settings = EmbeddedSettings {
+        data_dir: config.data_dir.clone(),
+        max_concurrent: config.concurrency(),
+        max_queue: config.max_queue,
+        ttl: Duration::from_secs(config.cleanup_ttl),
+        sandbox_uid_base: config.sandbox_uid_base,
+        sandbox_uid_count: config.sandbox_uid_count,
+        cgroup_favor_dynmods: config.cgroup_favor_dynmods,
+        pythons: config.pythons.0.clone(),
+        default_python: Some(default_python),
         pids_max: config.pids_max,
         tmp_mb: config.tmp_mb,
-        output_limit_bytes: config.max_output_bytes,
-        default_python: Some(default_python),
-    };
-    let installer = InstallerConfig {
+        max_output_bytes: config.max_output_bytes,
         uv: config.uv.clone(),
         index_url: config.index_url.clone(),
-        extra_hosts: config.index_hosts.clone(),
+        index_hosts: config.index_hosts.clone(),
         allow_sdist: config.allow_sdist,
-        max_bytes: config.env_cache_mb.saturating_mul(1 << 20),
-        timeout: Duration::from_secs(config.install_timeout),
-        memory_bytes: config.install_memory_mb.saturating_mul(1 << 20),
-        ..InstallerConfig::new(config.data_dir.join("environments"))
+        env_cache_mb: config.env_cache_mb,
+        install_timeout: Duration::from_secs(config.install_timeout),
+        install_memory_mb: config.install_memory_mb,
     };
-    let runner =
-        Runner::new(sandbox, &discovery, settings, installer).await.context("starting the embedded sandbox")?;
-    let report = runner.isolation();
-    tracing::info!(
-        level = ?report.level,
-        user = %report.user,
-        cgroups = %report.cgroups,
-        landlock_abi = ?report.landlock_abi,
-        network = %report.network_egress,
-        "sandbox ready"
-    );
-    for warning in &report.warnings {
-        tracing::warn!("isolation: {warning}");
-    }
-    tracing::info!(
-        versions = %runner.interpreters().list(),
-        default = ?runner.interpreters().default_version().map(|v| v.to_string()),
-        "python interpreters"
-    );
-    EmbeddedBackend::start(
-        runner,
-        EmbeddedConfig {
-            data_dir: config.data_dir.clone(),
-            max_concurrent: config.concurrency(),
-            max_queue: config.max_queue,
-            ttl: Duration::from_secs(config.cleanup_ttl),
-        },
-        metrics,
-    )
-    .await
-    .context("opening the execution store")
+    Ok(EmbeddedBackend::start(settings, Arc::new(metrics)).await?)
 }
 
 /// The Kubernetes backend: PythonExecution resources for the operator.
 async fn start_kubernetes(
     config: &Config,
     default_python: pyexec_core::PythonVersion,
+    metrics: Metrics,
 ) -> anyhow::Result<KubernetesBackend> {
     let read_token = |path: &Option<std::path::PathBuf>| -> anyhow::Result<Option<String>> {
         path.as_ref()
@@ -203,7 +174,9 @@ async fn start_kubernetes(
         tracing::warn!("PYEXEC_ARCHIVE_TOKEN_FILE is not set: uploaded projects cannot be fetched by the operator");
     }
     tracing::info!(%namespace, "Kubernetes backend: executions are PythonExecution resources");
-    KubernetesBackend::start(client, k8s).await.map_err(|e| anyhow::anyhow!("starting the Kubernetes backend: {e}"))
+    KubernetesBackend::start(client, k8s, Arc::new(metrics))
+        .await
+        .map_err(|e| anyhow::anyhow!("starting the Kubernetes backend: {e}"))
 }
 
 async fn stop_signal() {

@@ -1,4 +1,7 @@
 //! Prometheus metrics, served at `/metrics` in the OpenMetrics text format.
+//!
+//! The execution counters and gauges are fed by the backend through [`ExecutionMetrics`] (a backend knows that
+//! trait, not this registry); the refusals for a full queue are counted by the handlers.
 
 use std::sync::Arc;
 
@@ -8,6 +11,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use pyexec_backend::ExecutionMetrics;
 use pyexec_core::ExecutionResult;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -22,10 +26,8 @@ pub struct Metrics {
     submitted: Counter,
     executions: Family<StatusLabel, Counter>,
     duration: Histogram,
-    /// Executions waiting for a slot.
-    pub queue_depth: Gauge,
-    /// Executions running.
-    pub in_flight: Gauge,
+    queue_depth: Gauge,
+    in_flight: Gauge,
     rejected: Counter,
 }
 
@@ -58,22 +60,9 @@ impl Metrics {
         Metrics { registry: Arc::new(registry), submitted, executions, duration, queue_depth, in_flight, rejected }
     }
 
-    /// An execution was accepted.
-    pub fn submitted(&self) {
-        self.submitted.inc();
-    }
-
     /// A request was refused because the queue was full.
     pub fn rejected(&self) {
         self.rejected.inc();
-    }
-
-    /// An execution ended.
-    pub fn finished(&self, result: &ExecutionResult) {
-        self.executions.get_or_create(&StatusLabel { status: result.status.to_string() }).inc();
-        if result.duration_ms > 0 {
-            self.duration.observe(result.duration_ms as f64 / 1000.0);
-        }
     }
 
     /// The text exposition.
@@ -83,5 +72,57 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+}
+
+impl ExecutionMetrics for Metrics {
+    fn submitted(&self) {
+        self.submitted.inc();
+    }
+
+    fn finished(&self, result: &ExecutionResult) {
+        self.executions.get_or_create(&StatusLabel { status: result.status.to_string() }).inc();
+        if result.duration_ms > 0 {
+            self.duration.observe(result.duration_ms as f64 / 1000.0);
+        }
+    }
+
+    fn queue_depth(&self, pending: usize) {
+        self.queue_depth.set(i64::try_from(pending).unwrap_or(i64::MAX));
+    }
+
+    fn in_flight(&self, running: usize) {
+        self.in_flight.set(i64::try_from(running).unwrap_or(i64::MAX));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pyexec_core::ExecutionStatus;
+
+    #[test]
+    fn what_a_backend_reports_is_exposed() {
+        let metrics = Metrics::new();
+        let sink: Arc<dyn ExecutionMetrics> = Arc::new(metrics.clone());
+        sink.submitted();
+        sink.queue_depth(3);
+        sink.in_flight(2);
+        let mut done = ExecutionResult::pending("exe_a");
+        done.status = ExecutionStatus::Completed;
+        done.duration_ms = 1500;
+        sink.finished(&done);
+        metrics.rejected();
+        let text = metrics.render();
+        for line in [
+            "pyexec_executions_submitted_total 1",
+            "pyexec_queue_depth 3",
+            "pyexec_executions_in_flight 2",
+            "pyexec_executions_total{status=\"completed\"} 1",
+            "pyexec_execution_duration_seconds_sum 1.5",
+            "pyexec_executions_rejected_queue_full_total 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line:?} missing from\n{text}");
+        }
     }
 }

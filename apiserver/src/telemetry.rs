@@ -1,7 +1,7 @@
-//! Structured logs with `tracing`: text for people, JSON for collectors. Every request's log lines carry its
-//! `request_id` (also returned in the `x-request-id` header).
+//! Structured logs with `tracing`, set up by `pyexec_core::logging` as the operator's are: text for people, JSON
+//! for collectors. Every request's log lines carry its `request_id` (also returned in the `x-request-id` header).
 
-use tracing_subscriber::EnvFilter;
+use pyexec_core::logging::{self, LogFormat as Format};
 
 use crate::config::{LogFormat, LogLevel};
 
@@ -14,10 +14,9 @@ pub fn init(level: LogLevel, format: LogFormat) {
         LogLevel::Warn => "warn",
         LogLevel::Error => "error",
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).init(),
-    }
+    let format = match format {
+        LogFormat::Text => Format::Text,
+        LogFormat::Json => Format::Json,
+    };
+    logging::init(level, format);
 }

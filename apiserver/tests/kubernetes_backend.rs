@@ -1,18 +1,28 @@
-//! The Kubernetes backend against a fake Kubernetes API (kube's `tower-test` service with an in-memory store):
-//! requests become the PythonExecution resources the operator expects, statuses become wire results, DELETE
-//! becomes the kill annotation. Waiting on a watch needs a real API server: the end-to-end suite covers it.
+//! The Kubernetes backend against a fake Kubernetes API (kube's `tower-test` service with an in-memory store and
+//! watches): requests become the PythonExecution resources the operator expects, statuses become wire results (the
+//! same for `GET`, synchronous waits and the last event of `/events`), DELETE becomes the kill annotation, and the
+//! execution metrics count what the operator finishes.
 
 #![allow(clippy::unwrap_used)]
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use pyexec_apiserver::backend::kubernetes::{KubernetesBackend, KubernetesConfig};
-use pyexec_apiserver::backend::{Backend, KillReason, ListQuery, Source};
-use pyexec_core::{CodeFile, ExecutionStatus, Policy, PythonVersion};
+use pyexec_apiserver::backend::{Backend, ExecutionEvent, KillReason, ListQuery, Source};
+use pyexec_apiserver::metrics::Metrics;
+use pyexec_core::{CodeFile, ExecutionResult, ExecutionStatus, Policy, PythonVersion};
+use pyexec_crds::contract::{API_SERVER, KILL_ANNOTATION, MANAGED_BY_LABEL};
 use pyexec_testkit::kube::*;
 use serde_json::{Value, json};
 
 async fn backend(dir: &std::path::Path) -> (KubernetesBackend, FakeApi) {
+    let (backend, fake, _) = backend_with_metrics(dir).await;
+    (backend, fake)
+}
+
+async fn backend_with_metrics(dir: &std::path::Path) -> (KubernetesBackend, FakeApi, Metrics) {
     let (client, fake) = FakeApi::start();
     let config = KubernetesConfig {
         namespace: NS.into(),
@@ -26,7 +36,40 @@ async fn backend(dir: &std::path::Path) -> (KubernetesBackend, FakeApi) {
         max_output_bytes: 1 << 20,
         kill_wait: Duration::from_millis(600),
     };
-    (KubernetesBackend::start(client, config).await.unwrap(), fake)
+    let metrics = Metrics::new();
+    (KubernetesBackend::start(client, config, Arc::new(metrics.clone())).await.unwrap(), fake, metrics)
+}
+
+/// Waits (a few seconds at most) until `check` holds.
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("never happened: {what}");
+}
+
+/// The operator's log store with `stdout` for every execution, behind its token; its `logsRef` base.
+async fn log_store(stdout: String) -> String {
+    use axum::response::IntoResponse;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let app = axum::Router::new().route(
+        "/logs/team-a/{uid}",
+        axum::routing::get(move |headers: axum::http::HeaderMap| {
+            let body = stdout.clone();
+            async move {
+                if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some("Bearer logs-token") {
+                    return axum::http::StatusCode::UNAUTHORIZED.into_response();
+                }
+                axum::Json(json!({"stdout": body, "stderr": ""})).into_response()
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("{base}/logs/team-a")
 }
 
 fn eval(body: Value) -> (pyexec_core::ExecutionSpec, Vec<CodeFile>) {
@@ -48,7 +91,7 @@ async fn eval_becomes_a_resource_with_detected_requirements() {
     let pending = backend.submit(spec, Source::Files(files)).await.unwrap();
     assert_eq!(pending.status, ExecutionStatus::Pending);
     let cr = resource(&fake, &pending.execution_id);
-    assert_eq!(cr["metadata"]["labels"]["app.kubernetes.io/managed-by"], "pyexec-apiserver");
+    assert_eq!(cr["metadata"]["labels"][MANAGED_BY_LABEL], API_SERVER);
     let spec = &cr["spec"];
     assert_eq!(spec["source"]["files"][0]["name"], "main.py");
     assert_eq!((spec["entrypoint"].as_str(), spec["evalLastExpr"].as_bool()), (Some("main.py"), Some(true)));
@@ -113,24 +156,8 @@ async fn statuses_become_results_and_full_outputs_come_from_the_log_store() {
     assert_eq!(backend.get(&id).await.unwrap().unwrap().status, ExecutionStatus::Pending);
 
     // The operator's log store, with its token.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let logs_url = format!("http://{}/logs/team-a/uid", listener.local_addr().unwrap());
     let full = "x".repeat(100_000) + "\n";
-    let served = full.clone();
-    let app = axum::Router::new().route(
-        "/logs/team-a/uid",
-        axum::routing::get(move |headers: axum::http::HeaderMap| {
-            let body = served.clone();
-            async move {
-                if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some("Bearer logs-token") {
-                    return axum::http::StatusCode::UNAUTHORIZED.into_response();
-                }
-                axum::Json(json!({"stdout": body, "stderr": ""})).into_response()
-            }
-        }),
-    );
-    use axum::response::IntoResponse;
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let logs_url = format!("{}/uid", log_store(full.clone()).await);
 
     let name = id.replacen('_', "-", 1);
     fake.set_status(
@@ -156,7 +183,7 @@ async fn delete_asks_the_operator_to_kill() {
     let name = id.replacen('_', "-", 1);
     fake.set_status(EXECUTIONS, &name, json!({"phase": "Running"}));
     assert_eq!(backend.kill(&id, KillReason::Request).await.unwrap(), Some(ExecutionStatus::Killed));
-    assert!(resource(&fake, &id)["metadata"]["annotations"]["pyexec.io/kill-requested"].is_string());
+    assert!(resource(&fake, &id)["metadata"]["annotations"][KILL_ANNOTATION].is_string());
 
     fake.set_status(EXECUTIONS, &name, json!({"phase": "Completed", "exitCode": 0}));
     assert_eq!(
@@ -176,7 +203,7 @@ async fn lists_are_newest_first_filtered_and_paged() {
             &format!("exe-00000000-0000-4000-8000-00000000000{i}"),
             json!({"source": {"files": [{"name": "main.py", "content": "1"}]}}),
         );
-        cr["metadata"]["labels"] = json!({"app.kubernetes.io/managed-by": "pyexec-apiserver"});
+        cr["metadata"]["labels"] = json!({MANAGED_BY_LABEL: API_SERVER});
         cr["metadata"]["creationTimestamp"] = json!(format!("2026-01-01T00:00:0{i}Z"));
         cr["status"] = json!({"phase": phase, "exitCode": 0, "stdout": format!("{i}").repeat(100_000)});
         fake.put(EXECUTIONS, cr);
@@ -198,4 +225,94 @@ async fn lists_are_newest_first_filtered_and_paged() {
     let completed =
         backend.list(ListQuery { status: Some(ExecutionStatus::Completed), limit: 10, before: None }).await.unwrap();
     assert_eq!(completed.executions.len(), 2);
+}
+
+/// A result as the tests compare them (everything a client sees).
+fn seen(result: &ExecutionResult) -> Value {
+    serde_json::to_value(result).unwrap()
+}
+
+#[tokio::test]
+async fn events_end_with_the_result_get_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let (backend, fake) = backend(dir.path()).await;
+    let (spec, files) = eval(json!({"code": "print('x' * 100000)"}));
+    let id = backend.submit(spec, Source::Files(files)).await.unwrap().execution_id;
+    let name = id.replacen('_', "-", 1);
+    fake.set_status(EXECUTIONS, &name, json!({"phase": "Running"}));
+    let mut events = backend.events(&id).await.unwrap().unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(5), events.next()).await.unwrap();
+    assert_eq!(first, Some(ExecutionEvent::Status(ExecutionStatus::Running)));
+
+    // The operator finishes it; the status keeps 64 KiB, the log store the whole output.
+    let full = "x".repeat(100_000) + "\n";
+    let logs_ref = format!("{}/uid-{name}", log_store(full.clone()).await);
+    fake.set_status(
+        EXECUTIONS,
+        &name,
+        json!({"phase": "Completed", "exitCode": 0, "stdout": &full[..65536], "stdoutTruncated": true,
+               "logsRef": logs_ref, "durationMs": 20, "startTime": "2026-01-01T00:00:01Z",
+               "completionTime": "2026-01-01T00:00:02Z"}),
+    );
+    let last = tokio::time::timeout(Duration::from_secs(5), events.next()).await.unwrap();
+    let Some(ExecutionEvent::Result(result)) = last else { panic!("the last event is the result: {last:?}") };
+    assert_eq!((result.stdout.len(), result.stdout_truncated), (full.len(), false), "the whole output");
+    let got = backend.get(&id).await.unwrap().unwrap();
+    assert_eq!(seen(&result), seen(&got), "/events ends with what GET returns");
+    assert!(tokio::time::timeout(Duration::from_secs(5), events.next()).await.unwrap().is_none(), "and ends");
+}
+
+#[tokio::test]
+async fn synchronous_requests_wait_for_the_same_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let (backend, fake) = backend(dir.path()).await;
+    let backend = Arc::new(backend);
+    let (spec, files) = eval(json!({"code": "print(1)"}));
+    let id = backend.submit(spec, Source::Files(files)).await.unwrap().execution_id;
+    let mut waiting = tokio::spawn({
+        let (backend, id) = (backend.clone(), id.clone());
+        async move { backend.wait(&id).await }
+    });
+    assert!(tokio::time::timeout(Duration::from_millis(100), &mut waiting).await.is_err(), "pending: still waiting");
+    let name = id.replacen('_', "-", 1);
+    fake.set_status(EXECUTIONS, &name, json!({"phase": "Completed", "exitCode": 3, "stdout": "1\n"}));
+    let waited = tokio::time::timeout(Duration::from_secs(5), waiting).await.unwrap().unwrap().unwrap().unwrap();
+    assert_eq!((waited.status, waited.exit_code, waited.stdout.as_str()), (ExecutionStatus::Completed, 3, "1\n"));
+    assert_eq!(seen(&waited), seen(&backend.get(&id).await.unwrap().unwrap()));
+}
+
+#[tokio::test]
+async fn execution_metrics_count_what_the_operator_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (backend, fake, metrics) = backend_with_metrics(dir.path()).await;
+    let mut ids = Vec::new();
+    for code in ["print(1)", "print(2)", "print(3)"] {
+        let (spec, files) = eval(json!({"code": code}));
+        ids.push(backend.submit(spec, Source::Files(files)).await.unwrap().execution_id.replacen('_', "-", 1));
+    }
+    // Not this server's: never counted.
+    let mut other = execution("someone-elses", json!({"source": {"files": [{"name": "main.py", "content": "1"}]}}));
+    other["metadata"]["labels"] = json!({MANAGED_BY_LABEL: API_SERVER});
+    fake.put(EXECUTIONS, other);
+    let has = |line: &str| metrics.render().lines().any(|l| l == line);
+    assert!(has("pyexec_executions_submitted_total 3"), "{}", metrics.render());
+    eventually("three pending", || has("pyexec_queue_depth 3")).await;
+
+    fake.set_status(EXECUTIONS, &ids[0], json!({"phase": "Running"}));
+    eventually("one running", || has("pyexec_executions_in_flight 1") && has("pyexec_queue_depth 2")).await;
+    fake.set_status(EXECUTIONS, &ids[0], json!({"phase": "Completed", "exitCode": 0, "durationMs": 1500}));
+    fake.set_status(EXECUTIONS, &ids[1], json!({"phase": "Failed", "exitCode": 124, "durationMs": 3000}));
+    fake.set_status(EXECUTIONS, "someone-elses", json!({"phase": "Failed", "exitCode": 1, "durationMs": 10}));
+    eventually("two finished", || {
+        has("pyexec_executions_total{status=\"completed\"} 1") && has("pyexec_executions_total{status=\"failed\"} 1")
+    })
+    .await;
+    assert!(has("pyexec_execution_duration_seconds_count 2"), "{}", metrics.render());
+    assert!(has("pyexec_execution_duration_seconds_sum 4.5"), "{}", metrics.render());
+    assert!(has("pyexec_executions_in_flight 0") && has("pyexec_queue_depth 1"), "{}", metrics.render());
+
+    // Deleted before it finished: no longer pending, never counted as finished.
+    fake.delete(EXECUTIONS, &ids[2]);
+    eventually("none pending", || has("pyexec_queue_depth 0")).await;
+    assert!(has("pyexec_executions_total{status=\"completed\"} 1"), "{}", metrics.render());
 }

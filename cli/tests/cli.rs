@@ -1,4 +1,5 @@
-//! The CLI against a live server: the contract's section 9 CLI cases (the original's `scripts/test-examples.sh`)
+//! The CLI against a live server: its compatibility cases (docs/compatibility.md, C81-C92), the original's
+//! `scripts/test-examples.sh` among them,
 //! and our additions.
 
 #![allow(clippy::unwrap_used)]

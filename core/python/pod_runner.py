@@ -11,7 +11,7 @@ One file, three roles, chosen by the first argument:
             report everything on standard output as framed lines that the operator parses (pyexec_core::pod).
 
 Frames keep the program's stdout, stderr and the pre-commands' output apart on the one container log:
-`\x1fpyexec <nonce> <kind> <base64>`. The nonce comes from the Pod spec, is removed from the environment before
+`<FRAME_MARKER> <nonce> <kind> <base64>`. The nonce comes from the Pod spec, is removed from the environment before
 anything untrusted runs, and this process makes itself non-dumpable so that the program (same uid) can neither read
 the nonce from /proc nor write to this process's descriptors: lines without the nonce are ignored.
 """
@@ -28,33 +28,71 @@ import sys
 import tarfile
 import time
 
-WORK = os.environ.get("PYEXEC_WORK", "/work")
-RUN_DIR = os.environ.get("PYEXEC_RUN_DIR", "/opt/pyexec")
-DEPS = os.environ.get("PYEXEC_DEPS", "/deps")
-USER_SOURCE = os.environ.get("PYEXEC_USER_SOURCE", "/opt/pyexec-source")
+# ---------------------------------------------------------------------------------------------------- protocol
+# Every name this runner shares with the operator and the API server. They are defined once, in Rust
+# (pyexec_core::pod::protocol); a test there compares this block with them name by name, both ways, so change
+# both together. One `NAME = literal` per line: strings, integers, tuples of strings.
+# BEGIN PROTOCOL
+ROLE_RECEIVE = "receive"
+ROLE_INSTALL = "install"
+ROLE_RUN = "run"
+WORK_DIR = "/work"
+RUN_DIR = "/opt/pyexec"
+DEPS_DIR = "/deps"
+SOURCE_DIR = "/opt/pyexec-source"
+WORK_DIR_ENV = "PYEXEC_WORK"
+RUN_DIR_ENV = "PYEXEC_RUN_DIR"
+DEPS_DIR_ENV = "PYEXEC_DEPS"
+SOURCE_DIR_ENV = "PYEXEC_USER_SOURCE"
+RUN_CONFIG_FILE = "run.json"
+EVAL_RUNNER_FILE = "eval_runner.py"
+STDIN_FILE = "stdin"
+REQUIREMENTS_FILE = "requirements.txt"
+INSTALLED_FILE = ".pyexec-installed.json"
+RECEIVING_DIR = ".pyexec-receiving"
+NONCE_ENV = "PYEXEC_FRAME_NONCE"
+GATE_ENV = "PYEXEC_GATE"
+ARCHIVE_SHA256_ENV = "PYEXEC_ARCHIVE_SHA256"
+ALLOW_SDIST_ENV = "PYEXEC_ALLOW_SDIST"
 RESULT_FD_ENV = "PYEXEC_RESULT_FD"
+FLAG_ON = "1"
+FRAME_MARKER = "\x1fpyexec"
+FRAME_STDOUT = "o"
+FRAME_STDERR = "e"
+FRAME_PRE_OUTPUT = "p"
+FRAME_END = "x"
+RESULT_LIMIT_BYTES = 1048576
+EXIT_TIMEOUT = 124
+RUN_CONFIG_FIELDS = ("entrypoint", "args", "eval_last_expr", "pre_commands", "timeout_seconds", "output_limit_bytes", "files")
+END_FRAME_FIELDS = ("exit", "signal", "timed_out", "pre_failed", "result", "installed", "stdout_truncated", "stderr_truncated")
+# END PROTOCOL
+
+WORK = os.environ.get(WORK_DIR_ENV, WORK_DIR)
+RUN = os.environ.get(RUN_DIR_ENV, RUN_DIR)
+DEPS = os.environ.get(DEPS_DIR_ENV, DEPS_DIR)
+USER_SOURCE = os.environ.get(SOURCE_DIR_ENV, SOURCE_DIR)
 # Variables for the runner alone, never passed to the program.
-RUNNER_ONLY = {"PYEXEC_FRAME_NONCE", "PYEXEC_GATE", RESULT_FD_ENV}
+RUNNER_ONLY = {NONCE_ENV, GATE_ENV, RESULT_FD_ENV}
 CHUNK = 65536
 
 
 def main():
     role = sys.argv[1] if len(sys.argv) > 1 else ""
-    if role == "receive":
+    if role == ROLE_RECEIVE:
         receive()
-    elif role == "install":
+    elif role == ROLE_INSTALL:
         install()
-    elif role == "run":
+    elif role == ROLE_RUN:
         sys.exit(run())
     else:
-        sys.exit("usage: pod_runner.py receive|install|run")
+        sys.exit(f"usage: pod_runner.py {ROLE_RECEIVE}|{ROLE_INSTALL}|{ROLE_RUN}")
 
 
 # ---------------------------------------------------------------------------------------------------- receive
 
 
 def receive():
-    expected = os.environ.get("PYEXEC_ARCHIVE_SHA256", "")
+    expected = os.environ.get(ARCHIVE_SHA256_ENV, "")
     digest = hashlib.sha256()
 
     class Hashing:
@@ -67,7 +105,7 @@ def receive():
             return data
 
     source = Hashing(sys.stdin.buffer)
-    staging = os.path.join(WORK, ".pyexec-receiving")
+    staging = os.path.join(WORK, RECEIVING_DIR)
     os.makedirs(staging, exist_ok=True)
     with tarfile.open(fileobj=source, mode="r|*") as archive:
         for member in archive:
@@ -107,9 +145,9 @@ def extract(archive, member, root):
 
 
 def install():
-    requirements = os.path.join(RUN_DIR, "requirements.txt")
+    requirements = os.path.join(RUN, REQUIREMENTS_FILE)
     if not os.path.exists(requirements):
-        requirements = os.path.join(WORK, "requirements.txt")
+        requirements = os.path.join(WORK, REQUIREMENTS_FILE)
     if not os.path.exists(requirements):
         print("no requirements", flush=True)
         return
@@ -117,14 +155,14 @@ def install():
         sys.executable, "-m", "pip", "install", "--no-cache-dir", "--disable-pip-version-check",
         "--no-input", "--target", DEPS, "-r", requirements,
     ]
-    if os.environ.get("PYEXEC_ALLOW_SDIST", "false") != "true":
+    if os.environ.get(ALLOW_SDIST_ENV) != FLAG_ON:
         command += ["--only-binary", ":all:"]
     print("+ " + " ".join(command), flush=True)
     status = subprocess.call(command, stdin=subprocess.DEVNULL)
     if status != 0:
         sys.exit(status)
     installed = sorted(installed_distributions(DEPS), key=str.lower)
-    with open(os.path.join(DEPS, ".pyexec-installed.json"), "w") as f:
+    with open(os.path.join(DEPS, INSTALLED_FILE), "w") as f:
         json.dump(installed, f)
 
 
@@ -144,15 +182,14 @@ class Frames:
     """Writes frames to the container log, and keeps the per-stream byte budget."""
 
     def __init__(self, nonce, limit):
-        self.nonce = nonce
+        self.prefix = FRAME_MARKER.encode() + b" " + nonce.encode() + b" "
         self.limit = limit
-        self.sent = {"o": 0, "e": 0, "p": 0}
-        self.truncated = {"o": False, "e": False, "p": False}
+        self.sent = {FRAME_STDOUT: 0, FRAME_STDERR: 0, FRAME_PRE_OUTPUT: 0}
+        self.truncated = {FRAME_STDOUT: False, FRAME_STDERR: False, FRAME_PRE_OUTPUT: False}
         self.out = os.fdopen(os.dup(1), "wb", buffering=0)
 
     def frame(self, kind, data):
-        line = b"\x1fpyexec " + self.nonce.encode() + b" " + kind.encode() + b" " + base64.b64encode(data) + b"\n"
-        self.out.write(line)
+        self.out.write(self.prefix + kind.encode() + b" " + base64.b64encode(data) + b"\n")
 
     def output(self, kind, data):
         room = self.limit - self.sent[kind]
@@ -163,62 +200,83 @@ class Frames:
             self.sent[kind] += len(data)
             self.frame(kind, data)
 
-    def end(self, **fields):
-        fields["stdout_truncated"] = self.truncated["o"]
-        fields["stderr_truncated"] = self.truncated["e"]
-        self.frame("x", json.dumps(fields).encode())
+    def end(self, exit, *, signal=None, timed_out=False, pre_failed=None, result=None, installed=()):
+        """The final frame: every field, always, so that a reader never guesses (an exit code of 124 alone does not
+        mean a timeout; `timed_out` does). `result` is what the eval runner wrote to its pipe (None: no pipe)."""
+        fields = {
+            "exit": exit,
+            "signal": signal,
+            "timed_out": timed_out,
+            "pre_failed": pre_failed,
+            "result": None if result is None else base64.b64encode(result).decode(),
+            "installed": list(installed),
+            "stdout_truncated": self.truncated[FRAME_STDOUT],
+            "stderr_truncated": self.truncated[FRAME_STDERR],
+        }
+        assert tuple(fields) == END_FRAME_FIELDS
+        self.frame(FRAME_END, json.dumps(fields).encode())
+
+
+def load_run_config():
+    """run.json, which must have exactly the fields this runner knows (the operator that wrote it ships this file)."""
+    path = os.path.join(RUN, RUN_CONFIG_FILE)
+    config = load_json(path, None)
+    if not isinstance(config, dict) or set(config) != set(RUN_CONFIG_FIELDS):
+        sys.exit(f"pyexec: {path} does not hold the fields {', '.join(RUN_CONFIG_FIELDS)}")
+    return config
 
 
 def run():
-    config = load_json(os.path.join(RUN_DIR, "run.json"), {})
-    nonce = os.environ.pop("PYEXEC_FRAME_NONCE", "")
+    config = load_run_config()
+    nonce = os.environ.pop(NONCE_ENV, "")
     make_undumpable()
-    copy_sources(config)
-    if os.environ.pop("PYEXEC_GATE", "") == "1":
+    copy_sources(config["files"])
+    if os.environ.pop(GATE_ENV, "") == FLAG_ON:
         # The Pod's network was opened for the install: wait until the operator has closed it again.
         sys.stdin.readline()
-    frames = Frames(nonce, int(config.get("output_limit_bytes", 1 << 20)))
+    frames = Frames(nonce, int(config["output_limit_bytes"]))
     env = {k: v for k, v in os.environ.items() if k not in RUNNER_ONLY}
     if os.path.isdir(DEPS):
         env["PYTHONPATH"] = DEPS + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         env["PATH"] = os.path.join(DEPS, "bin") + os.pathsep + env.get("PATH", "/usr/local/bin:/usr/bin:/bin")
-    installed = load_json(os.path.join(DEPS, ".pyexec-installed.json"), [])
-    deadline = time.monotonic() + float(config.get("timeout_seconds", 300))
+    installed = load_json(os.path.join(DEPS, INSTALLED_FILE), [])
+    deadline = time.monotonic() + float(config["timeout_seconds"])
 
-    for index, command in enumerate(config.get("pre_commands", [])):
-        status, timed_out = supervise(["/bin/sh", "-c", command], env, None, frames, {"o": "p", "e": "p"}, None, deadline)
+    pre_kinds = {FRAME_STDOUT: FRAME_PRE_OUTPUT, FRAME_STDERR: FRAME_PRE_OUTPUT}
+    for index, command in enumerate(config["pre_commands"]):
+        status, timed_out = supervise(["/bin/sh", "-c", command], env, None, frames, pre_kinds, None, deadline)
         if timed_out:
-            frames.end(exit=124, signal=None, timed_out=True, installed=installed)
-            return 124
+            frames.end(EXIT_TIMEOUT, timed_out=True, installed=installed)
+            return EXIT_TIMEOUT
         if status != 0:
-            frames.end(exit=status, signal=None, pre_failed=[index, status], installed=installed)
+            frames.end(status, pre_failed=[index, status], installed=installed)
             return status
 
     argv = [sys.executable]
-    if config.get("eval_last_expr"):
-        argv.append(os.path.join(RUN_DIR, "eval_runner.py"))
-    argv.append(os.path.join(WORK, config["entrypoint"]) if config.get("entrypoint") else WORK)
-    argv += config.get("args", [])
-    stdin_path = os.path.join(RUN_DIR, "stdin")
-    result_read, result_write = os.pipe() if config.get("eval_last_expr") else (None, None)
+    if config["eval_last_expr"]:
+        argv.append(os.path.join(RUN, EVAL_RUNNER_FILE))
+    argv.append(os.path.join(WORK, config["entrypoint"]) if config["entrypoint"] else WORK)
+    argv += config["args"]
+    stdin_path = os.path.join(RUN, STDIN_FILE)
+    result_read, result_write = os.pipe() if config["eval_last_expr"] else (None, None)
     if result_write is not None:
         env[RESULT_FD_ENV] = str(result_write)
     result = bytearray()
     status, timed_out = supervise(
-        argv, env, stdin_path if os.path.exists(stdin_path) else None, frames, {"o": "o", "e": "e"},
-        (result_read, result_write, result), deadline,
+        argv, env, stdin_path if os.path.exists(stdin_path) else None, frames,
+        {FRAME_STDOUT: FRAME_STDOUT, FRAME_STDERR: FRAME_STDERR}, (result_read, result_write, result), deadline,
     )
     if timed_out:
-        frames.end(exit=124, signal=None, timed_out=True, installed=installed)
-        return 124
+        frames.end(EXIT_TIMEOUT, timed_out=True, installed=installed)
+        return EXIT_TIMEOUT
     code, sig = (128 - status, -status) if status < 0 else (status, None)
-    frames.end(exit=code, signal=sig, result=base64.b64encode(bytes(result)).decode(), installed=installed)
+    frames.end(code, signal=sig, result=bytes(result) if result_read is not None else None, installed=installed)
     return code
 
 
 def supervise(argv, env, stdin_path, frames, kinds, result, deadline):
     """Runs argv in its own process group, frames its output, kills the group at the deadline.
-    Returns (status as subprocess reports it, timed_out)."""
+    Returns (status as subprocess reports it, whether this runner stopped it at the deadline)."""
     stdin = open(stdin_path, "rb") if stdin_path else subprocess.DEVNULL
     pass_fds = (result[1],) if result and result[1] is not None else ()
     child = subprocess.Popen(
@@ -230,10 +288,10 @@ def supervise(argv, env, stdin_path, frames, kinds, result, deadline):
     if pass_fds:
         os.close(result[1])
     selector = selectors.DefaultSelector()
-    selector.register(child.stdout, selectors.EVENT_READ, kinds["o"])
-    selector.register(child.stderr, selectors.EVENT_READ, kinds["e"])
+    selector.register(child.stdout, selectors.EVENT_READ, kinds[FRAME_STDOUT])
+    selector.register(child.stderr, selectors.EVENT_READ, kinds[FRAME_STDERR])
     if result and result[0] is not None:
-        selector.register(result[0], selectors.EVENT_READ, "r")
+        selector.register(result[0], selectors.EVENT_READ, None)
     timed_out = False
     while selector.get_map():
         remaining = deadline - time.monotonic()
@@ -249,8 +307,8 @@ def supervise(argv, env, stdin_path, frames, kinds, result, deadline):
                 if isinstance(key.fileobj, int):
                     os.close(key.fileobj)
                 continue
-            if key.data == "r":
-                result[2].extend(data[: (1 << 20) - len(result[2])])
+            if key.data is None:
+                result[2].extend(data[: RESULT_LIMIT_BYTES - len(result[2])])
             else:
                 frames.output(key.data, data)
     if timed_out:
@@ -258,8 +316,10 @@ def supervise(argv, env, stdin_path, frames, kinds, result, deadline):
         for key in list(selector.get_map().values()):
             drain(key, frames)
     try:
-        status = child.wait(timeout=max(deadline - time.monotonic(), 0) + 5)
+        # A program that closed its output early still gets no more than its deadline.
+        status = child.wait(timeout=max(deadline - time.monotonic(), 0))
     except subprocess.TimeoutExpired:
+        timed_out = True
         kill_group(child.pid)
         status = child.wait()
     # Whatever the program left behind in its group goes with it.
@@ -275,7 +335,7 @@ def drain(key, frames):
             data = os.read(fd, CHUNK)
             if not data:
                 break
-            if key.data != "r":
+            if key.data is not None:
                 frames.output(key.data, data)
     except BlockingIOError:
         pass
@@ -288,11 +348,12 @@ def kill_group(pid):
         pass
 
 
-def copy_sources(config):
-    # Inline files come from this Pod's ConfigMap as keys src-N (ConfigMap keys cannot hold '/'), a user's
-    # ConfigMap as its own keys; ConfigMap volumes keep their data behind "..data" links, which are skipped.
-    for key, path in config.get("files", {}).items():
-        place(os.path.join(RUN_DIR, key), path)
+def copy_sources(files):
+    # Inline files come from this Pod's ConfigMap as keys that run.json maps to paths (ConfigMap keys cannot hold
+    # '/'), a user's ConfigMap as its own keys; ConfigMap volumes keep their data behind "..data" links, which are
+    # skipped.
+    for key, path in files.items():
+        place(os.path.join(RUN, key), path)
     if os.path.isdir(USER_SOURCE):
         for name in sorted(os.listdir(USER_SOURCE)):
             if not name.startswith(".."):

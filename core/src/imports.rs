@@ -168,7 +168,8 @@ fn requirement_name(line: &str) -> Option<String> {
     Some(normalize_name(&line[..end]))
 }
 
-/// The contract's merge: the user's requirements verbatim, then every detected one the user did not name.
+/// The original's merge (docs/compatibility.md, C71): the user's requirements verbatim, then every detected one
+/// the user did not name.
 pub fn merge_requirements(detected: &[String], user: &str) -> String {
     let named: HashSet<String> = user.lines().filter_map(requirement_name).collect();
     let mut out = user.trim_end().to_owned();
@@ -279,7 +280,7 @@ mod tests {
     }
 
     #[test]
-    fn merges_like_the_contract() {
+    fn merges_like_the_original() {
         let detected = vec!["Flask".to_owned(), "Pillow".to_owned()];
         assert_eq!(merge_requirements(&detected, "flask>=2.0.0"), "flask>=2.0.0\nPillow");
         assert_eq!(merge_requirements(&detected, ""), "Flask\nPillow");

@@ -5,7 +5,8 @@
 //! that into the [`ExecutionResult`] clients see, so both backends answer identically.
 //!
 //! - [`model`]: wire types, byte-compatible with the original service;
-//! - [`spec`]: validation of requests into an [`ExecutionSpec`], with the contract's error messages;
+//! - [`spec`]: validation of requests into an [`ExecutionSpec`], with the original's messages (docs/compatibility.md,
+//!   C32, C33, C54);
 //! - [`workspace`]: safe streaming of uploaded archives and `/eval` files into a workspace directory;
 //! - [`requirements`]: what an execution installs (request, project file, detected imports);
 //! - [`egress`]: the ranges network egress never reaches, for every backend;
@@ -14,12 +15,14 @@
 //! - [`traceback`]: `error_type` / `error_line` / `error_message` from a traceback;
 //! - [`imports`]: the packages a program needs (parsed imports, minus stdlib and local modules);
 //! - [`outcome`]: status, exit-code and error semantics of a finished run;
-//! - [`pod`]: the runner of Kubernetes Pods and the reading of what it reports, into the same outcome.
+//! - [`pod`]: the runner of Kubernetes Pods, its protocol, and the reading of what it reports, into the same outcome;
+//! - [`logging`]: the log setup the API server and the operator share.
 
 pub mod egress;
 pub mod eval;
 pub mod imports;
 pub mod listing;
+pub mod logging;
 pub mod model;
 pub mod outcome;
 pub mod paths;

@@ -2,7 +2,7 @@
 //!
 //! Requests arrive as [`Metadata`] (multipart endpoints) or [`EvalRequest`] (JSON endpoint); [`Policy`] turns
 //! them into an [`ExecutionSpec`] with the server's defaults applied, or a [`ValidationError`] whose message is the
-//! contract's where the contract has one.
+//! original's where the original has one (docs/compatibility.md: C32, C33, C54; ours: C23, C24, C31, C59, C61).
 
 use serde::{Deserialize, Serialize};
 

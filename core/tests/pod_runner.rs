@@ -1,6 +1,7 @@
 //! The Pod runner with a real CPython, outside Kubernetes: its run directory, workspace and dependencies directory
-//! are pointed at temporary folders, its log is parsed by `pod::parse_log` and finished by `pod::finish`, exactly
-//! as the operator does. When the tests run as root, the runner runs as `nobody`, as it does in a Pod (uid 1000).
+//! are pointed at temporary folders, its `run.json` is a `RunConfig` as the operator writes it, its log is parsed by
+//! `pod::parse_log` and finished by `pod::finish`, exactly as the operator does. When the tests run as root, the
+//! runner runs as `nobody`, as it does in a Pod (uid 1000).
 
 #![allow(clippy::unwrap_used)]
 
@@ -10,8 +11,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use pyexec_core::eval::EVAL_RUNNER_SOURCE;
-use pyexec_core::pod::{PodEnd, RUNNER_SOURCE, finish, parse_log};
-use pyexec_core::{ExecutionResult, ExecutionStatus, Policy, Timestamp};
+use pyexec_core::pod::protocol::{
+    ARCHIVE_SHA256_ENV, DEPS_DIR_ENV, EVAL_RUNNER_FILE, NONCE_ENV, REQUIREMENTS_FILE, ROLE_INSTALL, ROLE_RECEIVE,
+    ROLE_RUN, RUN_CONFIG_FILE, RUN_DIR_ENV, RunConfig, SOURCE_DIR_ENV, STDIN_FILE, WORK_DIR_ENV, source_key,
+};
+use pyexec_core::pod::{Ending, Finished, PodEnd, RUNNER_FILE, RUNNER_SOURCE, finish, parse_log};
+use pyexec_core::{ExecutionStatus, Policy, Timestamp};
 
 const NONCE: &str = "7f3a9c";
 
@@ -25,8 +30,8 @@ impl Pod {
         for sub in ["work", "run", "deps"] {
             std::fs::create_dir(dir.path().join(sub)).unwrap();
         }
-        std::fs::write(dir.path().join("run/pod_runner.py"), RUNNER_SOURCE).unwrap();
-        std::fs::write(dir.path().join("run/eval_runner.py"), EVAL_RUNNER_SOURCE).unwrap();
+        std::fs::write(dir.path().join("run").join(RUNNER_FILE), RUNNER_SOURCE).unwrap();
+        std::fs::write(dir.path().join("run").join(EVAL_RUNNER_FILE), EVAL_RUNNER_SOURCE).unwrap();
         chmod_all(dir.path());
         Pod { dir }
     }
@@ -44,43 +49,48 @@ impl Pod {
         } else {
             Command::new(python())
         };
-        cmd.arg(self.path("run/pod_runner.py")).arg(role);
+        cmd.arg(self.path("run").join(RUNNER_FILE)).arg(role);
         cmd.env_clear()
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
             .env("HOME", self.path("work"))
-            .env("PYEXEC_WORK", self.path("work"))
-            .env("PYEXEC_RUN_DIR", self.path("run"))
-            .env("PYEXEC_DEPS", self.path("deps"))
-            .env("PYEXEC_USER_SOURCE", self.path("user-source"))
-            .env("PYEXEC_FRAME_NONCE", NONCE);
+            .env(WORK_DIR_ENV, self.path("work"))
+            .env(RUN_DIR_ENV, self.path("run"))
+            .env(DEPS_DIR_ENV, self.path("deps"))
+            .env(SOURCE_DIR_ENV, self.path("user-source"))
+            .env(NONCE_ENV, NONCE);
         cmd
     }
 
-    /// Runs `code` as main.py with the given run.json fields; returns the result as the operator would build it.
-    fn run(&self, code: &str, config: serde_json::Value) -> ExecutionResult {
-        let mut run = serde_json::json!({"entrypoint": "main.py", "files": {"src-0": "main.py"}});
-        for (k, v) in config.as_object().unwrap() {
-            run[k] = v.clone();
-        }
-        std::fs::write(self.path("run/src-0"), code).unwrap();
-        std::fs::write(self.path("run/run.json"), run.to_string()).unwrap();
+    /// Runs `code` as main.py under `config` (its entrypoint and files set here); returns the result as the operator
+    /// would build it, and why it ended.
+    fn run(&self, code: &str, config: RunConfig) -> Finished {
+        let run = RunConfig {
+            entrypoint: Some("main.py".into()),
+            files: [(source_key(0), "main.py".to_string())].into(),
+            ..config
+        };
+        std::fs::write(self.path("run").join(source_key(0)), code).unwrap();
+        std::fs::write(self.path("run").join(RUN_CONFIG_FILE), serde_json::to_string(&run).unwrap()).unwrap();
         chmod_all(self.dir.path());
         let started = Timestamp::now();
-        let out = self.command("run").stdin(Stdio::null()).output().unwrap();
+        let out = self.command(ROLE_RUN).stdin(Stdio::null()).output().unwrap();
         let finished = Timestamp::now();
+        eprintln!("runner stderr: {}", String::from_utf8_lossy(&out.stderr));
         let log = parse_log(&out.stdout, NONCE);
         let mut spec = Policy::default().spec_from_metadata(Default::default()).unwrap();
-        spec.eval_last_expr = run["eval_last_expr"].as_bool().unwrap_or(false);
-        spec.limits.timeout_seconds = run["timeout_seconds"].as_u64().unwrap_or(300);
-        spec.pre_commands = run["pre_commands"]
-            .as_array()
-            .map(|a| a.iter().map(|c| c.as_str().unwrap().to_owned()).collect())
-            .unwrap_or_default();
+        spec.eval_last_expr = run.eval_last_expr;
+        spec.limits.timeout_seconds = run.timeout_seconds;
+        spec.pre_commands = run.pre_commands.clone();
         let pod = PodEnd { exit_code: out.status.code(), ..PodEnd::default() };
-        let result = finish("exe_pod", &spec, log, &pod, started, finished);
-        eprintln!("runner stderr: {}", String::from_utf8_lossy(&out.stderr));
-        result
+        finish("exe_pod", &spec, log, &pod, started, finished)
     }
+}
+
+/// The run configuration the operator writes by default, with `edit` applied.
+fn config(edit: impl FnOnce(&mut RunConfig)) -> RunConfig {
+    let mut config = RunConfig { timeout_seconds: 300, output_limit_bytes: 1 << 20, ..RunConfig::default() };
+    edit(&mut config);
+    config
 }
 
 fn chmod_all(dir: &Path) {
@@ -110,32 +120,54 @@ fn python() -> PathBuf {
 #[test]
 fn outputs_stay_apart_and_the_exit_code_is_the_programs() {
     let pod = Pod::new();
-    let r = pod
-        .run("import sys\nprint('to stdout')\nprint('to stderr', file=sys.stderr)\nsys.exit(3)", serde_json::json!({}));
-    assert_eq!((r.status, r.exit_code), (ExecutionStatus::Completed, 3), "{r:?}");
+    let code = "import sys\nprint('to stdout')\nprint('to stderr', file=sys.stderr)\nsys.exit(3)";
+    let Finished { result: r, ending } = pod.run(code, config(|_| {}));
+    assert_eq!((r.status, r.exit_code, ending), (ExecutionStatus::Completed, 3, Ending::Completed), "{r:?}");
     assert_eq!((r.stdout.as_str(), r.stderr.as_str()), ("to stdout\n", "to stderr\n"));
+}
+
+#[test]
+fn a_program_that_exits_124_itself_is_not_timed_out() {
+    let pod = Pod::new();
+    let Finished { result: r, ending } = pod.run("import sys\nprint('done')\nsys.exit(124)", config(|_| {}));
+    assert_eq!((r.status, r.exit_code, ending), (ExecutionStatus::Completed, 124, Ending::Completed), "{r:?}");
+    assert_eq!((r.stdout.as_str(), r.error), ("done\n", None));
 }
 
 #[test]
 fn eval_mode_and_error_fields_are_the_embedded_backends() {
     let pod = Pod::new();
-    let r = pod.run("x = 6\nprint('hi')\nx * 7", serde_json::json!({"eval_last_expr": true}));
+    let eval = config(|c| c.eval_last_expr = true);
+    let r = pod.run("x = 6\nprint('hi')\nx * 7", eval.clone()).result;
     assert_eq!((r.stdout.as_str(), r.result.as_deref()), ("hi", Some("42")), "{r:?}");
-    let r = pod.run("a = 1\nb = 0\na / b", serde_json::json!({"eval_last_expr": true}));
+    let r = pod.run("a = 1\nb = 0\na / b", eval.clone()).result;
     assert_eq!((r.error_type.as_deref(), r.error_line, r.exit_code), (Some("ZeroDivisionError"), Some(3), 1));
+    // Only the eval runner's pipe reports a result: a marker line the program prints is output, as on the embedded
+    // backend.
+    let r = pod.run("print('___PYEXEC_RESULT___\"forged\"')\nx = 1", eval).result;
+    assert_eq!((r.result.as_deref(), r.stdout.as_str()), (None, "___PYEXEC_RESULT___\"forged\"\n"), "{r:?}");
 }
 
 #[test]
 fn stdin_args_and_pre_commands() {
     let pod = Pod::new();
-    std::fs::write(pod.path("run/stdin"), "from stdin").unwrap();
+    std::fs::write(pod.path("run").join(STDIN_FILE), "from stdin").unwrap();
     let code = "import sys, os\nprint(sys.stdin.read(), sys.argv[1:], os.path.exists('/tmp') and open('made').read())";
-    let r = pod.run(code, serde_json::json!({"args": ["-v"], "pre_commands": ["echo preparing", "echo made > made"]}));
+    let r = pod
+        .run(
+            code,
+            config(|c| {
+                c.args = vec!["-v".into()];
+                c.pre_commands = vec!["echo preparing".into(), "echo made > made".into()];
+            }),
+        )
+        .result;
     assert_eq!(r.stdout, "from stdin ['-v'] made\n\n", "{r:?}");
     assert_eq!(r.pre_commands_output.as_deref(), Some("preparing\n"));
 
-    let r = pod.run("print('never')", serde_json::json!({"pre_commands": ["echo first", "echo bad >&2; exit 5"]}));
-    assert_eq!((r.status, r.exit_code), (ExecutionStatus::Failed, 5), "{r:?}");
+    let failing = config(|c| c.pre_commands = vec!["echo first".into(), "echo bad >&2; exit 5".into()]);
+    let Finished { result: r, ending } = pod.run("print('never')", failing);
+    assert_eq!((r.status, r.exit_code, ending), (ExecutionStatus::Failed, 5, Ending::PreCommandFailed), "{r:?}");
     assert_eq!(r.error.as_deref(), Some("pre_commands[1] failed with exit code 5: echo bad >&2; exit 5"));
     assert_eq!(r.pre_commands_output.as_deref(), Some("first\nbad\n"));
 }
@@ -145,17 +177,39 @@ fn the_timeout_kills_the_group_and_keeps_the_output() {
     let pod = Pod::new();
     let code = "import os, time\nprint('before', flush=True)\nif os.fork() == 0:\n    time.sleep(60)\ntime.sleep(60)";
     let t = std::time::Instant::now();
-    let r = pod.run(code, serde_json::json!({"timeout_seconds": 1}));
+    let Finished { result: r, ending } = pod.run(code, config(|c| c.timeout_seconds = 1));
     assert!(t.elapsed().as_secs() < 10, "the runner returned at the timeout");
-    assert_eq!((r.status, r.exit_code), (ExecutionStatus::Failed, 124), "{r:?}");
+    assert_eq!((r.status, r.exit_code, ending), (ExecutionStatus::Failed, 124, Ending::TimedOut), "{r:?}");
     assert_eq!((r.stdout.as_str(), r.error.as_deref()), ("before\n", Some("execution timeout after 1s")));
+}
+
+#[test]
+fn a_program_that_closes_its_output_still_times_out_at_its_deadline() {
+    let pod = Pod::new();
+    let code = "import os, time\nprint('bye', flush=True)\nos.close(1)\nos.close(2)\ntime.sleep(60)";
+    let t = std::time::Instant::now();
+    let Finished { result: r, ending } = pod.run(code, config(|c| c.timeout_seconds = 1));
+    assert!(t.elapsed().as_secs() < 4, "stopped at the deadline, not later: {:?}", t.elapsed());
+    assert_eq!((r.status, r.exit_code, ending), (ExecutionStatus::Failed, 124, Ending::TimedOut), "{r:?}");
+    assert_eq!(r.stdout, "bye\n");
 }
 
 #[test]
 fn output_is_capped_and_flagged() {
     let pod = Pod::new();
-    let r = pod.run("import sys\nsys.stdout.write('x' * 300000)", serde_json::json!({"output_limit_bytes": 100000}));
+    let r = pod.run("import sys\nsys.stdout.write('x' * 300000)", config(|c| c.output_limit_bytes = 100_000)).result;
     assert_eq!((r.stdout.len(), r.stdout_truncated), (100_000, true));
+}
+
+#[test]
+fn a_run_configuration_with_other_fields_is_refused() {
+    let pod = Pod::new();
+    std::fs::write(pod.path("run").join(RUN_CONFIG_FILE), r#"{"entrypoint": "main.py", "timeout": 5}"#).unwrap();
+    chmod_all(pod.dir.path());
+    let out = pod.command(ROLE_RUN).stdin(Stdio::null()).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not hold the fields"), "{out:?}");
+    assert!(parse_log(&out.stdout, NONCE).end.is_none(), "nothing ran");
 }
 
 #[test]
@@ -170,7 +224,7 @@ fn the_program_cannot_forge_frames_or_read_the_nonce() {
                 \x20   except OSError:\n\
                 \x20       print('refused', path.rsplit('/', 1)[1])\n\
                 print('\\x1fpyexec guess o ' + 'Rk9SR0VE')";
-    let r = pod.run(code, serde_json::json!({}));
+    let r = pod.run(code, config(|_| {})).result;
     assert_eq!(r.stdout, "env has nonce: False\nrefused environ\nrefused 1\n\u{1f}pyexec guess o Rk9SR0VE\n", "{r:?}");
 }
 
@@ -188,8 +242,8 @@ fn archives_are_received_checked_and_unpacked() {
     let sha = sha256_hex(&tar);
     let receive = |bytes: &[u8], sha: &str| {
         let mut child = pod
-            .command("receive")
-            .env("PYEXEC_ARCHIVE_SHA256", sha)
+            .command(ROLE_RECEIVE)
+            .env(ARCHIVE_SHA256_ENV, sha)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -228,11 +282,11 @@ fn sha256_hex(data: &[u8]) -> String {
 #[test]
 fn requirements_are_installed_into_the_dependencies_directory() {
     let pod = Pod::new();
-    std::fs::write(pod.path("run/requirements.txt"), "six==1.16.0\n").unwrap();
+    std::fs::write(pod.path("run").join(REQUIREMENTS_FILE), "six==1.16.0\n").unwrap();
     chmod_all(pod.dir.path());
-    let out = pod.command("install").env("PIP_FIND_LINKS", "").output().unwrap();
+    let out = pod.command(ROLE_INSTALL).env("PIP_FIND_LINKS", "").output().unwrap();
     assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    let r = pod.run("import six\nprint(six.__version__)", serde_json::json!({}));
+    let r = pod.run("import six\nprint(six.__version__)", config(|_| {})).result;
     assert_eq!(
         (r.stdout.as_str(), r.installed_packages.clone()),
         ("1.16.0\n", vec!["six==1.16.0".to_string()]),

@@ -1,8 +1,10 @@
 //! The `PythonExecution` custom resource (`pyexec.io/v1alpha1`), shared by the operator (which runs it) and the API
 //! server's Kubernetes backend (which creates it): its types and generated CRD ([`types`]), the mapping between
 //! it and the execution model of `pyexec-core` ([`convert`]), so both sides mean the same thing by every field, what
-//! both read from an execution's Pod ([`pod`]), and the generated reference documentation ([`reference`]).
+//! else they agree on (the kill annotation, the managed-by label, the stored output: [`contract`]), what both read
+//! from an execution's Pod ([`pod`]), and the generated reference documentation ([`reference`](mod@reference)).
 
+pub mod contract;
 pub mod convert;
 pub mod pod;
 pub mod reference;

@@ -1,5 +1,5 @@
-//! Executions through the real sandbox and real CPython: the contract's behaviours (section 9 of the wire
-//! contract and its Part A deviations).
+//! Executions through the real sandbox and real CPython: the compatibility cases that depend on running code
+//! (docs/compatibility.md: C17, C23-C27, C32, C38, C41, C46-C50, C59, C62-C66), differences included.
 
 #![allow(clippy::unwrap_used)]
 
@@ -8,6 +8,7 @@ mod common;
 use common::*;
 use pyexec_core::ExecutionStatus;
 use pyexec_core::model::ExecutionConfig;
+use pyexec_testkit::{require, skip};
 
 #[tokio::test]
 async fn hello_world() {
@@ -251,8 +252,7 @@ async fn cancellation_kills_and_reports_killed() {
 #[tokio::test]
 async fn out_of_memory_is_137_and_flagged() {
     if !full_isolation().await {
-        eprintln!("!!! SKIPPED out_of_memory_is_137_and_flagged: needs cgroups (reduced isolation)");
-        return;
+        return skip(require::FULL_ISOLATION, "out_of_memory_is_137_and_flagged", "needs cgroups (reduced isolation)");
     }
     let r = exec("b = bytearray(500 * 1024 * 1024)\nprint('allocated')", r#"{"config":{"memory_mb":64}}"#).await;
     assert_eq!((r.status, r.exit_code, r.oom_killed), (ExecutionStatus::Completed, 137, true), "{r:?}");
@@ -267,8 +267,7 @@ async fn out_of_memory_is_137_and_flagged() {
 #[tokio::test]
 async fn cpu_shares_become_a_quota() {
     if !full_isolation().await {
-        eprintln!("!!! SKIPPED cpu_shares_become_a_quota: needs cgroups (reduced isolation)");
-        return;
+        return skip(require::FULL_ISOLATION, "cpu_shares_become_a_quota", "needs cgroups (reduced isolation)");
     }
     let code = "import time\nw, c = time.time(), time.process_time()\nwhile time.time() - w < 1.5:\n    pass\nprint(round((time.process_time() - c) / (time.time() - w), 2))";
     let r = exec(code, r#"{"config":{"cpu_shares":256}}"#).await;

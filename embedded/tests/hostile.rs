@@ -10,6 +10,7 @@ use std::net::TcpListener;
 
 use common::*;
 use pyexec_core::ExecutionStatus;
+use pyexec_testkit::{require, skip};
 
 /// Runs `code`, which prints one verdict per line, and returns the lines.
 async fn verdicts(code: &str, metadata: &str) -> Vec<String> {
@@ -170,8 +171,7 @@ async fn daemons_die_with_the_program() {
 #[tokio::test]
 async fn memory_bomb_is_killed() {
     if !full_isolation().await {
-        eprintln!("!!! SKIPPED memory_bomb_is_killed: needs cgroups (reduced isolation)");
-        return;
+        return skip(require::FULL_ISOLATION, "memory_bomb_is_killed", "needs cgroups (reduced isolation)");
     }
     let r = exec("x = []\nwhile True:\n    x.append(' ' * (1 << 24))", r#"{"config":{"memory_mb":100}}"#).await;
     assert_eq!((r.status, r.exit_code, r.oom_killed), (ExecutionStatus::Completed, 137, true));
@@ -320,8 +320,7 @@ async fn egress_reaches_neither_host_nor_private_ranges() {
     spec.entrypoint = Some("main.py".into());
     if let Err(e) = runner.check(&spec) {
         assert!(e.message.contains("cannot give it safely"), "{}", e.message);
-        eprintln!("!!! SKIPPED egress_reaches_neither_host_nor_private_ranges: {}", e.message);
-        return;
+        return skip(require::EGRESS, "egress_reaches_neither_host_nor_private_ranges", &e.message);
     }
     let listener = TcpListener::bind("0.0.0.0:0").unwrap();
     listener.set_nonblocking(true).unwrap();

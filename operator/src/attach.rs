@@ -94,7 +94,7 @@ pub async fn stream_archive(
     fetcher: &ArchiveFetcher,
     archive: &ArchiveSource,
 ) -> Result<u64, AttachError> {
-    const CONTAINER: &str = crate::desired::RECEIVE_CONTAINER;
+    const CONTAINER: &str = pyexec_core::pod::protocol::RECEIVE_CONTAINER;
     let response = fetcher.open(&archive.id).await?;
     let params = AttachParams::default().container(CONTAINER).stdin(true).stdout(false).stderr(false);
     let mut attached =
@@ -118,12 +118,15 @@ pub async fn stream_archive(
 
 /// Tells the program's runner to go on (the operator closed the Pod's network first).
 pub async fn send_go(pods: &Api<Pod>, pod: &str) -> Result<(), AttachError> {
-    const CONTAINER: &str = crate::desired::MAIN_CONTAINER;
+    const CONTAINER: &str = pyexec_core::pod::protocol::MAIN_CONTAINER;
     let params = AttachParams::default().container(CONTAINER).stdin(true).stdout(false).stderr(false);
     let mut attached =
         pods.attach(pod, &params).await.map_err(|source| AttachError::Attach { container: CONTAINER, source })?;
     if let Some(mut stdin) = attached.stdin() {
-        stdin.write_all(b"go\n").await.map_err(|source| AttachError::Write { container: CONTAINER, source })?;
+        stdin
+            .write_all(pyexec_core::pod::protocol::GO_AHEAD)
+            .await
+            .map_err(|source| AttachError::Write { container: CONTAINER, source })?;
         stdin.shutdown().await.map_err(|source| AttachError::Write { container: CONTAINER, source })?;
     }
     attached.join().await.map_err(|e| AttachError::Write { container: CONTAINER, source: std::io::Error::other(e) })

@@ -10,8 +10,10 @@ use kube::runtime::controller::Controller;
 use kube::runtime::watcher;
 use kube::{Api, Client};
 use pyexec_crds::PythonExecution;
+use pyexec_crds::contract::{OPERATOR, managed_by_selector};
 
-use crate::reconcile::{Context, error_policy, reconcile};
+use crate::context::Context;
+use crate::reconcile::{error_policy, reconcile};
 
 /// Runs the controller over one namespace, or all of them, until SIGTERM/SIGINT.
 pub async fn run(client: Client, ctx: Arc<Context>, namespace: Option<&str>) {
@@ -26,7 +28,7 @@ pub async fn run(client: Client, ctx: Arc<Context>, namespace: Option<&str>) {
         }
     }
     // Only the operator's own children are watched (label-scoped), so unrelated Pods cost nothing.
-    let children = watcher::Config::default().labels("app.kubernetes.io/managed-by=pyexec-operator");
+    let children = watcher::Config::default().labels(&managed_by_selector(OPERATOR));
     Controller::new(api::<PythonExecution>(&client, namespace), watcher::Config::default().any_semantic())
         .owns(api::<Pod>(&client, namespace), children.clone())
         .owns(api::<NetworkPolicy>(&client, namespace), children.clone())

@@ -6,20 +6,29 @@
 //! - [`admission`]: whether it runs a resource, and with what (pure);
 //! - [`desired`]: the ConfigMap, NetworkPolicy and Pod of a resource (pure);
 //! - [`observe`]: what the observed Pod means for the resource's status (pure);
-//! - [`controller`]: the watches that drive [`reconcile`];
-//! - [`reconcile`]: the level-triggered loop that creates, advances and finishes executions;
+//! - [`controller`]: the watches that drive [`reconcile`], with the [`context`] every reconciliation shares;
+//! - [`reconcile`]: the level-triggered loop that decides the next step: create, advance, finish, kill, expire;
+//! - [`children`]: creating and deleting the objects an execution owns;
+//! - [`collect`]: a finished Pod's logs and states, read into a result and the reason it ended;
+//! - [`status`]: conditions and the status patch;
+//! - [`retry`]: the growing per-object delay after failed reconciliations;
 //! - [`attach`]: streaming archives and the go-ahead into Pods through the attach API;
 //! - [`logs`]: the store of full outputs, and [`server`] its HTTP endpoint with metrics and health;
 //! - [`metrics`]: Prometheus metrics.
 
 pub mod admission;
 pub mod attach;
+pub mod children;
 pub mod cli;
+pub mod collect;
 pub mod config;
+pub mod context;
 pub mod controller;
 pub mod desired;
 pub mod logs;
 pub mod metrics;
 pub mod observe;
 pub mod reconcile;
+pub mod retry;
 pub mod server;
+pub mod status;

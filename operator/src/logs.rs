@@ -1,29 +1,18 @@
 //! The store of full outputs. The status keeps 64 KiB of each stream; the whole output (up to the runner's cap)
 //! is kept here, one JSON file per execution, served by the operator's HTTP server at `status.logsRef`. This is
 //! state outside Kubernetes, which is why resources carry a finalizer when the store is on: deleting a resource
-//! deletes its file.
+//! deletes its file. What is stored (and served) is the API server's and the operator's shared
+//! `pyexec_crds::contract::StoredLogs`.
 
 use std::path::PathBuf;
 
 use pyexec_core::ExecutionResult;
-use serde::{Deserialize, Serialize};
+use pyexec_crds::contract::StoredLogs;
 
 use crate::config::LogsConfig;
 
 /// The finalizer that removes a resource's stored output.
 pub const FINALIZER: &str = "pyexec.io/logs";
-
-/// One execution's stored output.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoredLogs {
-    /// Standard output.
-    pub stdout: String,
-    /// Standard error.
-    pub stderr: String,
-    /// The pre-commands' output.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pre_commands_output: Option<String>,
-}
 
 /// The store (off without a directory).
 #[derive(Debug, Clone, Default)]

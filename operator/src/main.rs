@@ -3,29 +3,26 @@
 //! One replica reconciles at a time (leader election through a Lease); every replica serves `/metrics`,
 //! `/healthz`, `/readyz` and the stored outputs at `/logs/...`.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Parser;
 use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
 use kube_lease_manager::LeaseManagerBuilder;
+use pyexec_core::logging::{self, LogFormat};
+use pyexec_crds::contract::OPERATOR;
 use pyexec_operator::attach::ArchiveFetcher;
 use pyexec_operator::cli::Args;
 use pyexec_operator::config::OperatorConfig;
+use pyexec_operator::context::Context;
 use pyexec_operator::logs::LogStore;
 use pyexec_operator::metrics::Metrics;
-use pyexec_operator::reconcile::Context;
 use pyexec_operator::server::{ServerState, router};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,kube=warn".into()),
-        )
-        .json()
-        .init();
+    logging::init("info,kube=warn", LogFormat::Json);
     let args = Args::parse();
     if args.print_crd {
         print!("{}", pyexec_crds::crd_yaml());
@@ -37,9 +34,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let client = Client::try_default().await.context("connecting to the Kubernetes API")?;
     let identity = args.identity.clone().unwrap_or_else(|| {
-        std::fs::read_to_string("/etc/hostname")
-            .map(|h| h.trim().to_owned())
-            .unwrap_or_else(|_| "pyexec-operator".into())
+        std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| OPERATOR.into())
     });
     let metrics = Metrics::new();
     let logs = LogStore::new(&config.logs);
@@ -66,7 +61,7 @@ async fn main() -> anyhow::Result<()> {
             .ok()
             .map(|s| s.trim().to_owned())
     });
-    let mut builder = LeaseManagerBuilder::new(client.clone(), "pyexec-operator").with_identity(identity.clone());
+    let mut builder = LeaseManagerBuilder::new(client.clone(), OPERATOR).with_identity(identity.clone());
     if let Some(ns) = &lease_namespace {
         builder = builder.with_namespace(ns.clone());
     }
@@ -78,16 +73,9 @@ async fn main() -> anyhow::Result<()> {
     metrics.leader.set(1);
     tracing::info!(%identity, "leading: reconciling PythonExecutions");
 
-    let reporter = Reporter { controller: "pyexec-operator".into(), instance: Some(identity) };
-    let ctx = Arc::new(Context {
-        recorder: Recorder::new(client.clone(), reporter),
-        client: client.clone(),
-        config,
-        logs,
-        archives,
-        metrics: metrics.clone(),
-        streaming: Mutex::default(),
-    });
+    let reporter = Reporter { controller: OPERATOR.into(), instance: Some(identity) };
+    let recorder = Recorder::new(client.clone(), reporter);
+    let ctx = Arc::new(Context::new(client.clone(), config, recorder, logs, archives, metrics.clone()));
     let controller = pyexec_operator::controller::run(client.clone(), ctx, args.watch_namespace.as_deref());
     tokio::select! {
         () = controller => tracing::info!("controller stopped"),

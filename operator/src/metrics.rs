@@ -15,6 +15,11 @@ struct Outcome {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabel {
+    error: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PhaseLabel {
     phase: String,
 }
@@ -25,6 +30,7 @@ pub struct Metrics {
     registry: Arc<Registry>,
     reconciles: Family<Outcome, Counter>,
     reconcile_seconds: Histogram,
+    failures: Family<ErrorLabel, Counter>,
     finished: Family<PhaseLabel, Counter>,
     start_seconds: Histogram,
     /// 1 while this replica holds the leader lease.
@@ -45,6 +51,12 @@ impl Metrics {
         registry.register("reconciles", "Reconciliations, by outcome (ok, error)", reconciles.clone());
         let reconcile_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 16));
         registry.register("reconcile_duration_seconds", "Time of one reconciliation", reconcile_seconds.clone());
+        let failures = Family::<ErrorLabel, Counter>::default();
+        registry.register(
+            "reconcile_failures",
+            "Failed reconciliations, by kind of error (api, client, finalizer, log_store)",
+            failures.clone(),
+        );
         let finished = Family::<PhaseLabel, Counter>::default();
         registry.register("executions_finished", "Executions finished, by final phase", finished.clone());
         let start_seconds = Histogram::new(exponential_buckets(0.1, 2.0, 12));
@@ -55,7 +67,15 @@ impl Metrics {
         );
         let leader = Gauge::default();
         registry.register("leader", "1 while this replica is the leader", leader.clone());
-        Metrics { registry: Arc::new(registry), reconciles, reconcile_seconds, finished, start_seconds, leader }
+        Metrics {
+            registry: Arc::new(registry),
+            reconciles,
+            reconcile_seconds,
+            failures,
+            finished,
+            start_seconds,
+            leader,
+        }
     }
 
     /// One reconciliation ended.
@@ -63,6 +83,11 @@ impl Metrics {
         let outcome = if ok { "ok" } else { "error" };
         self.reconciles.get_or_create(&Outcome { outcome: outcome.into() }).inc();
         self.reconcile_seconds.observe(seconds);
+    }
+
+    /// A reconciliation failed with an error of this kind.
+    pub fn failed(&self, kind: &str) {
+        self.failures.get_or_create(&ErrorLabel { error: kind.into() }).inc();
     }
 
     /// An execution reached a final phase.
@@ -82,5 +107,21 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_are_counted_by_kind() {
+        let metrics = Metrics::new();
+        metrics.failed("api");
+        metrics.failed("api");
+        metrics.failed("log_store");
+        let text = metrics.render();
+        assert!(text.contains("pyexec_operator_reconcile_failures_total{error=\"api\"} 2"), "{text}");
+        assert!(text.contains("pyexec_operator_reconcile_failures_total{error=\"log_store\"} 1"), "{text}");
     }
 }

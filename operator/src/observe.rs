@@ -6,7 +6,7 @@ use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff;
 
-use crate::desired::{INSTALL_CONTAINER, MAIN_CONTAINER, RECEIVE_CONTAINER};
+use pyexec_core::pod::protocol::{FLAG_ON, GATE_ENV, INSTALL_CONTAINER, MAIN_CONTAINER, RECEIVE_CONTAINER};
 
 /// The state of an execution's Pod.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,6 +46,13 @@ pub struct Finish {
     pub started_at: Option<Time>,
     /// When it ended.
     pub finished_at: Option<Time>,
+}
+
+impl Finish {
+    /// A Pod stopped before it finished by itself (killed): `kind` says how far it got.
+    pub fn unfinished(kind: FinishKind, started_at: Option<Time>) -> Finish {
+        Finish { kind, exit_code: None, oom_killed: false, deadline_exceeded: false, started_at, finished_at: None }
+    }
 }
 
 /// Which step of the Pod finished it.
@@ -166,7 +173,7 @@ fn main_waits_for_gate(pod: &Pod) -> bool {
         .as_ref()
         .and_then(|s| s.containers.iter().find(|c| c.name == MAIN_CONTAINER))
         .and_then(|c| c.env.as_ref())
-        .is_some_and(|env| env.iter().any(|e| e.name == "PYEXEC_GATE"))
+        .is_some_and(|env| env.iter().any(|e| e.name == GATE_ENV && e.value.as_deref() == Some(FLAG_ON)))
 }
 
 /// Annotation the operator puts on a Pod once it sent the go-ahead.
@@ -187,7 +194,7 @@ mod tests {
     use super::*;
 
     fn pod(status: serde_json::Value, gate: bool) -> Pod {
-        let env = if gate { serde_json::json!([{"name": "PYEXEC_GATE", "value": "1"}]) } else { serde_json::json!([]) };
+        let env = if gate { serde_json::json!([{"name": GATE_ENV, "value": FLAG_ON}]) } else { serde_json::json!([]) };
         serde_json::from_value(serde_json::json!({
             "metadata": {"name": "p"},
             "spec": {"containers": [{"name": "python", "env": env}]},

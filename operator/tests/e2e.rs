@@ -15,7 +15,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Namespace;
@@ -25,11 +25,12 @@ use kube::core::GroupVersionKind;
 use kube::discovery::ApiResource;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::{Api, Client, CustomResourceExt, ResourceExt};
+use pyexec_crds::contract::KILL_ANNOTATION;
 use pyexec_crds::{Phase, PythonExecution};
 use pyexec_operator::config::{ArchiveStore, OperatorConfig};
+use pyexec_operator::context::Context;
 use pyexec_operator::logs::LogStore;
 use pyexec_operator::metrics::Metrics;
-use pyexec_operator::reconcile::{Context, KILL_ANNOTATION};
 use serde::Deserialize;
 
 fn root() -> PathBuf {
@@ -69,15 +70,9 @@ async fn the_operator_and_the_kubernetes_backend_on_a_real_cluster() {
     config.archives =
         Some(ArchiveStore { url: format!("{}/internal/v1/archives", server.url), token_file: Some(token_file) });
     let installs = config.package_index.is_some();
-    let ctx = Arc::new(Context {
-        recorder: Recorder::new(client.clone(), Reporter { controller: "pyexec-operator-e2e".into(), instance: None }),
-        client: client.clone(),
-        archives: config.archives.as_ref().map(|a| pyexec_operator::attach::ArchiveFetcher::new(a).unwrap()),
-        config,
-        logs: LogStore::default(),
-        metrics: Metrics::new(),
-        streaming: Mutex::default(),
-    });
+    let recorder = Recorder::new(client.clone(), Reporter { controller: "pyexec-operator-e2e".into(), instance: None });
+    let archives = config.archives.as_ref().map(|a| pyexec_operator::attach::ArchiveFetcher::new(a).unwrap());
+    let ctx = Arc::new(Context::new(client.clone(), config, recorder, LogStore::default(), archives, Metrics::new()));
     let controller = {
         let (client, ns) = (client.clone(), namespace.clone());
         tokio::spawn(async move { pyexec_operator::controller::run(client, ctx, Some(&ns)).await })

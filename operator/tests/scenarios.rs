@@ -6,10 +6,16 @@
 
 mod support;
 
+use std::time::Duration;
+
 use kube::runtime::controller::Action;
+use pyexec_core::pod::protocol::{FRAME_END, FRAME_STDERR, FRAME_STDOUT, NONCE_ENV};
+use pyexec_crds::PythonExecution;
+use pyexec_crds::contract::KILL_ANNOTATION;
 use pyexec_operator::config::{LogsConfig, OperatorConfig};
+use pyexec_operator::context::{Context, Error};
 use pyexec_operator::logs::LogStore;
-use pyexec_operator::reconcile::{KILL_ANNOTATION, reconcile};
+use pyexec_operator::reconcile::{error_policy, reconcile};
 use serde_json::{Value, json};
 use support::*;
 
@@ -18,7 +24,7 @@ fn hello() -> Value {
            "limits": {"timeoutSeconds": 30, "memoryMB": 128, "cpu": "500m", "diskMB": 50}})
 }
 
-async fn step(fake: &FakeApi, ctx: &std::sync::Arc<pyexec_operator::reconcile::Context>, name: &str) -> Action {
+async fn step(fake: &FakeApi, ctx: &std::sync::Arc<Context>, name: &str) -> Action {
     reconcile(fake.object(EXECUTIONS, name), ctx.clone()).await.unwrap()
 }
 
@@ -33,11 +39,11 @@ fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
 fn nonce(fake: &FakeApi, pod: &str) -> String {
     let pod = fake.get(PODS, pod).unwrap();
     let env = pod["spec"]["containers"][0]["env"].as_array().unwrap().clone();
-    env.iter().find(|e| e["name"] == "PYEXEC_FRAME_NONCE").unwrap()["value"].as_str().unwrap().to_owned()
+    env.iter().find(|e| e["name"] == NONCE_ENV).unwrap()["value"].as_str().unwrap().to_owned()
 }
 
 /// Starts an execution and lets the "kubelet" run its Pod.
-async fn started(spec: Value) -> (FakeApi, std::sync::Arc<pyexec_operator::reconcile::Context>) {
+async fn started(spec: Value) -> (FakeApi, std::sync::Arc<Context>) {
     let (client, fake) = FakeApi::start();
     let ctx = context(client, OperatorConfig::default(), LogStore::default());
     fake.put(EXECUTIONS, execution("job", spec));
@@ -54,14 +60,7 @@ async fn started(spec: Value) -> (FakeApi, std::sync::Arc<pyexec_operator::recon
 
 /// The kubelet reports the main container ended (`phase`, exit `code`, `reason`) after writing `log`; the operator
 /// reconciles; the status it wrote.
-async fn ends(
-    fake: &FakeApi,
-    ctx: &std::sync::Arc<pyexec_operator::reconcile::Context>,
-    phase: &str,
-    code: i32,
-    reason: &str,
-    log: &str,
-) -> Value {
+async fn ends(fake: &FakeApi, ctx: &std::sync::Arc<Context>, phase: &str, code: i32, reason: &str, log: &str) -> Value {
     fake.set_log("job", "python", log);
     fake.set_status(
         PODS,
@@ -150,7 +149,12 @@ async fn running_then_completed_with_the_programs_output() {
     assert_eq!(condition(&s, "Started")["status"], "True");
 
     let n = nonce(&fake, "job");
-    let log = format!("{}{}{}", frame(&n, 'o', b"hi\n"), frame(&n, 'e', b"warn\n"), frame(&n, 'x', br#"{"exit":0}"#));
+    let log = format!(
+        "{}{}{}",
+        frame(&n, FRAME_STDOUT, b"hi\n"),
+        frame(&n, FRAME_STDERR, b"warn\n"),
+        frame(&n, FRAME_END, br#"{"exit":0}"#)
+    );
     let s = ends(&fake, &ctx, "Succeeded", 0, "Completed", &log).await;
     assert_eq!((s["phase"].as_str(), s["exitCode"].as_i64()), (Some("Completed"), Some(0)));
     assert_eq!((s["stdout"].as_str(), s["stderr"].as_str()), (Some("hi\n"), Some("warn\n")));
@@ -171,10 +175,60 @@ async fn a_failing_program_is_completed_with_its_error_fields() {
     let (fake, ctx) = started(hello()).await;
     let n = nonce(&fake, "job");
     let tb = b"Traceback (most recent call last):\n  File \"/work/main.py\", line 3, in <module>\n    1/0\nZeroDivisionError: division by zero\n";
-    let log = format!("{}{}", frame(&n, 'e', tb), frame(&n, 'x', br#"{"exit":1}"#));
+    let log = format!("{}{}", frame(&n, FRAME_STDERR, tb), frame(&n, FRAME_END, br#"{"exit":1}"#));
     let s = ends(&fake, &ctx, "Failed", 1, "Error", &log).await;
     assert_eq!((s["phase"].as_str(), s["exitCode"].as_i64()), (Some("Completed"), Some(1)));
     assert_eq!((s["errorType"].as_str(), s["errorLine"].as_i64()), (Some("ZeroDivisionError"), Some(3)));
+}
+
+#[tokio::test]
+async fn a_program_that_exits_124_itself_completed_and_did_not_time_out() {
+    let (fake, ctx) = started(hello()).await;
+    let n = nonce(&fake, "job");
+    let log = format!(
+        "{}{}",
+        frame(&n, FRAME_STDOUT, b"bye\n"),
+        frame(&n, FRAME_END, br#"{"exit":124,"signal":null,"timed_out":false}"#)
+    );
+    let s = ends(&fake, &ctx, "Failed", 124, "Error", &log).await;
+    assert_eq!((s["phase"].as_str(), s["exitCode"].as_i64()), (Some("Completed"), Some(124)), "{s}");
+    assert_eq!((s["error"].as_str(), s["stdout"].as_str()), (None, Some("bye\n")));
+    assert_eq!(condition(&s, "Finished")["reason"], "Completed");
+}
+
+#[tokio::test]
+async fn the_runners_timeout_is_a_timeout() {
+    let (fake, ctx) = started(hello()).await;
+    let n = nonce(&fake, "job");
+    let log = format!(
+        "{}{}",
+        frame(&n, FRAME_STDOUT, b"slow\n"),
+        frame(&n, FRAME_END, br#"{"exit":124,"signal":null,"timed_out":true}"#)
+    );
+    let s = ends(&fake, &ctx, "Failed", 124, "Error", &log).await;
+    assert_eq!((s["phase"].as_str(), s["exitCode"].as_i64()), (Some("Failed"), Some(124)), "{s}");
+    assert_eq!((s["error"].as_str(), s["stdout"].as_str()), (Some("execution timeout after 30s"), Some("slow\n")));
+    assert_eq!(condition(&s, "Finished")["reason"], "TimedOut");
+}
+
+#[tokio::test]
+async fn failed_reconciliations_back_off_per_object_and_are_counted() {
+    let (client, fake) = FakeApi::start();
+    let ctx = context(client, OperatorConfig::default(), LogStore::default());
+    fake.put(EXECUTIONS, execution("job", hello()));
+    fake.put(EXECUTIONS, execution("other", hello()));
+    let (job, other) = (fake.object::<PythonExecution>(EXECUTIONS, "job"), fake.object(EXECUTIONS, "other"));
+    let fail = |cr: &std::sync::Arc<PythonExecution>| {
+        error_policy(cr.clone(), &Error::Logs(std::io::Error::other("disk full")), ctx.clone())
+    };
+    let delays: Vec<Action> = (0..4).map(|_| fail(&job)).collect();
+    let expected: Vec<Action> = [1, 2, 4, 8].map(|s| Action::requeue(Duration::from_secs(s))).to_vec();
+    assert_eq!(delays, expected, "each failure of the same object waits twice as long");
+    assert_eq!(fail(&other), Action::requeue(Duration::from_secs(1)), "per object");
+    assert!(ctx.metrics.render().contains("pyexec_operator_reconcile_failures_total{error=\"log_store\"} 5"));
+
+    step(&fake, &ctx, "job").await;
+    assert_eq!(fail(&job), Action::requeue(Duration::from_secs(1)), "a success starts over");
 }
 
 #[tokio::test]
@@ -192,7 +246,7 @@ async fn out_of_memory_is_137_and_flagged() {
 async fn the_deadline_is_a_timeout_that_keeps_the_output() {
     let (fake, ctx) = started(hello()).await;
     let n = nonce(&fake, "job");
-    fake.set_log("job", "python", &frame(&n, 'o', b"partial\n"));
+    fake.set_log("job", "python", &frame(&n, FRAME_STDOUT, b"partial\n"));
     fake.set_status(
         PODS,
         "job",
@@ -210,7 +264,7 @@ async fn the_deadline_is_a_timeout_that_keeps_the_output() {
 async fn killing_deletes_the_pod_and_is_final() {
     let (fake, ctx) = started(hello()).await;
     let n = nonce(&fake, "job");
-    fake.set_log("job", "python", &frame(&n, 'o', b"working\n"));
+    fake.set_log("job", "python", &frame(&n, FRAME_STDOUT, b"working\n"));
     let mut cr = fake.get(EXECUTIONS, "job").unwrap();
     cr["metadata"]["annotations"] = json!({KILL_ANNOTATION: "2026-01-01T00:00:03Z"});
     fake.put(EXECUTIONS, cr);
@@ -339,7 +393,7 @@ async fn stored_logs_live_and_die_with_the_resource() {
     step(&fake, &ctx, "job").await; // creates the Pod
     let n = nonce(&fake, "job");
     let big = "y".repeat(100_000);
-    let log = format!("{}{}", frame(&n, 'o', big.as_bytes()), frame(&n, 'x', br#"{"exit":0}"#));
+    let log = format!("{}{}", frame(&n, FRAME_STDOUT, big.as_bytes()), frame(&n, FRAME_END, br#"{"exit":0}"#));
     let s = ends(&fake, &ctx, "Succeeded", 0, "Completed", &log).await;
     assert_eq!((s["stdout"].as_str().unwrap().len(), s["stdoutTruncated"].as_bool()), (64 << 10, Some(true)));
     assert_eq!(s["logsRef"], "http://op:8081/logs/team-a/uid-job");

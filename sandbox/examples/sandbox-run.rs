@@ -18,7 +18,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let state = std::env::temp_dir().join("pyexec-sandbox-run");
     let sandbox = Sandbox::new(SandboxConfig::new(state)).await?;
-    eprintln!("{}", serde_json_like(sandbox.report()));
+    eprintln!("{:#?}", sandbox.report());
     let mut spec = RunSpec::new(args.remove(0));
     spec.args = args;
     spec.env = vec![("PATH".into(), "/usr/bin:/bin".into())];
@@ -32,8 +32,4 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         outcome.status, outcome.timed_out, outcome.oom_killed, outcome.duration
     );
     Ok(())
-}
-
-fn serde_json_like(r: &pyexec_sandbox::IsolationReport) -> String {
-    format!("{r:#?}")
 }

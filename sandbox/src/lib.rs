@@ -9,21 +9,25 @@
 //! a per-run cgroup (v1 or v2); the wall clock kills the whole pid namespace. Network is off (an empty namespace)
 //! unless asked for, and then limited to the public internet.
 //!
-//! Layout: [`config`] and [`spec`] are the API; `plan` prepares everything the child needs; `launcher` clones
-//! it from a dedicated thread; `child` runs inside (after `disguise` hides the server from it); `cgroup`,
-//! `network`, `seccomp` and `landlock` each own one mechanism; [`Sandbox`] ties them together and [`report`] says
-//! what this host guarantees.
+//! Layout: [`config`] and [`spec`] are the API. `rootfs_plan` decides the new root's layout and `plan` holds
+//! everything the child needs, prepared in the parent; `launcher` clones the child from a dedicated thread and
+//! `live_child` holds it until it is reaped; `child` runs inside (after `disguise` hides the server from it) and
+//! reports a failing step as a `stage`; `cgroup`, `uid`, `network`, `seccomp` and `landlock` each own one
+//! mechanism, and `io` the program's pipes; [`Sandbox`] ties them together and [`report`] says what this host
+//! guarantees.
 
-pub mod cgroup;
+mod cgroup;
 mod child;
 pub mod config;
 mod disguise;
 mod io;
 mod landlock;
 mod launcher;
+mod live_child;
 mod network;
 mod plan;
 pub mod report;
+mod rootfs_plan;
 mod sandbox;
 mod seccomp;
 pub mod spec;
@@ -31,7 +35,6 @@ mod stage;
 mod uid;
 
 pub use config::{NetworkConfig, SandboxConfig};
-pub use landlock::abi_version as landlock_abi_version;
 pub use report::{IsolationLevel, IsolationReport};
 pub use sandbox::Sandbox;
 pub use spec::{

@@ -2,14 +2,16 @@
 //!
 //! The child is cloned from a multi-threaded process, so until it calls `execve` it must not allocate or take
 //! locks another thread might have held (see `child`). Everything it uses is therefore prepared here, as C strings
-//! and plain numbers, and the child only reads it.
+//! and plain numbers, and the child only reads it. `rootfs_plan` decides what the root holds; [`OpsBuilder`] turns
+//! each decision into operations (creating parent directories, checking bind sources, refusing binds the
+//! sandbox's own file systems would hide).
 
 use std::ffi::{CString, c_char};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Component, Path, PathBuf};
 
 use crate::landlock::LandlockPlan;
-use crate::spec::{Bind, GeneratedFile, MAX_EXTRA_OUTPUTS};
+use crate::spec::{Bind, GeneratedFile, MAX_EXTRA_OUTPUTS, RunLimits, RunSpec};
 
 /// One step of building the new root, executed in order relative to the new root's directory.
 #[derive(Debug)]
@@ -38,21 +40,55 @@ pub(crate) enum Op {
 #[derive(Debug)]
 pub(crate) struct Program {
     pub path: CString,
-    /// Owners of the strings `argv_ptrs` and `envp_ptrs` point into.
+    /// The strings `argv_ptrs` points into (never read, only kept alive).
     _argv: Vec<CString>,
+    /// The strings `envp_ptrs` points into.
     _envp: Vec<CString>,
-    /// Null-terminated pointer arrays into `argv` / `envp` (heap data does not move with the struct).
+    /// Null-terminated pointer arrays into `_argv` / `_envp` (heap data does not move with the struct).
     pub argv_ptrs: Vec<*const c_char>,
     pub envp_ptrs: Vec<*const c_char>,
 }
 
 impl Program {
-    pub(crate) fn new(path: CString, argv: Vec<CString>, envp: Vec<CString>) -> Self {
+    /// The program of `spec`: its path (also `argv[0]`), arguments and environment, as C strings.
+    pub(crate) fn from_spec(spec: &RunSpec) -> Result<Self, crate::SandboxError> {
+        let path = cstr(spec.program.as_os_str().as_encoded_bytes())?;
+        let argv =
+            std::iter::once(Ok(path.clone())).chain(spec.args.iter().map(cstr)).collect::<Result<Vec<CString>, _>>()?;
+        let envp = spec
+            .env
+            .iter()
+            .map(|(k, v)| {
+                if k.is_empty() || k.contains('=') {
+                    return Err(crate::SandboxError::InvalidSpec(format!("invalid environment variable name {k:?}")));
+                }
+                cstr(format!("{k}={v}"))
+            })
+            .collect::<Result<Vec<CString>, _>>()?;
+        Ok(Self::new(path, argv, envp))
+    }
+
+    fn new(path: CString, argv: Vec<CString>, envp: Vec<CString>) -> Self {
         let ptrs = |v: &[CString]| v.iter().map(|s| s.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
         let argv_ptrs = ptrs(&argv);
         let envp_ptrs = ptrs(&envp);
         Self { path, _argv: argv, _envp: envp, argv_ptrs, envp_ptrs }
     }
+}
+
+/// Resource limits of the program, on top of its cgroup's (`cgroups`: whether it has them).
+pub(crate) fn rlimits(limits: &RunLimits, cgroups: bool) -> Vec<(libc::__rlimit_resource_t, u64)> {
+    let mut rlimits = vec![
+        (libc::RLIMIT_NPROC, limits.pids),
+        (libc::RLIMIT_CORE, 0),
+        (libc::RLIMIT_NOFILE, 4096),
+        (libc::RLIMIT_FSIZE, limits.workspace_bytes.max(limits.tmp_bytes)),
+    ];
+    if !cgroups {
+        // Without a memory cgroup, cap the data segment and anonymous mappings instead (approximate).
+        rlimits.push((libc::RLIMIT_DATA, limits.memory_bytes));
+    }
+    rlimits
 }
 
 /// Descriptor numbers as the child sees them (it inherits the parent's table).
@@ -83,11 +119,11 @@ pub(crate) struct ChildPlan {
     pub bind_sources: Vec<CString>,
     /// Descriptors used while building the root (the workspace), closed once it is built.
     pub setup_fds: Vec<RawFd>,
-    pub cgroup_namespace: bool,
     pub root_dir: CString,
     pub root_options: CString,
-    /// uid/gid of the sandbox user inside the namespace.
+    /// The sandbox user's uid inside the namespace.
     pub uid: u32,
+    /// The sandbox user's gid inside the namespace.
     pub gid: u32,
     /// Whether `setgroups` may be called (not when an unprivileged parent had to deny it).
     pub clear_groups: bool,
@@ -231,7 +267,7 @@ impl OpsBuilder {
     }
 
     /// `mkdir -p` of `dir` (relative to the new root).
-    pub(crate) fn mkdirs(&mut self, dir: &Path, mode: u32) -> Result<(), crate::SandboxError> {
+    fn mkdirs(&mut self, dir: &Path, mode: u32) -> Result<(), crate::SandboxError> {
         let mut current = PathBuf::new();
         for c in dir.components() {
             current.push(c);
@@ -377,4 +413,43 @@ fn locked_mount_flags(path: &Path) -> libc::c_ulong {
         }
     }
     flags
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_program_is_argv_0_and_its_environment_is_checked() {
+        let mut spec = RunSpec::new("/usr/bin/python3");
+        spec.args = vec!["-c".into(), "pass".into()];
+        spec.env = vec![("PATH".into(), "/usr/bin".into()), ("EMPTY".into(), String::new())];
+        let program = Program::from_spec(&spec).unwrap();
+        assert_eq!(program.path.as_c_str(), c"/usr/bin/python3");
+        let argv: Vec<&CString> = program._argv.iter().collect();
+        assert_eq!(argv, [c"/usr/bin/python3", c"-c", c"pass"]);
+        assert_eq!(program._envp, [c"PATH=/usr/bin".to_owned(), c"EMPTY=".to_owned()]);
+        assert_eq!(program.argv_ptrs.len(), 4, "null-terminated");
+        assert!(program.envp_ptrs.last().is_some_and(|p| p.is_null()));
+
+        for name in ["", "A=B"] {
+            spec.env = vec![(name.into(), "x".into())];
+            assert!(matches!(Program::from_spec(&spec), Err(crate::SandboxError::InvalidSpec(_))), "{name:?}");
+        }
+        spec.env = Vec::new();
+        spec.args = vec!["a\0b".into()];
+        assert!(Program::from_spec(&spec).is_err(), "a NUL byte cannot reach execve");
+    }
+
+    #[test]
+    fn data_is_capped_by_rlimit_only_without_cgroups() {
+        let limits =
+            RunLimits { pids: 64, workspace_bytes: 10, tmp_bytes: 20, memory_bytes: 30, ..RunLimits::default() };
+        let with = rlimits(&limits, true);
+        assert!(with.contains(&(libc::RLIMIT_NPROC, 64)));
+        assert!(with.contains(&(libc::RLIMIT_FSIZE, 20)), "the larger tmpfs bounds a single file");
+        assert!(with.contains(&(libc::RLIMIT_CORE, 0)));
+        assert!(!with.iter().any(|(r, _)| *r == libc::RLIMIT_DATA));
+        assert!(rlimits(&limits, false).contains(&(libc::RLIMIT_DATA, 30)));
+    }
 }

@@ -1,13 +1,17 @@
 //! [`Sandbox`]: probes the host once, then runs programs, each in a fresh sandbox.
+//!
+//! This is where the mechanisms meet; each lives in a module of its own. One run takes a host uid (`uid`) and
+//! creates its cgroups (`cgroup`), plans the child (`rootfs_plan`, `plan`, `landlock`, `seccomp`), clones it
+//! (`launcher`) and holds it (`live_child`), prepares it from outside while it waits (uid maps, v1 cgroups,
+//! `network`), then streams its pipes (`io`) against the timeout and cancellation, reaps it and turns what it
+//! reported (`stage`) into an [`Outcome`] or an error.
 
-use std::ffi::CString;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -16,33 +20,16 @@ use crate::cgroup::{CgroupLayout, CgroupLimits, RunCgroup};
 use crate::config::SandboxConfig;
 use crate::io;
 use crate::landlock;
-use crate::launcher::{Launcher, Spawned};
+use crate::launcher::Launcher;
+use crate::live_child::LiveChild;
 use crate::network::{Egress, EgressGuard};
-use crate::plan::{ChildPlan, OpsBuilder, Pipes, Program, cstr, relative};
-use crate::report::{IsolationLevel, IsolationReport};
+use crate::plan::{ChildPlan, Pipes, Program, cstr, relative, rlimits};
+use crate::report::{self, IsolationReport};
+use crate::rootfs_plan::{RootfsPlan, RootfsPlanner};
 use crate::seccomp;
-use crate::spec::{
-    Bind, ExitStatus, GeneratedFile, Identity, MAX_EXTRA_OUTPUTS, Network, Outcome, OutputChunk, RunLimits, RunSpec,
-    Stream,
-};
-use crate::stage::{self, REPORT_BYTES, Stage};
+use crate::spec::{ExitStatus, Identity, MAX_EXTRA_OUTPUTS, Network, Outcome, OutputChunk, RunLimits, RunSpec, Stream};
+use crate::stage::{self, REPORT_BYTES};
 use crate::uid::UidPool;
-
-/// Host paths every sandbox sees read-only (besides `/usr`), when they exist.
-const HOST_FILES: &[&str] = &["/etc/ld.so.cache", "/etc/alternatives", "/etc/localtime"];
-/// Extra host paths of sandboxes with network: certificate stores.
-const NETWORK_FILES: &[&str] = &["/etc/ssl", "/etc/ca-certificates", "/etc/pki"];
-/// Top-level directories that merged-/usr systems make links into `/usr`.
-const USR_LINKS: &[&str] = &["bin", "sbin", "lib", "lib32", "lib64", "libx32"];
-/// Device nodes of `/dev`.
-const DEVICES: &[&str] = &["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom"];
-/// fontconfig's configuration: the host's font files (under `/usr`), a cache in the run's `/tmp`. Without it every
-/// font user (matplotlib asks `fc-list`) prints "Fontconfig error: Cannot load default config file".
-const FONTS_CONF: &str = "<?xml version=\"1.0\"?>\n<!DOCTYPE fontconfig SYSTEM \"urn:fontconfig:fonts.dtd\">\n\
-<fontconfig>\n  <dir>/usr/share/fonts</dir>\n  <dir>/usr/local/share/fonts</dir>\n  \
-<cachedir>/tmp/.cache/fontconfig</cachedir>\n</fontconfig>\n";
-/// Most inodes of a writable tmpfs (the kernel default scales with RAM).
-const TMPFS_INODES: u64 = 262_144;
 
 /// Runs started by this process, across all [`Sandbox`]es: names each run's cgroup uniquely.
 static RUNS: AtomicU64 = AtomicU64::new(0);
@@ -56,18 +43,24 @@ pub struct Sandbox {
 struct Inner {
     config: SandboxConfig,
     launcher: Launcher,
+    /// Host uids of runs with [`Identity::PerRun`] (used only when the server is root).
     uids: Arc<UidPool>,
+    /// Whether the server is root: per-run host uids, cgroups, `setgroups`.
     rootful: bool,
     euid: u32,
     egid: u32,
+    /// The host uid of runs with [`Identity::Service`] when the server is root.
     service_uid: u32,
     cgroups: CgroupLayout,
     landlock_abi: Option<u32>,
     seccomp: Vec<seccompiler::sock_filter>,
+    /// The egress machinery, or why runs cannot have network.
     egress: Result<Egress, String>,
+    /// An empty directory each child mounts its root tmpfs on (inside its own mount namespace).
     root_dir: PathBuf,
+    /// The highest capability this kernel knows: the program drops `0..=last_cap`.
     last_cap: u32,
-    usr_links: Vec<(String, Option<String>)>,
+    rootfs: RootfsPlanner,
     report: IsolationReport,
 }
 
@@ -101,18 +94,8 @@ impl Sandbox {
             .ok()
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(63);
-        let usr_links = USR_LINKS
-            .iter()
-            .filter_map(|name| {
-                let host = Path::new("/").join(name);
-                match std::fs::read_link(&host) {
-                    Ok(target) => Some((name.to_string(), Some(target.to_string_lossy().into_owned()))),
-                    Err(_) if host.is_dir() => Some((name.to_string(), None)),
-                    Err(_) => None,
-                }
-            })
-            .collect();
-        let report = build_report(&config, rootful, euid, &cgroups, landlock_abi, &egress);
+        let rootfs = RootfsPlanner::probe(&config);
+        let report = report::build(&config, rootful, euid, &cgroups, landlock_abi, &egress);
         let service_uid = service_uid(&config);
         let mut sandbox = Sandbox {
             inner: Arc::new(Inner {
@@ -129,7 +112,7 @@ impl Sandbox {
                 egress,
                 root_dir,
                 last_cap,
-                usr_links,
+                rootfs,
                 report,
             }),
         };
@@ -143,7 +126,7 @@ impl Sandbox {
             let inner = Arc::get_mut(&mut sandbox.inner)
                 .ok_or_else(|| SandboxError::Unavailable("the sandbox is shared during start-up".into()))?;
             inner.egress = Err(reason);
-            inner.report = build_report(
+            inner.report = report::build(
                 &inner.config,
                 inner.rootful,
                 inner.euid,
@@ -170,6 +153,7 @@ impl Sandbox {
         self.inner.egress.as_ref().map(drop).map_err(Clone::clone)
     }
 
+    /// Proves that this host can build sandboxes: one that runs nothing, with every restriction applied.
     async fn self_test(&self) -> Result<(), SandboxError> {
         let mut spec = RunSpec::new("/bin/true");
         spec.limits = RunLimits { timeout: Duration::from_secs(10), ..RunLimits::default() };
@@ -206,6 +190,8 @@ impl Sandbox {
         self.execute(spec, events, cancel, true).await
     }
 
+    /// Admits a run, gives it a host uid and its cgroups, and takes them back once it is over. `exec: false`
+    /// builds the whole sandbox and stops right before `execve` (the start-up self-tests).
     async fn execute(
         &self,
         spec: RunSpec,
@@ -250,6 +236,8 @@ impl Sandbox {
         result
     }
 
+    /// The run itself: plan and clone the child, prepare it, release it, watch it against the timeout and
+    /// cancellation, reap it and collect its output and status.
     async fn execute_in(
         &self,
         spec: RunSpec,
@@ -309,7 +297,7 @@ impl Sandbox {
         if failure.len() >= REPORT_BYTES && !(timed_out || cancelled) {
             let mut bytes = [0u8; REPORT_BYTES];
             bytes.copy_from_slice(&failure[..REPORT_BYTES]);
-            return Err(setup_error(&bytes, &labels));
+            return Err(stage::setup_error(&bytes, &labels));
         }
         let stdout = join(stdout).await?.map_err(SandboxError::Io)?;
         let stderr = join(stderr).await?.map_err(SandboxError::Io)?;
@@ -371,7 +359,8 @@ impl Sandbox {
         Ok(Some(egress.attach(pid, &inner.config.state_dir, allowed.as_deref()).await?))
     }
 
-    /// Builds the child's plan for `spec`.
+    /// Builds the child's plan for `spec`: its root, limits, program and restrictions. Returns the descriptors only
+    /// the child needs and a label per root operation, for error messages.
     fn plan(
         &self,
         spec: &RunSpec,
@@ -380,110 +369,28 @@ impl Sandbox {
     ) -> Result<(ChildPlan, Vec<OwnedFd>, Vec<String>), SandboxError> {
         let inner = &*self.inner;
         let uid = inner.config.sandbox_uid;
-        let limits = &spec.limits;
-        let mut b = OpsBuilder::new();
-
-        b.bind(&Bind::same("/usr"))?;
-        for (name, link) in &inner.usr_links {
-            match link {
-                Some(target) => b.symlink(target, Path::new(name))?,
-                None => b.bind(&Bind::same(Path::new("/").join(name)))?,
-            }
-        }
-        let host_files: Vec<&str> =
-            HOST_FILES.iter().chain(if spec.network.is_on() { NETWORK_FILES } else { &[] }).copied().collect();
-        for path in host_files {
-            b.bind(&Bind { optional: true, ..Bind::same(path) })?;
-        }
-        for file in self.etc_files(&spec.network) {
-            b.file(&file)?;
-        }
-        for bind in &spec.binds {
-            b.bind(bind)?;
-        }
-        for file in &spec.files {
-            b.file(file)?;
-        }
-
-        let dev = Path::new("dev");
-        b.tmpfs(dev, "size=64k,mode=0755", libc::MS_NOSUID | libc::MS_NOEXEC)?;
-        for device in DEVICES {
-            b.device(device)?;
-        }
-        for (link, target) in [
-            ("fd", "/proc/self/fd"),
-            ("stdin", "/proc/self/fd/0"),
-            ("stdout", "/proc/self/fd/1"),
-            ("stderr", "/proc/self/fd/2"),
-        ] {
-            b.symlink(target, &dev.join(link))?;
-        }
-        let writable = libc::MS_NOSUID | libc::MS_NODEV;
-        let tmp_options = format!("size={},nr_inodes={TMPFS_INODES},mode=1777", limits.tmp_bytes.max(4096));
-        b.tmpfs(&dev.join("shm"), &tmp_options, writable)?;
-        b.remount_read_only(dev)?;
-
-        let work = Path::new("work");
-        let work_options = format!("size={},nr_inodes={TMPFS_INODES},mode=0755", limits.workspace_bytes.max(4096));
-        b.tmpfs(work, &work_options, writable)?;
-        if let Some(workspace) = &spec.workspace {
-            b.copy_workspace(workspace, work)?;
-        }
-        b.tmpfs(Path::new("tmp"), &tmp_options, writable)?;
-        b.proc(Path::new("proc"))?;
-
-        let mut rlimits = vec![
-            (libc::RLIMIT_NPROC, limits.pids),
-            (libc::RLIMIT_CORE, 0),
-            (libc::RLIMIT_NOFILE, 4096),
-            (libc::RLIMIT_FSIZE, limits.workspace_bytes.max(limits.tmp_bytes)),
-        ];
-        if !inner.cgroups.is_available() {
-            // Without a memory cgroup, cap the data segment and anonymous mappings instead (approximate).
-            rlimits.push((libc::RLIMIT_DATA, limits.memory_bytes));
-        }
-
-        let program = if exec {
-            let path = cstr(spec.program.as_os_str().as_encoded_bytes())?;
-            let argv = std::iter::once(Ok(path.clone()))
-                .chain(spec.args.iter().map(cstr))
-                .collect::<Result<Vec<CString>, _>>()?;
-            let envp = spec
-                .env
-                .iter()
-                .map(|(k, v)| {
-                    if k.is_empty() || k.contains('=') {
-                        return Err(SandboxError::InvalidSpec(format!("invalid environment variable name {k:?}")));
-                    }
-                    cstr(format!("{k}={v}"))
-                })
-                .collect::<Result<Vec<CString>, _>>()?;
-            Some(Program::new(path, argv, envp))
-        } else {
-            None
-        };
+        let dns = inner.egress.as_ref().ok().map(Egress::dns);
+        let RootfsPlan { ops: root, writable_dirs } = inner.rootfs.plan(spec, dns)?;
+        let rlimits = rlimits(&spec.limits, inner.cgroups.is_available());
+        let program = if exec { Some(Program::from_spec(spec)?) } else { None };
         relative(&spec.cwd)?;
 
-        let writable_binds: Vec<String> =
-            spec.binds.iter().filter(|b| b.writable).map(|b| b.target.display().to_string()).collect();
-        let writable_dirs: Vec<&str> =
-            ["/work", "/tmp", "/dev/shm"].into_iter().chain(writable_binds.iter().map(String::as_str)).collect();
+        let writable_dirs: Vec<&str> = writable_dirs.iter().map(String::as_str).collect();
         let mut keep: Vec<i32> = pipes.child_ends.iter().map(AsRawFd::as_raw_fd).collect();
-        keep.extend(b.setup_fds.iter().map(AsRawFd::as_raw_fd));
+        keep.extend(root.setup_fds.iter().map(AsRawFd::as_raw_fd));
         keep.sort_unstable();
         let plan = ChildPlan {
             fds: pipes.child,
             disguise: crate::disguise::server_areas(),
             keep,
-            setup_fds: b.setup_fds.iter().map(AsRawFd::as_raw_fd).collect(),
-            bind_sources: b.bind_sources,
-            cgroup_namespace: true,
+            setup_fds: root.setup_fds.iter().map(AsRawFd::as_raw_fd).collect(),
+            bind_sources: root.bind_sources,
             root_dir: cstr(inner.root_dir.as_os_str().as_encoded_bytes())?,
             root_options: cstr(format!("size=16m,nr_inodes=4096,mode=0755,uid={uid},gid={uid}"))?,
             uid,
             gid: uid,
             clear_groups: inner.rootful,
-            ops: b.ops,
+            ops: root.ops,
             hostname: cstr(&inner.config.hostname)?,
             loopback_up: !spec.network.is_on(),
             cwd: cstr(spec.cwd.as_os_str().as_encoded_bytes())?,
@@ -493,113 +400,16 @@ impl Sandbox {
             seccomp: inner.seccomp.clone(),
             program,
         };
-        Ok((plan, b.setup_fds, b.labels))
-    }
-
-    /// `/etc` files of the sandbox: its users, host name resolution and, with network, the resolver.
-    fn etc_files(&self, network: &Network) -> Vec<GeneratedFile> {
-        let uid = self.inner.config.sandbox_uid;
-        let host = &self.inner.config.hostname;
-        let file = |path: &str, content: String| GeneratedFile {
-            path: path.into(),
-            content: content.into_bytes(),
-            mode: 0o644,
-        };
-        let mut files = vec![
-            file(
-                "/etc/passwd",
-                format!(
-                    "root:x:0:0:root:/root:/usr/sbin/nologin\nsandbox:x:{uid}:{uid}:sandbox:/tmp:/bin/sh\n\
-                     nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
-                ),
-            ),
-            file("/etc/group", format!("root:x:0:\nsandbox:x:{uid}:\nnogroup:x:65534:\n")),
-            file("/etc/hosts", hosts_file(host, network)),
-            file("/etc/nsswitch.conf", "passwd: files\ngroup: files\nhosts: files dns\n".into()),
-            file("/etc/fonts/fonts.conf", FONTS_CONF.into()),
-        ];
-        if *network == Network::Internet
-            && let Ok(egress) = &self.inner.egress
-        {
-            files.push(file("/etc/resolv.conf", format!("nameserver {}\noptions edns0\n", egress.dns())));
-        }
-        files
+        Ok((plan, root.setup_fds, root.labels))
     }
 }
 
-/// `/etc/hosts`: the sandbox itself, and the pinned names of an allowlisted network.
-fn hosts_file(hostname: &str, network: &Network) -> String {
-    let mut out = format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n");
-    if let Network::Hosts(hosts) = network {
-        for host in hosts {
-            for addr in &host.addrs {
-                out.push_str(&format!("{addr}\t{}\n", host.name));
-            }
-        }
-    }
-    out
-}
-
-/// A cloned child until it is reaped: killed and reaped if dropped early (an error path, a cancelled request).
-struct LiveChild {
-    pid: i32,
-    in_cgroup: bool,
-    pidfd: Option<OwnedFd>,
-}
-
-impl LiveChild {
-    fn new(s: Spawned) -> Self {
-        Self { pid: s.pid, in_cgroup: s.in_cgroup, pidfd: Some(s.pidfd) }
-    }
-
-    fn fd(&self) -> Result<&OwnedFd, SandboxError> {
-        self.pidfd.as_ref().ok_or_else(|| SandboxError::Io(std::io::Error::other("child already reaped")))
-    }
-
-    /// Resolves when the child (pid 1 of the sandbox) has exited; its pidfd becomes readable then.
-    async fn exited(&self) -> Result<(), SandboxError> {
-        let fd = self.fd()?;
-        let dup = fd.try_clone().map_err(SandboxError::Io)?;
-        // SAFETY: `dup` is an owned, open descriptor that the AsyncFd keeps (and closes) for its whole life.
-        let afd = unsafe { AsyncFd::register_with_interest(dup, tokio::io::Interest::READABLE) }
-            .map_err(|e| SandboxError::Io(std::io::Error::other(e.to_string())))?;
-        let _ready = afd.readable().await.map_err(SandboxError::Io)?;
-        Ok(())
-    }
-
-    /// SIGKILL to pid 1 of the sandbox: the kernel then kills every process of its pid namespace.
-    fn kill(&self) {
-        if let Ok(fd) = self.fd() {
-            let _ = rustix::process::pidfd_send_signal(fd, rustix::process::Signal::KILL);
-        }
-    }
-
-    fn reap(mut self) -> Result<(), SandboxError> {
-        if let Some(fd) = self.pidfd.take() {
-            rustix::process::waitid(rustix::process::WaitId::PidFd(fd.as_fd()), rustix::process::WaitIdOptions::EXITED)
-                .map_err(|e| SandboxError::Io(e.into()))?;
-        }
-        Ok(())
-    }
-}
-
-impl Drop for LiveChild {
-    fn drop(&mut self) {
-        if let Some(fd) = self.pidfd.take() {
-            let _ = rustix::process::pidfd_send_signal(&fd, rustix::process::Signal::KILL);
-            // Dying after SIGKILL takes microseconds; reap so no zombie is left.
-            let _ = rustix::process::waitid(
-                rustix::process::WaitId::PidFd(fd.as_fd()),
-                rustix::process::WaitIdOptions::EXITED,
-            );
-        }
-    }
-}
-
+/// The result of an output task.
 async fn join<T>(task: tokio::task::JoinHandle<T>) -> Result<T, SandboxError> {
     task.await.map_err(|e| SandboxError::Io(std::io::Error::other(format!("output task failed: {e}"))))
 }
 
+/// The program's wait status, as pid 1 reported it.
 fn decode_wait_status(status: i32) -> ExitStatus {
     if libc::WIFEXITED(status) {
         ExitStatus::Exited(libc::WEXITSTATUS(status))
@@ -610,77 +420,7 @@ fn decode_wait_status(status: i32) -> ExitStatus {
     }
 }
 
-fn setup_error(bytes: &[u8; REPORT_BYTES], labels: &[String]) -> SandboxError {
-    let (stage, errno, item) = stage::decode(bytes);
-    let cause = std::io::Error::from_raw_os_error(errno);
-    let what = stage.map(Stage::describe).unwrap_or("setting up the sandbox");
-    let subject = labels.get(item as usize).map(|l| format!(" ({l})")).unwrap_or_default();
-    match (stage, errno) {
-        (Some(Stage::CopyWorkspace), libc::ENOSPC) => SandboxError::WorkspaceTooLarge,
-        (Some(Stage::Exec), libc::ENOENT) => SandboxError::ProgramNotFound,
-        _ => SandboxError::Setup(format!("{what}{subject}: {cause}")),
-    }
-}
-
 /// The stable host uid of service runs.
 fn service_uid(config: &SandboxConfig) -> u32 {
     config.service_uid.unwrap_or(config.host_uid_base.saturating_sub(1))
-}
-
-fn build_report(
-    config: &SandboxConfig,
-    rootful: bool,
-    euid: u32,
-    cgroups: &CgroupLayout,
-    landlock_abi: Option<u32>,
-    egress: &Result<Egress, String>,
-) -> IsolationReport {
-    let mut warnings = Vec::new();
-    let user = if rootful {
-        format!(
-            "uid {} inside; a fresh unprivileged host uid per run ({}..{})",
-            config.sandbox_uid,
-            config.host_uid_base,
-            u64::from(config.host_uid_base) + u64::from(config.host_uid_count) - 1
-        )
-    } else {
-        warnings.push(format!(
-            "the server is not root: sandboxes run as the server's own host uid {euid}, so they are separated from \
-             the host by namespaces, seccomp and Landlock only, and share one uid with each other"
-        ));
-        format!("uid {} inside; the server's host uid {euid}", config.sandbox_uid)
-    };
-    let (memory_limit, pids_limit) = if cgroups.is_available() {
-        ("cgroup (out-of-memory kills the program: exit 137)".to_string(), "cgroup pids.max and RLIMIT_NPROC".into())
-    } else {
-        warnings.push(format!(
-            "cgroups are unavailable ({}): memory is capped with RLIMIT_DATA (allocations fail instead of an OOM \
-             kill; files in /work and /tmp are bounded by their tmpfs size only) and processes with RLIMIT_NPROC",
-            cgroups.describe()
-        ));
-        ("RLIMIT_DATA (approximate)".into(), "RLIMIT_NPROC".into())
-    };
-    if landlock_abi.is_none() {
-        warnings.push("the kernel has no Landlock: file-system access is limited by the mount namespace only".into());
-    }
-    let network_egress = match egress {
-        Ok(e) => e.describe(),
-        Err(reason) => {
-            warnings.push(format!("runs asking for network are refused: {reason}"));
-            format!("unavailable: {reason}")
-        }
-    };
-    IsolationReport {
-        level: if rootful && cgroups.is_available() { IsolationLevel::Full } else { IsolationLevel::Reduced },
-        privileged: rootful,
-        user,
-        namespaces: vec!["user", "mount", "pid", "network", "ipc", "uts", "cgroup"],
-        cgroups: cgroups.describe(),
-        memory_limit,
-        pids_limit,
-        seccomp: true,
-        landlock_abi,
-        network_egress,
-        warnings,
-    }
 }

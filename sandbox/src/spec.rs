@@ -27,17 +27,12 @@ impl Bind {
     pub fn at(source: impl Into<PathBuf>, target: impl Into<PathBuf>) -> Self {
         Self { source: source.into(), target: target.into(), optional: false, writable: false }
     }
-
-    /// Writable, same path inside as outside.
-    pub fn writable(path: impl Into<PathBuf>) -> Self {
-        Self { writable: true, ..Self::same(path) }
-    }
 }
 
 /// A host name the sandbox may reach, with its addresses (pinned in the sandbox's `/etc/hosts`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostEntry {
-    /// The name.
+    /// The name the program resolves (through `/etc/hosts` only).
     pub name: String,
     /// Its addresses, resolved by the server.
     pub addrs: Vec<std::net::IpAddr>,
@@ -81,9 +76,8 @@ pub const MAX_EXTRA_OUTPUTS: usize = 4;
 pub struct GeneratedFile {
     /// Absolute path inside the sandbox.
     pub path: PathBuf,
-    /// Contents.
     pub content: Vec<u8>,
-    /// Permission bits.
+    /// Permission bits, applied as given (the umask does not apply).
     pub mode: u32,
 }
 
@@ -138,15 +132,14 @@ pub struct RunSpec {
     pub stdin: Vec<u8>,
     /// A host directory whose contents are copied into `/work` (never shared: the program's writes stay inside).
     pub workspace: Option<PathBuf>,
-    /// Extra read-only host paths (interpreters, environments).
+    /// Extra host paths (interpreters, environments), read-only unless marked writable.
     pub binds: Vec<Bind>,
     /// Files created in the root (read-only to the program).
     pub files: Vec<GeneratedFile>,
-    /// Limits.
     pub limits: RunLimits,
     /// Network access; none by default.
     pub network: Network,
-    /// Host identity.
+    /// Which host uid the run gets when the server is root.
     pub identity: Identity,
     /// Extra output pipes on descriptors 3, 4, ... (at most [`MAX_EXTRA_OUTPUTS`]), returned in
     /// [`Outcome::extras`].
@@ -204,9 +197,9 @@ pub struct Outcome {
     pub cancelled: bool,
     /// The memory limit was hit and the kernel killed a process.
     pub oom_killed: bool,
-    /// Standard output.
+    /// What the program wrote to standard output, kept up to [`RunLimits::stdout_bytes`].
     pub stdout: Captured,
-    /// Standard error.
+    /// What the program wrote to standard error, kept up to [`RunLimits::stderr_bytes`].
     pub stderr: Captured,
     /// What was written to each extra output descriptor (3, 4, ...).
     pub extras: Vec<Vec<u8>>,
@@ -226,8 +219,7 @@ pub enum Stream {
 /// A piece of output, delivered as it is produced (only what is kept under the caps).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutputChunk {
-    /// Its stream.
     pub stream: Stream,
-    /// The bytes.
+    /// Output that is kept: nothing past the stream's cap is sent.
     pub bytes: Vec<u8>,
 }

@@ -1,5 +1,7 @@
 //! Steps of the child's set-up. A failing step is reported to the parent as `(stage, errno)` through a pipe (the
-//! child cannot allocate, so it cannot send text); the parent turns it into a message.
+//! child cannot allocate, so it cannot send text); the parent turns it into a message ([`setup_error`]).
+
+use crate::SandboxError;
 
 /// One step of the sandbox set-up, as reported by the child.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,9 +21,9 @@ pub enum Stage {
     ParentDeathSignal,
     /// Creating a directory in the new root.
     Mkdir,
-    /// Bind-mounting a host path read-only.
+    /// Bind-mounting a host path: opening it, creating a file to mount it on, mounting it.
     Bind,
-    /// Making a bind mount read-only.
+    /// Remounting a bind (or `/dev`) with its final flags: read-only unless writable, always nosuid and nodev.
     BindReadOnly,
     /// Mounting a tmpfs.
     Tmpfs,
@@ -153,6 +155,20 @@ pub fn decode(bytes: &[u8; REPORT_BYTES]) -> (Option<Stage>, i32, u32) {
     (Stage::from_u32(u32::from_ne_bytes(word(0))), i32::from_ne_bytes(word(4)), u32::from_ne_bytes(word(8)))
 }
 
+/// The error a failure report stands for. `labels` name the root operations (`plan::OpsBuilder::labels`), so that
+/// the message says which mount or file failed.
+pub(crate) fn setup_error(bytes: &[u8; REPORT_BYTES], labels: &[String]) -> SandboxError {
+    let (stage, errno, item) = decode(bytes);
+    let cause = std::io::Error::from_raw_os_error(errno);
+    let what = stage.map(Stage::describe).unwrap_or("setting up the sandbox");
+    let subject = labels.get(item as usize).map(|l| format!(" ({l})")).unwrap_or_default();
+    match (stage, errno) {
+        (Some(Stage::CopyWorkspace), libc::ENOSPC) => SandboxError::WorkspaceTooLarge,
+        (Some(Stage::Exec), libc::ENOENT) => SandboxError::ProgramNotFound,
+        _ => SandboxError::Setup(format!("{what}{subject}: {cause}")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,5 +180,21 @@ mod tests {
             assert!(!stage.describe().is_empty());
         }
         assert_eq!(Stage::from_u32(0), None);
+    }
+
+    #[test]
+    fn reports_become_errors_naming_the_failed_operation() {
+        let labels = vec!["/usr -> /usr".to_string(), "/src -> /opt/data".to_string()];
+        let err = setup_error(&encode(Stage::Bind, libc::EACCES, 1), &labels);
+        assert!(
+            matches!(&err, SandboxError::Setup(m) if m.starts_with("bind-mounting a host path (/src -> /opt/data): ")),
+            "{err:?}"
+        );
+        let err = setup_error(&encode(Stage::Seccomp, libc::EINVAL, u32::MAX), &labels);
+        assert!(matches!(&err, SandboxError::Setup(m) if m.starts_with("loading the seccomp filter: ")), "{err:?}");
+        let full = setup_error(&encode(Stage::CopyWorkspace, libc::ENOSPC, 7), &labels);
+        assert!(matches!(full, SandboxError::WorkspaceTooLarge));
+        let missing = setup_error(&encode(Stage::Exec, libc::ENOENT, u32::MAX), &labels);
+        assert!(matches!(missing, SandboxError::ProgramNotFound));
     }
 }

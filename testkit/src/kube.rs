@@ -1,8 +1,12 @@
 //! A small in-memory Kubernetes API behind kube's `tower-test` mock service: enough of the API's semantics
-//! (create/409, get/404, list with label selectors, merge and apply patches, status subresource, delete, logs,
-//! events, JSON-patch finalizers) for the operator's reconciler and the API server's Kubernetes backend to run
-//! scenario after scenario against it, while every request is recorded for assertions. Attach and watch are not
-//! emulated (they need a connection upgrade or a long poll): attach answers 400, as a broken attach would.
+//! (create/409, get/404, list with label and field selectors, watch, merge and apply patches, status subresource,
+//! delete, logs, events, JSON-patch finalizers) for the operator's reconciler and the API server's Kubernetes
+//! backend to run scenario after scenario against it, while every request is recorded for assertions.
+//!
+//! Every change gets the next resourceVersion and is kept as a watch event; a watch answers the events after the
+//! version it asks for, waiting briefly for one when there is none yet (a short long poll: kube's watcher then
+//! watches again from where it was). Attach is not emulated (it needs a connection upgrade): it answers 400, as a
+//! broken attach would.
 
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
@@ -27,11 +31,39 @@ pub struct Call {
 struct State {
     /// Objects by collection path (`/api/v1/namespaces/ns/pods`) and name.
     objects: BTreeMap<(String, String), Value>,
+    /// Every change, oldest first, for watches.
+    changes: Vec<Change>,
     /// Container logs by (pod, container).
     logs: BTreeMap<(String, String), String>,
     calls: Vec<Call>,
     next_rv: u64,
 }
+
+/// One change of an object, as a watch reports it.
+struct Change {
+    rv: u64,
+    collection: String,
+    kind: &'static str,
+    object: Value,
+}
+
+impl State {
+    /// Stamps `object` with the next resourceVersion and keeps the change.
+    fn record(&mut self, collection: &str, kind: &'static str, object: &mut Value) {
+        self.next_rv += 1;
+        object["metadata"]["resourceVersion"] = json!(self.next_rv.to_string());
+        self.changes.push(Change { rv: self.next_rv, collection: collection.to_owned(), kind, object: object.clone() });
+    }
+
+    fn remove(&mut self, collection: &str, name: &str) -> Option<Value> {
+        let mut object = self.objects.remove(&(collection.to_owned(), name.to_owned()))?;
+        self.record(collection, "DELETED", &mut object);
+        Some(object)
+    }
+}
+
+/// How long a watch waits for a change before it answers with none.
+const WATCH_POLL: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// The fake API server.
 #[derive(Clone, Default)]
@@ -53,8 +85,9 @@ impl FakeApi {
         let server = fake.clone();
         tokio::spawn(async move {
             while let Some((request, send)) = handle.next_request().await {
-                let response = server.answer(request).await;
-                send.send_response(response);
+                // Each request on its own: a watch waiting for changes must not hold up the others.
+                let server = server.clone();
+                tokio::spawn(async move { send.send_response(server.answer(request).await) });
             }
         });
         (Client::new(service, NS), fake)
@@ -68,14 +101,14 @@ impl FakeApi {
     pub fn put(&self, collection: &str, mut object: Value) {
         let name = object["metadata"]["name"].as_str().unwrap().to_owned();
         let mut state = self.state();
-        state.next_rv += 1;
-        let rv = state.next_rv.to_string();
         let meta = object["metadata"].as_object_mut().unwrap();
         meta.entry("namespace").or_insert(json!(NS));
         meta.entry("uid").or_insert(json!(format!("uid-{name}")));
         meta.entry("creationTimestamp").or_insert(json!(k8s_openapi::jiff::Timestamp::now().to_string()));
-        meta.insert("resourceVersion".into(), json!(rv));
-        state.objects.insert((collection.to_owned(), name), object);
+        let key = (collection.to_owned(), name);
+        let kind = if state.objects.contains_key(&key) { "MODIFIED" } else { "ADDED" };
+        state.record(collection, kind, &mut object);
+        state.objects.insert(key, object);
     }
 
     /// An object, if it exists.
@@ -85,7 +118,7 @@ impl FakeApi {
 
     /// Removes an object (as someone else's delete would).
     pub fn delete(&self, collection: &str, name: &str) {
-        self.state().objects.remove(&(collection.to_owned(), name.to_owned()));
+        self.state().remove(collection, name);
     }
 
     /// Sets what a container's log holds.
@@ -95,9 +128,9 @@ impl FakeApi {
 
     /// Changes a stored object's status (as the kubelet would for a Pod).
     pub fn set_status(&self, collection: &str, name: &str, status: Value) {
-        let mut state = self.state();
-        let object = state.objects.get_mut(&(collection.to_owned(), name.to_owned())).unwrap();
+        let mut object = self.get(collection, name).unwrap();
         object["status"] = status;
+        self.put(collection, object);
     }
 
     /// The requests answered so far.
@@ -151,19 +184,36 @@ impl FakeApi {
                 self.put(&collection, body);
                 reply(StatusCode::CREATED, self.get(&collection, &name).unwrap())
             }
+            ("GET", None, None) if matches!(param(&query, "watch").as_deref(), Some("true" | "1")) => {
+                let since = param(&query, "resourceVersion").and_then(|v| v.parse().ok()).unwrap_or(0);
+                let deadline = tokio::time::Instant::now() + WATCH_POLL;
+                let lines = loop {
+                    let lines: String = self
+                        .state()
+                        .changes
+                        .iter()
+                        .filter(|c| c.rv > since && c.collection == collection && selected(&c.object, &query))
+                        .map(|c| format!("{}\n", json!({"type": c.kind, "object": c.object})))
+                        .collect();
+                    if !lines.is_empty() || tokio::time::Instant::now() >= deadline {
+                        break lines;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                };
+                Response::builder().status(200).body(Body::from(lines.into_bytes())).unwrap()
+            }
             ("GET", None, None) => {
-                let selector = query.split('&').find_map(|kv| kv.strip_prefix("labelSelector=")).map(decode);
-                let items: Vec<Value> = self
-                    .state()
+                let state = self.state();
+                let items: Vec<Value> = state
                     .objects
                     .iter()
-                    .filter(|((c, _), _)| *c == collection)
+                    .filter(|((c, _), o)| *c == collection && selected(o, &query))
                     .map(|(_, o)| o.clone())
-                    .filter(|o| selector.as_deref().is_none_or(|s| matches_selector(o, s)))
                     .collect();
+                let rv = state.next_rv.to_string();
                 reply(
                     StatusCode::OK,
-                    json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "1"}, "items": items}),
+                    json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": rv}, "items": items}),
                 )
             }
             ("GET", Some(name), None) => match self.get(&collection, &name) {
@@ -189,7 +239,7 @@ impl FakeApi {
                 reply(StatusCode::OK, self.get(&collection, &name).unwrap())
             }
             ("DELETE", Some(name), None) => {
-                let removed = self.state().objects.remove(&(collection, name));
+                let removed = self.state().remove(&collection, &name);
                 match removed {
                     Some(object) => reply(StatusCode::OK, object),
                     None => not_found(),
@@ -223,12 +273,21 @@ fn decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// `key=value[,key=value]` selectors.
-fn matches_selector(object: &Value, selector: &str) -> bool {
-    selector.split(',').all(|term| match term.split_once('=') {
-        Some((k, v)) => object["metadata"]["labels"][k].as_str() == Some(v),
-        None => true,
-    })
+/// A query parameter, decoded.
+fn param(query: &str, name: &str) -> Option<String> {
+    query.split('&').find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')).map(decode)
+}
+
+/// Whether `object` matches the query's label and field selectors (`key=value[,key=value]`; fields are dotted
+/// paths such as `metadata.name`).
+fn selected(object: &Value, query: &str) -> bool {
+    let labels = param(query, "labelSelector").unwrap_or_default();
+    let fields = param(query, "fieldSelector").unwrap_or_default();
+    let terms = |selector: &str| -> Vec<(String, String)> {
+        selector.split(',').filter_map(|t| t.split_once('=')).map(|(k, v)| (k.to_owned(), v.to_owned())).collect()
+    };
+    terms(&labels).iter().all(|(k, v)| object["metadata"]["labels"][k].as_str() == Some(v))
+        && terms(&fields).iter().all(|(path, v)| path.split('.').fold(object, |o, p| &o[p]).as_str() == Some(v))
 }
 
 fn merge(target: &mut Value, patch: &Value) {
@@ -292,10 +351,4 @@ pub fn execution(name: &str, spec: Value) -> Value {
 /// A container status.
 pub fn container(name: &str, state: Value) -> Value {
     json!({"name": name, "ready": false, "restartCount": 0, "image": "python:3.12-slim", "imageID": "", "state": state})
-}
-
-/// A framed runner line.
-pub fn frame(nonce: &str, kind: char, data: &[u8]) -> String {
-    use base64::Engine;
-    format!("\x1fpyexec {nonce} {kind} {}\n", base64::engine::general_purpose::STANDARD.encode(data))
 }

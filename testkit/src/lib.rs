@@ -38,6 +38,30 @@ pub const EVAL_LAST_EXPR_CASES: &[(&str, Option<&str>)] = &[
     ("sorted([3, 1, 4, 1, 5])", Some("[1, 1, 3, 4, 5]")),
 ];
 
+/// Test switches the test command sets for what its machines have: a test that would skip for want of the
+/// capability fails instead when its switch is `1`, so a machine that lacks it cannot pass silently.
+pub mod require {
+    /// Root with cgroups: full isolation (memory and CPU limits, out-of-memory kills).
+    pub const FULL_ISOLATION: &str = "PYEXEC_REQUIRE_FULL_ISOLATION";
+    /// Network egress for runs and installs (pasta and nftables usable by the server).
+    pub const EGRESS: &str = "PYEXEC_REQUIRE_EGRESS";
+    /// Headless Chromium and the browser test's npm packages.
+    pub const BROWSER: &str = "PYEXEC_REQUIRE_BROWSER_TEST";
+    /// kubernetes-validate, helm and kubectl.
+    pub const K8S_TOOLS: &str = "PYEXEC_REQUIRE_K8S_TOOLS";
+}
+
+/// Whether the test command requires the capability named by `switch` (see [`require`]).
+pub fn required(switch: &str) -> bool {
+    std::env::var(switch).as_deref() == Ok("1")
+}
+
+/// Says loudly that `test` is skipped because `why`; fails instead when `switch` is required.
+pub fn skip(switch: &str, test: &str, why: &str) {
+    assert!(!required(switch), "{test} cannot run here ({why}), and {switch}=1 requires it");
+    eprintln!("\n!!! SKIPPED {test}: {why} (set {switch}=1 to make this a failure)\n");
+}
+
 use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

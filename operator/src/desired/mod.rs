@@ -3,7 +3,9 @@
 //! "restricted"): the ConfigMap with the runner and inline sources, the NetworkPolicy, the Pod.
 //!
 //! Every child has the resource's name, its namespace, a controller owner reference (so Kubernetes deletes them
-//! with it), and the label [`EXECUTION_LABEL`] = the resource's uid (the NetworkPolicy selects exactly that Pod).
+//! with it), the label [`EXECUTION_LABEL`] = the resource's uid (the NetworkPolicy selects exactly that Pod), and
+//! the managed-by label the operator's watches select. The names the Pod and its runner share (containers, paths,
+//! variables, `run.json`) are `pyexec_core::pod::protocol`'s.
 
 mod config_map;
 mod network_policy;
@@ -11,15 +13,14 @@ mod pod;
 
 pub use config_map::config_map;
 pub use network_policy::{PolicyStage, STAGE_ANNOTATION, network_policy, stage_of};
-pub use pod::{
-    DEPS_DIR, INSTALL_CONTAINER, MAIN_CONTAINER, NONCE_ENV, RECEIVE_CONTAINER, RUN_DIR, SOURCE_DIR, pod, pod_nonce,
-};
+pub use pod::pod;
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
 use pyexec_crds::PythonExecution;
+use pyexec_crds::contract::{MANAGED_BY_LABEL, OPERATOR};
 
 /// Label carrying the owning resource's uid on every child.
 pub const EXECUTION_LABEL: &str = "pyexec.io/execution";
@@ -34,7 +35,7 @@ pub fn labels(cr: &PythonExecution) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("app.kubernetes.io/name".into(), "python-executor".into()),
         ("app.kubernetes.io/component".into(), "execution".into()),
-        ("app.kubernetes.io/managed-by".into(), "pyexec-operator".into()),
+        (MANAGED_BY_LABEL.into(), OPERATOR.into()),
         (EXECUTION_LABEL.into(), cr.uid().unwrap_or_default()),
         (NAME_LABEL.into(), name),
     ])

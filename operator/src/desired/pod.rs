@@ -22,26 +22,17 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::ResourceExt;
-use pyexec_core::pod::RUNNER_FILE;
+use pyexec_core::pod::protocol::{
+    ALLOW_SDIST_ENV, ARCHIVE_SHA256_ENV, DEPS_DIR, DOCKER_CONTAINER, FLAG_ON, GATE_ENV, INSTALL_CONTAINER,
+    MAIN_CONTAINER, NONCE_ENV, RECEIVE_CONTAINER, ROLE_INSTALL, ROLE_RECEIVE, ROLE_RUN, RUN_DIR, RUNNER_FILE,
+    SOURCE_DIR, TMP_DIR, WORK_DIR,
+};
 use pyexec_crds::PythonExecution;
-pub use pyexec_crds::pod::{MAIN_CONTAINER, NONCE_ENV, pod_nonce};
 
 use super::child_meta;
 use crate::admission::Admitted;
 use crate::config::OperatorConfig;
 
-/// The archive-receiving init container.
-pub const RECEIVE_CONTAINER: &str = "receive";
-/// The package-installing init container.
-pub const INSTALL_CONTAINER: &str = "install";
-/// The Docker sidecar.
-pub const DOCKER_CONTAINER: &str = "docker";
-/// Where the ConfigMap (runner, run.json, inline sources) is mounted.
-pub const RUN_DIR: &str = "/opt/pyexec";
-/// Where a user's ConfigMap source is mounted.
-pub const SOURCE_DIR: &str = "/opt/pyexec-source";
-/// Where packages are installed.
-pub const DEPS_DIR: &str = "/deps";
 /// The uid and gid of every container.
 const UID: i64 = 1000;
 
@@ -63,7 +54,7 @@ pub fn pod(cr: &PythonExecution, admitted: &Admitted, config: &OperatorConfig, n
             ..Volume::default()
         },
     ];
-    let mut mounts = vec![mount("work", "/work", false), mount("tmp", "/tmp", false), mount("run", RUN_DIR, true)];
+    let mut mounts = vec![mount("work", WORK_DIR, false), mount("tmp", TMP_DIR, false), mount("run", RUN_DIR, true)];
     if let Some(source) = &spec.source.config_map {
         volumes.push(Volume {
             name: "source".into(),
@@ -82,15 +73,15 @@ pub fn pod(cr: &PythonExecution, admitted: &Admitted, config: &OperatorConfig, n
     }
 
     let base_env = vec![
-        env("HOME", "/tmp"),
-        env("TMPDIR", "/tmp"),
+        env("HOME", TMP_DIR),
+        env("TMPDIR", TMP_DIR),
         env("PYTHONUNBUFFERED", "1"),
         env("PYTHONDONTWRITEBYTECODE", "1"),
     ];
     let mut init = Vec::new();
     if let Some(archive) = archive {
-        let mut c = container(RECEIVE_CONTAINER, &admitted.image, "receive", mounts.clone(), small_resources());
-        c.env = Some([base_env.clone(), vec![env("PYEXEC_ARCHIVE_SHA256", &archive.sha256)]].concat());
+        let mut c = container(RECEIVE_CONTAINER, &admitted.image, ROLE_RECEIVE, mounts.clone(), small_resources());
+        c.env = Some([base_env.clone(), vec![env(ARCHIVE_SHA256_ENV, &archive.sha256)]].concat());
         c.stdin = Some(true);
         c.stdin_once = Some(true);
         init.push(c);
@@ -99,14 +90,16 @@ pub fn pod(cr: &PythonExecution, admitted: &Admitted, config: &OperatorConfig, n
         let mut install_mounts = mounts.clone();
         install_mounts.push(mount("deps", DEPS_DIR, false));
         let resources = resources(1000, index.memory_mb, index.size_mb + 256);
-        let mut c = container(INSTALL_CONTAINER, &admitted.image, "install", install_mounts, resources);
+        let mut c = container(INSTALL_CONTAINER, &admitted.image, ROLE_INSTALL, install_mounts, resources);
         let mut vars = base_env.clone();
         vars.push(env("PIP_INDEX_URL", &index.url));
         if let Some(host) = plain_http_authority(&index.url) {
             // pip refuses plain-HTTP indexes it is not told to trust (an in-cluster proxy usually is one).
             vars.push(env("PIP_TRUSTED_HOST", host));
         }
-        vars.push(env("PYEXEC_ALLOW_SDIST", if index.allow_sdist { "true" } else { "false" }));
+        if index.allow_sdist {
+            vars.push(env(ALLOW_SDIST_ENV, FLAG_ON));
+        }
         c.env = Some(vars);
         init.push(c);
     }
@@ -119,11 +112,11 @@ pub fn pod(cr: &PythonExecution, admitted: &Admitted, config: &OperatorConfig, n
         main_mounts.push(mount("deps", DEPS_DIR, true));
     }
     let resources = resources(admitted.cpu_millis, spec.limits.memory_mb, spec.limits.disk_mb + config.tmp_mb);
-    let mut main = container(MAIN_CONTAINER, &admitted.image, "run", main_mounts, resources);
+    let mut main = container(MAIN_CONTAINER, &admitted.image, ROLE_RUN, main_mounts, resources);
     let mut vars = base_env;
     vars.push(env(NONCE_ENV, nonce));
     if installs {
-        vars.push(env("PYEXEC_GATE", "1"));
+        vars.push(env(GATE_ENV, FLAG_ON));
         main.stdin = Some(true);
         main.stdin_once = Some(true);
     }
@@ -197,7 +190,7 @@ fn container(
         name: name.into(),
         image: Some(image.into()),
         command: Some(vec!["python".into(), format!("{RUN_DIR}/{RUNNER_FILE}"), role.into()]),
-        working_dir: Some("/work".into()),
+        working_dir: Some(WORK_DIR.into()),
         volume_mounts: Some(mounts),
         resources: Some(resources),
         security_context: Some(locked_down()),
@@ -277,6 +270,7 @@ mod tests {
     use super::*;
     use crate::admission::admit;
     use crate::desired::fixtures::simple;
+    use pyexec_crds::pod::pod_nonce;
 
     fn build(extra: serde_json::Value, config: &OperatorConfig) -> Pod {
         let cr = simple(extra);
@@ -327,9 +321,12 @@ mod tests {
         assert_eq!(init, [RECEIVE_CONTAINER, INSTALL_CONTAINER]);
         let receive = &spec.init_containers.as_ref().unwrap()[0];
         assert_eq!((receive.stdin, receive.stdin_once), (Some(true), Some(true)));
+        assert_eq!(receive.command.as_ref().unwrap()[1..], [format!("{RUN_DIR}/{RUNNER_FILE}"), ROLE_RECEIVE.into()]);
+        let install = &spec.init_containers.as_ref().unwrap()[1];
+        assert!(!install.env.as_ref().unwrap().iter().any(|e| e.name == ALLOW_SDIST_ENV), "wheels only by default");
         let main = &spec.containers[0];
         assert_eq!(main.stdin, Some(true), "the program waits for the network to close");
-        assert!(main.env.as_ref().unwrap().iter().any(|e| e.name == "PYEXEC_GATE"));
+        assert!(main.env.as_ref().unwrap().iter().any(|e| e.name == GATE_ENV && e.value.as_deref() == Some(FLAG_ON)));
         assert!(
             main.volume_mounts.as_ref().unwrap().iter().any(|m| m.mount_path == DEPS_DIR && m.read_only == Some(true))
         );

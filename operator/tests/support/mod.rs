@@ -2,28 +2,25 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
+use pyexec_crds::contract::OPERATOR;
 use pyexec_operator::config::OperatorConfig;
+use pyexec_operator::context::Context;
 use pyexec_operator::logs::LogStore;
 use pyexec_operator::metrics::Metrics;
-use pyexec_operator::reconcile::Context;
 pub use pyexec_testkit::kube::*;
 
 /// A reconcile context against `client`.
 pub fn context(client: Client, config: OperatorConfig, logs: LogStore) -> Arc<Context> {
-    Arc::new(Context {
-        recorder: Recorder::new(
-            client.clone(),
-            Reporter { controller: "pyexec-operator".into(), instance: Some("test".into()) },
-        ),
-        client,
-        config,
-        logs,
-        archives: None,
-        metrics: Metrics::new(),
-        streaming: Mutex::default(),
-    })
+    let recorder =
+        Recorder::new(client.clone(), Reporter { controller: OPERATOR.into(), instance: Some("test".into()) });
+    Arc::new(Context::new(client, config, recorder, logs, None, Metrics::new()))
+}
+
+/// A line of the runner's log, as the runner frames it.
+pub fn frame(nonce: &str, kind: &str, data: &[u8]) -> String {
+    pyexec_core::pod::protocol::encode_frame(nonce, kind, data)
 }

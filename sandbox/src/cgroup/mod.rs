@@ -13,7 +13,7 @@
 mod layout;
 mod run;
 
-pub use layout::{CgroupLayout, Hierarchy};
+pub use layout::CgroupLayout;
 pub use run::RunCgroup;
 
 /// Limits written into a run's cgroup.

@@ -11,7 +11,7 @@ use super::sys;
 /// Deepest directory nesting copied; uploads are refused earlier, at a smaller bound (`pyexec_core::paths`).
 const MAX_DEPTH: u32 = crate::MAX_WORKSPACE_DEPTH;
 
-/// `struct linux_dirent64` header.
+/// Offset of `d_name` in a `struct linux_dirent64` record (after `d_ino`, `d_off`, `d_reclen` and `d_type`).
 const DIRENT_NAME_OFFSET: usize = 19;
 
 /// Copies everything below the open directory `src` into the open directory `dst`. Returns an errno.
@@ -32,24 +32,24 @@ pub(crate) fn tree(src: i32, dst: i32, depth: u32) -> Result<(), i32> {
         let mut offset = 0usize;
         while offset < n as usize {
             // SAFETY: the kernel wrote `n` bytes of complete records; each record starts with its header.
-            let (reclen, kind, name) = unsafe {
+            let (reclen, name) = unsafe {
                 let rec = buf.as_ptr().add(offset).cast::<u8>();
                 let reclen = u16::from_ne_bytes([*rec.add(16), *rec.add(17)]) as usize;
-                let kind = *rec.add(18);
                 let name = std::ffi::CStr::from_ptr(rec.add(DIRENT_NAME_OFFSET).cast());
-                (reclen, kind, name)
+                (reclen, name)
             };
             offset += reclen;
             let bytes = name.to_bytes();
             if bytes == b"." || bytes == b".." {
                 continue;
             }
-            entry(src, dst, name, kind, depth)?;
+            entry(src, dst, name, depth)?;
         }
     }
 }
 
-fn entry(src: i32, dst: i32, name: &std::ffi::CStr, kind: u8, depth: u32) -> Result<(), i32> {
+/// Copies one entry, by the type `fstatat` gives (not the directory entry's, which some file systems leave unknown).
+fn entry(src: i32, dst: i32, name: &std::ffi::CStr, depth: u32) -> Result<(), i32> {
     let mut st = MaybeUninit::<libc::stat>::uninit();
     // SAFETY: fstatat writes a full `struct stat`.
     if unsafe { libc::fstatat(src, name.as_ptr(), st.as_mut_ptr(), libc::AT_SYMLINK_NOFOLLOW) } < 0 {
@@ -57,7 +57,6 @@ fn entry(src: i32, dst: i32, name: &std::ffi::CStr, kind: u8, depth: u32) -> Res
     }
     // SAFETY: initialised by the successful fstatat.
     let st = unsafe { st.assume_init() };
-    let _ = kind;
     match st.st_mode & libc::S_IFMT {
         libc::S_IFDIR => {
             // SAFETY: descriptor-relative calls with a NUL-terminated name.

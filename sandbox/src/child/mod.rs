@@ -39,10 +39,8 @@ fn init(plan: &ChildPlan) -> Result<std::convert::Infallible> {
     unsafe { crate::disguise::apply(plan.disguise) };
     sys::close_all_except(&plan.keep);
     wait_for_go(plan.fds.sync_r)?;
-    if plan.cgroup_namespace {
-        // SAFETY: unshare with a namespace flag; affects only this process.
-        check(unsafe { libc::unshare(libc::CLONE_NEWCGROUP) }, Stage::CgroupNamespace)?;
-    }
+    // SAFETY: unshare with a namespace flag; affects only this process.
+    check(unsafe { libc::unshare(libc::CLONE_NEWCGROUP) }, Stage::CgroupNamespace)?;
     sys::mount(None, c"/", None, libc::MS_REC | libc::MS_PRIVATE, None, Stage::PrivateMounts)?;
     sys::mount(
         Some(c"tmpfs"),

@@ -4,7 +4,8 @@
 //! The output is read the way the operator reads it when it finishes the execution: the runner's frames carrying
 //! the Pod's nonce (`pyexec_core::pod`), so nothing the program prints can pose as output of another stream. A
 //! client that connects after the program ended, or an API server that may not read Pod logs, gets the status and
-//! the result only; the result always holds the whole output.
+//! the result only. The result is the one `GET` returns (read by the same `Results`), so it holds the whole output even
+//! when the status had to cut it.
 
 use std::time::Duration;
 
@@ -13,12 +14,14 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::LogParams;
 use kube::runtime::watcher;
+use pyexec_core::pod::protocol::MAIN_CONTAINER;
 use pyexec_core::pod::{Frame, FrameDecoder};
-use pyexec_crds::pod::{MAIN_CONTAINER, pod_nonce};
+use pyexec_crds::pod::pod_nonce;
 use pyexec_crds::{Phase, PythonExecution};
 use tokio::sync::mpsc;
 
-use super::{result_from_status, status_of};
+use super::results::Results;
+use super::status_of;
 use crate::backend::{EventStream, ExecutionEvent};
 
 /// How long the result waits for the log follower to deliver the output the log still holds. The log ends when
@@ -26,11 +29,12 @@ use crate::backend::{EventStream, ExecutionEvent};
 const DRAIN_WAIT: Duration = Duration::from_secs(10);
 
 /// Events of one execution from a watch of its resource; `pods` (when the server may read Pod logs) adds live
-/// output.
+/// output; `results` reads the final result.
 pub(super) fn execution_events(
     watch: impl futures::Stream<Item = Result<watcher::Event<PythonExecution>, watcher::Error>> + Send + 'static,
     pods: Option<Api<Pod>>,
     id: String,
+    results: Results,
 ) -> EventStream {
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(async move {
@@ -54,7 +58,7 @@ pub(super) fn execution_events(
                 {
                     f.abort();
                 }
-                let _ = tx.send(ExecutionEvent::Result(Box::new(result_from_status(&id, cr.status.as_ref())))).await;
+                let _ = tx.send(ExecutionEvent::Result(Box::new(results.result_of(&id, &cr).await))).await;
                 break;
             }
             if last != Some(phase) {
@@ -119,26 +123,27 @@ async fn follow_output(pods: Api<Pod>, pod: String, tx: mpsc::Sender<ExecutionEv
 
 #[cfg(test)]
 mod tests {
-    use base64::Engine;
-    use base64::engine::general_purpose::STANDARD;
     use pyexec_core::ExecutionStatus;
+    use pyexec_core::pod::protocol::{
+        FRAME_END, FRAME_PRE_OUTPUT, FRAME_STDERR, FRAME_STDOUT, NONCE_ENV, encode_frame as frame,
+    };
     use pyexec_testkit::kube::{FakeApi, PODS};
     use serde_json::json;
 
     use super::*;
 
     fn execution(phase: &str, pod: Option<&str>) -> Result<watcher::Event<PythonExecution>, watcher::Error> {
+        execution_with(json!({"phase": phase, "podName": pod, "exitCode": 0, "stdout": "hello\n"}))
+    }
+
+    fn execution_with(status: serde_json::Value) -> Result<watcher::Event<PythonExecution>, watcher::Error> {
         let cr = json!({
             "apiVersion": "pyexec.io/v1alpha1", "kind": "PythonExecution",
             "metadata": {"name": "exe-1", "namespace": "team-a"},
             "spec": {"source": {"files": [{"name": "main.py", "content": "print(1)"}]}, "entrypoint": "main.py"},
-            "status": {"phase": phase, "podName": pod, "exitCode": 0, "stdout": "hello\n"},
+            "status": status,
         });
         Ok(watcher::Event::Apply(serde_json::from_value(cr).unwrap()))
-    }
-
-    fn frame(nonce: &str, kind: char, data: &[u8]) -> String {
-        format!("\x1fpyexec {nonce} {kind} {}\n", STANDARD.encode(data))
     }
 
     fn pod(fake: &FakeApi, nonce: &str) {
@@ -146,10 +151,14 @@ mod tests {
             PODS,
             json!({
                 "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "exe-1-pod", "namespace": "team-a"},
-                "spec": {"containers": [{"name": "python", "image": "python:3.12",
-                                         "env": [{"name": "PYEXEC_FRAME_NONCE", "value": nonce}]}]},
+                "spec": {"containers": [{"name": MAIN_CONTAINER, "image": "python:3.12",
+                                         "env": [{"name": NONCE_ENV, "value": nonce}]}]},
             }),
         );
+    }
+
+    fn results() -> Results {
+        Results::new(Some("logs-token".into()), 1 << 20)
     }
 
     async fn collect(mut events: EventStream) -> Vec<String> {
@@ -168,13 +177,13 @@ mod tests {
     async fn output_from_the_pods_log_comes_between_running_and_the_result() {
         let (client, fake) = FakeApi::start();
         pod(&fake, "n0nce");
-        let mut log = frame("n0nce", 'p', b"pre-command noise\n");
-        log += &frame("n0nce", 'o', b"hello\n");
-        log += &frame("forged", 'o', b"FORGED\n");
+        let mut log = frame("n0nce", FRAME_PRE_OUTPUT, b"pre-command noise\n");
+        log += &frame("n0nce", FRAME_STDOUT, b"hello\n");
+        log += &frame("forged", FRAME_STDOUT, b"FORGED\n");
         log += "a line the program wrote around the runner\n";
-        log += &frame("n0nce", 'e', b"warning\n");
-        log += &frame("n0nce", 'x', br#"{"exit":0}"#);
-        fake.set_log("exe-1-pod", "python", &log);
+        log += &frame("n0nce", FRAME_STDERR, b"warning\n");
+        log += &frame("n0nce", FRAME_END, br#"{"exit":0}"#);
+        fake.set_log("exe-1-pod", MAIN_CONTAINER, &log);
         let watch = futures::stream::iter(vec![
             execution("Pending", None),
             execution("Running", Some("exe-1-pod")),
@@ -182,7 +191,7 @@ mod tests {
             execution("Completed", Some("exe-1-pod")),
         ]);
         let pods = Api::namespaced(client, "team-a");
-        let seen = collect(execution_events(watch, Some(pods), "exe_1".into())).await;
+        let seen = collect(execution_events(watch, Some(pods), "exe_1".into(), results())).await;
         assert_eq!(
             seen,
             [
@@ -206,11 +215,40 @@ mod tests {
             execution("Failed", Some("exe-1-pod")),
         ]);
         // The Pod does not exist: no nonce, no output, no error.
-        let seen = collect(execution_events(watch, Some(Api::namespaced(client, "team-a")), "exe_1".into())).await;
+        let pods = Some(Api::namespaced(client, "team-a"));
+        let seen = collect(execution_events(watch, pods, "exe_1".into(), results())).await;
         assert_eq!(seen.len(), 2, "{seen:?}");
         assert_eq!(seen[0], "status Running");
         assert!(seen[1].starts_with("result Failed"), "{seen:?}");
         let watch = futures::stream::iter(vec![execution("Running", Some("p")), execution("Completed", Some("p"))]);
-        assert_eq!(collect(execution_events(watch, None, "exe_1".into())).await.len(), 2);
+        assert_eq!(collect(execution_events(watch, None, "exe_1".into(), results())).await.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn the_result_holds_the_whole_output_when_the_status_cut_it() {
+        use axum::response::IntoResponse;
+        let full = "x".repeat(100_000);
+        let served = full.clone();
+        let app = axum::Router::new().route(
+            "/logs/team-a/uid",
+            axum::routing::get(move |headers: axum::http::HeaderMap| {
+                let stdout = served.clone();
+                async move {
+                    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some("Bearer logs-token") {
+                        return axum::http::StatusCode::UNAUTHORIZED.into_response();
+                    }
+                    axum::Json(json!({"stdout": stdout, "stderr": ""})).into_response()
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let logs_ref = format!("http://{}/logs/team-a/uid", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let watch = futures::stream::iter(vec![execution_with(json!({
+            "phase": "Completed", "exitCode": 0, "stdout": &full[..65536], "stdoutTruncated": true, "logsRef": logs_ref,
+        }))]);
+        let mut events = execution_events(watch, None, "exe_1".into(), results());
+        let Some(ExecutionEvent::Result(result)) = events.next().await else { panic!("no result") };
+        assert_eq!((result.stdout.len(), result.stdout_truncated), (full.len(), false));
     }
 }

@@ -3,13 +3,17 @@
 //! become archives the operator streams into the Pod), a resource's status becomes the wire result, DELETE becomes
 //! the kill annotation. Synchronous requests wait on a watch of the resource.
 //!
-//! Resources created here are named `exe-<uuid>` after the execution id `exe_<uuid>` and labelled
-//! [`MANAGED_BY`]; the list endpoint shows only those.
+//! Resources created here are named `exe-<uuid>` after the execution id `exe_<uuid>` and labelled as managed by
+//! the API server (`pyexec_crds::contract`); the list endpoint shows only those, and the execution metrics follow
+//! them (`tracker`). Every reader of a result (`GET`, synchronous requests, `/events`) gets it from `results`.
 
 pub mod archives;
 mod events;
+mod results;
+mod tracker;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
@@ -19,18 +23,19 @@ use pyexec_core::listing::{self, PageBudget};
 use pyexec_core::{
     CodeFile, ExecutionPage, ExecutionResult, ExecutionSpec, ExecutionStatus, PythonVersion, ValidationError,
 };
+use pyexec_crds::contract::{API_SERVER, KILL_ANNOTATION, MANAGED_BY_LABEL, managed_by_selector};
 use pyexec_crds::convert::{
     NO_REQUIREMENTS, execution_id, resource_name, result_from_status, spec_from_execution, status_of,
 };
 use pyexec_crds::{ArchiveSource, PythonExecution, Source as CrSource, SourceFile};
 
 use self::archives::Archives;
-use super::{Backend, BackendError, BackendHealth, EventStream, KillReason, ListQuery, QueueHealth, Source};
+use self::results::Results;
+use self::tracker::Tracker;
+use super::{
+    Backend, BackendError, BackendHealth, EventStream, ExecutionMetrics, KillReason, ListQuery, QueueHealth, Source,
+};
 
-/// Label on the resources this backend creates.
-pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "pyexec-apiserver");
-/// Annotation asking the operator to kill an execution (the operator's `KILL_ANNOTATION`).
-pub const KILL_ANNOTATION: &str = "pyexec.io/kill-requested";
 /// Largest total of `/eval` files sent inline in the resource; larger projects go as archives.
 const INLINE_LIMIT: usize = 256 << 10;
 
@@ -65,12 +70,26 @@ pub struct KubernetesBackend {
     config: KubernetesConfig,
     archives: Archives,
     staging: PathBuf,
-    http: reqwest::Client,
+    results: Results,
+    tracker: Arc<Tracker>,
+    /// The watch behind the metrics; it ends with the backend.
+    following: tokio::task::AbortHandle,
+}
+
+impl Drop for KubernetesBackend {
+    fn drop(&mut self) {
+        self.following.abort();
+    }
 }
 
 impl KubernetesBackend {
-    /// Connects (the in-cluster service account, or `KUBECONFIG`) and prepares the archive store.
-    pub async fn start(client: Client, config: KubernetesConfig) -> Result<KubernetesBackend, BackendError> {
+    /// Connects (the in-cluster service account, or `KUBECONFIG`), prepares the archive store, and starts following
+    /// the executions it creates for `metrics`.
+    pub async fn start(
+        client: Client,
+        config: KubernetesConfig,
+        metrics: Arc<dyn ExecutionMetrics>,
+    ) -> Result<KubernetesBackend, BackendError> {
         let staging = config.data_dir.join("staging");
         std::fs::create_dir_all(&staging).map_err(internal)?;
         let archives =
@@ -84,13 +103,11 @@ impl KubernetesBackend {
                 tokio::time::sleep(Duration::from_secs(600)).await;
             }
         });
-        Ok(KubernetesBackend {
-            api: Api::namespaced(client, &config.namespace),
-            config,
-            archives,
-            staging,
-            http: reqwest::Client::new(),
-        })
+        let api = Api::namespaced(client, &config.namespace);
+        let tracker = Arc::new(Tracker::new(metrics));
+        let following = tokio::spawn(tracker::follow(api.clone(), tracker.clone())).abort_handle();
+        let results = Results::new(config.logs_token.clone(), config.max_output_bytes);
+        Ok(KubernetesBackend { api, config, archives, staging, results, tracker, following })
     }
 
     /// The route the operator fetches archives from.
@@ -145,43 +162,6 @@ impl KubernetesBackend {
         .map_err(internal)?
         .map_err(internal)?;
         Ok(dir)
-    }
-
-    /// The wire result of a resource, with the full output from the log store when the status had to cut it.
-    async fn result_of(&self, id: &str, cr: &PythonExecution) -> ExecutionResult {
-        let mut result = result_from_status(id, cr.status.as_ref());
-        let status = cr.status.as_ref();
-        let cut = status.is_some_and(|s| s.stdout_truncated || s.stderr_truncated);
-        if let (true, Some(logs_ref)) = (cut, status.and_then(|s| s.logs_ref.as_deref())) {
-            match self.full_output(logs_ref).await {
-                Ok((stdout, stderr)) => {
-                    let max = self.config.max_output_bytes;
-                    let (stdout, out_cut) = pyexec_core::text::head(&stdout, max);
-                    let (stderr, err_cut) = pyexec_core::text::head(&stderr, max);
-                    result.stdout_truncated = out_cut || stdout.len() < result.stdout.len();
-                    result.stderr_truncated = err_cut;
-                    (result.stdout, result.stderr) = (stdout, stderr);
-                }
-                Err(e) => {
-                    tracing::warn!(execution_id = id, error = %e, "fetching the full output failed; returning the status's")
-                }
-            }
-        }
-        result
-    }
-
-    async fn full_output(&self, logs_ref: &str) -> Result<(String, String), reqwest::Error> {
-        let mut request = self.http.get(logs_ref);
-        if let Some(token) = &self.config.logs_token {
-            request = request.bearer_auth(token);
-        }
-        #[derive(serde::Deserialize)]
-        struct Stored {
-            stdout: String,
-            stderr: String,
-        }
-        let stored: Stored = request.send().await?.error_for_status()?.json().await?;
-        Ok((stored.stdout, stored.stderr))
     }
 
     async fn get_resource(&self, id: &str) -> Result<Option<PythonExecution>, BackendError> {
@@ -239,9 +219,12 @@ impl Backend for KubernetesBackend {
         cr_spec.runtime_class_name = self.config.runtime_class.clone();
         cr_spec.ttl_seconds_after_finished = Some(self.config.ttl_seconds);
         let mut cr = PythonExecution::new(&name, cr_spec);
-        cr.metadata.labels = Some([(MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string())].into());
-        let pp = PostParams { field_manager: Some("pyexec-apiserver".into()), ..PostParams::default() };
-        self.api.create(&pp, &cr).await.map_err(|e| match e {
+        cr.metadata.labels = Some([(MANAGED_BY_LABEL.to_string(), API_SERVER.to_string())].into());
+        let pp = PostParams { field_manager: Some(API_SERVER.into()), ..PostParams::default() };
+        self.tracker.submitting(&name);
+        let created = self.api.create(&pp, &cr).await;
+        self.tracker.submitted(&name, created.is_ok());
+        created.map_err(|e| match e {
             kube::Error::Api(s) if s.code == 422 || s.code == 400 => {
                 BackendError::Invalid(ValidationError::bad_request(format!("the execution was refused: {}", s.message)))
             }
@@ -253,7 +236,7 @@ impl Backend for KubernetesBackend {
 
     async fn get(&self, id: &str) -> Result<Option<ExecutionResult>, BackendError> {
         Ok(match self.get_resource(id).await? {
-            Some(cr) => Some(self.result_of(id, &cr).await),
+            Some(cr) => Some(self.results.result_of(id, &cr).await),
             None => None,
         })
     }
@@ -263,7 +246,7 @@ impl Backend for KubernetesBackend {
         let finished = |cr: Option<&PythonExecution>| cr.is_none_or(|cr| cr.phase().is_terminal());
         let cr = await_condition(self.api.clone(), &name, finished).await.map_err(internal)?;
         Ok(match cr {
-            Some(cr) => Some(self.result_of(id, &cr).await),
+            Some(cr) => Some(self.results.result_of(id, &cr).await),
             None => None,
         })
     }
@@ -291,7 +274,7 @@ impl Backend for KubernetesBackend {
     }
 
     async fn list(&self, query: ListQuery) -> Result<ExecutionPage, BackendError> {
-        let selector = format!("{}={}", MANAGED_BY.0, MANAGED_BY.1);
+        let selector = managed_by_selector(API_SERVER);
         let mut all = self.api.list(&ListParams::default().labels(&selector)).await.map_err(internal)?.items;
         let key = |cr: &PythonExecution| {
             let created = cr.metadata.creation_timestamp.as_ref().map_or(0, |t| t.0.as_second());
@@ -330,7 +313,7 @@ impl Backend for KubernetesBackend {
             kube::runtime::watcher::Config::default().fields(&format!("metadata.name={name}")),
         );
         let pods = Api::namespaced(self.api.clone().into_client(), &self.config.namespace);
-        Ok(Some(events::execution_events(watcher, Some(pods), id.to_owned())))
+        Ok(Some(events::execution_events(watcher, Some(pods), id.to_owned(), self.results.clone())))
     }
 
     fn health(&self) -> BackendHealth {

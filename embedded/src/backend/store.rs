@@ -340,7 +340,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn records_survive_reopening_and_recover_as_the_contract_says() {
+    async fn records_survive_reopening_and_recover_as_documented() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("store.db");
         {

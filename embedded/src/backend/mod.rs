@@ -1,16 +1,22 @@
 //! The embedded backend: a bounded FIFO queue in front of a fixed number of sandbox slots on this machine, with
-//! every execution recorded in SQLite.
+//! every execution recorded in SQLite. It implements [`pyexec_backend::Backend`], so the API server drives it like
+//! any other backend, and it is the only place where the [`Runner`] meets the server's requests.
 //!
 //! - `submit` stages the files into `<data>/workspaces/<id>` (and a spooled stdin into `<data>/stdin/<id>`),
 //!   records the execution as `pending` and queues it; beyond `max_queue` waiting executions it refuses
 //!   (`QueueFull` → HTTP 429);
-//! - `max_concurrent` workers take executions in order and run them with [`pyexec_embedded::Runner`];
+//! - `max_concurrent` workers take executions in order and run them with the [`Runner`]; the sandbox's output
+//!   chunks become the API's [`ExecutionEvent::Output`] for live followers;
 //! - a kill removes a pending execution from the queue (it never runs) or cancels a running one;
 //! - at start-up, executions that were running when the server died are failed, pending ones are queued again,
 //!   and workspaces or stdin files that belong to no pending execution are removed;
 //! - finished records expire `ttl` after they finished; the workspace and stdin file go when the execution ends.
+//!
+//! What happens is reported to an [`ExecutionMetrics`] (queue depth, executions in flight, accepted and finished
+//! executions), which the API server backs with its Prometheus registry.
 
 mod live;
+mod settings;
 mod store;
 
 use std::collections::{HashMap, VecDeque};
@@ -18,33 +24,22 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use pyexec_backend::{
+    Backend, BackendError, BackendHealth, EventStream, ExecutionEvent, ExecutionMetrics, ExecutionPage, KillReason,
+    ListQuery, QueueHealth, Source, StdinFile,
+};
 use pyexec_core::workspace;
 use pyexec_core::{ExecutionResult, ExecutionSpec, ExecutionStatus, Timestamp, ValidationError};
-use pyexec_embedded::Runner;
 use pyexec_sandbox::{OutputChunk, Stream};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use self::live::{Live, wait_done};
+use self::settings::QueueConfig;
+pub use self::settings::{EmbeddedSettings, StartError};
 use self::store::Store;
-use super::{
-    Backend, BackendError, BackendHealth, EventStream, ExecutionEvent, ExecutionPage, KillReason, ListQuery,
-    QueueHealth, Source, StdinFile,
-};
-use crate::metrics::Metrics;
-
-/// Settings of the embedded backend.
-#[derive(Debug, Clone)]
-pub struct EmbeddedConfig {
-    /// Root of the store, workspaces and uploads.
-    pub data_dir: PathBuf,
-    /// Executions running at once.
-    pub max_concurrent: usize,
-    /// Executions waiting at most.
-    pub max_queue: usize,
-    /// How long finished executions are kept.
-    pub ttl: Duration,
-}
+pub use self::store::StoreError;
+use crate::Runner;
 
 /// Message of executions interrupted by a server stop.
 const INTERRUPTED: &str = "the server stopped while the execution was running; it was not completed";
@@ -59,13 +54,13 @@ pub struct EmbeddedBackend {
 struct Inner {
     runner: Runner,
     store: Store,
-    config: EmbeddedConfig,
+    config: QueueConfig,
     workspaces: PathBuf,
     stdin: PathBuf,
     staging: PathBuf,
     state: Mutex<State>,
     work: Notify,
-    metrics: Metrics,
+    metrics: Arc<dyn ExecutionMetrics>,
     closing: CancellationToken,
 }
 
@@ -81,24 +76,38 @@ fn internal(e: impl std::fmt::Display) -> BackendError {
 }
 
 impl EmbeddedBackend {
-    /// Opens the store in `config.data_dir`, recovers what a previous run left, and starts the workers.
-    pub async fn start(runner: Runner, config: EmbeddedConfig, metrics: Metrics) -> anyhow::Result<EmbeddedBackend> {
+    /// Starts the sandbox and the runner, opens the store in `settings.data_dir`, recovers what a previous run left,
+    /// and starts the workers. What the backend does is reported to `metrics`.
+    pub async fn start(
+        settings: EmbeddedSettings,
+        metrics: Arc<dyn ExecutionMetrics>,
+    ) -> Result<EmbeddedBackend, StartError> {
+        let runner = settings.runner().await?;
+        Self::open(runner, settings.queue(), metrics).await
+    }
+
+    /// The queue, the store and the workers in front of `runner`.
+    async fn open(
+        runner: Runner,
+        config: QueueConfig,
+        metrics: Arc<dyn ExecutionMetrics>,
+    ) -> Result<EmbeddedBackend, StartError> {
         use std::os::unix::fs::PermissionsExt;
         let data = &config.data_dir;
-        std::fs::create_dir_all(data)?;
+        std::fs::create_dir_all(data).map_err(StartError::DataDir)?;
         // Uploads and workspaces are readable by the sandbox user (it copies them), so the data directory itself
         // must keep everyone else out.
-        std::fs::set_permissions(data, std::fs::Permissions::from_mode(0o700))?;
+        std::fs::set_permissions(data, std::fs::Permissions::from_mode(0o700)).map_err(StartError::DataDir)?;
         let workspaces = data.join("workspaces");
         let stdin = data.join("stdin");
         let staging = data.join("uploads");
         for dir in [&workspaces, &stdin, &staging] {
-            std::fs::create_dir_all(dir)?;
+            std::fs::create_dir_all(dir).map_err(StartError::DataDir)?;
         }
         // Half-received uploads of a previous run are useless.
         remove_entries(&staging, |_| false);
-        let store = Store::open(&data.join("executions.db"))?;
-        let (interrupted, queued) = store.recover(INTERRUPTED).await?;
+        let store = Store::open(&data.join("executions.db")).map_err(StartError::Store)?;
+        let (interrupted, queued) = store.recover(INTERRUPTED).await.map_err(StartError::Store)?;
         for path in interrupted {
             remove_path(&path).await;
         }
@@ -130,7 +139,7 @@ impl EmbeddedBackend {
             if !state.queue.is_empty() {
                 tracing::info!(pending = state.queue.len(), "resuming executions queued before the restart");
             }
-            inner.metrics.queue_depth.set(state.queue.len() as i64);
+            inner.metrics.queue_depth(state.queue.len());
         }
         for _ in 0..inner.config.max_concurrent {
             tokio::spawn(worker(inner.clone()));
@@ -153,7 +162,7 @@ impl Inner {
         let live = {
             let mut state = self.lock();
             let live = state.live.remove(&result.execution_id);
-            self.metrics.queue_depth.set(state.queue.len() as i64);
+            self.metrics.queue_depth(state.queue.len());
             live
         };
         if let Some(mut live) = live {
@@ -179,8 +188,8 @@ async fn worker(inner: Arc<Inner>) {
             let next = state.queue.pop_front();
             if next.is_some() {
                 state.running += 1;
-                inner.metrics.queue_depth.set(state.queue.len() as i64);
-                inner.metrics.in_flight.set(state.running as i64);
+                inner.metrics.queue_depth(state.queue.len());
+                inner.metrics.in_flight(state.running);
             }
             next
         };
@@ -189,7 +198,7 @@ async fn worker(inner: Arc<Inner>) {
                 run(&inner, &id).await;
                 let mut state = inner.lock();
                 state.running -= 1;
-                inner.metrics.in_flight.set(state.running as i64);
+                inner.metrics.in_flight(state.running);
             }
             None => {
                 tokio::select! {
@@ -222,12 +231,8 @@ async fn run(inner: &Arc<Inner>, id: &str) {
         let id = id.to_owned();
         tokio::spawn(async move {
             while let Some(chunk) = rx.recv().await {
-                let stream = match chunk.stream {
-                    Stream::Stdout => "stdout",
-                    Stream::Stderr => "stderr",
-                };
                 if let Some(live) = inner.lock().live.get_mut(&id) {
-                    live.publish(ExecutionEvent::Output { stream, data: chunk.bytes });
+                    live.publish(output_event(chunk));
                 }
             }
         })
@@ -252,6 +257,15 @@ async fn run(inner: &Arc<Inner>, id: &str) {
         "execution finished"
     );
     inner.conclude(result).await;
+}
+
+/// The API's event for a piece of the sandbox's output.
+fn output_event(chunk: OutputChunk) -> ExecutionEvent {
+    let stream = match chunk.stream {
+        Stream::Stdout => "stdout",
+        Stream::Stderr => "stderr",
+    };
+    ExecutionEvent::Output { stream, data: chunk.bytes }
 }
 
 /// Deletes expired records.
@@ -375,7 +389,7 @@ impl EmbeddedBackend {
             } else {
                 state.live.insert(id.clone(), Live::new(record.clone(), spec, dir.clone(), stdin.map(StdinFile::keep)));
                 state.queue.push_back(id.clone());
-                inner.metrics.queue_depth.set(state.queue.len() as i64);
+                inner.metrics.queue_depth(state.queue.len());
                 Ok(())
             }
         };

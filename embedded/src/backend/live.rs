@@ -5,12 +5,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use futures::StreamExt;
+use pyexec_backend::{EventStream, ExecutionEvent, KillReason};
 use pyexec_core::{ExecutionResult, ExecutionSpec};
 use tokio::sync::{broadcast, watch};
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_util::sync::CancellationToken;
-
-use crate::backend::{EventStream, ExecutionEvent, KillReason};
 
 /// Output kept for late followers, per execution (the captured output itself is capped too).
 const REPLAY_LIMIT_BYTES: usize = 4 << 20;

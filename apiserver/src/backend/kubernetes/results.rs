@@ -1,0 +1,55 @@
+//! The wire result of a resource, the same for every reader: `GET /api/v1/executions/{id}`, synchronous requests,
+//! and the last event of `/events`. It is the status, with the whole output from the operator's log store
+//! (`status.logsRef`) when the status had to cut it, so no reader sees less than another.
+
+use pyexec_core::ExecutionResult;
+use pyexec_crds::PythonExecution;
+use pyexec_crds::contract::StoredLogs;
+use pyexec_crds::convert::result_from_status;
+
+/// Reads results of resources (cheap to clone).
+#[derive(Debug, Clone)]
+pub(super) struct Results {
+    http: reqwest::Client,
+    /// Token of the operator's log store.
+    logs_token: Option<String>,
+    /// Bytes of stdout/stderr returned.
+    max_output_bytes: usize,
+}
+
+impl Results {
+    pub(super) fn new(logs_token: Option<String>, max_output_bytes: usize) -> Results {
+        Results { http: reqwest::Client::new(), logs_token, max_output_bytes }
+    }
+
+    /// The wire result of the resource `cr` of execution `id`.
+    pub(super) async fn result_of(&self, id: &str, cr: &PythonExecution) -> ExecutionResult {
+        let mut result = result_from_status(id, cr.status.as_ref());
+        let status = cr.status.as_ref();
+        let cut = status.is_some_and(|s| s.stdout_truncated || s.stderr_truncated);
+        if let (true, Some(logs_ref)) = (cut, status.and_then(|s| s.logs_ref.as_deref())) {
+            match self.stored(logs_ref).await {
+                Ok(stored) => {
+                    let max = self.max_output_bytes;
+                    let (stdout, out_cut) = pyexec_core::text::head(&stored.stdout, max);
+                    let (stderr, err_cut) = pyexec_core::text::head(&stored.stderr, max);
+                    result.stdout_truncated = out_cut || stdout.len() < result.stdout.len();
+                    result.stderr_truncated = err_cut;
+                    (result.stdout, result.stderr) = (stdout, stderr);
+                }
+                Err(e) => {
+                    tracing::warn!(execution_id = id, error = %e, "fetching the full output failed; returning the status's")
+                }
+            }
+        }
+        result
+    }
+
+    async fn stored(&self, logs_ref: &str) -> Result<StoredLogs, reqwest::Error> {
+        let mut request = self.http.get(logs_ref);
+        if let Some(token) = &self.logs_token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await?.error_for_status()?.json().await
+    }
+}

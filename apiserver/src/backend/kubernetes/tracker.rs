@@ -1,0 +1,201 @@
+//! The execution metrics of the Kubernetes backend: the operator runs the executions, so this API server learns
+//! how they end from a watch of the resources it created. Each one it submitted is counted when it reaches a final
+//! phase (by status, with its duration), and the gauges say how many of them are `Pending` (waiting for their Pod)
+//! and `Running`, as the embedded backend's say how many wait for a slot and run. Only this replica's submissions
+//! count, so replicas behind one Service add up without counting an execution twice.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use futures::StreamExt;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, ResourceExt};
+use pyexec_crds::contract::{API_SERVER, managed_by_selector};
+use pyexec_crds::convert::{execution_id, result_from_status};
+use pyexec_crds::{Phase, PythonExecution};
+
+use super::ExecutionMetrics;
+
+/// The executions this API server submitted and has not seen finish.
+pub(super) struct Tracker {
+    metrics: Arc<dyn ExecutionMetrics>,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Resource name → its phase, as last seen.
+    open: HashMap<String, Phase>,
+    /// While the watch lists the resources again (after a gap): those seen so far, and those already open when
+    /// the list started. An open one that the list does not contain was deleted during the gap.
+    relisting: Option<(HashSet<String>, HashSet<String>)>,
+}
+
+impl Tracker {
+    pub(super) fn new(metrics: Arc<dyn ExecutionMetrics>) -> Tracker {
+        Tracker { metrics, state: Mutex::default() }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The resource `name` is about to be created.
+    pub(super) fn submitting(&self, name: &str) {
+        let mut state = self.lock();
+        state.open.insert(name.to_owned(), Phase::Pending);
+        self.gauges(&state);
+    }
+
+    /// The resource `name` was created (`true`) or refused.
+    pub(super) fn submitted(&self, name: &str, created: bool) {
+        if created {
+            self.metrics.submitted();
+        } else {
+            let mut state = self.lock();
+            state.open.remove(name);
+            self.gauges(&state);
+        }
+    }
+
+    /// The watch saw `cr` as it is now.
+    pub(super) fn observed(&self, cr: &PythonExecution) {
+        let name = cr.name_any();
+        let mut state = self.lock();
+        if let Some((seen, _)) = &mut state.relisting {
+            seen.insert(name.clone());
+        }
+        if !state.open.contains_key(&name) {
+            return;
+        }
+        let phase = cr.phase();
+        if phase.is_terminal() {
+            state.open.remove(&name);
+            self.metrics.finished(&result_from_status(&execution_id(&name), cr.status.as_ref()));
+        } else {
+            state.open.insert(name, phase);
+        }
+        self.gauges(&state);
+    }
+
+    /// The resource `name` was deleted before it finished (it is no longer followed).
+    pub(super) fn deleted(&self, name: &str) {
+        let mut state = self.lock();
+        state.open.remove(name);
+        self.gauges(&state);
+    }
+
+    /// The watch starts listing every resource again.
+    fn relist_started(&self) {
+        let mut state = self.lock();
+        let before = state.open.keys().cloned().collect();
+        state.relisting = Some((HashSet::new(), before));
+    }
+
+    /// The list is complete.
+    fn relist_done(&self) {
+        let mut state = self.lock();
+        if let Some((seen, before)) = state.relisting.take() {
+            state.open.retain(|name, _| seen.contains(name) || !before.contains(name));
+        }
+        self.gauges(&state);
+    }
+
+    fn gauges(&self, state: &State) {
+        let count = |phase| state.open.values().filter(|p| **p == phase).count();
+        self.metrics.queue_depth(count(Phase::Pending));
+        self.metrics.in_flight(count(Phase::Running));
+    }
+}
+
+/// Follows the resources this API server manages until the process ends.
+pub(super) async fn follow(api: Api<PythonExecution>, tracker: Arc<Tracker>) {
+    let config = watcher::Config::default().labels(&managed_by_selector(API_SERVER));
+    let mut events = std::pin::pin!(watcher(api, config).default_backoff());
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(watcher::Event::Apply(cr) | watcher::Event::InitApply(cr)) => tracker.observed(&cr),
+            Ok(watcher::Event::Delete(cr)) => tracker.deleted(&cr.name_any()),
+            Ok(watcher::Event::Init) => tracker.relist_started(),
+            Ok(watcher::Event::InitDone) => tracker.relist_done(),
+            Err(e) => tracing::warn!(error = %e, "watching the executions for the metrics failed; retrying"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use pyexec_core::{ExecutionResult, ExecutionStatus};
+
+    use super::*;
+
+    #[derive(Default)]
+    struct Recorded {
+        submitted: AtomicUsize,
+        finished: Mutex<Vec<(ExecutionStatus, i64)>>,
+        gauges: Mutex<(usize, usize)>,
+    }
+
+    impl ExecutionMetrics for Recorded {
+        fn submitted(&self) {
+            self.submitted.fetch_add(1, Ordering::SeqCst);
+        }
+        fn finished(&self, result: &ExecutionResult) {
+            self.finished.lock().unwrap().push((result.status, result.duration_ms));
+        }
+        fn queue_depth(&self, pending: usize) {
+            self.gauges.lock().unwrap().0 = pending;
+        }
+        fn in_flight(&self, running: usize) {
+            self.gauges.lock().unwrap().1 = running;
+        }
+    }
+
+    fn cr(name: &str, phase: &str) -> PythonExecution {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "pyexec.io/v1alpha1", "kind": "PythonExecution", "metadata": {"name": name},
+            "spec": {"source": {"files": [{"name": "main.py", "content": "1"}]}},
+            "status": {"phase": phase, "durationMs": 1500, "exitCode": 0},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn own_executions_are_counted_once_when_they_finish() {
+        let recorded = Arc::new(Recorded::default());
+        let tracker = Tracker::new(recorded.clone());
+        for name in ["a", "b", "refused"] {
+            tracker.submitting(name);
+        }
+        tracker.submitted("a", true);
+        tracker.submitted("b", true);
+        tracker.submitted("refused", false);
+        assert_eq!(*recorded.gauges.lock().unwrap(), (2, 0));
+        tracker.observed(&cr("a", "Running"));
+        assert_eq!(*recorded.gauges.lock().unwrap(), (1, 1));
+        tracker.observed(&cr("a", "Completed"));
+        tracker.observed(&cr("a", "Completed"));
+        tracker.observed(&cr("someone-elses", "Failed"));
+        assert_eq!(recorded.submitted.load(Ordering::SeqCst), 2);
+        assert_eq!(*recorded.finished.lock().unwrap(), [(ExecutionStatus::Completed, 1500)], "once, only its own");
+        assert_eq!(*recorded.gauges.lock().unwrap(), (1, 0));
+    }
+
+    #[test]
+    fn executions_deleted_while_the_watch_was_away_are_forgotten() {
+        let recorded = Arc::new(Recorded::default());
+        let tracker = Tracker::new(recorded.clone());
+        for name in ["kept", "gone"] {
+            tracker.submitting(name);
+            tracker.submitted(name, true);
+        }
+        tracker.relist_started();
+        tracker.submitting("new");
+        tracker.observed(&cr("kept", "Running"));
+        tracker.relist_done();
+        assert_eq!(*recorded.gauges.lock().unwrap(), (1, 1), "gone is gone; new was submitted during the list");
+        assert!(recorded.finished.lock().unwrap().is_empty());
+    }
+}

@@ -1,0 +1,254 @@
+//! The boundary between the HTTP handlers and whatever runs executions.
+//!
+//! Handlers validate requests into an [`ExecutionSpec`] and hand it to a [`Backend`] with the source files; every
+//! backend (the embedded sandbox in `pyexec-embedded`, Kubernetes in the API server) implements the same
+//! operations, so the handlers, and the conformance tests that drive them over HTTP, are the same for all of them.
+//!
+//! Everything here is in the API's terms: live output is an [`ExecutionEvent::Output`] named after its wire stream,
+//! never a sandbox's output chunk, so the API server depends on this crate and on no backend's internals.
+//!
+//! Why a crate of its own rather than a module of `pyexec-core`: core is the execution model shared by every
+//! component, the operator included, and stays free of I/O and of an async runtime. This boundary is neither: it
+//! is an async trait returning streams, and the spooled stdin it hands over is a file that it reads and removes.
+//! Only the API server and the backends need it.
+
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures::Stream;
+pub use pyexec_core::ExecutionPage;
+use pyexec_core::{CodeFile, ExecutionResult, ExecutionSpec, ExecutionStatus, ValidationError};
+use serde::Serialize;
+
+/// Where an execution's files come from.
+#[derive(Debug)]
+pub enum Source {
+    /// `/eval` files, not yet on disk.
+    Files(Vec<CodeFile>),
+    /// An uploaded archive already unpacked (and checked) into a directory under [`Backend::staging_dir`]; the
+    /// backend takes ownership of it.
+    Directory(PathBuf),
+}
+
+/// Standard input too large to travel inside the [`ExecutionSpec`], spooled to a file under
+/// [`Backend::staging_dir`] while the request was read. The backend that takes it moves or reads the file; dropping
+/// the handle removes the file, so a refused request leaves nothing behind.
+#[derive(Debug)]
+pub struct StdinFile {
+    path: Option<PathBuf>,
+}
+
+impl StdinFile {
+    /// Takes charge of the file at `path`.
+    pub fn new(path: PathBuf) -> Self {
+        StdinFile { path: Some(path) }
+    }
+
+    /// Where the file is.
+    pub fn path(&self) -> &Path {
+        self.path.as_deref().unwrap_or(Path::new(""))
+    }
+
+    /// Hands the file over: it is no longer removed on drop.
+    pub fn keep(mut self) -> PathBuf {
+        self.path.take().unwrap_or_default()
+    }
+}
+
+impl Drop for StdinFile {
+    fn drop(&mut self) {
+        if let Some(path) = self.path.take()
+            && let Err(e) = std::fs::remove_file(&path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %path.display(), error = %e, "could not remove a spooled stdin");
+        }
+    }
+}
+
+/// Why an execution is being stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KillReason {
+    /// `DELETE /api/v1/executions/{id}`.
+    Request,
+    /// The client of a synchronous request went away.
+    ClientGone,
+}
+
+/// Something that happened to an execution, for live followers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecutionEvent {
+    /// A piece of output, in order, only what is kept under the output caps.
+    Output {
+        /// `"stdout"` or `"stderr"`, as the `output` event names it on the wire.
+        stream: &'static str,
+        /// The bytes (decoded lossily for transport).
+        data: Vec<u8>,
+    },
+    /// The execution changed status (`running`).
+    Status(ExecutionStatus),
+    /// The final result; always the last event.
+    Result(Box<ExecutionResult>),
+}
+
+/// A live stream of events ending with [`ExecutionEvent::Result`].
+pub type EventStream = Pin<Box<dyn Stream<Item = ExecutionEvent> + Send>>;
+
+/// Filters and paging of the execution list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListQuery {
+    /// Only executions in this status.
+    pub status: Option<ExecutionStatus>,
+    /// Page size.
+    pub limit: usize,
+    /// Opaque cursor from a previous page: only executions older than it.
+    pub before: Option<String>,
+}
+
+/// What a backend reports on `/health`.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BackendHealth {
+    /// `embedded` or `kubernetes`.
+    pub backend: &'static str,
+    /// Python versions requests may ask for.
+    pub python_versions: Vec<String>,
+    /// The version used when a request names none.
+    pub default_python_version: Option<String>,
+    /// What isolation runs get, and what is missing.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub isolation: serde_json::Value,
+    /// Whether requirements can be installed, and from where.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub dependencies: serde_json::Value,
+    /// Queue state.
+    pub queue: QueueHealth,
+}
+
+/// Queue state for `/health`.
+#[derive(Debug, Clone, Copy, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct QueueHealth {
+    /// Executions waiting for a slot.
+    pub pending: usize,
+    /// Executions running.
+    pub running: usize,
+    /// Slots.
+    pub max_concurrent: usize,
+    /// Most executions that may wait.
+    pub max_queue: usize,
+}
+
+/// Why a backend could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The queue is full; try again later.
+    #[error("the execution queue is full ({pending} waiting); retry later")]
+    QueueFull {
+        /// Executions waiting.
+        pending: usize,
+        /// Suggested wait.
+        retry_after: Duration,
+    },
+    /// The request cannot be run by this backend.
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    /// The server is shutting down and accepts no new work.
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    /// Something broke inside the backend.
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// Runs executions. See the crate documentation.
+#[async_trait::async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// Checks what only this backend knows (interpreters, images, network), before any work is accepted.
+    fn check(&self, spec: &ExecutionSpec) -> Result<(), ValidationError>;
+
+    /// A directory on the backend's file system where uploads may be unpacked before [`Backend::submit`].
+    fn staging_dir(&self) -> &Path;
+
+    /// Accepts an execution: it is `pending` until a slot is free. Fails with `QueueFull` when too many wait.
+    async fn submit(&self, spec: ExecutionSpec, source: Source) -> Result<ExecutionResult, BackendError>;
+
+    /// [`Backend::submit`] with a standard input spooled to a file (the spec's `stdin` is then `None`). By default
+    /// the file is read back into the spec, for backends that carry stdin inline.
+    async fn submit_with_stdin(
+        &self,
+        mut spec: ExecutionSpec,
+        source: Source,
+        stdin: StdinFile,
+    ) -> Result<ExecutionResult, BackendError> {
+        let text = match tokio::fs::read_to_string(stdin.path()).await {
+            Ok(text) => text,
+            Err(e) => {
+                if let Source::Directory(dir) = source {
+                    let _ = tokio::fs::remove_dir_all(dir).await;
+                }
+                return Err(BackendError::Internal(format!("reading the spooled stdin: {e}")));
+            }
+        };
+        drop(stdin);
+        spec.stdin = Some(text).filter(|t| !t.is_empty());
+        self.submit(spec, source).await
+    }
+
+    /// The execution's current state, `None` when unknown (or expired).
+    async fn get(&self, id: &str) -> Result<Option<ExecutionResult>, BackendError>;
+
+    /// Waits for the execution to end and returns its final state.
+    async fn wait(&self, id: &str) -> Result<Option<ExecutionResult>, BackendError>;
+
+    /// Stops a pending or running execution (a pending one never runs). Returns the status after the request;
+    /// terminal executions are left as they are.
+    async fn kill(&self, id: &str, reason: KillReason) -> Result<Option<ExecutionStatus>, BackendError>;
+
+    /// Executions, newest first.
+    async fn list(&self, query: ListQuery) -> Result<ExecutionPage, BackendError>;
+
+    /// Output as it is produced, then the final result; `None` when unknown.
+    async fn events(&self, id: &str) -> Result<Option<EventStream>, BackendError>;
+
+    /// What `/health` shows about the backend.
+    fn health(&self) -> BackendHealth;
+
+    /// Stops taking work; running executions are failed with a clear error, pending ones stay for the next start.
+    async fn shutdown(&self, grace: Duration);
+}
+
+/// Where a backend that queues executions itself reports what happens to them, for the server's metrics.
+///
+/// The API server implements it over its Prometheus registry; a backend sees only these calls, so it needs
+/// nothing of the metrics library or of the server.
+pub trait ExecutionMetrics: Send + Sync + 'static {
+    /// An execution was accepted.
+    fn submitted(&self);
+    /// An execution ended with `result`.
+    fn finished(&self, result: &ExecutionResult);
+    /// Executions now waiting for a slot.
+    fn queue_depth(&self, pending: usize);
+    /// Executions now running.
+    fn in_flight(&self, running: usize);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_spooled_stdin_is_removed_unless_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let (dropped, kept) = (dir.path().join("dropped"), dir.path().join("kept"));
+        for path in [&dropped, &kept] {
+            std::fs::write(path, "input").unwrap();
+        }
+        drop(StdinFile::new(dropped.clone()));
+        assert!(!dropped.exists(), "a refused request leaves nothing behind");
+        let handed_over = StdinFile::new(kept.clone()).keep();
+        assert_eq!(handed_over, kept);
+        assert!(kept.exists(), "a file handed over stays");
+    }
+}

@@ -1,0 +1,192 @@
+//! Reading the runner's frames back from a container log, whole ([`parse_log`], as the operator does once the
+//! program ended) or piece by piece as a followed log arrives ([`FrameDecoder`], as the API server does for
+//! `/events`). Lines without the Pod's nonce are not frames and are ignored.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+
+use super::protocol::{
+    EndFrame, FRAME_END, FRAME_PRE_OUTPUT, FRAME_STDERR, FRAME_STDOUT, RESULT_LIMIT_BYTES, frame_prefix,
+};
+
+/// What the runner reported, read back from the container log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PodLog {
+    /// The program's standard output.
+    pub stdout: Vec<u8>,
+    /// The program's standard error.
+    pub stderr: Vec<u8>,
+    /// The pre-commands' output.
+    pub pre_output: Vec<u8>,
+    /// The final summary; `None` when the runner did not get to write it (the container was killed).
+    pub end: Option<EndFrame>,
+}
+
+/// Reads the frames carrying `nonce` out of a container log; every other line is ignored.
+pub fn parse_log(log: &[u8], nonce: &str) -> PodLog {
+    let mut out = PodLog::default();
+    let mut decoder = FrameDecoder::new(nonce);
+    let frames = decoder.push(log);
+    for frame in frames.into_iter().chain(decoder.finish()) {
+        match frame {
+            Frame::Stdout(data) => out.stdout.extend_from_slice(&data),
+            Frame::Stderr(data) => out.stderr.extend_from_slice(&data),
+            Frame::PreOutput(data) => out.pre_output.extend_from_slice(&data),
+            Frame::End(end) => out.end = Some(*end),
+        }
+    }
+    out
+}
+
+/// One of the runner's frames.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// A piece of the program's standard output.
+    Stdout(Vec<u8>),
+    /// A piece of the program's standard error.
+    Stderr(Vec<u8>),
+    /// A piece of the pre-commands' output.
+    PreOutput(Vec<u8>),
+    /// The final summary.
+    End(Box<EndFrame>),
+}
+
+/// The longest line kept while waiting for its end. The runner's longest frame is its summary, which holds an eval
+/// result of at most [`RESULT_LIMIT_BYTES`] (4/3 of it as base64); anything longer is not a frame, and may be a
+/// program's attempt to make a reader buffer without bound.
+const MAX_LINE: usize = 4 * RESULT_LIMIT_BYTES;
+
+/// Decodes the frames carrying one nonce from a container log read piece by piece, as a followed log arrives.
+#[derive(Debug)]
+pub struct FrameDecoder {
+    prefix: Vec<u8>,
+    /// The start of a line whose end has not arrived.
+    partial: Vec<u8>,
+    /// The current line outgrew [`MAX_LINE`]: the rest of it is dropped.
+    skipping: bool,
+}
+
+impl FrameDecoder {
+    /// A decoder for the frames of the runner started with `nonce`.
+    pub fn new(nonce: &str) -> Self {
+        Self { prefix: frame_prefix(nonce).into_bytes(), partial: Vec::new(), skipping: false }
+    }
+
+    /// The frames completed by `chunk`.
+    pub fn push(&mut self, chunk: &[u8]) -> Vec<Frame> {
+        let mut frames = Vec::new();
+        let mut rest = chunk;
+        while let Some(end) = rest.iter().position(|b| *b == b'\n') {
+            let (line, after) = rest.split_at(end);
+            rest = &after[1..];
+            if std::mem::take(&mut self.skipping) {
+                continue;
+            }
+            let frame = if self.partial.is_empty() {
+                self.decode(line)
+            } else {
+                self.partial.extend_from_slice(line);
+                let whole = std::mem::take(&mut self.partial);
+                self.decode(&whole)
+            };
+            frames.extend(frame);
+        }
+        if !self.skipping {
+            self.partial.extend_from_slice(rest);
+            if self.partial.len() > MAX_LINE {
+                self.partial = Vec::new();
+                self.skipping = true;
+            }
+        }
+        frames
+    }
+
+    /// The frame on a last line that ended without a newline.
+    pub fn finish(self) -> Option<Frame> {
+        if self.skipping { None } else { self.decode(&self.partial) }
+    }
+
+    fn decode(&self, line: &[u8]) -> Option<Frame> {
+        let rest = line.strip_prefix(self.prefix.as_slice())?;
+        let space = rest.iter().position(|b| *b == b' ')?;
+        let (kind, data) = (&rest[..space], &rest[space + 1..]);
+        let data = STANDARD.decode(data).ok()?;
+        match kind {
+            k if k == FRAME_STDOUT.as_bytes() => Some(Frame::Stdout(data)),
+            k if k == FRAME_STDERR.as_bytes() => Some(Frame::Stderr(data)),
+            k if k == FRAME_PRE_OUTPUT.as_bytes() => Some(Frame::PreOutput(data)),
+            k if k == FRAME_END.as_bytes() => serde_json::from_slice(&data).ok().map(|end| Frame::End(Box::new(end))),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pod::protocol::encode_frame;
+
+    fn frame(nonce: &str, kind: &str, data: &[u8]) -> String {
+        encode_frame(nonce, kind, data)
+    }
+
+    #[test]
+    fn only_frames_with_the_nonce_count() {
+        let mut log = String::from("runner noise\n");
+        log += &frame("n1", FRAME_STDOUT, b"hello ");
+        log += &frame("forged", FRAME_STDOUT, b"FORGED");
+        log += &frame("n1", FRAME_STDERR, b"oops\n");
+        log += &frame("n1", FRAME_STDOUT, b"world\n");
+        log += &frame("n1", FRAME_PRE_OUTPUT, b"pre\n");
+        log += "\x1fpyexec n1 o !!!not base64\n";
+        log += &frame("n1", "?", b"unknown kind");
+        log += &frame("n1", FRAME_END, br#"{"exit":3,"installed":["six==1.17.0"]}"#);
+        let parsed = parse_log(log.as_bytes(), "n1");
+        assert_eq!(parsed.stdout, b"hello world\n");
+        assert_eq!((parsed.stderr.as_slice(), parsed.pre_output.as_slice()), (&b"oops\n"[..], &b"pre\n"[..]));
+        assert_eq!(parsed.end.map(|e| (e.exit, e.installed)), Some((3, vec!["six==1.17.0".to_string()])));
+    }
+
+    #[test]
+    fn frames_split_anywhere_decode_the_same() {
+        let mut log = String::from("noise\n");
+        log += &frame("n1", FRAME_STDOUT, b"hello ");
+        log += &frame("forged", FRAME_STDOUT, b"FORGED");
+        log += &frame("n1", FRAME_STDERR, b"oops\n");
+        log += &frame("n1", FRAME_END, br#"{"exit":0}"#);
+        let whole = {
+            let mut d = FrameDecoder::new("n1");
+            let mut frames = d.push(log.as_bytes());
+            frames.extend(d.finish());
+            frames
+        };
+        assert_eq!(whole.len(), 3);
+        assert_eq!(whole[0], Frame::Stdout(b"hello ".to_vec()));
+        for size in [1, 2, 7, 50] {
+            let mut d = FrameDecoder::new("n1");
+            let mut frames: Vec<Frame> = log.as_bytes().chunks(size).flat_map(|c| d.push(c)).collect();
+            frames.extend(d.finish());
+            assert_eq!(frames, whole, "chunks of {size} bytes");
+        }
+    }
+
+    #[test]
+    fn the_largest_summary_frame_is_kept() {
+        let result = STANDARD.encode(vec![b'x'; RESULT_LIMIT_BYTES]);
+        let log = frame("n1", FRAME_END, format!(r#"{{"exit":0,"result":"{result}"}}"#).as_bytes());
+        let parsed = parse_log(log.as_bytes(), "n1");
+        assert_eq!(parsed.end.and_then(|e| e.result).map(|r| r.len()), Some(result.len()));
+    }
+
+    #[test]
+    fn an_endless_line_is_dropped_not_buffered() {
+        let mut d = FrameDecoder::new("n1");
+        let junk = vec![b'a'; 64 << 10];
+        for _ in 0..100 {
+            assert!(d.push(&junk).is_empty());
+        }
+        assert!(d.partial.len() <= MAX_LINE, "the decoder holds {} bytes", d.partial.len());
+        let frames = d.push(format!("tail\n{}", frame("n1", FRAME_STDOUT, b"after")).as_bytes());
+        assert_eq!(frames, vec![Frame::Stdout(b"after".to_vec())]);
+    }
+}

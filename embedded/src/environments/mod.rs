@@ -1,0 +1,308 @@
+//! Python environments for requirements: built once per (interpreter, requirements) with uv, cached, mounted
+//! read-only into every run that needs them.
+//!
+//! - **Built in a sandbox.** The installer may run package code (build scripts with `allow_sdist`), so it runs in
+//!   its own sandbox: no host files but the interpreter, the package cache and the environment being built;
+//!   network to the package index's hosts only (their addresses pinned, everything else refused); the stable
+//!   service uid, so that the cache stays writable. The user's program never gets this network.
+//! - **Binary wheels only** unless `allow_sdist`: an sdist-only package fails with a message saying how to allow it.
+//! - **No package code at install time** (wheels only): bytecode is compiled by the base interpreter without
+//!   `site`, so no `.pth` file runs, and the package list is read from `.dist-info` names, not by asking the
+//!   environment's interpreter.
+//! - **Fast runs.** Bytecode is compiled at install time (the environment is read-only to runs, which could not
+//!   write `.pyc` files), and the environment is mounted at one fixed path ([`ENV_MOUNT`]) in the installer and in
+//!   runs alike, so the paths compiled into `.pyc` files and scripts hold.
+//! - **Read-only to runs, independent of each other.** Files are copied from the cache, not hardlinked: a hardlinked
+//!   environment shares its files with the cache and with every other environment (`docs/security.md`).
+//! - **Once.** Concurrent requests for the same environment wait for one build. A size cap evicts the environments
+//!   used least recently (never one in use), then the package cache.
+
+//!
+//! Layout: `cache` keeps environments on disk (keys, completion markers, leases, one build per key, eviction by
+//! size); `installer` is the uv run that builds one, in its sandbox; `uv_log` turns uv's output into the one line
+//! a failure reports. This module ties them together behind [`Environments::get`].
+
+mod cache;
+mod installer;
+mod uv_log;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use pyexec_core::text::tail;
+use pyexec_sandbox::{Bind, Sandbox};
+use serde::{Deserialize, Serialize};
+
+use crate::interpreters::Interpreter;
+use cache::{Cache, Claim};
+use installer::Install;
+
+pub use cache::normalize;
+pub use installer::{InstallerConfig, PYPI_INDEX};
+
+/// Why an environment could not be had.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InstallError {
+    /// This server cannot install packages at all.
+    #[error("dependency installation is not available on this server: {0}")]
+    Unavailable(String),
+    /// The install ran and failed.
+    #[error("{message}")]
+    Failed {
+        /// One line for `error`.
+        message: String,
+        /// The installer's last output, for `stderr`.
+        log_tail: String,
+    },
+}
+
+impl InstallError {
+    /// A failed install: `message` says why, `log` is what the installer printed (its tail is kept).
+    fn failed(message: String, log: &str) -> Self {
+        InstallError::Failed {
+            message: format!("installing dependencies failed: {message}"),
+            log_tail: tail(log, 8 << 10),
+        }
+    }
+}
+
+/// The installer's state, for `/health`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InstallerReport {
+    /// Requirements can be installed.
+    pub available: bool,
+    /// Why not, when they cannot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unavailable_reason: Option<String>,
+    /// The package index (without credentials).
+    pub index_url: String,
+    /// Packages without binary wheels may be built from source.
+    pub allow_sdist: bool,
+    /// Cap on cached environments plus the package cache, MiB.
+    pub cache_max_mb: u64,
+}
+
+/// A ready environment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvInfo {
+    /// A hash of the interpreter, the requirements and the installer settings that built it.
+    pub key: String,
+    /// The environment's directory on the host (mounted at [`ENV_MOUNT`] in the installer and in runs).
+    pub dir: PathBuf,
+    /// Installed distributions, `name==version`.
+    pub packages: Vec<String>,
+    /// The requirements it was built from.
+    pub requirements: String,
+    /// Bytes on disk (shared files counted once).
+    pub size_bytes: u64,
+}
+
+/// Where environments are mounted in sandboxes (installer and runs alike: the paths compiled into `.pyc` files and
+/// written into scripts stay true).
+pub const ENV_MOUNT: &str = "/opt/pyexec/venv";
+
+impl EnvInfo {
+    /// The environment's interpreter, inside the sandbox.
+    pub fn python() -> PathBuf {
+        Path::new(ENV_MOUNT).join("bin").join("python")
+    }
+
+    /// The environment mounted read-only where runs expect it. Read-only also because a writable environment
+    /// shared by runs would let one run plant code for the next.
+    pub fn bind(&self) -> Bind {
+        Bind::at(&self.dir, ENV_MOUNT)
+    }
+}
+
+/// An environment in use by a run; it cannot be evicted until dropped.
+pub struct EnvLease {
+    pub info: EnvInfo,
+    /// Whether this request built it (false: it came from the cache).
+    pub built: bool,
+    owner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for EnvLease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnvLease").field("info", &self.info).field("built", &self.built).finish_non_exhaustive()
+    }
+}
+
+impl Drop for EnvLease {
+    fn drop(&mut self) {
+        self.owner.cache.release(&self.info.key);
+    }
+}
+
+struct Inner {
+    sandbox: Sandbox,
+    config: InstallerConfig,
+    uv: Result<PathBuf, String>,
+    cache: Cache,
+}
+
+/// The environment cache. Cheap to clone.
+#[derive(Clone)]
+pub struct Environments {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Environments {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Environments").field("dir", &self.inner.config.dir).finish_non_exhaustive()
+    }
+}
+
+impl Environments {
+    /// Prepares the cache directory (owned by the sandbox's service uid) and removes half-built environments.
+    pub fn new(sandbox: Sandbox, config: InstallerConfig) -> std::io::Result<Environments> {
+        let cache = Cache::open(&config.dir, sandbox.service_uid())?;
+        let uv = installer::find_uv(&config.uv);
+        Ok(Environments { inner: Arc::new(Inner { sandbox, uv, cache, config }) })
+    }
+
+    /// What `/health` says about installs.
+    pub fn report(&self) -> InstallerReport {
+        let config = &self.inner.config;
+        let index_url = match url::Url::parse(&config.index_url) {
+            Ok(mut url) => {
+                // Mirrors are often reached with credentials in the URL: never show them.
+                let _ = url.set_username("");
+                let _ = url.set_password(None);
+                url.to_string()
+            }
+            Err(e) => format!("invalid URL ({e})"),
+        };
+        let available = self.available();
+        InstallerReport {
+            available: available.is_ok(),
+            unavailable_reason: available.err(),
+            index_url,
+            allow_sdist: config.allow_sdist,
+            cache_max_mb: config.max_bytes >> 20,
+        }
+    }
+
+    /// Whether installs can happen here (uv present, network egress available).
+    pub fn available(&self) -> Result<(), String> {
+        self.inner.uv.as_ref().map_err(Clone::clone)?;
+        self.inner.sandbox.network_available()
+    }
+
+    /// The environment for `requirements` on `interpreter`, built if needed.
+    pub async fn get(&self, interpreter: &Interpreter, requirements: &str) -> Result<EnvLease, InstallError> {
+        self.available().map_err(InstallError::Unavailable)?;
+        let requirements = normalize(requirements);
+        let key = cache::key(interpreter, &requirements, &self.inner.config);
+        let mut built = false;
+        loop {
+            let mut rx = match self.inner.cache.lease_or_claim(&key) {
+                Claim::Leased(info) => {
+                    let lease = EnvLease { info, built, owner: self.inner.clone() };
+                    self.inner.cache.touch_used(&key);
+                    if built {
+                        self.inner.cache.evict(self.inner.config.max_bytes).await;
+                    }
+                    return Ok(lease);
+                }
+                Claim::Building(rx) => rx,
+                Claim::Claimed(tx, rx) => {
+                    built = true;
+                    // The build runs on its own task: a requester that gives up (its execution killed) must not
+                    // abort a build that others wait for.
+                    let this = self.clone();
+                    let (interpreter, requirements, key) = (interpreter.clone(), requirements.clone(), key.clone());
+                    tokio::spawn(async move {
+                        let result = this.build(&interpreter, &requirements, &key).await;
+                        this.inner.cache.build_finished(&key);
+                        let _ = tx.send(Some(result));
+                    });
+                    rx
+                }
+            };
+            let result = loop {
+                if let Some(r) = rx.borrow_and_update().clone() {
+                    break Some(r);
+                }
+                if rx.changed().await.is_err() {
+                    break None;
+                }
+            };
+            // Success (or a build task that ended without a result, at shutdown): look again, which leases it.
+            if let Some(Err(e)) = result {
+                return Err(e);
+            }
+        }
+    }
+
+    /// Builds the environment `key` in the installer sandbox and makes it complete.
+    async fn build(&self, interpreter: &Interpreter, requirements: &str, key: &str) -> Result<EnvInfo, InstallError> {
+        let inner = &self.inner;
+        let uv = inner.uv.clone().map_err(InstallError::Unavailable)?;
+        let hosts = installer::index_hosts(&inner.config).await?;
+        let dir = inner.cache.build_dir(key, inner.sandbox.service_uid()).await?;
+        let started = std::time::Instant::now();
+        tracing::info!(env = key, requirements = %requirements.replace('\n', ", "), "building a Python environment");
+
+        let install = Install {
+            config: &inner.config,
+            interpreter,
+            requirements,
+            uv: &uv,
+            packages: inner.cache.packages(),
+            env: &dir,
+            hosts,
+        };
+        if let Err(e) = install.run(&inner.sandbox, key).await {
+            let _ = tokio::fs::remove_dir_all(&dir).await;
+            return Err(e);
+        }
+        let packages = installer::installed_distributions(&dir);
+        let size_bytes = cache::disk_usage(std::slice::from_ref(&dir)).await;
+        let info = EnvInfo { key: key.to_owned(), dir, packages, requirements: requirements.to_owned(), size_bytes };
+        inner.cache.mark_complete(&info).await?;
+        tracing::info!(
+            env = key,
+            seconds = started.elapsed().as_secs_f64(),
+            packages = info.packages.len(),
+            "environment ready"
+        );
+        Ok(info)
+    }
+
+    /// Bytes used by environments and the package cache (files linked in several places counted once).
+    pub async fn usage(&self) -> u64 {
+        self.inner.cache.usage().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_keep_the_tail_of_the_log() {
+        let log = format!("{}the end", "x".repeat(10 << 10));
+        let InstallError::Failed { message, log_tail } = InstallError::failed("uv failed".into(), &log) else {
+            panic!("a failure")
+        };
+        assert_eq!(message, "installing dependencies failed: uv failed");
+        assert_eq!(log_tail.len(), 8 << 10);
+        assert!(log_tail.ends_with("the end"));
+        assert_eq!(tail("abcdef", 3), "def");
+    }
+
+    #[test]
+    fn environments_are_mounted_read_only_at_one_path() {
+        let info = EnvInfo {
+            key: "k".into(),
+            dir: "/var/lib/envs/k".into(),
+            packages: Vec::new(),
+            requirements: String::new(),
+            size_bytes: 0,
+        };
+        assert_eq!(info.bind(), Bind::at("/var/lib/envs/k", ENV_MOUNT));
+        assert!(!info.bind().writable);
+        assert_eq!(EnvInfo::python(), Path::new("/opt/pyexec/venv/bin/python"));
+    }
+}

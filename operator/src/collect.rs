@@ -1,0 +1,129 @@
+//! The result of a finished (or killed) Pod, read from its containers' logs: the runner's frames from the main
+//! container, finished by `pyexec_core::pod::finish` (which also says why the run ended, so the condition's reason
+//! cannot contradict the status), or, when an init container failed, what its log says last.
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::LogParams;
+use kube::{Api, ResourceExt};
+use pyexec_core::outcome::{failed, killed_before_start};
+use pyexec_core::pod::protocol::{INSTALL_CONTAINER, MAIN_CONTAINER, RECEIVE_CONTAINER};
+use pyexec_core::pod::{PodEnd, finish as finish_pod, parse_log};
+use pyexec_core::text::tail;
+use pyexec_core::{ExecutionResult, Timestamp};
+use pyexec_crds::PythonExecution;
+use pyexec_crds::convert::{execution_spec, timestamp_of};
+use pyexec_crds::pod::pod_nonce;
+
+use crate::observe::{Finish, FinishKind};
+use crate::reconcile::execution_id;
+
+/// Most bytes of the main container's log read back (frames are base64: 4/3 of the kept output, twice, plus
+/// the pre-commands').
+const LOG_LIMIT_BYTES: i64 = 12 << 20;
+
+/// A finished execution, and the reason of its `Finished` condition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Collected {
+    /// The result.
+    pub result: ExecutionResult,
+    /// Why it ended (CamelCase).
+    pub reason: &'static str,
+}
+
+/// The result of a finished (or killed) Pod, from its logs and container states.
+pub async fn collect(cr: &PythonExecution, pods: &Api<Pod>, pod: &Pod, f: &Finish, killed: bool) -> Collected {
+    let id = execution_id(cr);
+    let spec = execution_spec(&cr.spec);
+    let started = f.started_at.as_ref().and_then(timestamp_of).unwrap_or_else(Timestamp::now);
+    let finished = f.finished_at.as_ref().and_then(timestamp_of).unwrap_or_else(Timestamp::now);
+    match &f.kind {
+        FinishKind::Program => {
+            let log = read_log(pods, &pod.name_any(), MAIN_CONTAINER, Some(LOG_LIMIT_BYTES)).await;
+            let nonce = pod_nonce(pod).unwrap_or_default();
+            let pod_end = PodEnd {
+                exit_code: f.exit_code,
+                oom_killed: f.oom_killed,
+                deadline_exceeded: f.deadline_exceeded,
+                killed,
+            };
+            let done = finish_pod(&id, &spec, parse_log(&log, &nonce), &pod_end, started, finished);
+            Collected { result: done.result, reason: done.ending.reason() }
+        }
+        FinishKind::InitFailed { container, exit_code } if container == INSTALL_CONTAINER => {
+            let log = String::from_utf8_lossy(&read_log(pods, &pod.name_any(), INSTALL_CONTAINER, Some(1 << 20)).await)
+                .into_owned();
+            let mut result = failed(
+                &id,
+                format!("installing dependencies failed: {}", pip_summary(&log, *exit_code)),
+                Some(started),
+                tail(&log, 8 << 10),
+            );
+            result.finished_at = Some(finished);
+            Collected { result, reason: "InstallFailed" }
+        }
+        FinishKind::InitFailed { container, exit_code } => {
+            let what = if container == RECEIVE_CONTAINER {
+                "receiving the uploaded files failed"
+            } else {
+                "preparing the Pod failed"
+            };
+            let log =
+                String::from_utf8_lossy(&read_log(pods, &pod.name_any(), RECEIVE_CONTAINER, Some(64 << 10)).await)
+                    .into_owned();
+            let last = log.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("").trim().to_owned();
+            let detail = if last.is_empty() { format!("exit code {exit_code}") } else { last };
+            let result = failed(&id, format!("{what}: {detail}"), Some(started), tail(&log, 8 << 10));
+            Collected { result, reason: "ReceiveFailed" }
+        }
+        FinishKind::NeverStarted if killed => Collected { result: killed_before_start(&id, started), reason: "Killed" },
+        FinishKind::NeverStarted => Collected {
+            result: failed(
+                &id,
+                "the Pod did not start before its deadline (image pulls, scheduling or the install took too long)",
+                None,
+                "",
+            ),
+            reason: "DeadlineExceeded",
+        },
+    }
+}
+
+/// pip's reason for failing, in one line.
+fn pip_summary(log: &str, exit_code: i32) -> String {
+    let error = log
+        .lines()
+        .map(str::trim)
+        .rfind(|l| l.starts_with("ERROR:"))
+        .map(|l| l.trim_start_matches("ERROR:").trim().to_owned());
+    match error {
+        Some(e) if e.contains("from versions: none") || e.starts_with("No matching distribution") => {
+            format!("{e} (only binary wheels are installed unless the operator's packageIndex.allowSdist is set)")
+        }
+        Some(e) => e,
+        None => format!("pip exited with code {exit_code}"),
+    }
+}
+
+async fn read_log(pods: &Api<Pod>, name: &str, container: &str, limit: Option<i64>) -> Vec<u8> {
+    let params = LogParams { container: Some(container.into()), limit_bytes: limit, ..LogParams::default() };
+    match pods.logs(name, &params).await {
+        Ok(text) => text.into_bytes(),
+        Err(e) => {
+            tracing::warn!(pod = %name, container, error = %e, "reading the container log failed");
+            Vec::new()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pip_failures_are_summarized() {
+        let log = "Collecting six\nERROR: Could not find a version that satisfies the requirement docopt (from versions: none)\nERROR: No matching distribution found for docopt\n";
+        let s = pip_summary(log, 1);
+        assert!(s.starts_with("No matching distribution found for docopt") && s.contains("allowSdist"), "{s}");
+        assert_eq!(pip_summary("boom", 2), "pip exited with code 2");
+    }
+}

@@ -194,6 +194,52 @@ pub fn killed_before_start(execution_id: &str, accepted_at: Timestamp) -> Execut
     result
 }
 
+/// What a failed install says on every backend: `installing dependencies failed: <why>`.
+pub fn install_failure_message(why: impl std::fmt::Display) -> String {
+    format!("installing dependencies failed: {why}")
+}
+
+/// A `failed` result for an execution whose dependencies could not be installed: [`install_failure_message`],
+/// and the installer's last output as `stderr`.
+pub fn install_failed(
+    execution_id: &str,
+    why: impl std::fmt::Display,
+    started_at: Option<Timestamp>,
+    log_tail: impl Into<String>,
+) -> ExecutionResult {
+    failed(execution_id, install_failure_message(why), started_at, log_tail)
+}
+
+/// `error` of an execution killed because the synchronous request waiting for it went away.
+pub const CLIENT_GONE: &str = "the client disconnected before the execution finished";
+
+/// `error` of an execution the server's stop (or crash) interrupted.
+pub const INTERRUPTED_BY_STOP: &str = "the server stopped while the execution was running; it was not completed";
+
+/// `record` (a pending execution) killed while it waited in the queue: `killed`, its program never ran; with
+/// `client_gone`, the error says the synchronous client went away.
+pub fn killed_while_queued(mut record: ExecutionResult, client_gone: bool) -> ExecutionResult {
+    record.status = ExecutionStatus::Killed;
+    record.exit_code = EXIT_KILLED;
+    record.finished_at = Some(Timestamp::now());
+    record.error = client_gone.then(|| CLIENT_GONE.to_owned());
+    record
+}
+
+/// `record` (a running execution) that the server's stop interrupted, by its shutdown or, found at the next
+/// start, by a crash: `failed` with [`INTERRUPTED_BY_STOP`], never `killed` (nobody asked for it).
+pub fn interrupted_by_stop(mut record: ExecutionResult) -> ExecutionResult {
+    let now = Timestamp::now();
+    record.status = ExecutionStatus::Failed;
+    record.exit_code = 1;
+    record.error = Some(INTERRUPTED_BY_STOP.to_owned());
+    record.finished_at = Some(now);
+    if record.duration_ms == 0 {
+        record.duration_ms = record.started_at.map(|s| now.millis_since(s)).unwrap_or(0);
+    }
+    record
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -295,5 +341,27 @@ mod tests {
         let r = failed("exe_1", "installing dependencies failed", None, "tail");
         assert_eq!((r.status, r.exit_code), (ExecutionStatus::Failed, 1));
         assert!(r.finished_at.is_some());
+    }
+
+    #[test]
+    fn ends_outside_the_program_have_one_wording() {
+        let r = install_failed("exe_1", "numpy has no binary wheel", None, "log");
+        assert_eq!(r.error.as_deref(), Some("installing dependencies failed: numpy has no binary wheel"));
+        assert_eq!((r.status, r.exit_code, r.stderr.as_str()), (ExecutionStatus::Failed, 1, "log"));
+
+        let queued = ExecutionResult::pending("exe_2");
+        let r = killed_while_queued(queued.clone(), false);
+        assert_eq!((r.status, r.exit_code, r.error.as_deref()), (ExecutionStatus::Killed, EXIT_KILLED, None));
+        assert!(r.finished_at.is_some());
+        let r = killed_while_queued(queued, true);
+        assert_eq!(r.error.as_deref(), Some(CLIENT_GONE));
+
+        let mut running = ExecutionResult::pending("exe_3");
+        running.status = ExecutionStatus::Running;
+        running.started_at = Some(Timestamp::parse("2026-01-01T00:00:00Z").unwrap());
+        let r = interrupted_by_stop(running);
+        assert_eq!((r.status, r.exit_code), (ExecutionStatus::Failed, 1));
+        assert_eq!(r.error.as_deref(), Some(INTERRUPTED_BY_STOP));
+        assert!(r.duration_ms > 0, "counted from the start to the interruption");
     }
 }

@@ -5,7 +5,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use pyexec_core::eval::RESULT_FD_ENV;
-use pyexec_core::outcome::{Interruption, RunOutcome, Termination, failed, killed_before_start, pre_command_failed};
+use pyexec_core::outcome::{
+    Interruption, RunOutcome, Termination, failed, install_failed, killed_before_start, pre_command_failed,
+};
 use pyexec_core::{ExecutionResult, ExecutionSpec, PythonVersion, Timestamp, ValidationError, finalize};
 use pyexec_sandbox::{
     ExitStatus, IsolationReport, Network, Outcome, OutputChunk, RunLimits, RunSpec, Sandbox, SandboxConfig,
@@ -53,7 +55,7 @@ pub enum RunnerError {
     EnvironmentCache {
         /// The directory.
         dir: std::path::PathBuf,
-        /// Why.
+        /// The underlying error.
         source: std::io::Error,
     },
 }
@@ -173,7 +175,7 @@ impl Runner {
                 return failed(execution_id, message, Some(accepted_at), log_tail);
             }
             Err(EnvFailure::Install(e @ InstallError::Unavailable(_))) => {
-                return failed(execution_id, format!("installing dependencies failed: {e}"), Some(accepted_at), "");
+                return install_failed(execution_id, e, Some(accepted_at), "");
             }
         };
         let python = if env.is_some() { EnvInfo::python() } else { interpreter.sandbox_executable.clone() };

@@ -2,6 +2,7 @@
 //! limits. A refusal becomes a `Failed` status with an `Accepted=False` condition and says why. Pure.
 
 use pyexec_core::ExecutionSpec;
+use pyexec_core::outcome::install_failure_message;
 use pyexec_crds::PythonExecution;
 use pyexec_crds::convert::{NO_REQUIREMENTS, cpu_millis, execution_spec};
 
@@ -113,8 +114,9 @@ pub fn admit(
     if requirements.is_some() && config.package_index.is_none() {
         return Err(refuse(
             "InstallUnavailable",
-            "installing dependencies failed: this operator has no package index configured (packageIndex), so \
-             executions cannot install packages",
+            install_failure_message(
+                "this operator has no package index configured (packageIndex), so executions cannot install packages",
+            ),
         ));
     }
     if spec.source.archive.is_some() && config.archives.is_none() {

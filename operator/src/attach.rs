@@ -22,7 +22,7 @@ pub enum AttachError {
     Attach {
         /// The container.
         container: &'static str,
-        /// Why.
+        /// The underlying error.
         source: kube::Error,
     },
     /// Writing to the container's stdin failed.
@@ -30,7 +30,7 @@ pub enum AttachError {
     Write {
         /// The container.
         container: &'static str,
-        /// Why.
+        /// The underlying error.
         source: std::io::Error,
     },
     /// The archive could not be fetched.
@@ -38,7 +38,7 @@ pub enum AttachError {
     Fetch {
         /// The archive's id.
         id: String,
-        /// Why.
+        /// What is wrong with it.
         reason: String,
     },
 }

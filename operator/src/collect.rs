@@ -5,7 +5,7 @@
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::LogParams;
 use kube::{Api, ResourceExt};
-use pyexec_core::outcome::{failed, killed_before_start};
+use pyexec_core::outcome::{failed, install_failed, killed_before_start};
 use pyexec_core::pod::protocol::{INSTALL_CONTAINER, MAIN_CONTAINER, RECEIVE_CONTAINER};
 use pyexec_core::pod::{PodEnd, finish as finish_pod, parse_log};
 use pyexec_core::text::tail;
@@ -52,12 +52,7 @@ pub async fn collect(cr: &PythonExecution, pods: &Api<Pod>, pod: &Pod, f: &Finis
         FinishKind::InitFailed { container, exit_code } if container == INSTALL_CONTAINER => {
             let log = String::from_utf8_lossy(&read_log(pods, &pod.name_any(), INSTALL_CONTAINER, Some(1 << 20)).await)
                 .into_owned();
-            let mut result = failed(
-                &id,
-                format!("installing dependencies failed: {}", pip_summary(&log, *exit_code)),
-                Some(started),
-                tail(&log, 8 << 10),
-            );
+            let mut result = install_failed(&id, pip_summary(&log, *exit_code), Some(started), tail(&log, 8 << 10));
             result.finished_at = Some(finished);
             Collected { result, reason: "InstallFailed" }
         }

@@ -151,14 +151,14 @@ impl Default for DockerConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct MaxLimits {
-    /// Seconds.
+    /// Longest timeout a resource may ask for, in seconds.
     pub timeout_seconds: u64,
-    /// MiB.
+    /// Most memory, in MiB.
     #[serde(rename = "memoryMB")]
     pub memory_mb: u64,
-    /// Millicores.
+    /// Most CPU, in millicores.
     pub cpu_millis: u64,
-    /// MiB.
+    /// Largest `/work`, in MiB.
     #[serde(rename = "diskMB")]
     pub disk_mb: u64,
 }
@@ -200,7 +200,7 @@ pub enum ConfigError {
     Read {
         /// The file.
         path: PathBuf,
-        /// Why.
+        /// What is wrong with it.
         reason: String,
     },
     /// Readable but inconsistent.

@@ -53,7 +53,7 @@ pub struct Context {
     pub logs: LogStore,
     /// Where archives come from.
     pub archives: Option<ArchiveFetcher>,
-    /// Metrics.
+    /// The operator's Prometheus metrics (reconciliations, failures by kind, finished executions).
     pub metrics: Metrics,
     /// Failed reconciliations per object, for the delay before the next try.
     pub retries: Retries,

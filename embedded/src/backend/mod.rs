@@ -28,8 +28,8 @@ use pyexec_backend::{
     Backend, BackendError, BackendHealth, EventStream, ExecutionEvent, ExecutionMetrics, ExecutionPage, KillReason,
     ListQuery, QueueHealth, Source, StdinFile,
 };
-use pyexec_core::workspace;
 use pyexec_core::{ExecutionResult, ExecutionSpec, ExecutionStatus, Timestamp, ValidationError};
+use pyexec_core::{outcome, workspace};
 use pyexec_sandbox::{OutputChunk, Stream};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -40,11 +40,6 @@ pub use self::settings::{EmbeddedSettings, StartError};
 use self::store::Store;
 pub use self::store::StoreError;
 use crate::Runner;
-
-/// Message of executions interrupted by a server stop.
-const INTERRUPTED: &str = "the server stopped while the execution was running; it was not completed";
-/// Message of executions whose client went away.
-const CLIENT_GONE: &str = "the client disconnected before the execution finished";
 
 /// See the module documentation.
 pub struct EmbeddedBackend {
@@ -107,7 +102,7 @@ impl EmbeddedBackend {
         // Half-received uploads of a previous run are useless.
         remove_entries(&staging, |_| false);
         let store = Store::open(&data.join("executions.db")).map_err(StartError::Store)?;
-        let (interrupted, queued) = store.recover(INTERRUPTED).await.map_err(StartError::Store)?;
+        let (interrupted, queued) = store.recover().await.map_err(StartError::Store)?;
         for path in interrupted {
             remove_path(&path).await;
         }
@@ -242,12 +237,10 @@ async fn run(inner: &Arc<Inner>, id: &str) {
 
     let reason = inner.lock().live.get(id).and_then(|l| l.kill);
     if reason == Some(KillReason::ClientGone) {
-        result.error = Some(CLIENT_GONE.into());
+        result.error = Some(outcome::CLIENT_GONE.into());
     } else if inner.closing.is_cancelled() && result.status == ExecutionStatus::Killed && reason.is_none() {
         // Stopped by the server's shutdown, not by anyone's request.
-        result.status = ExecutionStatus::Failed;
-        result.exit_code = 1;
-        result.error = Some(INTERRUPTED.into());
+        result = outcome::interrupted_by_stop(result);
     }
     tracing::info!(
         execution_id = id,
@@ -462,14 +455,8 @@ impl Backend for EmbeddedBackend {
             let queued = state.queue.iter().position(|q| q == id);
             match (state.live.get_mut(id), queued) {
                 (Some(live), Some(position)) => {
-                    let mut result = live.result.clone();
+                    let result = outcome::killed_while_queued(live.result.clone(), reason == KillReason::ClientGone);
                     state.queue.remove(position);
-                    result.status = ExecutionStatus::Killed;
-                    result.exit_code = pyexec_core::outcome::EXIT_KILLED;
-                    result.finished_at = Some(Timestamp::now());
-                    if reason == KillReason::ClientGone {
-                        result.error = Some(CLIENT_GONE.into());
-                    }
                     Action::Dequeued(Box::new(result))
                 }
                 (Some(live), None) => {

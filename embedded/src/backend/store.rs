@@ -204,8 +204,7 @@ impl Store {
     /// After a restart: executions that were running are failed (the run died with the server) and their
     /// workspaces and stdin files returned for clean-up; pending ones are returned, oldest first, to be queued
     /// again.
-    pub async fn recover(&self, message: &str) -> Result<(Vec<PathBuf>, Vec<Queued>), StoreError> {
-        let message = message.to_owned();
+    pub async fn recover(&self) -> Result<(Vec<PathBuf>, Vec<Queued>), StoreError> {
         self.call(move |c| {
             let mut interrupted = Vec::new();
             {
@@ -216,14 +215,8 @@ impl Store {
                 })?;
                 for row in rows {
                     let (json, workspace, stdin) = row?;
-                    let mut result: ExecutionResult = serde_json::from_str(&json)?;
-                    let now = Timestamp::now();
-                    result.status = ExecutionStatus::Failed;
-                    result.exit_code = 1;
-                    result.error = Some(message.clone());
-                    result.finished_at = Some(now);
-                    result.duration_ms = result.started_at.map(|s| now.millis_since(s)).unwrap_or(0);
-                    interrupted.push((result, workspace, stdin));
+                    let result: ExecutionResult = serde_json::from_str(&json)?;
+                    interrupted.push((pyexec_core::outcome::interrupted_by_stop(result), workspace, stdin));
                 }
             }
             let mut leftovers = Vec::new();
@@ -364,7 +357,7 @@ mod tests {
             }
         }
         let store = Store::open(&path).unwrap();
-        let (workspaces, queued) = store.recover("the server stopped").await.unwrap();
+        let (workspaces, queued) = store.recover().await.unwrap();
         assert_eq!(workspaces, vec![dir.path().join("exe_b")]);
         assert_eq!(queued.len(), 1);
         assert_eq!(queued[0].result.execution_id, "exe_c");
@@ -372,7 +365,7 @@ mod tests {
         let b = store.get("exe_b").await.unwrap().unwrap();
         assert_eq!(
             (b.status, b.exit_code, b.error.as_deref()),
-            (ExecutionStatus::Failed, 1, Some("the server stopped"))
+            (ExecutionStatus::Failed, 1, Some(pyexec_core::outcome::INTERRUPTED_BY_STOP))
         );
         assert_eq!(store.get("exe_a").await.unwrap().unwrap().status, ExecutionStatus::Completed);
         assert_eq!(store.get("exe_zzz").await.unwrap(), None);

@@ -60,7 +60,7 @@ impl InstallError {
     /// A failed install: `message` says why, `log` is what the installer printed (its tail is kept).
     fn failed(message: String, log: &str) -> Self {
         InstallError::Failed {
-            message: format!("installing dependencies failed: {message}"),
+            message: pyexec_core::outcome::install_failure_message(message),
             log_tail: tail(log, 8 << 10),
         }
     }

@@ -212,7 +212,7 @@ pub struct Limits {
     #[schemars(range(min = 16, max = 262144))]
     pub memory_mb: u64,
     /// CPU (a quantity: `500m`, `1`, `2`).
-    #[serde(default = "default_cpu")]
+    #[serde(default = "default_cpu", deserialize_with = "cpu_or_default")]
     pub cpu: Quantity,
     /// Size of `/work` (and the ephemeral storage of the Pod), MiB.
     #[serde(rename = "diskMB", default = "default_disk")]
@@ -228,6 +228,10 @@ fn default_memory() -> u64 {
 }
 fn default_cpu() -> Quantity {
     Quantity("1".into())
+}
+/// The schema lets `cpu` be null (it has a default): null reads as absent, so such an object still decodes.
+fn cpu_or_default<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Quantity, D::Error> {
+    Ok(Option::<Quantity>::deserialize(deserializer)?.unwrap_or_else(default_cpu))
 }
 fn default_disk() -> u64 {
     2048
@@ -351,5 +355,71 @@ impl PythonExecution {
     /// The phase, `Pending` when no status was written yet.
     pub fn phase(&self) -> Phase {
         self.status.as_ref().and_then(|s| s.phase).unwrap_or(Phase::Pending)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::CustomResourceExt;
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    /// Paths (through `properties`, and `items` as element 0) of every field the schema lets be null.
+    fn nullable_paths(schema: &Value, path: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
+        if schema.get("nullable") == Some(&Value::Bool(true)) {
+            out.push(path.clone());
+        }
+        if let Some(properties) = schema.get("properties").and_then(Value::as_object) {
+            for (name, child) in properties {
+                path.push(name.clone());
+                nullable_paths(child, path, out);
+                path.pop();
+            }
+        }
+        if let Some(items) = schema.get("items") {
+            path.push("0".into());
+            nullable_paths(items, path, out);
+            path.pop();
+        }
+    }
+
+    fn set_null(object: &mut Value, path: &[String]) {
+        let (last, parents) = path.split_last().unwrap();
+        let mut node = object;
+        for step in parents {
+            node = match step.parse::<usize>() {
+                Ok(i) => &mut node[i],
+                Err(_) => node.as_object_mut().unwrap().entry(step.clone()).or_insert_with(|| json!({})),
+            };
+        }
+        node.as_object_mut().unwrap().insert(last.clone(), Value::Null);
+    }
+
+    #[test]
+    fn every_field_the_schema_lets_be_null_decodes_as_absent() {
+        let crd = serde_json::to_value(PythonExecution::crd()).unwrap();
+        let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+        let mut paths = Vec::new();
+        nullable_paths(schema, &mut Vec::new(), &mut paths);
+        assert!(paths.iter().any(|p| p.join(".") == "spec.limits.cpu"), "{paths:?}");
+        let base = json!({
+            "apiVersion": "pyexec.io/v1alpha1", "kind": "PythonExecution",
+            "metadata": {"name": "x", "namespace": "default"},
+            "spec": {"source": {"files": [{"name": "main.py", "content": "print(1)"}]},
+                     "env": [{"name": "A", "value": "b"}], "limits": {"cpu": "500m"}},
+            "status": {"phase": "Pending"},
+        });
+        for path in &paths {
+            let mut object = base.clone();
+            set_null(&mut object, path);
+            if let Err(e) = serde_json::from_value::<PythonExecution>(object) {
+                panic!("{} may be null in the CRD but does not decode: {e}", path.join("."));
+            }
+        }
+        let mut object = base;
+        object["spec"]["limits"]["cpu"] = Value::Null;
+        let cr: PythonExecution = serde_json::from_value(object).unwrap();
+        assert_eq!(cr.spec.limits.cpu, default_cpu());
     }
 }

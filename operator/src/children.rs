@@ -1,11 +1,17 @@
-//! The objects an execution owns, in the cluster: created once (their names are fixed, so a create repeated after a
-//! restart finds the first one, and a 409 is success), the NetworkPolicy replaced when the install ends, and all of
-//! them deleted once the execution finished (Kubernetes would also delete them with the resource, through their
-//! owner references). What they hold is decided by [`crate::desired`].
+//! The objects an execution owns, in the cluster: created once, the NetworkPolicy replaced when the install ends,
+//! and all of them deleted once the execution finished (Kubernetes would also delete them with the resource,
+//! through their owner references). What they hold is decided by [`crate::desired`].
+//!
+//! Children are named after the resource, so a name may already be taken by an object someone else made (a user
+//! who may create PythonExecutions could name one after a Pod or a NetworkPolicy such as `default-deny`). The
+//! operator therefore acts only on objects whose controller owner reference is the resource's uid: a create
+//! answered 409 reads the existing object and accepts it only when it is ours (a create repeated after a restart),
+//! otherwise it is a [`Error::NameConflict`]; the NetworkPolicy is replaced only after that check, under a
+//! resourceVersion precondition; and deletes carry a uid precondition.
 
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::{Api, Resource, ResourceExt};
 use pyexec_crds::PythonExecution;
 use pyexec_crds::contract::OPERATOR;
@@ -13,18 +19,20 @@ use pyexec_crds::contract::OPERATOR;
 use crate::admission::Admitted;
 use crate::context::{Context, Error};
 use crate::desired::{self, PolicyStage};
+use crate::observe::controlled_by;
 
 /// What creating the children came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Created {
-    /// The ConfigMap, NetworkPolicy and Pod exist (created now, or found).
+    /// The ConfigMap, NetworkPolicy and Pod exist (created now, or found and ours).
     Done,
     /// Admission (Pod Security, quotas) refused the Pod: retrying will not change that. The API server's message.
     PodRefused(String),
 }
 
 /// Creates the ConfigMap, the NetworkPolicy (open to the package index while the Pod installs) and the Pod, in
-/// that order, so that the Pod never runs without its policy.
+/// that order, so that the Pod never runs without its policy. An object of the same name that is not ours stops
+/// it with [`Error::NameConflict`], touching nothing.
 pub async fn create_children(
     cr: &PythonExecution,
     ctx: &Context,
@@ -32,58 +40,112 @@ pub async fn create_children(
     nonce: &str,
 ) -> Result<Created, Error> {
     let namespace = cr.namespace().unwrap_or_default();
+    let uid = cr.uid();
     let pp = PostParams { field_manager: Some(OPERATOR.into()), ..PostParams::default() };
     let maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &namespace);
-    create_once(&maps, &pp, &desired::config_map(cr, admitted, &ctx.config)).await?;
+    create_once(&maps, &pp, &desired::config_map(cr, admitted, &ctx.config), uid.as_deref()).await?;
     let policies: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), &namespace);
     let stage = if admitted.installs() { PolicyStage::Install } else { PolicyStage::Run };
-    create_once(&policies, &pp, &desired::network_policy(cr, &ctx.config, stage)).await?;
+    create_once(&policies, &pp, &desired::network_policy(cr, &ctx.config, stage), uid.as_deref()).await?;
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
-    match pods.create(&pp, &desired::pod(cr, admitted, &ctx.config, nonce)).await {
-        Ok(_) => Ok(Created::Done),
-        Err(kube::Error::Api(e)) if e.code == 409 => Ok(Created::Done),
-        Err(kube::Error::Api(e)) if e.code == 403 || e.code == 422 => Ok(Created::PodRefused(e.message)),
-        Err(e) => Err(e.into()),
+    match create_once(&pods, &pp, &desired::pod(cr, admitted, &ctx.config, nonce), uid.as_deref()).await {
+        Ok(()) => Ok(Created::Done),
+        Err(Error::Kube(kube::Error::Api(e))) if e.code == 403 || e.code == 422 => Ok(Created::PodRefused(e.message)),
+        Err(e) => Err(e),
     }
 }
 
-async fn create_once<K>(api: &Api<K>, pp: &PostParams, object: &K) -> Result<(), Error>
+/// The kind of a child, for messages.
+fn kind_of<K: Resource<DynamicType = ()>>() -> &'static str {
+    match K::kind(&()).as_ref() {
+        "Pod" => "Pod",
+        "ConfigMap" => "ConfigMap",
+        "NetworkPolicy" => "NetworkPolicy",
+        _ => "object",
+    }
+}
+
+/// Creates `object`; one that already exists is fine only when `owner_uid` controls it.
+async fn create_once<K>(api: &Api<K>, pp: &PostParams, object: &K, owner_uid: Option<&str>) -> Result<(), Error>
 where
-    K: Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
 {
+    let name = object.name_any();
     match api.create(pp, object).await {
         Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => match api.get_opt(&name).await? {
+            Some(existing) if controlled_by(existing.meta(), owner_uid) => Ok(()),
+            Some(_) => Err(Error::NameConflict { kind: kind_of::<K>(), name }),
+            // Deleted in between: the next reconciliation creates it.
+            None => Err(kube::Error::Api(e).into()),
+        },
         Err(e) => Err(e.into()),
     }
 }
 
-/// Replaces the install stage's NetworkPolicy with the program's (deny-all, or internet-only).
+/// Replaces the install stage's NetworkPolicy with the program's (deny-all, or internet-only). Only the
+/// execution's own policy is replaced, and only the version that was checked (resourceVersion precondition); a
+/// missing one is created.
 pub async fn close_network(cr: &PythonExecution, ctx: &Context) -> Result<(), Error> {
     let policies: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), &cr.namespace().unwrap_or_default());
-    let policy = desired::network_policy(cr, &ctx.config, PolicyStage::Run);
-    policies.patch(&cr.name_any(), &PatchParams::apply(OPERATOR).force(), &Patch::Apply(&policy)).await?;
-    Ok(())
+    let mut policy = desired::network_policy(cr, &ctx.config, PolicyStage::Run);
+    let name = cr.name_any();
+    let uid = cr.uid();
+    match policies.get_opt(&name).await? {
+        None => {
+            let pp = PostParams { field_manager: Some(OPERATOR.into()), ..PostParams::default() };
+            create_once(&policies, &pp, &policy, uid.as_deref()).await
+        }
+        Some(existing) if !controlled_by(existing.meta(), uid.as_deref()) => {
+            Err(Error::NameConflict { kind: "NetworkPolicy", name })
+        }
+        Some(existing) => {
+            // Applied with the resourceVersion just checked: if the object changed (or was replaced) since, the
+            // API server answers 409 and the next reconciliation looks again.
+            policy.metadata.resource_version = existing.resource_version();
+            policies.patch(&name, &PatchParams::apply(OPERATOR).force(), &Patch::Apply(&policy)).await?;
+            Ok(())
+        }
+    }
 }
 
-/// Deletes the Pod, the NetworkPolicy and the ConfigMap (those already gone are fine), and forgets the Pod's
-/// archive stream.
+/// Deletes the Pod, the NetworkPolicy and the ConfigMap that are the execution's (those already gone are fine;
+/// an object of the same name that is not its own is left alone), and forgets the Pod's archive stream.
 pub async fn delete_children(cr: &PythonExecution, ctx: &Context) -> Result<(), Error> {
     let name = cr.name_any();
     let namespace = cr.namespace().unwrap_or_default();
-    let dp = DeleteParams::background();
-    let ignore_missing = |r: Result<(), kube::Error>| match r {
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-        other => other,
-    };
+    let uid = cr.uid();
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
-    ignore_missing(pods.delete(&name, &dp).await.map(drop))?;
+    delete_own(&pods, &name, uid.as_deref()).await?;
     let policies: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), &namespace);
-    ignore_missing(policies.delete(&name, &dp).await.map(drop))?;
+    delete_own(&policies, &name, uid.as_deref()).await?;
     let maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &namespace);
-    ignore_missing(maps.delete(&name, &dp).await.map(drop))?;
-    if let Some(uid) = cr.uid() {
+    delete_own(&maps, &name, uid.as_deref()).await?;
+    if let Some(uid) = uid {
         ctx.streaming().remove(&uid);
     }
     Ok(())
+}
+
+/// Deletes the object `name` if `owner_uid` controls it, with its uid as a precondition (so that an object
+/// recreated under the name in between is not deleted).
+async fn delete_own<K>(api: &Api<K>, name: &str, owner_uid: Option<&str>) -> Result<(), Error>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let Some(existing) = api.get_opt(name).await? else { return Ok(()) };
+    if !controlled_by(existing.meta(), owner_uid) {
+        tracing::warn!(kind = kind_of::<K>(), %name, "not deleting an object of this name that is not the execution's");
+        return Ok(());
+    }
+    let dp = DeleteParams {
+        preconditions: Some(Preconditions { uid: existing.uid(), resource_version: None }),
+        ..DeleteParams::background()
+    };
+    match api.delete(name, &dp).await {
+        Ok(_) => Ok(()),
+        // Gone, or replaced by another object since it was read (the precondition failed): not ours to delete.
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }

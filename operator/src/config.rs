@@ -46,6 +46,8 @@ pub struct OperatorConfig {
     pub archives: Option<ArchiveStore>,
     /// Image pull policy of execution Pods.
     pub image_pull_policy: Option<String>,
+    /// Most reconciliations run at once (at least 1).
+    pub concurrency: u16,
 }
 
 impl Default for OperatorConfig {
@@ -70,6 +72,7 @@ impl Default for OperatorConfig {
             logs: LogsConfig::default(),
             archives: None,
             image_pull_policy: None,
+            concurrency: 8,
         }
     }
 }
@@ -236,6 +239,9 @@ impl OperatorConfig {
                 return Err(ConfigError::Invalid(format!("packageIndex.url {:?} is not an http(s) URL", index.url)));
             }
         }
+        if self.concurrency == 0 {
+            return Err(ConfigError::Invalid("concurrency must be at least 1 (reconciliations run at once)".into()));
+        }
         if self.logs.dir.is_some() != self.logs.url.is_some() {
             return Err(ConfigError::Invalid("logs.dir and logs.url go together".into()));
         }
@@ -271,5 +277,10 @@ mod tests {
         .unwrap();
         let loaded = OperatorConfig::load(&path).unwrap();
         assert_eq!(loaded.package_index.unwrap().timeout_seconds, 300);
+        assert_eq!(loaded.concurrency, 8, "bounded by default");
+        std::fs::write(&path, "concurrency: 0\n").unwrap();
+        assert!(OperatorConfig::load(&path).unwrap_err().to_string().contains("concurrency"));
+        std::fs::write(&path, "concurrency: 2\n").unwrap();
+        assert_eq!(OperatorConfig::load(&path).unwrap().concurrency, 2);
     }
 }

@@ -24,6 +24,15 @@ pub enum Error {
     /// The finalizer helper failed.
     #[error("finalizer: {0}")]
     Finalizer(String),
+    /// An object the execution would own (same name) exists and is not controlled by it: the operator leaves it
+    /// alone and fails the execution.
+    #[error("a {kind} named {name:?} already exists and does not belong to this execution")]
+    NameConflict {
+        /// `Pod`, `ConfigMap` or `NetworkPolicy`.
+        kind: &'static str,
+        /// Its name.
+        name: String,
+    },
     /// The log store failed.
     #[error("log store: {0}")]
     Logs(#[from] std::io::Error),
@@ -36,6 +45,7 @@ impl Error {
             Error::Kube(kube::Error::Api(_)) => "api",
             Error::Kube(_) => "client",
             Error::Finalizer(_) => "finalizer",
+            Error::NameConflict { .. } => "name_conflict",
             Error::Logs(_) => "log_store",
         }
     }

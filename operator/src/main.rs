@@ -18,7 +18,7 @@ use pyexec_operator::config::OperatorConfig;
 use pyexec_operator::context::Context;
 use pyexec_operator::logs::LogStore;
 use pyexec_operator::metrics::Metrics;
-use pyexec_operator::server::{ServerState, router};
+use pyexec_operator::server::{Readiness, ServerState, router};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -49,7 +49,8 @@ async fn main() -> anyhow::Result<()> {
 
     let listener =
         tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
-    let app = router(ServerState { metrics: metrics.clone(), logs: logs.clone(), logs_token });
+    let ready = Readiness::default();
+    let app = router(ServerState { metrics: metrics.clone(), logs: logs.clone(), logs_token, ready: ready.clone() });
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "the HTTP endpoint stopped");
@@ -76,7 +77,7 @@ async fn main() -> anyhow::Result<()> {
     let reporter = Reporter { controller: OPERATOR.into(), instance: Some(identity) };
     let recorder = Recorder::new(client.clone(), reporter);
     let ctx = Arc::new(Context::new(client.clone(), config, recorder, logs, archives, metrics.clone()));
-    let controller = pyexec_operator::controller::run(client.clone(), ctx, args.watch_namespace.as_deref());
+    let controller = pyexec_operator::controller::run(client.clone(), ctx, args.watch_namespace.as_deref(), ready);
     tokio::select! {
         () = controller => tracing::info!("controller stopped"),
         changed = leader.changed() => {

@@ -3,7 +3,7 @@
 //! the kubelet reports them.
 
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff;
 
 use pyexec_core::pod::protocol::{FLAG_ON, GATE_ENV, INSTALL_CONTAINER, MAIN_CONTAINER, RECEIVE_CONTAINER};
@@ -69,6 +69,14 @@ pub enum FinishKind {
     },
     /// The deadline passed before the program started.
     NeverStarted,
+}
+
+/// Whether an object is controlled by the resource with uid `owner_uid`: its *controller* owner reference names
+/// that uid. Only such objects are the execution's children; one that merely has the same name (created by
+/// someone else, before or after) is never read as the execution's, patched or deleted.
+pub fn controlled_by(meta: &ObjectMeta, owner_uid: Option<&str>) -> bool {
+    let Some(uid) = owner_uid.filter(|u| !u.is_empty()) else { return false };
+    meta.owner_references.iter().flatten().any(|r| r.controller == Some(true) && r.uid == uid)
 }
 
 /// Reads a Pod.
@@ -192,6 +200,27 @@ pub fn age_seconds(t: &Time, now: jiff::Timestamp) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_controller_reference_with_the_resources_uid_makes_an_object_ours() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+        let reference = |uid: &str, controller: Option<bool>| OwnerReference {
+            api_version: "pyexec.io/v1alpha1".into(),
+            kind: "PythonExecution".into(),
+            name: "job".into(),
+            uid: uid.into(),
+            controller,
+            block_owner_deletion: None,
+        };
+        let meta = |refs: Vec<OwnerReference>| ObjectMeta { owner_references: Some(refs), ..ObjectMeta::default() };
+        assert!(controlled_by(&meta(vec![reference("u1", Some(true))]), Some("u1")));
+        assert!(!controlled_by(&meta(vec![reference("u2", Some(true))]), Some("u1")), "another resource's");
+        assert!(!controlled_by(&meta(vec![reference("u1", None)]), Some("u1")), "an owner, not the controller");
+        assert!(!controlled_by(&meta(vec![reference("u1", Some(false))]), Some("u1")));
+        assert!(!controlled_by(&ObjectMeta::default(), Some("u1")), "no owner at all");
+        assert!(!controlled_by(&meta(vec![reference("", Some(true))]), Some("")), "no uid matches nothing");
+        assert!(!controlled_by(&meta(vec![reference("u1", Some(true))]), None));
+    }
 
     fn pod(status: serde_json::Value, gate: bool) -> Pod {
         let env = if gate { serde_json::json!([{"name": GATE_ENV, "value": FLAG_ON}]) } else { serde_json::json!([]) };

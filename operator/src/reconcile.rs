@@ -1,8 +1,8 @@
 //! The reconciler: level-triggered and idempotent. Each call looks at the resource and its Pod as they are now and
 //! takes the next step: create the children, stream the archive, close the network and give the go-ahead, report
 //! `Running`, collect the result, kill, expire. Restarting the operator loses nothing: every decision is made
-//! from observed objects (children have fixed names, so a second create finds the first), and a terminal status is
-//! never written twice.
+//! from observed objects (children have fixed names, so a second create finds the first, and only objects the
+//! resource controls count as its children: [`crate::children`]), and a terminal status is never written twice.
 //!
 //! This module decides; the others do: [`crate::children`] creates and deletes the owned objects,
 //! [`crate::collect`] reads a finished Pod into a result, [`crate::status`] writes conditions and the status, and
@@ -100,6 +100,21 @@ fn now() -> Time {
 }
 
 async fn apply(cr: Arc<PythonExecution>, ctx: &Context) -> Result<Action, Error> {
+    match next_step(&cr, ctx).await {
+        // Someone else's object has a child's name: fail, and leave it (and everything else) alone.
+        Err(Error::NameConflict { kind, name }) => {
+            let message = format!(
+                "a {kind} named {name:?} already exists in the namespace and does not belong to this execution; \
+                 it was left unchanged: delete it or give the execution another name"
+            );
+            refuse(&cr, ctx, Refusal { reason: "NameConflict", message }, &now()).await
+        }
+        other => other,
+    }
+}
+
+async fn next_step(cr: &Arc<PythonExecution>, ctx: &Context) -> Result<Action, Error> {
+    let cr = cr.clone();
     let name = cr.name_any();
     let namespace = cr.namespace().unwrap_or_default();
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -107,7 +122,13 @@ async fn apply(cr: Arc<PythonExecution>, ctx: &Context) -> Result<Action, Error>
     if cr.phase().is_terminal() {
         return expire(&cr, ctx, &now).await;
     }
-    let pod = pods.get_opt(&name).await?;
+    // Only the execution's own Pod is observed: a Pod of the same name that someone else made is not its.
+    let pod = match pods.get_opt(&name).await? {
+        Some(pod) if !observe::controlled_by(pod.meta(), cr.uid().as_deref()) => {
+            return Err(Error::NameConflict { kind: "Pod", name });
+        }
+        pod => pod,
+    };
     let kill = cr.annotations().contains_key(KILL_ANNOTATION);
     match pod {
         None if kill => {

@@ -75,7 +75,7 @@ async fn the_operator_and_the_kubernetes_backend_on_a_real_cluster() {
     let ctx = Arc::new(Context::new(client.clone(), config, recorder, LogStore::default(), archives, Metrics::new()));
     let controller = {
         let (client, ns) = (client.clone(), namespace.clone());
-        tokio::spawn(async move { pyexec_operator::controller::run(client, ctx, Some(&ns)).await })
+        tokio::spawn(async move { pyexec_operator::controller::run(client, ctx, Some(&ns), Default::default()).await })
     };
 
     // The examples, as a platform team would apply them.

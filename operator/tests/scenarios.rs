@@ -16,6 +16,7 @@ use pyexec_operator::config::{LogsConfig, OperatorConfig};
 use pyexec_operator::context::{Context, Error};
 use pyexec_operator::logs::LogStore;
 use pyexec_operator::reconcile::{error_policy, reconcile};
+use pyexec_operator::server::Readiness;
 use serde_json::{Value, json};
 use support::*;
 
@@ -423,4 +424,136 @@ async fn a_pod_that_cannot_be_scheduled_fails_after_the_start_up_allowance() {
     assert_eq!(s["phase"], "Failed");
     assert!(s["error"].as_str().unwrap().contains("Insufficient memory"), "{s}");
     assert_eq!(condition(&s, "Finished")["reason"], "NotScheduled");
+}
+
+/// Someone else's object named like the execution's child exists before the execution: the execution fails with
+/// `NameConflict`, and that object is never changed or deleted.
+async fn a_foreign_object_with_a_childs_name_is_left_alone(collection: &str, kind: &str, object: Value) {
+    let (client, fake) = FakeApi::start();
+    let ctx = context(client, OperatorConfig::default(), LogStore::default());
+    fake.put(collection, object);
+    let before = fake.get(collection, "job").unwrap();
+    fake.put(EXECUTIONS, execution("job", hello()));
+    fake.clear_calls();
+    assert_eq!(step(&fake, &ctx, "job").await, Action::await_change());
+    let s = status(&fake, "job");
+    assert_eq!(s["phase"], "Failed", "{s}");
+    assert_eq!(condition(&s, "Finished")["reason"], "NameConflict");
+    assert_eq!(condition(&s, "Accepted")["reason"], "NameConflict");
+    let error = s["error"].as_str().unwrap();
+    assert!(error.contains(&format!("a {kind} named \"job\"")), "{error}");
+
+    // Again, as a watch event would: still nothing done to it.
+    step(&fake, &ctx, "job").await;
+    assert_eq!(fake.get(collection, "job").unwrap(), before, "unchanged, same resourceVersion");
+    let target = format!("{collection}/job");
+    for method in ["DELETE", "PATCH", "PUT"] {
+        assert!(fake.calls_to(method, &target).is_empty(), "{method} {target}: {:?}", fake.calls_to(method, &target));
+    }
+    assert!(fake.calls_to("POST", PODS).is_empty() || collection == PODS, "no Pod runs");
+    assert!(collection == PODS || fake.get(PODS, "job").is_none());
+    // What the execution did create is its own, and removed with a uid precondition.
+    for other in [CONFIG_MAPS, POLICIES, PODS].into_iter().filter(|c| *c != collection) {
+        assert!(fake.get(other, "job").is_none(), "{other}");
+        for call in fake.calls_to("DELETE", &format!("{other}/job")) {
+            assert_eq!(call.body["preconditions"]["uid"], "uid-job", "{call:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_foreign_config_map_with_the_executions_name_is_never_touched() {
+    let map = json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "job", "namespace": NS, "uid": "someone-elses"}, "data": {"app.conf": "keep me"}});
+    a_foreign_object_with_a_childs_name_is_left_alone(CONFIG_MAPS, "ConfigMap", map).await;
+}
+
+#[tokio::test]
+async fn a_foreign_network_policy_with_the_executions_name_is_never_touched() {
+    let policy = json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "job", "namespace": NS, "uid": "someone-elses"},
+        "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}});
+    a_foreign_object_with_a_childs_name_is_left_alone(POLICIES, "NetworkPolicy", policy).await;
+}
+
+#[tokio::test]
+async fn a_foreign_pod_with_the_executions_name_is_never_adopted_or_touched() {
+    let pod = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "job", "namespace": NS, "uid": "someone-elses",
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web", "uid": "rs-uid",
+                                 "controller": true}]},
+        "spec": {"containers": [{"name": "web", "image": "nginx"}]},
+        "status": {"phase": "Running"}});
+    a_foreign_object_with_a_childs_name_is_left_alone(PODS, "Pod", pod).await;
+}
+
+#[tokio::test]
+async fn a_pod_replaced_by_someone_elses_is_not_observed_or_deleted() {
+    let (fake, ctx) = started(hello()).await;
+    fake.delete(PODS, "job");
+    fake.put(
+        PODS,
+        json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "job", "namespace": NS, "uid": "someone-elses"},
+        "spec": {"containers": [{"name": "python", "image": "python:3.12-slim"}]},
+        "status": {"phase": "Succeeded",
+                   "containerStatuses": [container("python", terminated(0, "Completed"))]}}),
+    );
+    let before = fake.get(PODS, "job").unwrap();
+    fake.clear_calls();
+    step(&fake, &ctx, "job").await;
+    let s = status(&fake, "job");
+    assert_eq!((s["phase"].as_str(), s["exitCode"].as_i64()), (Some("Failed"), Some(1)), "{s}");
+    assert_eq!(condition(&s, "Finished")["reason"], "NameConflict");
+    assert_eq!(fake.get(PODS, "job").unwrap(), before);
+    assert!(fake.calls_to("DELETE", PODS).is_empty() && fake.calls_to("PATCH", PODS).is_empty());
+    assert!(fake.get(POLICIES, "job").is_none() && fake.get(CONFIG_MAPS, "job").is_none(), "its own are removed");
+}
+
+#[tokio::test]
+async fn the_controller_skips_an_object_it_cannot_read_and_runs_the_others() {
+    let (client, fake) = FakeApi::start();
+    let ctx = context(client.clone(), OperatorConfig::default(), LogStore::default());
+    let mut bad = execution("bad", hello());
+    bad["spec"]["limits"]["timeoutSeconds"] = json!("soon");
+    fake.put(EXECUTIONS, bad);
+    let mut nulls = execution("nulls", hello());
+    nulls["spec"]["limits"]["cpu"] = Value::Null;
+    fake.put(EXECUTIONS, nulls);
+    fake.put(EXECUTIONS, execution("good", hello()));
+    let ready = Readiness::default();
+    let controller = tokio::spawn(pyexec_operator::controller::run(client, ctx, Some(NS), ready.clone()));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while fake.get(PODS, "good").is_none() || fake.get(PODS, "nulls").is_none() {
+        assert!(tokio::time::Instant::now() < deadline, "the readable executions run");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let warned = || {
+        fake.calls_to("POST", "/apis/events.k8s.io/")
+            .iter()
+            .any(|c| c.body["reason"] == "InvalidObject" && c.body["regarding"]["name"] == "bad")
+    };
+    while !warned() {
+        assert!(tokio::time::Instant::now() < deadline, "a Warning Event names the unreadable object");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    controller.abort();
+    assert!(fake.get(PODS, "bad").is_none() && fake.get(EXECUTIONS, "bad").unwrap().get("status").is_none());
+    assert!(ready.is_ready());
+}
+
+#[tokio::test]
+async fn readiness_fails_while_the_watch_fails() {
+    let (client, fake) = FakeApi::start();
+    let ctx = context(client.clone(), OperatorConfig::default(), LogStore::default());
+    let ready = Readiness::default();
+    // The fake API serves namespaced paths only: a cluster-wide watch fails.
+    let controller = tokio::spawn(pyexec_operator::controller::run(client, ctx, None, ready.clone()));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while ready.is_ready() {
+        assert!(tokio::time::Instant::now() < deadline, "not ready while the watch fails");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    controller.abort();
+    assert!(!fake.calls_to("GET", "/apis/pyexec.io/v1alpha1/pythonexecutions").is_empty());
 }

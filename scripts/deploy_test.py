@@ -800,6 +800,78 @@ def test_systemd_analyze_accepts_the_unit(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Grafana dashboard
+# ---------------------------------------------------------------------------------------------------------------
+
+DASHBOARD = ROOT / "deploy" / "grafana" / "python-executor.json"
+METRICS_SOURCES = [ROOT / "apiserver" / "src" / "metrics.rs", ROOT / "operator" / "src" / "metrics.rs"]
+
+
+def registered_metrics() -> dict[str, str]:
+    """The metric families the Rust sources register (prefix_name) and their kind (counter, gauge, histogram)."""
+    found = {}
+    for source in METRICS_SOURCES:
+        text = source.read_text()
+        prefix = re.search(r'Registry::with_prefix\("([a-z_]+)"\)', text).group(1)
+        # Each metric is declared (`let name = Kind...`) before `registry.register("name", "help", name.clone())`.
+        kinds = {var: kind for var, kind in re.findall(
+            r"let (\w+) = (?:Family::<\w+, )?(Counter|Gauge|Histogram)\b", text)}
+        for name, var in re.findall(r'registry\.register\(\s*"([a-z_]+)",\s*"[^"]*",\s*(\w+)\.clone\(\)', text):
+            found[f"{prefix}_{name}"] = kinds.get(var, "").lower()
+    return found
+
+
+def dashboard_panels(dashboard: dict) -> list[dict]:
+    panels = []
+    for panel in dashboard["panels"]:
+        panels.append(panel)
+        panels.extend(panel.get("panels", []))
+    return panels
+
+
+def test_dashboard_uses_only_metrics_the_servers_export():
+    dashboard = json.loads(DASHBOARD.read_text())
+    metrics = registered_metrics()
+    # Anchors: the parsing of the sources found the families the dashboard is built on.
+    for name in ("pyexec_executions", "pyexec_queue_depth", "pyexec_operator_reconciles",
+                 "pyexec_operator_execution_finish_seconds", "pyexec_operator_watch_healthy"):
+        assert name in metrics, f"{name} not found in the metrics sources: {sorted(metrics)}"
+    suffixes = {"counter": ("_total",), "gauge": ("",), "histogram": ("_bucket", "_sum", "_count")}
+    used = set()
+    for panel in dashboard_panels(dashboard):
+        for target in panel.get("targets", []):
+            for series in re.findall(r"\bpyexec_[a-z0-9_]+", target["expr"]):
+                family = next((series.removesuffix(s) for s in ("_total", "_bucket", "_sum", "_count")
+                               if series.endswith(s) and series.removesuffix(s) in metrics), series)
+                assert family in metrics, f"panel {panel['title']!r} uses {series}, which no metrics.rs registers"
+                assert any(series == family + s for s in suffixes[metrics[family]]), \
+                    f"panel {panel['title']!r}: {series} is not a series of the {metrics[family]} {family}"
+                used.add(family)
+    assert used, "the dashboard queries no metric"
+
+
+def test_dashboard_is_a_grafana_dashboard_with_a_prometheus_datasource_variable():
+    dashboard = json.loads(DASHBOARD.read_text())
+    assert 36 <= dashboard["schemaVersion"] <= 41
+    assert dashboard["uid"] and dashboard["title"]
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    panels = dashboard_panels(dashboard)
+    ids = [p["id"] for p in panels]
+    assert len(ids) == len(set(ids)), "panel ids must be unique"
+    for panel in panels:
+        if panel["type"] == "row":
+            continue
+        assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, panel["title"]
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            assert target["expr"].strip() and target["datasource"]["uid"] == "${datasource}", panel["title"]
+        grid = panel["gridPos"]
+        assert grid["x"] + grid["w"] <= 24, panel["title"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Documentation
 # ---------------------------------------------------------------------------------------------------------------
 

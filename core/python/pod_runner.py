@@ -6,9 +6,10 @@ One file, three roles, chosen by the first argument:
             attach API, so the Pod needs no network), check its SHA-256, unpack it safely into the workspace.
   install   (init container) pip-install the requirements into the dependencies directory; the only container
             whose egress reaches the package index.
-  run       (main container) copy inline sources into the workspace, wait for the operator's go-ahead when the
-            Pod's network was opened for the install, run the pre-commands and the program under the timeout, and
-            report everything on standard output as framed lines that the operator parses (pyexec_core::pod).
+  run       (main container) copy inline sources into the workspace, wait for the operator's go-ahead (it comes once
+            the program's NetworkPolicy exists), check that the network fence holds (nothing the program must not
+            reach answers), run the pre-commands and the program under the timeout, and report everything on
+            standard output as framed lines that the operator parses (pyexec_core::pod).
 
 Frames keep the program's stdout, stderr and the pre-commands' output apart on the one container log:
 `<FRAME_MARKER> <nonce> <kind> <base64>`. The nonce comes from the Pod spec, is removed from the environment before
@@ -17,15 +18,20 @@ the nonce from /proc nor write to this process's descriptors: lines without the 
 """
 
 import base64
+import errno
 import hashlib
+import ipaddress
 import json
 import os
 import selectors
+import socket
+import struct
 import shutil
 import signal
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 
 # ---------------------------------------------------------------------------------------------------- protocol
@@ -56,6 +62,11 @@ ARCHIVE_SHA256_ENV = "PYEXEC_ARCHIVE_SHA256"
 ALLOW_SDIST_ENV = "PYEXEC_ALLOW_SDIST"
 RESULT_FD_ENV = "PYEXEC_RESULT_FD"
 FLAG_ON = "1"
+GO_AHEAD = "go\n"
+FENCE_BUDGET_MS = 300
+FENCE_GRACE_SECONDS = 3
+FENCE_FIELDS = ("tcp", "resolv_conf")
+FENCE_TARGET_FIELDS = ("what", "host", "port")
 FRAME_MARKER = "\x1fpyexec"
 FRAME_STDOUT = "o"
 FRAME_STDERR = "e"
@@ -63,8 +74,8 @@ FRAME_PRE_OUTPUT = "p"
 FRAME_END = "x"
 RESULT_LIMIT_BYTES = 1048576
 EXIT_TIMEOUT = 124
-RUN_CONFIG_FIELDS = ("entrypoint", "args", "eval_last_expr", "pre_commands", "timeout_seconds", "output_limit_bytes", "files")
-END_FRAME_FIELDS = ("exit", "signal", "timed_out", "pre_failed", "result", "installed", "stdout_truncated", "stderr_truncated")
+RUN_CONFIG_FIELDS = ("entrypoint", "args", "eval_last_expr", "pre_commands", "timeout_seconds", "output_limit_bytes", "files", "fence")
+END_FRAME_FIELDS = ("exit", "signal", "timed_out", "pre_failed", "result", "installed", "stdout_truncated", "stderr_truncated", "fence_open")
 # END PROTOCOL
 
 WORK = os.environ.get(WORK_DIR_ENV, WORK_DIR)
@@ -151,14 +162,16 @@ def install():
     if not os.path.exists(requirements):
         print("no requirements", flush=True)
         return
+    # Isolated (-I: no script or working directory on sys.path, no PYTHON* variables, no user site) and from a
+    # neutral directory, so that uploaded files in the workspace cannot shadow pip or anything it imports.
     command = [
-        sys.executable, "-m", "pip", "install", "--no-cache-dir", "--disable-pip-version-check",
+        sys.executable, "-I", "-m", "pip", "install", "--no-cache-dir", "--disable-pip-version-check",
         "--no-input", "--target", DEPS, "-r", requirements,
     ]
     if os.environ.get(ALLOW_SDIST_ENV) != FLAG_ON:
         command += ["--only-binary", ":all:"]
     print("+ " + " ".join(command), flush=True)
-    status = subprocess.call(command, stdin=subprocess.DEVNULL)
+    status = subprocess.call(command, stdin=subprocess.DEVNULL, cwd="/")
     if status != 0:
         sys.exit(status)
     installed = sorted(installed_distributions(DEPS), key=str.lower)
@@ -200,7 +213,7 @@ class Frames:
             self.sent[kind] += len(data)
             self.frame(kind, data)
 
-    def end(self, exit, *, signal=None, timed_out=False, pre_failed=None, result=None, installed=()):
+    def end(self, exit, *, signal=None, timed_out=False, pre_failed=None, result=None, installed=(), fence_open=None):
         """The final frame: every field, always, so that a reader never guesses (an exit code of 124 alone does not
         mean a timeout; `timed_out` does). `result` is what the eval runner wrote to its pipe (None: no pipe)."""
         fields = {
@@ -212,6 +225,7 @@ class Frames:
             "installed": list(installed),
             "stdout_truncated": self.truncated[FRAME_STDOUT],
             "stderr_truncated": self.truncated[FRAME_STDERR],
+            "fence_open": fence_open,
         }
         assert tuple(fields) == END_FRAME_FIELDS
         self.frame(FRAME_END, json.dumps(fields).encode())
@@ -223,6 +237,12 @@ def load_run_config():
     config = load_json(path, None)
     if not isinstance(config, dict) or set(config) != set(RUN_CONFIG_FIELDS):
         sys.exit(f"pyexec: {path} does not hold the fields {', '.join(RUN_CONFIG_FIELDS)}")
+    fence = config["fence"]
+    if (
+        not isinstance(fence, dict) or set(fence) != set(FENCE_FIELDS)
+        or any(not isinstance(t, dict) or set(t) != set(FENCE_TARGET_FIELDS) for t in fence["tcp"])
+    ):
+        sys.exit(f"pyexec: {path} has a malformed fence")
     return config
 
 
@@ -232,9 +252,15 @@ def run():
     make_undumpable()
     copy_sources(config["files"])
     if os.environ.pop(GATE_ENV, "") == FLAG_ON:
-        # The Pod's network was opened for the install: wait until the operator has closed it again.
-        sys.stdin.readline()
+        # Wait until the operator says the program's NetworkPolicy exists (after an install: replaced the install
+        # stage's). Anything else (stdin closed without the word) runs nothing.
+        if sys.stdin.readline() != GO_AHEAD:
+            sys.exit("pyexec: the operator's go-ahead did not come; nothing was run")
     frames = Frames(nonce, int(config["output_limit_bytes"]))
+    open_to = fence_open(config["fence"])
+    if open_to is not None:
+        frames.end(1, fence_open=open_to, installed=load_json(os.path.join(DEPS, INSTALLED_FILE), []))
+        return 1
     env = {k: v for k, v in os.environ.items() if k not in RUNNER_ONLY}
     if os.path.isdir(DEPS):
         env["PYTHONPATH"] = DEPS + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
@@ -272,6 +298,123 @@ def run():
     code, sig = (128 - status, -status) if status < 0 else (status, None)
     frames.end(code, signal=sig, result=bytes(result) if result_read is not None else None, installed=installed)
     return code
+
+
+# ---------------------------------------------------------------------------------------------------- fence
+
+
+def fence_open(fence):
+    """What answers that the program must not reach (None: the fence holds). A NetworkPolicy is enforced some time
+    after it is created, so a target that answers is tried again for FENCE_GRACE_SECONDS before this gives up."""
+    give_up = time.monotonic() + FENCE_GRACE_SECONDS
+    while True:
+        reached = probe(fence)
+        if reached is None or time.monotonic() >= give_up:
+            return reached
+        time.sleep(0.25)
+
+
+def fence_targets(fence):
+    targets = [(t["what"], t["host"], int(t["port"])) for t in fence["tcp"]]
+    host, port = os.environ.get("KUBERNETES_SERVICE_HOST"), os.environ.get("KUBERNETES_SERVICE_PORT", "")
+    if host and port.isdigit():
+        targets.append(("the Kubernetes API", host, int(port)))
+    return targets
+
+
+def resolve(host, port, deadline):
+    """The socket addresses of host; a name is resolved within the deadline (unresolved: unreachable)."""
+    try:
+        ip = ipaddress.ip_address(host)
+        return [(socket.AF_INET6 if ip.version == 6 else socket.AF_INET, (host, port))]
+    except ValueError:
+        pass
+    found = []
+
+    def lookup():
+        try:
+            found.extend((f, a[:2]) for f, _, _, _, a in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+        except OSError:
+            pass
+
+    worker = threading.Thread(target=lookup, daemon=True)
+    worker.start()
+    worker.join(max(deadline - time.monotonic(), 0))
+    return [] if worker.is_alive() else list(found)
+
+
+def name_servers(path):
+    servers = []
+    try:
+        with open(path) as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 2 and parts[0] == "nameserver":
+                    servers.append(parts[1].split("%")[0])
+    except OSError:
+        pass
+    return servers
+
+
+def probe(fence):
+    """One round: non-blocking connects to every target (and DNS queries to the name servers when the program has
+    no network), all within FENCE_BUDGET_MS. Refused or silent means fenced; an accepted connection or an answer
+    means open. Returns what answered first, or None."""
+    deadline = time.monotonic() + FENCE_BUDGET_MS / 1000
+    targets = fence_targets(fence)
+    if fence["resolv_conf"]:
+        for server in name_servers(fence["resolv_conf"]):
+            targets.append((f"the DNS server {server} (TCP)", server, 53))
+    selector = selectors.DefaultSelector()
+    sockets = []
+    try:
+        for what, host, port in targets:
+            for family, address in resolve(host, port, deadline):
+                s = socket.socket(family, socket.SOCK_STREAM)
+                sockets.append(s)
+                s.setblocking(False)
+                code = s.connect_ex(address)
+                if code == 0:
+                    return what
+                if code in (errno.EINPROGRESS, errno.EAGAIN, errno.EALREADY):
+                    selector.register(s, selectors.EVENT_WRITE, (what, False))
+        if fence["resolv_conf"]:
+            query = struct.pack(">HHHHHH", int.from_bytes(os.urandom(2), "big"), 0x0100, 1, 0, 0, 0)
+            query += b"\x00" + struct.pack(">HH", 2, 1)  # the root's name servers
+            for server in name_servers(fence["resolv_conf"]):
+                try:
+                    ip = ipaddress.ip_address(server)
+                    s = socket.socket(socket.AF_INET6 if ip.version == 6 else socket.AF_INET, socket.SOCK_DGRAM)
+                    sockets.append(s)
+                    s.setblocking(False)
+                    s.connect((server, 53))
+                    s.send(query)
+                except (OSError, ValueError):
+                    continue
+                selector.register(s, selectors.EVENT_READ, (f"the DNS server {server} (UDP)", True))
+        while selector.get_map():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            for key, _ in selector.select(timeout=remaining):
+                what, datagram = key.data
+                selector.unregister(key.fileobj)
+                if datagram:
+                    try:
+                        if key.fileobj.recv(512):
+                            return what
+                    except OSError:
+                        pass
+                elif key.fileobj.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
+                    return what
+        return None
+    finally:
+        selector.close()
+        for s in sockets:
+            s.close()
+
+
+# ---------------------------------------------------------------------------------------------------- supervise
 
 
 def supervise(argv, env, stdin_path, frames, kinds, result, deadline):

@@ -12,8 +12,9 @@ use std::process::{Command, Stdio};
 
 use pyexec_core::eval::EVAL_RUNNER_SOURCE;
 use pyexec_core::pod::protocol::{
-    ARCHIVE_SHA256_ENV, DEPS_DIR_ENV, EVAL_RUNNER_FILE, NONCE_ENV, REQUIREMENTS_FILE, ROLE_INSTALL, ROLE_RECEIVE,
-    ROLE_RUN, RUN_CONFIG_FILE, RUN_DIR_ENV, RunConfig, SOURCE_DIR_ENV, STDIN_FILE, WORK_DIR_ENV, source_key,
+    ARCHIVE_SHA256_ENV, DEPS_DIR_ENV, EVAL_RUNNER_FILE, FLAG_ON, Fence, FenceTarget, GATE_ENV, GO_AHEAD, NONCE_ENV,
+    REQUIREMENTS_FILE, ROLE_INSTALL, ROLE_RECEIVE, ROLE_RUN, RUN_CONFIG_FILE, RUN_DIR_ENV, RunConfig, SOURCE_DIR_ENV,
+    STDIN_FILE, WORK_DIR_ENV, source_key,
 };
 use pyexec_core::pod::{Ending, Finished, PodEnd, RUNNER_FILE, RUNNER_SOURCE, finish, parse_log};
 use pyexec_core::{ExecutionStatus, Policy, Timestamp};
@@ -64,6 +65,11 @@ impl Pod {
     /// Runs `code` as main.py under `config` (its entrypoint and files set here); returns the result as the operator
     /// would build it, and why it ended.
     fn run(&self, code: &str, config: RunConfig) -> Finished {
+        self.run_with(code, config, self.command(ROLE_RUN), None).0
+    }
+
+    /// Writes `code` and `config` as the operator would.
+    fn prepare(&self, code: &str, config: RunConfig) -> RunConfig {
         let run = RunConfig {
             entrypoint: Some("main.py".into()),
             files: [(source_key(0), "main.py".to_string())].into(),
@@ -72,8 +78,22 @@ impl Pod {
         std::fs::write(self.path("run").join(source_key(0)), code).unwrap();
         std::fs::write(self.path("run").join(RUN_CONFIG_FILE), serde_json::to_string(&run).unwrap()).unwrap();
         chmod_all(self.dir.path());
+        run
+    }
+
+    /// [`Pod::run`] with the runner's command given and `stdin` written to it; also the runner's stderr.
+    fn run_with(&self, code: &str, config: RunConfig, mut cmd: Command, stdin: Option<&str>) -> (Finished, String) {
+        let run = self.prepare(code, config);
         let started = Timestamp::now();
-        let out = self.command(ROLE_RUN).stdin(Stdio::null()).output().unwrap();
+        let out = match stdin {
+            None => cmd.stdin(Stdio::null()).output().unwrap(),
+            Some(text) => {
+                let mut child =
+                    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+                child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+                child.wait_with_output().unwrap()
+            }
+        };
         let finished = Timestamp::now();
         eprintln!("runner stderr: {}", String::from_utf8_lossy(&out.stderr));
         let log = parse_log(&out.stdout, NONCE);
@@ -82,7 +102,7 @@ impl Pod {
         spec.limits.timeout_seconds = run.timeout_seconds;
         spec.pre_commands = run.pre_commands.clone();
         let pod = PodEnd { exit_code: out.status.code(), ..PodEnd::default() };
-        finish("exe_pod", &spec, log, &pod, started, finished)
+        (finish("exe_pod", &spec, log, &pod, started, finished), String::from_utf8_lossy(&out.stderr).into_owned())
     }
 }
 
@@ -283,13 +303,84 @@ fn sha256_hex(data: &[u8]) -> String {
 fn requirements_are_installed_into_the_dependencies_directory() {
     let pod = Pod::new();
     std::fs::write(pod.path("run").join(REQUIREMENTS_FILE), "six==1.16.0\n").unwrap();
+    // Uploaded files that would shadow pip if the workspace were on its sys.path.
+    std::fs::create_dir(pod.path("work/pip")).unwrap();
+    let evil = "open(__file__ + '.ran', 'w').write('x')\nraise SystemExit('shadowed')\n";
+    std::fs::write(pod.path("work/pip/__init__.py"), evil).unwrap();
+    std::fs::write(pod.path("work/pip/__main__.py"), evil).unwrap();
     chmod_all(pod.dir.path());
-    let out = pod.command(ROLE_INSTALL).env("PIP_FIND_LINKS", "").output().unwrap();
+    let out = pod.command(ROLE_INSTALL).current_dir(pod.path("work")).env("PIP_FIND_LINKS", "").output().unwrap();
     assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!pod.path("work/pip/__init__.py.ran").exists() && !pod.path("work/pip/__main__.py.ran").exists());
     let r = pod.run("import six\nprint(six.__version__)", config(|_| {})).result;
     assert_eq!(
         (r.stdout.as_str(), r.installed_packages.clone()),
         ("1.16.0\n", vec!["six==1.16.0".to_string()]),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn the_program_waits_for_the_go_ahead_and_runs_nothing_without_it() {
+    let pod = Pod::new();
+    let code = "open('ran', 'w').write('yes')\nprint('ran')";
+    let gated = || {
+        let mut cmd = pod.command(ROLE_RUN);
+        cmd.env(GATE_ENV, FLAG_ON);
+        cmd
+    };
+    // Standard input closed (or anything else written) without the go-ahead: nothing runs.
+    for stdin in ["", "nope\n"] {
+        let (Finished { result: r, .. }, stderr) = pod.run_with(code, config(|_| {}), gated(), Some(stdin));
+        assert!(stderr.contains("go-ahead did not come"), "{stderr}");
+        assert_eq!((r.stdout.as_str(), pod.path("work/ran").exists()), ("", false), "{r:?}");
+    }
+    let (Finished { result: r, ending }, _) = pod.run_with(code, config(|_| {}), gated(), Some(GO_AHEAD));
+    assert_eq!((r.status, r.stdout.as_str(), ending), (ExecutionStatus::Completed, "ran\n", Ending::Completed));
+}
+
+/// A fence whose only target is `port` on the loopback address (tests never probe anything but their own listeners).
+fn loopback_fence(port: u16) -> Fence {
+    Fence {
+        tcp: vec![FenceTarget { what: "the test's forbidden listener".into(), host: "127.0.0.1".into(), port }],
+        resolv_conf: None,
+    }
+}
+
+#[test]
+fn an_open_fence_fails_the_execution_and_runs_nothing() {
+    let pod = Pod::new();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let code = "open('ran', 'w').write('yes')\nprint('ran')";
+    let t = std::time::Instant::now();
+    let fenced = config(|c| {
+        c.fence = loopback_fence(port);
+        c.pre_commands = vec!["echo pre > pre-ran".into()];
+    });
+    let Finished { result: r, ending } = pod.run(code, fenced);
+    assert!(t.elapsed().as_secs() < 10, "the runner gives up after its grace period: {:?}", t.elapsed());
+    assert_eq!((r.status, ending), (ExecutionStatus::Failed, Ending::NetworkNotFenced), "{r:?}");
+    assert_eq!(
+        r.error.as_deref(),
+        Some("the network fence was not in place: the test's forbidden listener was reachable; nothing was run")
+    );
+    assert!(!pod.path("work/ran").exists() && !pod.path("work/pre-ran").exists(), "neither program nor pre-commands");
+    assert_eq!(r.stdout, "");
+    drop(listener);
+}
+
+#[test]
+fn a_refused_connection_is_a_closed_fence() {
+    let pod = Pod::new();
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let Finished { result: r, ending } = pod.run("print('ran')", config(|c| c.fence = loopback_fence(port)));
+    assert_eq!(
+        (r.status, r.stdout.as_str(), ending),
+        (ExecutionStatus::Completed, "ran\n", Ending::Completed),
         "{r:?}"
     );
 }

@@ -211,8 +211,10 @@ pub struct Limits {
     #[serde(rename = "memoryMB", default = "default_memory")]
     #[schemars(range(min = 16, max = 262144))]
     pub memory_mb: u64,
-    /// CPU (a quantity: `500m`, `1`, `2`).
+    /// CPU (a quantity: `500m`, `1`, `2`, `0.5`).
     #[serde(default = "default_cpu", deserialize_with = "cpu_or_default")]
+    // An int-or-string: the pattern applies to the strings only (`schemars(pattern)` would skip it).
+    #[schemars(extend("pattern" = r"^([0-9]+m|[0-9]+(\.[0-9]+)?)$"))]
     pub cpu: Quantity,
     /// Size of `/work` (and the ephemeral storage of the Pod), MiB.
     #[serde(rename = "diskMB", default = "default_disk")]
@@ -269,6 +271,7 @@ pub struct PythonExecutionStatus {
     /// `Accepted`, `Started`, `Finished` (with reasons such as `Completed`, `TimedOut`, `OOMKilled`,
     /// `InstallFailed`, `Killed`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
     /// When the program started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -421,5 +424,18 @@ mod tests {
         object["spec"]["limits"]["cpu"] = Value::Null;
         let cr: PythonExecution = serde_json::from_value(object).unwrap();
         assert_eq!(cr.spec.limits.cpu, default_cpu());
+    }
+
+    #[test]
+    fn cpu_has_a_quantity_pattern_and_conditions_are_a_map_keyed_by_type() {
+        let crd = serde_json::to_value(PythonExecution::crd()).unwrap();
+        let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"];
+        let cpu = &schema["spec"]["properties"]["limits"]["properties"]["cpu"];
+        assert_eq!(cpu["pattern"], r"^([0-9]+m|[0-9]+(\.[0-9]+)?)$", "{cpu}");
+        assert_eq!(cpu["x-kubernetes-int-or-string"], true, "{cpu}");
+        let conditions = &schema["status"]["properties"]["conditions"];
+        assert_eq!(conditions["x-kubernetes-list-type"], "map", "{conditions}");
+        assert_eq!(conditions["x-kubernetes-list-map-keys"], json!(["type"]), "{conditions}");
+        assert!(conditions["items"]["required"].as_array().unwrap().contains(&json!("type")), "{conditions}");
     }
 }

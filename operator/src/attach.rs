@@ -124,7 +124,7 @@ pub async fn send_go(pods: &Api<Pod>, pod: &str) -> Result<(), AttachError> {
         pods.attach(pod, &params).await.map_err(|source| AttachError::Attach { container: CONTAINER, source })?;
     if let Some(mut stdin) = attached.stdin() {
         stdin
-            .write_all(pyexec_core::pod::protocol::GO_AHEAD)
+            .write_all(pyexec_core::pod::protocol::GO_AHEAD.as_bytes())
             .await
             .map_err(|source| AttachError::Write { container: CONTAINER, source })?;
         stdin.shutdown().await.map_err(|source| AttachError::Write { container: CONTAINER, source })?;

@@ -11,23 +11,35 @@
 
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::{Api, Resource, ResourceExt};
-use pyexec_crds::PythonExecution;
 use pyexec_crds::contract::OPERATOR;
+use pyexec_crds::{PythonExecution, PythonExecutionStatus};
 
 use crate::admission::Admitted;
 use crate::context::{Context, Error};
 use crate::desired::{self, PolicyStage};
 use crate::observe::controlled_by;
+use crate::status::{CHILDREN_DELETED, set_condition, write_status};
 
 /// What creating the children came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Created {
     /// The ConfigMap, NetworkPolicy and Pod exist (created now, or found and ours).
     Done,
-    /// Admission (Pod Security, quotas) refused the Pod: retrying will not change that. The API server's message.
+    /// Admission (Pod Security, an invalid Pod) refused the Pod: retrying will not change that. The API server's
+    /// message.
     PodRefused(String),
+    /// A ResourceQuota of the namespace has no room for the Pod now: it is created once others finished. The API
+    /// server's message.
+    QuotaExceeded(String),
+}
+
+/// Whether the API server's refusal of a create is a ResourceQuota's (`403 Forbidden`, or `422`, with
+/// `exceeded quota` in its message): retried later, unlike other refusals (RBAC, Pod Security, validation).
+pub fn is_quota_refusal(code: u16, message: &str) -> bool {
+    (code == 403 || code == 422) && message.contains("exceeded quota")
 }
 
 /// Creates the ConfigMap, the NetworkPolicy (open to the package index while the Pod installs) and the Pod, in
@@ -50,6 +62,9 @@ pub async fn create_children(
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
     match create_once(&pods, &pp, &desired::pod(cr, admitted, &ctx.config, nonce), uid.as_deref()).await {
         Ok(()) => Ok(Created::Done),
+        Err(Error::Kube(kube::Error::Api(e))) if is_quota_refusal(e.code, &e.message) => {
+            Ok(Created::QuotaExceeded(e.message))
+        }
         Err(Error::Kube(kube::Error::Api(e))) if e.code == 403 || e.code == 422 => Ok(Created::PodRefused(e.message)),
         Err(e) => Err(e),
     }
@@ -127,6 +142,28 @@ pub async fn delete_children(cr: &PythonExecution, ctx: &Context) -> Result<(), 
     Ok(())
 }
 
+/// Deletes the children of a finished execution and records it in its status (`status`: the terminal one, written
+/// already), with the `ChildrenDeleted` condition. A failure is returned: the reconciliation is retried with
+/// backoff, and a terminal execution without `ChildrenDeleted=True` is cleaned up by the next one.
+pub async fn clean_up(
+    cr: &PythonExecution,
+    ctx: &Context,
+    mut status: PythonExecutionStatus,
+    now: &Time,
+) -> Result<(), Error> {
+    delete_children(cr, ctx).await?;
+    set_condition(
+        &mut status,
+        cr,
+        CHILDREN_DELETED,
+        true,
+        "Deleted",
+        "the Pod, NetworkPolicy and ConfigMap are deleted",
+        now,
+    );
+    write_status(cr, ctx, status).await
+}
+
 /// Deletes the object `name` if `owner_uid` controls it, with its uid as a precondition (so that an object
 /// recreated under the name in between is not deleted).
 async fn delete_own<K>(api: &Api<K>, name: &str, owner_uid: Option<&str>) -> Result<(), Error>
@@ -147,5 +184,20 @@ where
         // Gone, or replaced by another object since it was read (the precondition failed): not ours to delete.
         Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_quota_refusals_are_retried() {
+        let quota = "pods \"job\" is forbidden: exceeded quota: compute, requested: limits.cpu=500m, used: limits.cpu=2, limited: limits.cpu=2";
+        assert!(is_quota_refusal(403, quota));
+        assert!(is_quota_refusal(422, quota));
+        assert!(!is_quota_refusal(403, "pods is forbidden: User \"system:serviceaccount:x:y\" cannot create resource"));
+        assert!(!is_quota_refusal(403, "violates PodSecurity \"restricted:latest\""));
+        assert!(!is_quota_refusal(500, quota));
     }
 }

@@ -14,6 +14,7 @@ use pyexec_crds::PythonExecution;
 use pyexec_crds::convert::{execution_spec, timestamp_of};
 use pyexec_crds::pod::pod_nonce;
 
+use crate::context::Error;
 use crate::observe::{Finish, FinishKind};
 use crate::reconcile::execution_id;
 
@@ -31,14 +32,23 @@ pub struct Collected {
 }
 
 /// The result of a finished (or killed) Pod, from its logs and container states.
-pub async fn collect(cr: &PythonExecution, pods: &Api<Pod>, pod: &Pod, f: &Finish, killed: bool) -> Collected {
+///
+/// A log that cannot be read is an error (the reconciliation is retried with backoff): the result is never made
+/// up from a missing or partial log.
+pub async fn collect(
+    cr: &PythonExecution,
+    pods: &Api<Pod>,
+    pod: &Pod,
+    f: &Finish,
+    killed: bool,
+) -> Result<Collected, Error> {
     let id = execution_id(cr);
     let spec = execution_spec(&cr.spec);
     let started = f.started_at.as_ref().and_then(timestamp_of).unwrap_or_else(Timestamp::now);
     let finished = f.finished_at.as_ref().and_then(timestamp_of).unwrap_or_else(Timestamp::now);
     match &f.kind {
         FinishKind::Program => {
-            let log = read_log(pods, &pod.name_any(), MAIN_CONTAINER, Some(LOG_LIMIT_BYTES)).await;
+            let log = read_log(pods, &pod.name_any(), MAIN_CONTAINER, Some(LOG_LIMIT_BYTES)).await?;
             let nonce = pod_nonce(pod).unwrap_or_default();
             let pod_end = PodEnd {
                 exit_code: f.exit_code,
@@ -47,14 +57,15 @@ pub async fn collect(cr: &PythonExecution, pods: &Api<Pod>, pod: &Pod, f: &Finis
                 killed,
             };
             let done = finish_pod(&id, &spec, parse_log(&log, &nonce), &pod_end, started, finished);
-            Collected { result: done.result, reason: done.ending.reason() }
+            Ok(Collected { result: done.result, reason: done.ending.reason() })
         }
         FinishKind::InitFailed { container, exit_code } if container == INSTALL_CONTAINER => {
-            let log = String::from_utf8_lossy(&read_log(pods, &pod.name_any(), INSTALL_CONTAINER, Some(1 << 20)).await)
-                .into_owned();
+            let log =
+                String::from_utf8_lossy(&read_log(pods, &pod.name_any(), INSTALL_CONTAINER, Some(1 << 20)).await?)
+                    .into_owned();
             let mut result = install_failed(&id, pip_summary(&log, *exit_code), Some(started), tail(&log, 8 << 10));
             result.finished_at = Some(finished);
-            Collected { result, reason: "InstallFailed" }
+            Ok(Collected { result, reason: "InstallFailed" })
         }
         FinishKind::InitFailed { container, exit_code } => {
             let what = if container == RECEIVE_CONTAINER {
@@ -63,15 +74,17 @@ pub async fn collect(cr: &PythonExecution, pods: &Api<Pod>, pod: &Pod, f: &Finis
                 "preparing the Pod failed"
             };
             let log =
-                String::from_utf8_lossy(&read_log(pods, &pod.name_any(), RECEIVE_CONTAINER, Some(64 << 10)).await)
+                String::from_utf8_lossy(&read_log(pods, &pod.name_any(), RECEIVE_CONTAINER, Some(64 << 10)).await?)
                     .into_owned();
             let last = log.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("").trim().to_owned();
             let detail = if last.is_empty() { format!("exit code {exit_code}") } else { last };
             let result = failed(&id, format!("{what}: {detail}"), Some(started), tail(&log, 8 << 10));
-            Collected { result, reason: "ReceiveFailed" }
+            Ok(Collected { result, reason: "ReceiveFailed" })
         }
-        FinishKind::NeverStarted if killed => Collected { result: killed_before_start(&id, started), reason: "Killed" },
-        FinishKind::NeverStarted => Collected {
+        FinishKind::NeverStarted if killed => {
+            Ok(Collected { result: killed_before_start(&id, started), reason: "Killed" })
+        }
+        FinishKind::NeverStarted => Ok(Collected {
             result: failed(
                 &id,
                 "the Pod did not start before its deadline (image pulls, scheduling or the install took too long)",
@@ -79,7 +92,7 @@ pub async fn collect(cr: &PythonExecution, pods: &Api<Pod>, pod: &Pod, f: &Finis
                 "",
             ),
             reason: "DeadlineExceeded",
-        },
+        }),
     }
 }
 
@@ -99,13 +112,14 @@ fn pip_summary(log: &str, exit_code: i32) -> String {
     }
 }
 
-async fn read_log(pods: &Api<Pod>, name: &str, container: &str, limit: Option<i64>) -> Vec<u8> {
+/// A container's log; an API error is returned (and the whole collection retried), never read as an empty log.
+async fn read_log(pods: &Api<Pod>, name: &str, container: &str, limit: Option<i64>) -> Result<Vec<u8>, Error> {
     let params = LogParams { container: Some(container.into()), limit_bytes: limit, ..LogParams::default() };
     match pods.logs(name, &params).await {
-        Ok(text) => text.into_bytes(),
-        Err(e) => {
-            tracing::warn!(pod = %name, container, error = %e, "reading the container log failed");
-            Vec::new()
+        Ok(text) => Ok(text.into_bytes()),
+        Err(source) => {
+            tracing::warn!(pod = %name, container, error = %source, "reading the container log failed; retrying");
+            Err(Error::Log { container: container.into(), source })
         }
     }
 }

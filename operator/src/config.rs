@@ -8,6 +8,10 @@ use std::path::PathBuf;
 use k8s_openapi::api::networking::v1::{NetworkPolicyPeer, NetworkPolicyPort};
 use serde::{Deserialize, Serialize};
 
+/// The largest `outputLimitBytes`: stdout and stderr, base64-framed (4/3), must fit into the part of the main
+/// container's log the operator reads back (12 MiB).
+pub const MAX_OUTPUT_LIMIT_BYTES: u64 = 4 << 20;
+
 /// Everything the operator can be told.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
@@ -38,6 +42,11 @@ pub struct OperatorConfig {
     /// Seconds a Pod gets beyond the program's timeout to receive its files and start (its
     /// `activeDeadlineSeconds` is the timeout plus this, plus the install timeout when it installs packages).
     pub startup_seconds: u64,
+    /// Seconds an execution waits for what it references to appear (GitOps tools apply objects in any order):
+    /// a missing `source.configMap`, or a Pod whose container cannot be configured yet
+    /// (`CreateContainerConfigError`: a Secret or ConfigMap it names does not exist), counted from the resource's
+    /// or the Pod's creation. Then the execution fails.
+    pub missing_reference_grace_seconds: u64,
     /// Delete finished executions after this many seconds unless they say otherwise (`None`: keep them).
     pub default_ttl_seconds_after_finished: Option<u32>,
     /// Where full outputs are kept (see `status.logsRef`).
@@ -68,6 +77,7 @@ impl Default for OperatorConfig {
             tmp_mb: 100,
             output_limit_bytes: 1 << 20,
             startup_seconds: 120,
+            missing_reference_grace_seconds: 60,
             default_ttl_seconds_after_finished: None,
             logs: LogsConfig::default(),
             archives: None,
@@ -242,6 +252,13 @@ impl OperatorConfig {
         if self.concurrency == 0 {
             return Err(ConfigError::Invalid("concurrency must be at least 1 (reconciliations run at once)".into()));
         }
+        if self.output_limit_bytes == 0 || self.output_limit_bytes > MAX_OUTPUT_LIMIT_BYTES {
+            return Err(ConfigError::Invalid(format!(
+                "outputLimitBytes {} is outside 1..={MAX_OUTPUT_LIMIT_BYTES} (the Pod's log, which carries the output, \
+                 is read back up to a fixed size)",
+                self.output_limit_bytes
+            )));
+        }
         if self.logs.dir.is_some() != self.logs.url.is_some() {
             return Err(ConfigError::Invalid("logs.dir and logs.url go together".into()));
         }
@@ -282,5 +299,16 @@ mod tests {
         assert!(OperatorConfig::load(&path).unwrap_err().to_string().contains("concurrency"));
         std::fs::write(&path, "concurrency: 2\n").unwrap();
         assert_eq!(OperatorConfig::load(&path).unwrap().concurrency, 2);
+    }
+
+    #[test]
+    fn the_output_limit_has_a_maximum() {
+        let mut config = OperatorConfig { output_limit_bytes: MAX_OUTPUT_LIMIT_BYTES, ..OperatorConfig::default() };
+        config.check().unwrap();
+        config.output_limit_bytes = MAX_OUTPUT_LIMIT_BYTES + 1;
+        assert!(config.check().unwrap_err().to_string().contains("outputLimitBytes"));
+        config.output_limit_bytes = 0;
+        assert!(config.check().is_err());
+        assert_eq!(OperatorConfig::default().missing_reference_grace_seconds, 60);
     }
 }

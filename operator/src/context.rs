@@ -36,6 +36,18 @@ pub enum Error {
     /// The log store failed.
     #[error("log store: {0}")]
     Logs(#[from] std::io::Error),
+    /// A ResourceQuota has no room for the Pod now: the execution stays `Pending` and creating it is retried.
+    #[error("the Pod waits for room in the namespace's quota: {0}")]
+    QuotaExceeded(String),
+    /// Reading a container's log failed: the result is read again later, never made up from a partial log.
+    #[error("reading the {container} container's log: {source}")]
+    Log {
+        /// The container.
+        container: String,
+        /// Why.
+        #[source]
+        source: kube::Error,
+    },
 }
 
 impl Error {
@@ -47,6 +59,8 @@ impl Error {
             Error::Finalizer(_) => "finalizer",
             Error::NameConflict { .. } => "name_conflict",
             Error::Logs(_) => "log_store",
+            Error::QuotaExceeded(_) => "quota",
+            Error::Log { .. } => "api",
         }
     }
 }

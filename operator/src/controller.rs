@@ -44,7 +44,11 @@ pub async fn run(client: Client, ctx: Arc<Context>, namespace: Option<&str>, rea
     // Only the operator's own children are watched (label-scoped), so unrelated Pods cost nothing.
     let children = watcher::Config::default().labels(&managed_by_selector(OPERATOR));
     let config = controller::Config::default().concurrency(ctx.config.concurrency);
-    Controller::new_with(executions, watcher::Config::default().any_semantic(), resource)
+    let controller = Controller::new_with(executions, watcher::Config::default().any_semantic(), resource);
+    // The gauges of pending and running executions are counted from the controller's own store.
+    ctx.metrics.count_from(controller.store());
+    let metrics = ctx.metrics.clone();
+    controller
         .with_config(config)
         .owns(api::<Pod>(&client, namespace), children.clone())
         .owns(api::<NetworkPolicy>(&client, namespace), children.clone())
@@ -56,6 +60,7 @@ pub async fn run(client: Client, ctx: Arc<Context>, namespace: Option<&str>, rea
                 Ok(_) => ready.set(true),
                 Err(controller::Error::QueueError(e)) => {
                     ready.set(false);
+                    metrics.watch_failed();
                     tracing::warn!(error = %e, "a watch of the controller failed; retrying");
                 }
                 // Reconcile failures are logged (and counted) by the error policy; the watch works.

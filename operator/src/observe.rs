@@ -18,7 +18,7 @@ pub enum PodState {
         /// Why it is not running yet, when the kubelet says (image pulls, scheduling).
         waiting: Option<String>,
     },
-    /// The program's container runs. `gate_wanted`: it waits for the go-ahead (after the install).
+    /// The program's container runs. `gate_wanted`: it still waits for the go-ahead (every Pod does until it came).
     Running {
         /// When the main container started.
         started_at: Option<Time>,
@@ -175,6 +175,13 @@ fn fatal_waiting(c: &ContainerStatus) -> Option<String> {
         .then(|| format!("{reason}: {}", waiting.message.clone().unwrap_or_default()).trim_end_matches(": ").to_owned())
 }
 
+/// Whether a [`PodState::Stuck`] message may still resolve by itself: a container that cannot be configured
+/// because a Secret or ConfigMap it names does not exist yet (it may be applied a little later). The operator
+/// waits for it a bounded time.
+pub fn may_resolve(stuck: &str) -> bool {
+    stuck.starts_with("CreateContainerConfigError")
+}
+
 /// Whether the Pod's main container was made to wait for the go-ahead.
 fn main_waits_for_gate(pod: &Pod) -> bool {
     pod.spec
@@ -276,6 +283,8 @@ mod tests {
             false,
         );
         assert_eq!(pod_state(&p), PodState::Stuck("CreateContainerConfigError: details".into()));
+        assert!(may_resolve("CreateContainerConfigError: secret \"db\" not found"));
+        assert!(!may_resolve("InvalidImageName: details"));
     }
 
     #[test]

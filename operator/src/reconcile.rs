@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -29,12 +29,20 @@ use pyexec_crds::{Phase, PythonExecution};
 
 use crate::admission::{Admitted, Refusal, admit, inline_requirements};
 use crate::attach::{send_go, stream_archive};
-use crate::children::{Created, close_network, create_children, delete_children};
+use crate::children::{Created, clean_up, close_network, create_children};
 use crate::collect::{Collected, collect};
 use crate::context::{Context, Error};
 use crate::logs::FINALIZER;
 use crate::observe::{self, Finish, FinishKind, GATE_ANNOTATION, PodState};
-use crate::status::{current_status, set_condition, write_status, write_status_if_changed};
+use crate::status::{CHILDREN_DELETED, current_status, set_condition, write_status, write_status_if_changed};
+
+/// The `ChildrenDeleted` condition's message until they are.
+const DELETING: &str = "the Pod, NetworkPolicy and ConfigMap are being deleted";
+
+/// Whether the status records that the execution's children were deleted.
+fn children_deleted(cr: &PythonExecution) -> bool {
+    current_status(cr).conditions.iter().any(|c| c.type_ == CHILDREN_DELETED && c.status == "True")
+}
 
 /// Reconciles one resource.
 #[tracing::instrument(
@@ -120,6 +128,9 @@ async fn next_step(cr: &Arc<PythonExecution>, ctx: &Context) -> Result<Action, E
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
     let now = now();
     if cr.phase().is_terminal() {
+        if !children_deleted(&cr) {
+            clean_up(&cr, ctx, current_status(&cr), &now).await?;
+        }
         return expire(&cr, ctx, &now).await;
     }
     // Only the execution's own Pod is observed: a Pod of the same name that someone else made is not its.
@@ -147,7 +158,7 @@ async fn next_step(cr: &Arc<PythonExecution>, ctx: &Context) -> Result<Action, E
                 PodState::Running { started_at, .. } => Finish::unfinished(FinishKind::Program, started_at),
                 _ => Finish::unfinished(FinishKind::NeverStarted, None),
             };
-            let collected = collect(&cr, &pods, &pod, &finish_state, true).await;
+            let collected = collect(&cr, &pods, &pod, &finish_state, true).await?;
             finish(&cr, ctx, collected, Some(&pod), &now).await
         }
         Some(pod) => advance(&cr, ctx, &pods, pod, &now).await,
@@ -162,6 +173,15 @@ async fn create(cr: &PythonExecution, ctx: &Context, now: &Time) -> Result<Actio
             let maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &cr.namespace().unwrap_or_default());
             match maps.get_opt(&source.name).await? {
                 Some(map) => map.data.and_then(|d| d.get("requirements.txt").cloned()),
+                None if within_grace(ctx, cr.meta(), now) => {
+                    // It may be applied a little later (GitOps order): wait a while before failing.
+                    let message = format!("waiting for the ConfigMap {:?} named in source.configMap", source.name);
+                    let mut status = current_status(cr);
+                    status.phase = Some(Phase::Pending);
+                    set_condition(&mut status, cr, "Started", false, "SourceNotFound", &message, now);
+                    write_status_if_changed(cr, ctx, status).await?;
+                    return Ok(Action::requeue(Duration::from_secs(5)));
+                }
                 None => {
                     let refusal = Refusal {
                         reason: "SourceNotFound",
@@ -178,9 +198,13 @@ async fn create(cr: &PythonExecution, ctx: &Context, now: &Time) -> Result<Actio
         Err(refusal) => return refuse(cr, ctx, refusal, now).await,
     };
     let nonce = uuid::Uuid::new_v4().simple().to_string();
-    if let Created::PodRefused(message) = create_children(cr, ctx, &admitted, &nonce).await? {
-        let refusal = Refusal { reason: "PodRefused", message: format!("the Pod was refused: {message}") };
-        return refuse(cr, ctx, refusal, now).await;
+    match create_children(cr, ctx, &admitted, &nonce).await? {
+        Created::Done => {}
+        Created::PodRefused(message) => {
+            let refusal = Refusal { reason: "PodRefused", message: format!("the Pod was refused: {message}") };
+            return refuse(cr, ctx, refusal, now).await;
+        }
+        Created::QuotaExceeded(message) => return wait_for_quota(cr, ctx, message, now).await,
     }
     publish(ctx, cr, EventType::Normal, "Created", "Create", format!("Pod {name} created ({})", describe(&admitted)))
         .await;
@@ -188,8 +212,31 @@ async fn create(cr: &PythonExecution, ctx: &Context, now: &Time) -> Result<Actio
     status.phase = Some(Phase::Pending);
     status.pod_name = Some(name);
     set_condition(&mut status, cr, "Accepted", true, "Accepted", "the operator runs this execution", now);
+    if status.conditions.iter().any(|c| c.type_ == "Started") {
+        // It waited for quota: that is over.
+        set_condition(&mut status, cr, "Started", false, "Starting", "waiting for the Pod to start", now);
+    }
     write_status(cr, ctx, status).await?;
     Ok(Action::requeue(Duration::from_secs(60)))
+}
+
+/// Backpressure: a ResourceQuota has no room for the Pod. The execution stays `Pending` (no Pod yet) with the
+/// quota's message, and the reconciliation fails so that the create is retried with the per-object backoff.
+async fn wait_for_quota(cr: &PythonExecution, ctx: &Context, message: String, now: &Time) -> Result<Action, Error> {
+    let mut status = current_status(cr);
+    status.phase = Some(Phase::Pending);
+    set_condition(&mut status, cr, "Started", false, "QuotaExceeded", &message, now);
+    if !status.conditions.iter().any(|c| c.type_ == "Accepted") {
+        set_condition(&mut status, cr, "Accepted", true, "Accepted", "the operator runs this execution", now);
+    }
+    write_status_if_changed(cr, ctx, status).await?;
+    Err(Error::QuotaExceeded(message))
+}
+
+/// Whether the object was created less than `missingReferenceGraceSeconds` ago (one without a creation time is not).
+fn within_grace(ctx: &Context, meta: &ObjectMeta, now: &Time) -> bool {
+    let grace = i64::try_from(ctx.config.missing_reference_grace_seconds).unwrap_or(i64::MAX);
+    meta.creation_timestamp.as_ref().is_some_and(|t| observe::age_seconds(t, now.0) < grace)
 }
 
 fn describe(admitted: &Admitted) -> String {
@@ -224,9 +271,8 @@ async fn advance(cr: &PythonExecution, ctx: &Context, pods: &Api<Pod>, pod: Pod,
             Ok(Action::requeue(Duration::from_secs(15)))
         }
         PodState::Running { started_at, gate_wanted } => {
-            if gate_wanted {
-                open_gate(cr, ctx, pods, &name).await?;
-            }
+            // Every runner waits for the go-ahead; until it went through, look again soon rather than at the timeout.
+            let gate_pending = gate_wanted && !open_gate(cr, ctx, pods, &name).await?;
             let mut status = current_status(cr);
             if status.phase != Some(Phase::Running)
                 && let (Some(created), Some(started)) = (cr.meta().creation_timestamp.as_ref(), started_at.as_ref())
@@ -238,11 +284,23 @@ async fn advance(cr: &PythonExecution, ctx: &Context, pods: &Api<Pod>, pod: Pod,
             status.start_time = started_at.or(status.start_time);
             set_condition(&mut status, cr, "Started", true, "Running", "the program is running", now);
             write_status_if_changed(cr, ctx, status).await?;
+            if gate_pending {
+                return Ok(Action::requeue(Duration::from_secs(2)));
+            }
             Ok(Action::requeue(Duration::from_secs(cr.spec.limits.timeout_seconds.clamp(5, 300))))
         }
         PodState::Finished(f) => {
-            let collected = collect(cr, pods, &pod, &f, false).await;
+            let collected = collect(cr, pods, &pod, &f, false).await?;
             finish(cr, ctx, collected, Some(&pod), now).await
+        }
+        PodState::Stuck(message) if observe::may_resolve(&message) && within_grace(ctx, pod.meta(), now) => {
+            // What the container names may still be applied (GitOps order): wait a while before failing.
+            let mut status = current_status(cr);
+            status.phase.get_or_insert(Phase::Pending);
+            status.pod_name.get_or_insert(name);
+            set_condition(&mut status, cr, "Started", false, "Waiting", &message, now);
+            write_status_if_changed(cr, ctx, status).await?;
+            Ok(Action::requeue(Duration::from_secs(5)))
         }
         PodState::Stuck(message) => {
             let result = failed(&execution_id(cr), format!("the Pod cannot start: {message}"), None, "");
@@ -267,16 +325,17 @@ fn start_streaming(cr: &PythonExecution, ctx: &Context, pods: Api<Pod>, pod: &Po
     });
 }
 
-/// Closes the Pod's network (install stage → run stage), then tells the runner to go on.
-async fn open_gate(cr: &PythonExecution, ctx: &Context, pods: &Api<Pod>, name: &str) -> Result<(), Error> {
+/// Makes sure the program's NetworkPolicy is in place (created, or the install stage's replaced), then tells the
+/// runner to go on. Whether the go-ahead was delivered.
+async fn open_gate(cr: &PythonExecution, ctx: &Context, pods: &Api<Pod>, name: &str) -> Result<bool, Error> {
     close_network(cr, ctx).await?;
     if let Err(e) = send_go(pods, name).await {
         tracing::warn!(pod = %name, error = %e, "sending the go-ahead failed; retrying");
-        return Ok(());
+        return Ok(false);
     }
     let annotate = serde_json::json!({"metadata": {"annotations": {GATE_ANNOTATION: "true"}}});
     pods.patch(name, &PatchParams::default(), &Patch::Merge(&annotate)).await?;
-    Ok(())
+    Ok(true)
 }
 
 /// Writes the terminal status (once), stores the full output, removes the children, publishes an Event.
@@ -299,11 +358,12 @@ async fn finish(
     let message = outcome_message(&result);
     set_condition(&mut status, cr, "Finished", true, reason, &message, now);
     let phase = status.phase.unwrap_or(Phase::Failed);
-    write_status(cr, ctx, status).await?;
-    delete_children(cr, ctx).await?;
+    set_condition(&mut status, cr, CHILDREN_DELETED, false, "Deleting", DELETING, now);
+    write_status(cr, ctx, status.clone()).await?;
+    clean_up(cr, ctx, status, now).await?;
     let kind = if phase == Phase::Completed { EventType::Normal } else { EventType::Warning };
     publish(ctx, cr, kind, reason, "Finish", format!("{phase:?}: {message}")).await;
-    ctx.metrics.finished(&format!("{phase:?}"));
+    ctx.metrics.finished(cr, &format!("{phase:?}"), reason, now);
     expire(cr, ctx, now).await
 }
 
@@ -319,10 +379,11 @@ async fn refuse(cr: &PythonExecution, ctx: &Context, refusal: Refusal, now: &Tim
     status.conditions = current_status(cr).conditions;
     set_condition(&mut status, cr, "Accepted", false, refusal.reason, &refusal.message, now);
     set_condition(&mut status, cr, "Finished", true, refusal.reason, &refusal.message, now);
-    write_status(cr, ctx, status).await?;
-    delete_children(cr, ctx).await?;
+    set_condition(&mut status, cr, CHILDREN_DELETED, false, "Deleting", DELETING, now);
+    write_status(cr, ctx, status.clone()).await?;
+    clean_up(cr, ctx, status, now).await?;
     publish(ctx, cr, EventType::Warning, refusal.reason, "Admit", refusal.message).await;
-    ctx.metrics.finished("Failed");
+    ctx.metrics.finished(cr, "Failed", refusal.reason, now);
     Ok(Action::await_change())
 }
 

@@ -80,6 +80,7 @@ async fn readyz(State(state): State<ServerState>) -> Response {
 
 async fn metrics(State(state): State<ServerState>) -> Response {
     let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    state.metrics.watch_health(state.ready.is_ready());
     ([(header::CONTENT_TYPE, content_type)], state.metrics.render()).into_response()
 }
 

@@ -12,6 +12,11 @@ use pyexec_crds::{PythonExecution, PythonExecutionStatus};
 
 use crate::context::{Context, Error};
 
+/// The condition that records whether a terminal execution's children (Pod, NetworkPolicy, ConfigMap) were
+/// deleted: `False` from the final status until they are, so that a lost delete is retried by a later
+/// reconciliation.
+pub const CHILDREN_DELETED: &str = "ChildrenDeleted";
+
 /// Longest condition message kept (its end: where the reason usually is).
 const MAX_MESSAGE_BYTES: usize = 32 << 10;
 

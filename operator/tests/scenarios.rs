@@ -9,12 +9,13 @@ mod support;
 use std::time::Duration;
 
 use kube::runtime::controller::Action;
-use pyexec_core::pod::protocol::{FRAME_END, FRAME_STDERR, FRAME_STDOUT, NONCE_ENV};
+use pyexec_core::pod::protocol::{FLAG_ON, FRAME_END, FRAME_STDERR, FRAME_STDOUT, GATE_ENV, NONCE_ENV};
 use pyexec_crds::PythonExecution;
 use pyexec_crds::contract::KILL_ANNOTATION;
 use pyexec_operator::config::{LogsConfig, OperatorConfig};
 use pyexec_operator::context::{Context, Error};
 use pyexec_operator::logs::LogStore;
+use pyexec_operator::observe::GATE_ANNOTATION;
 use pyexec_operator::reconcile::{error_policy, reconcile};
 use pyexec_operator::server::Readiness;
 use serde_json::{Value, json};
@@ -556,4 +557,234 @@ async fn readiness_fails_while_the_watch_fails() {
     }
     controller.abort();
     assert!(!fake.calls_to("GET", "/apis/pyexec.io/v1alpha1/pythonexecutions").is_empty());
+}
+
+/// Where the first request with `method` (any when empty) whose path contains `part` is among `calls`.
+fn first(calls: &[Call], method: &str, part: &str) -> Option<usize> {
+    calls.iter().position(|c| (method.is_empty() || c.method == method) && c.path.contains(part))
+}
+
+/// The main container runs; the operator reconciles; what it answered.
+async fn main_container_runs(fake: &FakeApi, ctx: &std::sync::Arc<Context>) -> Action {
+    fake.set_status(
+        PODS,
+        "job",
+        json!({"phase": "Running", "startTime": "2026-01-01T00:00:01Z",
+        "containerStatuses": [container("python", json!({"running": {"startedAt": "2026-01-01T00:00:02Z"}}))]}),
+    );
+    step(fake, ctx, "job").await
+}
+
+#[tokio::test]
+async fn a_program_without_requirements_gets_the_go_ahead_only_after_its_policy_exists() {
+    let (client, fake) = FakeApi::start();
+    let ctx = context(client, OperatorConfig::default(), LogStore::default());
+    fake.put(EXECUTIONS, execution("job", hello()));
+    step(&fake, &ctx, "job").await;
+    let main = &fake.get(PODS, "job").unwrap()["spec"]["containers"][0];
+    assert_eq!((main["stdin"].as_bool(), main["stdinOnce"].as_bool()), (Some(true), Some(true)));
+    assert!(main["env"].as_array().unwrap().iter().any(|e| e["name"] == GATE_ENV && e["value"] == FLAG_ON));
+    assert!(fake.calls_matching("", "/attach").is_empty(), "no go-ahead before the program's container runs");
+
+    let action = main_container_runs(&fake, &ctx).await;
+    let calls = fake.calls();
+    let created = first(&calls, "POST", "/networkpolicies").expect("the program's policy was created");
+    assert_eq!(fake.get(POLICIES, "job").unwrap()["metadata"]["annotations"]["pyexec.io/network-stage"], "run");
+    let attached = fake.calls_matching("", "/attach");
+    assert!(!attached.is_empty(), "the go-ahead was sent");
+    assert!(attached.iter().all(|c| c.query.contains("container=python")), "{attached:?}");
+    let go = first(&calls, "", "/attach").unwrap();
+    assert!(created < first(&calls, "POST", "/pods").unwrap() && created < go, "policy, then Pod, then go-ahead");
+    // The fake API cannot attach (400): the go-ahead is not recorded as sent, and is tried again soon.
+    assert!(fake.get(PODS, "job").unwrap()["metadata"]["annotations"].get(GATE_ANNOTATION).is_none());
+    assert_eq!(action, Action::requeue(Duration::from_secs(2)));
+    assert_eq!(status(&fake, "job")["phase"], "Running");
+}
+
+#[tokio::test]
+async fn after_an_install_the_go_ahead_follows_the_policys_replacement() {
+    let (client, fake) = FakeApi::start();
+    let config: OperatorConfig = serde_yaml_ng::from_str(
+        "packageIndex: {url: 'https://pypi.internal/simple', egressTo: [{ipBlock: {cidr: 10.0.0.9/32}}]}",
+    )
+    .unwrap();
+    let ctx = context(client, config, LogStore::default());
+    let mut spec = hello();
+    spec["requirements"] = json!("six\n");
+    fake.put(EXECUTIONS, execution("job", spec));
+    step(&fake, &ctx, "job").await;
+    assert_eq!(fake.get(POLICIES, "job").unwrap()["metadata"]["annotations"]["pyexec.io/network-stage"], "install");
+    fake.clear_calls();
+    main_container_runs(&fake, &ctx).await;
+    let calls = fake.calls();
+    let replaced = first(&calls, "PATCH", "/networkpolicies/job").expect("the install stage's policy was replaced");
+    assert!(replaced < first(&calls, "", "/attach").expect("then the go-ahead"), "{calls:?}");
+    let policy = fake.get(POLICIES, "job").unwrap();
+    assert_eq!(
+        (policy["metadata"]["annotations"]["pyexec.io/network-stage"].as_str(), &policy["spec"]["egress"]),
+        (Some("run"), &json!([]))
+    );
+}
+
+const QUOTA: &str = "pods \"job\" is forbidden: exceeded quota: compute, requested: limits.cpu=500m, used: limits.cpu=2, limited: limits.cpu=2";
+
+#[tokio::test]
+async fn a_full_quota_keeps_the_execution_pending_and_retries_with_backoff() {
+    let (client, fake) = FakeApi::start();
+    let ctx = context(client, OperatorConfig::default(), LogStore::default());
+    fake.put(EXECUTIONS, execution("job", hello()));
+    fake.fail_next("POST", PODS, 2, Fault::StatusWithMessage(403, QUOTA));
+    let mut delays = Vec::new();
+    for _ in 0..2 {
+        let cr = fake.object::<PythonExecution>(EXECUTIONS, "job");
+        let error = reconcile(cr.clone(), ctx.clone()).await.unwrap_err();
+        assert!(matches!(error, Error::QuotaExceeded(_)), "{error}");
+        delays.push(error_policy(cr, &error, ctx.clone()));
+        let s = status(&fake, "job");
+        assert_eq!(s["phase"], "Pending", "backpressure, not a failure: {s}");
+        assert_eq!(condition(&s, "Started")["reason"], "QuotaExceeded");
+        assert!(condition(&s, "Started")["message"].as_str().unwrap().contains("exceeded quota"));
+        assert!(s["podName"].is_null(), "no Pod yet");
+        assert!(fake.get(PODS, "job").is_none());
+    }
+    assert_eq!(delays, [1, 2].map(|s| Action::requeue(Duration::from_secs(s))), "the per-object backoff");
+
+    step(&fake, &ctx, "job").await;
+    assert!(fake.get(PODS, "job").is_some(), "created once the quota has room");
+    let s = status(&fake, "job");
+    assert_eq!((s["phase"].as_str(), s["podName"].as_str()), (Some("Pending"), Some("job")));
+    assert_eq!(condition(&s, "Started")["reason"], "Starting");
+}
+
+#[tokio::test]
+async fn other_refusals_of_the_pod_still_fail_it() {
+    let (client, fake) = FakeApi::start();
+    let ctx = context(client, OperatorConfig::default(), LogStore::default());
+    fake.put(EXECUTIONS, execution("job", hello()));
+    fake.fail_next("POST", PODS, 1, Fault::Status(403));
+    step(&fake, &ctx, "job").await;
+    let s = status(&fake, "job");
+    assert_eq!(s["phase"], "Failed");
+    assert_eq!(condition(&s, "Accepted")["reason"], "PodRefused");
+}
+
+#[tokio::test]
+async fn children_whose_delete_failed_are_deleted_by_a_later_reconcile() {
+    let (fake, ctx) = started(hello()).await;
+    let n = nonce(&fake, "job");
+    fake.set_log("job", "python", &frame(&n, FRAME_END, br#"{"exit":0}"#));
+    fake.set_status(
+        PODS,
+        "job",
+        json!({"phase": "Succeeded", "containerStatuses": [container("python", terminated(0, "Completed"))]}),
+    );
+    fake.fail_next("DELETE", PODS, 1, Fault::Status(500));
+    let cr = fake.object::<PythonExecution>(EXECUTIONS, "job");
+    assert!(reconcile(cr, ctx.clone()).await.is_err(), "the failed delete is retried");
+    let s = status(&fake, "job");
+    assert_eq!(s["phase"], "Completed", "the final status is written first");
+    assert_eq!(condition(&s, "ChildrenDeleted")["status"], "False");
+    assert!(fake.get(PODS, "job").is_some());
+
+    step(&fake, &ctx, "job").await;
+    assert!(fake.get(PODS, "job").is_none(), "a terminal execution's Pod is deleted later");
+    assert!(fake.get(POLICIES, "job").is_none() && fake.get(CONFIG_MAPS, "job").is_none());
+    let s = status(&fake, "job");
+    assert_eq!(
+        (s["phase"].as_str(), condition(&s, "ChildrenDeleted")["status"].as_str()),
+        (Some("Completed"), Some("True"))
+    );
+    assert_eq!(condition(&s, "Finished")["reason"], "Completed", "the outcome is unchanged");
+
+    fake.clear_calls();
+    step(&fake, &ctx, "job").await;
+    assert!(
+        fake.calls_to("DELETE", PODS).is_empty() && fake.calls_to("PATCH", EXECUTIONS).is_empty(),
+        "recorded: done"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_log_read_is_retried_not_made_into_a_result() {
+    let (fake, ctx) = started(hello()).await;
+    let n = nonce(&fake, "job");
+    fake.set_log(
+        "job",
+        "python",
+        &format!("{}{}", frame(&n, FRAME_STDOUT, b"hi\n"), frame(&n, FRAME_END, br#"{"exit":0}"#)),
+    );
+    fake.set_status(
+        PODS,
+        "job",
+        json!({"phase": "Succeeded", "containerStatuses": [container("python", terminated(0, "Completed"))]}),
+    );
+    fake.fail_next("GET", &format!("{PODS}/job/log"), 1, Fault::Status(500));
+    let cr = fake.object::<PythonExecution>(EXECUTIONS, "job");
+    let error = reconcile(cr, ctx.clone()).await.unwrap_err();
+    assert!(matches!(error, Error::Log { .. }), "{error}");
+    assert_eq!(status(&fake, "job")["phase"], "Running", "nothing final from a log that could not be read");
+    assert!(fake.get(PODS, "job").is_some());
+
+    step(&fake, &ctx, "job").await;
+    let s = status(&fake, "job");
+    assert_eq!((s["phase"].as_str(), s["stdout"].as_str()), (Some("Completed"), Some("hi\n")), "{s}");
+}
+
+#[tokio::test]
+async fn a_missing_secret_is_waited_for_a_while_before_failing() {
+    let (client, fake) = FakeApi::start();
+    let ctx = context(client, OperatorConfig::default(), LogStore::default());
+    fake.put(EXECUTIONS, execution("job", hello()));
+    step(&fake, &ctx, "job").await;
+    let waiting = json!({"phase": "Pending", "containerStatuses": [container("python",
+        json!({"waiting": {"reason": "CreateContainerConfigError", "message": "secret \"db\" not found"}}))]});
+    fake.set_status(PODS, "job", waiting.clone());
+    step(&fake, &ctx, "job").await;
+    let s = status(&fake, "job");
+    assert_eq!(s["phase"], "Pending", "a Pod created just now waits for its Secret: {s}");
+    assert!(condition(&s, "Started")["message"].as_str().unwrap().contains("secret \"db\" not found"));
+    assert!(fake.get(PODS, "job").is_some());
+
+    // Past the grace period (counted from the Pod's creation): it fails.
+    let mut pod = fake.get(PODS, "job").unwrap();
+    pod["metadata"]["creationTimestamp"] = json!("2026-01-01T00:00:00Z");
+    fake.put(PODS, pod);
+    fake.set_status(PODS, "job", waiting);
+    step(&fake, &ctx, "job").await;
+    let s = status(&fake, "job");
+    assert_eq!(s["phase"], "Failed", "{s}");
+    assert_eq!(condition(&s, "Finished")["reason"], "PodFailed");
+}
+
+#[tokio::test]
+async fn a_missing_source_config_map_is_waited_for_a_while_before_failing() {
+    let (client, fake) = FakeApi::start();
+    let ctx = context(client, OperatorConfig::default(), LogStore::default());
+    let spec = json!({"source": {"configMap": {"name": "code"}}, "entrypoint": "main.py",
+           "limits": {"timeoutSeconds": 30, "memoryMB": 128, "cpu": "500m", "diskMB": 50}});
+    fake.put(EXECUTIONS, execution("job", spec.clone()));
+    step(&fake, &ctx, "job").await;
+    let s = status(&fake, "job");
+    assert_eq!(
+        (s["phase"].as_str(), condition(&s, "Started")["reason"].as_str()),
+        (Some("Pending"), Some("SourceNotFound"))
+    );
+    fake.put(
+        CONFIG_MAPS,
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "code", "namespace": NS}, "data": {"main.py": "print(1)"}}),
+    );
+    step(&fake, &ctx, "job").await;
+    assert!(fake.get(PODS, "job").is_some(), "created once the ConfigMap arrived");
+
+    let mut old = execution("old", spec);
+    old["spec"]["source"]["configMap"]["name"] = json!("never");
+    old["metadata"]["creationTimestamp"] = json!("2026-01-01T00:00:00Z");
+    fake.put(EXECUTIONS, old);
+    step(&fake, &ctx, "old").await;
+    let s = status(&fake, "old");
+    assert_eq!(
+        (s["phase"].as_str(), condition(&s, "Accepted")["reason"].as_str()),
+        (Some("Failed"), Some("SourceNotFound"))
+    );
 }

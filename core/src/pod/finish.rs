@@ -9,7 +9,7 @@ use base64::engine::general_purpose::STANDARD;
 
 use super::frames::PodLog;
 use crate::model::ExecutionResult;
-use crate::outcome::{Interruption, RunOutcome, Termination, finalize, pre_command_failed};
+use crate::outcome::{Interruption, RunOutcome, Termination, failed, finalize, pre_command_failed};
 use crate::spec::ExecutionSpec;
 use crate::time::Timestamp;
 
@@ -39,6 +39,8 @@ pub enum Ending {
     Killed,
     /// A pre-command failed; the program did not run.
     PreCommandFailed,
+    /// The runner found the network fence open (something it must not reach answered); nothing ran.
+    NetworkNotFenced,
 }
 
 impl Ending {
@@ -50,6 +52,7 @@ impl Ending {
             Ending::TimedOut => "TimedOut",
             Ending::Killed => "Killed",
             Ending::PreCommandFailed => "PreCommandFailed",
+            Ending::NetworkNotFenced => "NetworkNotFenced",
         }
     }
 }
@@ -77,6 +80,14 @@ pub fn finish(
     // Interrupted by whom: only the runner's own word (it stopped the program at its deadline), the Pod's deadline
     // or a kill request count; an exit code never does.
     let interruption = Interruption::of(pod.killed, end.timed_out || pod.deadline_exceeded);
+    if let (Some(open), false) = (&end.fence_open, pod.killed) {
+        let message = format!("the network fence was not in place: {open} was reachable; nothing was run");
+        let mut result = failed(execution_id, message, Some(started_at), "");
+        result.finished_at = Some(finished_at);
+        result.duration_ms = finished_at.millis_since(started_at);
+        result.installed_packages = end.installed;
+        return Finished { result, ending: Ending::NetworkNotFenced };
+    }
     if let (Some((index, code)), false) = (end.pre_failed, pod.killed) {
         let mut result = pre_command_failed(
             execution_id,
@@ -190,6 +201,18 @@ mod tests {
         // No summary (the runner was killed) and the container's own 124: still the program's code.
         let bare = run(PodLog::default(), PodEnd { exit_code: Some(124), ..Default::default() });
         assert_eq!(bare, (ExecutionStatus::Completed, 124, None, Ending::Completed));
+    }
+
+    #[test]
+    fn an_open_fence_fails_and_says_what_was_reachable() {
+        let end = EndFrame { exit: 1, fence_open: Some("the cloud metadata endpoint".into()), ..Default::default() };
+        let (status, code, error, ending) = run(ended(end), PodEnd { exit_code: Some(1), ..Default::default() });
+        assert_eq!((status, code, ending), (ExecutionStatus::Failed, 1, Ending::NetworkNotFenced));
+        assert_eq!(
+            error.as_deref(),
+            Some("the network fence was not in place: the cloud metadata endpoint was reachable; nothing was run")
+        );
+        assert_eq!(Ending::NetworkNotFenced.reason(), "NetworkNotFenced");
     }
 
     #[test]

@@ -84,8 +84,9 @@ pub fn source_key(index: usize) -> String {
 
 /// The nonce that marks the runner's frames; the runner removes it from the program's environment.
 pub const NONCE_ENV: &str = "PYEXEC_FRAME_NONCE";
-/// Set to [`FLAG_ON`] when the runner must wait for the operator's go-ahead on its stdin (the Pod's network was
-/// open for the install).
+/// Set to [`FLAG_ON`] when the runner must wait for the operator's go-ahead on its stdin. The operator sets it on
+/// every Pod (and never lets a user's variable replace it): the go-ahead comes once the program's NetworkPolicy
+/// exists (after an install, once it replaced the install stage's). A runner started without it (tests) goes on.
 pub const GATE_ENV: &str = "PYEXEC_GATE";
 /// The expected SHA-256 (hex) of the archive the receive container reads.
 pub const ARCHIVE_SHA256_ENV: &str = "PYEXEC_ARCHIVE_SHA256";
@@ -95,8 +96,9 @@ pub const ALLOW_SDIST_ENV: &str = "PYEXEC_ALLOW_SDIST";
 pub const RESULT_FD_ENV: &str = crate::eval::RESULT_FD_ENV;
 /// The value that turns a flag variable on.
 pub const FLAG_ON: &str = "1";
-/// What the operator writes to the runner's stdin once the network is closed.
-pub const GO_AHEAD: &[u8] = b"go\n";
+/// What the operator writes to the runner's stdin once the network is closed (one line). A runner that reads
+/// anything else (its stdin closed without it) runs nothing.
+pub const GO_AHEAD: &str = "go\n";
 
 // ------------------------------------------------------------------------------------------------ frames
 
@@ -146,7 +148,46 @@ pub struct RunConfig {
     pub output_limit_bytes: u64,
     /// Inline sources: ConfigMap key ([`source_key`]) → path relative to [`WORK_DIR`].
     pub files: BTreeMap<String, String>,
+    /// What the runner checks it cannot reach before it runs anything ([`Fence`]).
+    pub fence: Fence,
 }
+
+/// The network fence the runner checks before it runs anything untrusted: every target must be unreachable
+/// (connection refused or no answer within [`FENCE_BUDGET_MS`]); one that answers fails the execution with
+/// [`EndFrame::fence_open`] and nothing runs. NetworkPolicies are enforced asynchronously, so the runner looks
+/// again for up to [`FENCE_GRACE_SECONDS`] before it gives up. The operator always fills it with the real targets
+/// (the cloud metadata endpoint, the Kubernetes API); tests point it at listeners of their own.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fence {
+    /// TCP endpoints that must not accept a connection. A host that is a name is resolved first (within the
+    /// budget); a name that does not resolve is unreachable.
+    pub tcp: Vec<FenceTarget>,
+    /// When set, the name servers of this `resolv.conf` must not answer either (UDP and TCP port 53): the
+    /// program has no network at all.
+    pub resolv_conf: Option<String>,
+}
+
+/// One endpoint the program must not reach.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FenceTarget {
+    /// What it is, for the error message ("the cloud metadata endpoint").
+    pub what: String,
+    /// An IP address or a DNS name.
+    pub host: String,
+    /// The TCP port.
+    pub port: u16,
+}
+
+/// The cloud metadata endpoint every cloud serves on its link-local address.
+pub const METADATA_HOST: &str = "169.254.169.254";
+/// The Kubernetes API's in-cluster name.
+pub const KUBERNETES_API_NAME: &str = "kubernetes.default.svc";
+/// Total time one round of the fence check may take, milliseconds.
+pub const FENCE_BUDGET_MS: u64 = 300;
+/// How long the runner keeps looking while a target is still reachable (the policy may not be enforced yet).
+pub const FENCE_GRACE_SECONDS: u64 = 3;
 
 /// The runner's final frame. The runner always writes every field.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -175,6 +216,9 @@ pub struct EndFrame {
     /// Output beyond the runner's cap was dropped.
     #[serde(default)]
     pub stderr_truncated: bool,
+    /// The network fence was not in place: what was reachable ([`Fence`]). Nothing was run.
+    #[serde(default)]
+    pub fence_open: Option<String>,
 }
 
 #[cfg(test)]
@@ -227,6 +271,11 @@ mod tests {
             ("ALLOW_SDIST_ENV", s(ALLOW_SDIST_ENV)),
             ("RESULT_FD_ENV", s(RESULT_FD_ENV)),
             ("FLAG_ON", s(FLAG_ON)),
+            ("GO_AHEAD", s(GO_AHEAD)),
+            ("FENCE_BUDGET_MS", Py::Int(FENCE_BUDGET_MS as i64)),
+            ("FENCE_GRACE_SECONDS", Py::Int(FENCE_GRACE_SECONDS as i64)),
+            ("FENCE_FIELDS", fields(&Fence::default())),
+            ("FENCE_TARGET_FIELDS", fields(&FenceTarget::default())),
             ("FRAME_MARKER", s(FRAME_MARKER)),
             ("FRAME_STDOUT", s(FRAME_STDOUT)),
             ("FRAME_STDERR", s(FRAME_STDERR)),
@@ -279,7 +328,7 @@ mod tests {
         }
     }
 
-    /// A quoted string at the start of `text` (escapes `\xNN`, `\\`, `\"`, `\'`), and what follows it.
+    /// A quoted string at the start of `text` (escapes `\xNN`, `\n`, `\\`, `\"`, `\'`), and what follows it.
     fn parse_string(text: &str) -> Option<(String, &str)> {
         let quote = text.chars().next().filter(|q| *q == '"' || *q == '\'')?;
         let mut out = String::new();
@@ -291,6 +340,7 @@ mod tests {
                         let hex: String = [chars.next()?.1, chars.next()?.1].iter().collect();
                         out.push(char::from(u8::from_str_radix(&hex, 16).ok()?));
                     }
+                    'n' => out.push('\n'),
                     other @ ('\\' | '"' | '\'') => out.push(other),
                     _ => return None,
                 },
@@ -334,6 +384,7 @@ mod tests {
     fn the_literal_parser_reads_what_the_block_holds() {
         assert_eq!(parse_literal(r#""\x1fpyexec""#), Some(s("\u{1f}pyexec")));
         assert_eq!(parse_literal("'it''"), None);
+        assert_eq!(parse_literal(r#""go\n""#), Some(s("go\n")));
         assert_eq!(parse_literal("1_048_576"), Some(Py::Int(1 << 20)));
         assert_eq!(parse_literal(r#"("b", 'a',)"#), Some(Py::Names(vec!["a".into(), "b".into()])));
         assert_eq!(parse_literal("os.environ"), None);

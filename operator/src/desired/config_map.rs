@@ -8,9 +8,10 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use pyexec_core::eval::EVAL_RUNNER_SOURCE;
 use pyexec_core::pod::RUNNER_SOURCE;
 use pyexec_core::pod::protocol::{
-    EVAL_RUNNER_FILE, REQUIREMENTS_FILE, RUN_CONFIG_FILE, RUNNER_FILE, RunConfig, STDIN_FILE, source_key,
+    EVAL_RUNNER_FILE, Fence, FenceTarget, KUBERNETES_API_NAME, METADATA_HOST, REQUIREMENTS_FILE, RUN_CONFIG_FILE,
+    RUNNER_FILE, RunConfig, STDIN_FILE, source_key,
 };
-use pyexec_crds::PythonExecution;
+use pyexec_crds::{NetworkMode, PythonExecution};
 
 use super::child_meta;
 use crate::admission::Admitted;
@@ -51,7 +52,31 @@ fn run_config(cr: &PythonExecution, config: &OperatorConfig, files: BTreeMap<Str
         timeout_seconds: spec.limits.timeout_seconds,
         output_limit_bytes: config.output_limit_bytes,
         files,
+        fence: fence(cr, api_address()),
     }
+}
+
+/// What the program must not reach, checked by the runner before it runs anything: the cloud metadata endpoint, the
+/// Kubernetes API (by the address the operator itself reaches it at, and, where the program has DNS, by its
+/// in-cluster name), and without network the Pod's DNS servers.
+fn fence(cr: &PythonExecution, api: Option<(String, u16)>) -> Fence {
+    let target = |what: &str, host: &str, port: u16| FenceTarget { what: what.into(), host: host.into(), port };
+    let mut tcp = vec![target("the cloud metadata endpoint", METADATA_HOST, 80)];
+    if let Some((host, port)) = api {
+        tcp.push(target("the Kubernetes API", &host, port));
+    }
+    let none = cr.spec.network == NetworkMode::None;
+    if !none {
+        tcp.push(target("the Kubernetes API", KUBERNETES_API_NAME, 443));
+    }
+    Fence { tcp, resolv_conf: none.then(|| "/etc/resolv.conf".to_string()) }
+}
+
+/// The Kubernetes API's service address as the operator's own Pod sees it (its service links).
+fn api_address() -> Option<(String, u16)> {
+    let host = std::env::var("KUBERNETES_SERVICE_HOST").ok().filter(|h| !h.is_empty())?;
+    let port = std::env::var("KUBERNETES_SERVICE_PORT").ok().and_then(|p| p.parse().ok())?;
+    Some((host, port))
 }
 
 #[cfg(test)]
@@ -82,9 +107,24 @@ mod tests {
                 timeout_seconds: 300,
                 output_limit_bytes: 1 << 20,
                 files: [(source_key(0), "main.py".to_string())].into(),
+                fence: fence(&cr, api_address()),
             }
         );
         assert_eq!(cm.immutable, Some(true));
+        assert_eq!(run.fence.tcp[0].host, METADATA_HOST);
         assert_eq!(cm.metadata.owner_references.unwrap()[0].kind, "PythonExecution");
+    }
+
+    #[test]
+    fn the_fence_names_the_metadata_endpoint_the_api_and_without_network_dns() {
+        let api = Some(("10.96.0.1".to_string(), 443));
+        let none = fence(&simple(serde_json::json!({})), api.clone());
+        let hosts: Vec<(&str, u16)> = none.tcp.iter().map(|t| (t.host.as_str(), t.port)).collect();
+        assert_eq!(hosts, [(METADATA_HOST, 80), ("10.96.0.1", 443)]);
+        assert_eq!(none.resolv_conf.as_deref(), Some("/etc/resolv.conf"), "no network: DNS must not answer");
+        let egress = fence(&simple(serde_json::json!({"network": "egress"})), None);
+        let hosts: Vec<(&str, u16)> = egress.tcp.iter().map(|t| (t.host.as_str(), t.port)).collect();
+        assert_eq!(hosts, [(METADATA_HOST, 80), (KUBERNETES_API_NAME, 443)]);
+        assert_eq!(egress.resolv_conf, None, "DNS is allowed with egress");
     }
 }

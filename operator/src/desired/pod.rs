@@ -10,8 +10,9 @@
 //! - `install` (init, when there are requirements): pip-installs them into `/deps`; the Pod's NetworkPolicy lets
 //!   it reach the package index (and DNS) only.
 //! - `docker` (native sidecar, only on the opt-in Docker path): a privileged Docker-in-Docker daemon.
-//! - `python`: the runner, which waits for the operator's go-ahead on stdin when the Pod installed packages (the
-//!   operator closes the network first), then runs the pre-commands and the program.
+//! - `python`: the runner, which waits for the operator's go-ahead on stdin (every Pod: the operator sends it once
+//!   the program's NetworkPolicy exists, after an install once it replaced the install stage's), checks that the
+//!   network fence holds, then runs the pre-commands and the program.
 
 use std::collections::BTreeMap;
 
@@ -115,11 +116,10 @@ pub fn pod(cr: &PythonExecution, admitted: &Admitted, config: &OperatorConfig, n
     let mut main = container(MAIN_CONTAINER, &admitted.image, ROLE_RUN, main_mounts, resources);
     let mut vars = base_env;
     vars.push(env(NONCE_ENV, nonce));
-    if installs {
-        vars.push(env(GATE_ENV, FLAG_ON));
-        main.stdin = Some(true);
-        main.stdin_once = Some(true);
-    }
+    // Every program waits for the go-ahead: the Pod may start before its NetworkPolicy is enforced.
+    vars.push(env(GATE_ENV, FLAG_ON));
+    main.stdin = Some(true);
+    main.stdin_once = Some(true);
     if spec.docker {
         vars.push(env("DOCKER_HOST", "tcp://127.0.0.1:2375"));
     }
@@ -132,8 +132,10 @@ pub fn pod(cr: &PythonExecution, admitted: &Admitted, config: &OperatorConfig, n
             }),
             ..EnvVarSource::default()
         });
-        vars.retain(|v| v.name != var.name || v.name == NONCE_ENV);
-        if var.name != NONCE_ENV {
+        // The runner's own variables are the operator's alone: a user's cannot replace them (nor skip the gate).
+        let runner_only = var.name == NONCE_ENV || var.name == GATE_ENV;
+        vars.retain(|v| v.name != var.name || runner_only);
+        if !runner_only {
             vars.push(EnvVar { name: var.name.clone(), value: var.value.clone(), value_from });
         }
     }
@@ -189,8 +191,11 @@ fn container(
     Container {
         name: name.into(),
         image: Some(image.into()),
-        command: Some(vec!["python".into(), format!("{RUN_DIR}/{RUNNER_FILE}"), role.into()]),
-        working_dir: Some(WORK_DIR.into()),
+        // Isolated: neither the working directory nor the script's, nor PYTHON* variables (a user's PYTHONPATH),
+        // decide what the runner imports; the program it starts gets the environment as given.
+        command: Some(vec!["python".into(), "-I".into(), format!("{RUN_DIR}/{RUNNER_FILE}"), role.into()]),
+        // The installer starts from a neutral directory, never the workspace that holds uploaded files.
+        working_dir: Some(if role == ROLE_INSTALL { "/".into() } else { WORK_DIR.into() }),
         volume_mounts: Some(mounts),
         resources: Some(resources),
         security_context: Some(locked_down()),
@@ -305,7 +310,8 @@ mod tests {
         let limits = main.resources.as_ref().unwrap().limits.as_ref().unwrap();
         assert_eq!((limits["cpu"].0.as_str(), limits["memory"].0.as_str()), ("500m", "256Mi"));
         assert_eq!(limits["ephemeral-storage"].0, "200Mi");
-        assert!(main.stdin.is_none(), "no go-ahead to wait for");
+        assert_eq!((main.stdin, main.stdin_once), (Some(true), Some(true)), "every program waits for the go-ahead");
+        assert!(main.env.as_ref().unwrap().iter().any(|e| e.name == GATE_ENV && e.value.as_deref() == Some(FLAG_ON)));
         assert_eq!(pod_nonce(&pod).as_deref(), Some("n0nce"));
         let work = spec.volumes.as_ref().unwrap().iter().find(|v| v.name == "work").unwrap();
         assert_eq!(work.empty_dir.as_ref().unwrap().size_limit.as_ref().unwrap().0, "100Mi");
@@ -321,8 +327,19 @@ mod tests {
         assert_eq!(init, [RECEIVE_CONTAINER, INSTALL_CONTAINER]);
         let receive = &spec.init_containers.as_ref().unwrap()[0];
         assert_eq!((receive.stdin, receive.stdin_once), (Some(true), Some(true)));
-        assert_eq!(receive.command.as_ref().unwrap()[1..], [format!("{RUN_DIR}/{RUNNER_FILE}"), ROLE_RECEIVE.into()]);
+        assert_eq!(
+            receive.command.as_ref().unwrap()[1..],
+            ["-I".into(), format!("{RUN_DIR}/{RUNNER_FILE}"), ROLE_RECEIVE.into()]
+        );
         let install = &spec.init_containers.as_ref().unwrap()[1];
+        assert_eq!(
+            install.command.as_deref().unwrap(),
+            ["python".to_string(), "-I".into(), format!("{RUN_DIR}/{RUNNER_FILE}"), ROLE_INSTALL.into()],
+            "isolated: uploaded files cannot shadow pip"
+        );
+        assert_eq!((install.args.as_ref(), install.working_dir.as_deref()), (None, Some("/")), "not the workspace");
+        assert_eq!(spec.containers[0].working_dir.as_deref(), Some(WORK_DIR));
+        assert_eq!(spec.containers[0].command.as_ref().unwrap()[1], "-I");
         assert!(!install.env.as_ref().unwrap().iter().any(|e| e.name == ALLOW_SDIST_ENV), "wheels only by default");
         let main = &spec.containers[0];
         assert_eq!(main.stdin, Some(true), "the program waits for the network to close");
@@ -352,12 +369,15 @@ mod tests {
             {"name": "A", "value": "1"},
             {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
             {"name": NONCE_ENV, "value": "attacker"},
+            {"name": GATE_ENV, "value": "0"},
             {"name": "HOME", "value": "/work"}]});
         let pod = build(extra, &OperatorConfig::default());
         let vars = pod.spec.unwrap().containers[0].env.clone().unwrap();
         let get = |n: &str| vars.iter().filter(|v| v.name == n).collect::<Vec<_>>();
         assert_eq!(get(NONCE_ENV).len(), 1);
         assert_eq!(get(NONCE_ENV)[0].value.as_deref(), Some("n0nce"));
+        assert_eq!(get(GATE_ENV).len(), 1, "the gate cannot be turned off");
+        assert_eq!(get(GATE_ENV)[0].value.as_deref(), Some(FLAG_ON));
         assert_eq!(get("HOME")[0].value.as_deref(), Some("/work"), "the user's value wins over the defaults");
         assert_eq!(get("TOKEN")[0].value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap().key, "k");
     }

@@ -55,6 +55,9 @@ pub enum Fault {
     /// Answers this status code with a Kubernetes `Status` body (reason as the API server gives it: 403
     /// `Forbidden`, 409 `Conflict`, 422 `Invalid`, 429 `TooManyRequests`, 500 `InternalError`, ...).
     Status(u16),
+    /// Answers this status code with a `Status` body carrying this message (a quota refusal: 403 with
+    /// `exceeded quota: ...`).
+    StatusWithMessage(u16, &'static str),
     /// Never answers (past any client timeout); nothing is changed.
     Hang,
     /// Answers normally, after this long.
@@ -346,6 +349,10 @@ impl FakeApi {
             Some(Fault::Status(code)) => {
                 let code = StatusCode::from_u16(code).unwrap();
                 status(code, reason_of(code), &format!("injected fault: {code}"))
+            }
+            Some(Fault::StatusWithMessage(code, message)) => {
+                let code = StatusCode::from_u16(code).unwrap();
+                status(code, reason_of(code), message)
             }
             Some(Fault::Hang) => std::future::pending().await,
             Some(Fault::Delay(delay)) => {

@@ -872,6 +872,41 @@ def test_dashboard_is_a_grafana_dashboard_with_a_prometheus_datasource_variable(
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# End-to-end workflow on kind
+# ---------------------------------------------------------------------------------------------------------------
+
+E2E_KIND_SCRIPT = ROOT / "scripts" / "e2e-kind.sh"
+E2E_KIND_WORKFLOW = ROOT / ".github" / "workflows" / "e2e-kind.yml"
+
+
+def test_e2e_kind_script_and_workflow():
+    """scripts/e2e-kind.sh parses, checks its tools, and the GitHub Actions workflow that runs it is valid YAML."""
+    assert os.access(E2E_KIND_SCRIPT, os.X_OK), "scripts/e2e-kind.sh must be executable"
+    bash = subprocess.run(["bash", "-n", str(E2E_KIND_SCRIPT)], capture_output=True, text=True)
+    assert bash.returncode == 0, bash.stderr
+    script = E2E_KIND_SCRIPT.read_text()
+    assert "set -euo pipefail" in script
+    for tool in ("docker", "kind", "kubectl", "helm"):
+        assert re.search(rf"^need {tool} \"", script, re.M), f"the script does not check for {tool}"
+    for variable in ("PYEXEC_E2E_OPERATOR_IMAGE", "PYEXEC_E2E_APISERVER_IMAGE", "KUBECONFIG"):
+        assert f"export {variable}" in script or re.search(rf"export [^\n]*\b{variable}=", script), variable
+    assert "cargo test --locked -p pyexec-operator --test e2e -- --nocapture" in script
+    assert "trap cleanup EXIT" in script and "kind delete cluster" in script
+
+    workflow = load_yaml(E2E_KIND_WORKFLOW)
+    # YAML 1.1 (PyYAML) reads the key `on` as true.
+    triggers = workflow.get("on", workflow.get(True))
+    assert triggers and "workflow_dispatch" in triggers, triggers
+    (job,) = workflow["jobs"].values()
+    assert job["runs-on"] == "ubuntu-latest"
+    steps = job["steps"]
+    assert any(str(step.get("uses", "")).startswith("actions/checkout@") for step in steps)
+    assert any(str(step.get("uses", "")).startswith("helm/kind-action@") for step in steps), "kind is installed"
+    runs = [line.strip() for step in steps for line in str(step.get("run", "")).splitlines()]
+    assert "scripts/e2e-kind.sh" in runs, runs
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Documentation
 # ---------------------------------------------------------------------------------------------------------------
 

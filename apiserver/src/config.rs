@@ -228,6 +228,14 @@ pub struct Config {
     /// Kubernetes backend: file with the token that reads full outputs from the operator.
     #[arg(long, env = "PYEXEC_LOGS_TOKEN_FILE")]
     pub logs_token_file: Option<PathBuf>,
+    /// Kubernetes backend: most executions this server created that are not finished yet; further submissions
+    /// wait in the server's queue (PYEXEC_MAX_CONCURRENT is the embedded backend's).
+    #[arg(long, env = "PYEXEC_K8S_MAX_IN_FLIGHT", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub k8s_max_in_flight: u64,
+    /// Kubernetes backend: most executions that may wait for a slot (in this server's memory); beyond that
+    /// requests get 429 (PYEXEC_MAX_QUEUE is the embedded backend's).
+    #[arg(long, env = "PYEXEC_K8S_MAX_QUEUE", default_value_t = 1000)]
+    pub k8s_max_queue: usize,
     /// Host names (or host:port, `*.example.com`) clients may use to reach this server, besides loopback names
     /// and IP addresses: without API keys every other name is refused (DNS-rebinding protection); `/mcp` always
     /// checks. `*` accepts any.

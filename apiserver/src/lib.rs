@@ -169,11 +169,18 @@ async fn start_kubernetes(
         logs_token: read_token(&config.logs_token_file)?,
         max_output_bytes: config.max_output_bytes,
         kill_wait: Duration::from_secs(10),
+        max_in_flight: usize::try_from(config.k8s_max_in_flight).unwrap_or(usize::MAX),
+        max_queue: config.k8s_max_queue,
     };
     if k8s.archive_token.is_none() {
         tracing::warn!("PYEXEC_ARCHIVE_TOKEN_FILE is not set: uploaded projects cannot be fetched by the operator");
     }
-    tracing::info!(%namespace, "Kubernetes backend: executions are PythonExecution resources");
+    tracing::info!(
+        %namespace,
+        max_in_flight = k8s.max_in_flight,
+        max_queue = k8s.max_queue,
+        "Kubernetes backend: executions are PythonExecution resources"
+    );
     KubernetesBackend::start(client, k8s, Arc::new(metrics))
         .await
         .map_err(|e| anyhow::anyhow!("starting the Kubernetes backend: {e}"))

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use pyexec_apiserver::backend::kubernetes::{KubernetesBackend, KubernetesConfig};
-use pyexec_apiserver::backend::{Backend, ExecutionEvent, KillReason, ListQuery, Source};
+use pyexec_apiserver::backend::{Backend, BackendError, ExecutionEvent, KillReason, ListQuery, Source};
 use pyexec_apiserver::metrics::Metrics;
 use pyexec_core::{CodeFile, ExecutionResult, ExecutionStatus, Policy, PythonVersion};
 use pyexec_crds::contract::{API_SERVER, KILL_ANNOTATION, MANAGED_BY_LABEL};
@@ -23,6 +23,15 @@ async fn backend(dir: &std::path::Path) -> (KubernetesBackend, FakeApi) {
 }
 
 async fn backend_with_metrics(dir: &std::path::Path) -> (KubernetesBackend, FakeApi, Metrics) {
+    backend_capped(dir, 100, 1000).await
+}
+
+/// A backend with at most `max_in_flight` unfinished resources and `max_queue` submissions waiting.
+async fn backend_capped(
+    dir: &std::path::Path,
+    max_in_flight: usize,
+    max_queue: usize,
+) -> (KubernetesBackend, FakeApi, Metrics) {
     let (client, fake) = FakeApi::start();
     let config = KubernetesConfig {
         namespace: NS.into(),
@@ -35,6 +44,8 @@ async fn backend_with_metrics(dir: &std::path::Path) -> (KubernetesBackend, Fake
         logs_token: Some("logs-token".into()),
         max_output_bytes: 1 << 20,
         kill_wait: Duration::from_millis(600),
+        max_in_flight,
+        max_queue,
     };
     let metrics = Metrics::new();
     (KubernetesBackend::start(client, config, Arc::new(metrics.clone())).await.unwrap(), fake, metrics)
@@ -315,4 +326,123 @@ async fn execution_metrics_count_what_the_operator_finishes() {
     fake.delete(EXECUTIONS, &ids[2]);
     eventually("none pending", || has("pyexec_queue_depth 0")).await;
     assert!(has("pyexec_executions_total{status=\"completed\"} 1"), "{}", metrics.render());
+}
+
+fn has_resource(fake: &FakeApi, id: &str) -> bool {
+    fake.get(EXECUTIONS, &id.replacen('_', "-", 1)).is_some()
+}
+
+async fn submit(backend: &KubernetesBackend, code: &str) -> Result<String, BackendError> {
+    let (spec, files) = eval(json!({"code": code}));
+    backend.submit(spec, Source::Files(files)).await.map(|r| r.execution_id)
+}
+
+#[tokio::test]
+async fn beyond_the_cap_submissions_wait_without_a_resource_and_beyond_the_queue_get_429() {
+    use axum::response::IntoResponse;
+    let dir = tempfile::tempdir().unwrap();
+    let (backend, fake, metrics) = backend_capped(dir.path(), 1, 1).await;
+    let first = submit(&backend, "print(1)").await.unwrap();
+    assert!(has_resource(&fake, &first));
+    let second = submit(&backend, "print(2)").await.unwrap();
+    assert!(!has_resource(&fake, &second), "no slot: it waits in the server");
+    let waiting = backend.get(&second).await.unwrap().unwrap();
+    assert_eq!((waiting.execution_id.as_str(), waiting.status), (second.as_str(), ExecutionStatus::Pending));
+    let queue = backend.health().queue;
+    assert_eq!((queue.pending, queue.running, queue.max_concurrent, queue.max_queue), (1, 1, 1, 1));
+    let has = |line: &str| metrics.render().lines().any(|l| l == line);
+    eventually("both counted as waiting", || has("pyexec_queue_depth 2")).await;
+
+    let refused = submit(&backend, "print(3)").await.unwrap_err();
+    let BackendError::QueueFull { pending, retry_after } = &refused else { panic!("{refused:?}") };
+    assert_eq!(*pending, 1);
+    assert!(*retry_after >= Duration::from_secs(1));
+    let response = pyexec_apiserver::error::ApiError::from(refused).into_response();
+    assert_eq!(response.status(), 429);
+    assert!(response.headers().get("retry-after").is_some(), "{:?}", response.headers());
+    assert_eq!(fake.calls_to("POST", EXECUTIONS).len(), 1, "the refused one made no resource either");
+
+    // The waiting one is listed, and its events start `pending`.
+    let page =
+        backend.list(ListQuery { status: Some(ExecutionStatus::Pending), limit: 10, before: None }).await.unwrap();
+    let ids: Vec<&str> = page.executions.iter().map(|r| r.execution_id.as_str()).collect();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    assert!(ids.contains(&second.as_str()));
+    let mut events = backend.events(&second).await.unwrap().unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(5), events.next()).await.unwrap();
+    assert_eq!(event, Some(ExecutionEvent::Status(ExecutionStatus::Pending)));
+
+    // The first finishes: its slot goes to the second.
+    fake.set_status(EXECUTIONS, &first.replacen('_', "-", 1), json!({"phase": "Completed", "exitCode": 0}));
+    eventually("the second's resource is created", || has_resource(&fake, &second)).await;
+    assert_eq!(backend.get(&second).await.unwrap().unwrap().status, ExecutionStatus::Pending);
+    let queue = backend.health().queue;
+    assert_eq!((queue.pending, queue.running), (0, 1));
+    let page = backend.list(ListQuery { status: None, limit: 10, before: None }).await.unwrap();
+    assert_eq!(page.executions.len(), 2, "listed once, as its resource");
+
+    // Its events go on from the resource, without a second `pending`.
+    fake.set_status(EXECUTIONS, &second.replacen('_', "-", 1), json!({"phase": "Running"}));
+    let event = tokio::time::timeout(Duration::from_secs(5), events.next()).await.unwrap();
+    assert_eq!(event, Some(ExecutionEvent::Status(ExecutionStatus::Running)));
+    let third = submit(&backend, "print(3)").await.unwrap();
+    assert!(!has_resource(&fake, &third), "the slot is the second's until it finishes");
+}
+
+#[tokio::test]
+async fn a_queued_execution_that_is_killed_never_gets_a_resource() {
+    let dir = tempfile::tempdir().unwrap();
+    let (backend, fake, _) = backend_capped(dir.path(), 1, 5).await;
+    let backend = Arc::new(backend);
+    let first = submit(&backend, "print(1)").await.unwrap();
+    let killed = submit(&backend, "print(2)").await.unwrap();
+    let later = submit(&backend, "print(3)").await.unwrap();
+    let waiting = tokio::spawn({
+        let (backend, id) = (backend.clone(), killed.clone());
+        async move { backend.wait(&id).await }
+    });
+    assert_eq!(backend.kill(&killed, KillReason::Request).await.unwrap(), Some(ExecutionStatus::Killed));
+    let waited = tokio::time::timeout(Duration::from_secs(5), waiting).await.unwrap().unwrap().unwrap().unwrap();
+    assert_eq!(waited.status, ExecutionStatus::Killed, "a synchronous request gets the kill");
+    assert_eq!(backend.get(&killed).await.unwrap().unwrap().status, ExecutionStatus::Killed);
+    assert_eq!(backend.kill(&killed, KillReason::Request).await.unwrap(), Some(ExecutionStatus::Killed), "stays");
+    let mut events = backend.events(&killed).await.unwrap().unwrap();
+    let mut last = None;
+    while let Some(event) = tokio::time::timeout(Duration::from_secs(5), events.next()).await.unwrap() {
+        last = Some(event);
+    }
+    let Some(ExecutionEvent::Result(result)) = last else { panic!("ends with the result: {last:?}") };
+    assert_eq!(result.status, ExecutionStatus::Killed);
+    assert_eq!(backend.health().queue.pending, 1);
+
+    fake.set_status(EXECUTIONS, &first.replacen('_', "-", 1), json!({"phase": "Failed", "exitCode": 1}));
+    eventually("the next waiting one gets the slot", || has_resource(&fake, &later)).await;
+    assert!(!has_resource(&fake, &killed), "killed while waiting: never created");
+    let killed_list =
+        backend.list(ListQuery { status: Some(ExecutionStatus::Killed), limit: 10, before: None }).await.unwrap();
+    assert_eq!(killed_list.executions.len(), 1);
+    assert_eq!(killed_list.executions[0].execution_id, killed);
+}
+
+#[tokio::test]
+async fn executions_still_waiting_at_shutdown_fail_without_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let (backend, fake, _) = backend_capped(dir.path(), 1, 5).await;
+    let backend = Arc::new(backend);
+    let running = submit(&backend, "print(1)").await.unwrap();
+    let queued = submit(&backend, "print(2)").await.unwrap();
+    let waiting = tokio::spawn({
+        let (backend, id) = (backend.clone(), queued.clone());
+        async move { backend.wait(&id).await }
+    });
+    backend.shutdown(Duration::from_millis(10)).await;
+    let waited = tokio::time::timeout(Duration::from_secs(5), waiting).await.unwrap().unwrap().unwrap().unwrap();
+    assert_eq!(waited.status, ExecutionStatus::Failed);
+    assert!(waited.error.as_deref().unwrap().contains("never started"), "{:?}", waited.error);
+    assert_eq!(backend.get(&queued).await.unwrap().unwrap().status, ExecutionStatus::Failed);
+    assert!(matches!(submit(&backend, "print(3)").await, Err(BackendError::ShuttingDown)));
+    fake.set_status(EXECUTIONS, &running.replacen('_', "-", 1), json!({"phase": "Completed", "exitCode": 0}));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!has_resource(&fake, &queued), "dropped, never created");
+    assert_eq!(backend.health().queue.pending, 0);
 }

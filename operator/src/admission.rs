@@ -85,6 +85,18 @@ pub fn admit(
     if spec.docker && !config.docker.enabled {
         return Err(refuse("DockerDisabled", "the Docker path is disabled on this operator (docker.enabled)"));
     }
+    if !config.allow_secret_env
+        && let Some(var) = spec.env.iter().find(|v| v.value_from.is_some())
+    {
+        return Err(refuse(
+            "SecretEnvNotAllowed",
+            format!(
+                "env {:?} takes its value from a Secret, which this operator does not allow (allowSecretEnv): pass \
+                 the value itself",
+                var.name
+            ),
+        ));
+    }
     let max = &config.max_limits;
     let limits = &spec.limits;
     let cpu = cpu_millis(&limits.cpu)
@@ -185,6 +197,22 @@ mod tests {
         assert!(admit(&cr(gvisor), &allowing, None).is_ok());
         let docker = PythonExecutionSpec { docker: true, ..Default::default() };
         assert_eq!(admit(&cr(docker), &config, None).unwrap_err().reason, "DockerDisabled");
+    }
+
+    #[test]
+    fn secret_env_needs_the_configuration() {
+        let spec: PythonExecutionSpec = serde_json::from_value(serde_json::json!({"source": {}, "env": [
+            {"name": "A", "value": "1"},
+            {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]}))
+        .unwrap();
+        let err = admit(&cr(spec.clone()), &OperatorConfig::default(), None).unwrap_err();
+        assert_eq!(err.reason, "SecretEnvNotAllowed");
+        assert!(err.message.contains("\"TOKEN\"") && err.message.contains("allowSecretEnv"), "{}", err.message);
+        let allowing = OperatorConfig { allow_secret_env: true, ..OperatorConfig::default() };
+        assert!(admit(&cr(spec), &allowing, None).is_ok());
+        let plain: PythonExecutionSpec =
+            serde_json::from_value(serde_json::json!({"source": {}, "env": [{"name": "A", "value": "1"}]})).unwrap();
+        assert!(admit(&cr(plain), &OperatorConfig::default(), None).is_ok());
     }
 
     #[test]

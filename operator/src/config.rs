@@ -57,6 +57,14 @@ pub struct OperatorConfig {
     pub image_pull_policy: Option<String>,
     /// Most reconciliations run at once (at least 1).
     pub concurrency: u16,
+    /// Refuse to start when a namespace the operator runs executions in has no default-deny NetworkPolicy for
+    /// execution Pods (otherwise a missing one is only a loud warning). The Helm chart creates that policy and
+    /// sets this.
+    pub require_default_deny: bool,
+    /// Let resources take environment variables from Secrets of their namespace (`env[].valueFrom.secretKeyRef`).
+    /// Off: whoever may create a PythonExecution could otherwise read any Secret of the namespace through the
+    /// operator, so such resources are refused.
+    pub allow_secret_env: bool,
 }
 
 impl Default for OperatorConfig {
@@ -83,6 +91,8 @@ impl Default for OperatorConfig {
             archives: None,
             image_pull_policy: None,
             concurrency: 8,
+            require_default_deny: false,
+            allow_secret_env: false,
         }
     }
 }
@@ -280,6 +290,7 @@ mod tests {
         let config = OperatorConfig::default();
         config.check().unwrap();
         assert!(config.package_index.is_none() && !config.docker.enabled && !config.host_users);
+        assert!(!config.require_default_deny && !config.allow_secret_env);
         assert!(config.image_allowed("python:3.12-slim") && !config.image_allowed("evil:latest"));
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.yaml");

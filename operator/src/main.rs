@@ -7,15 +7,19 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Parser;
-use kube::Client;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::api::{Api, ListParams};
 use kube::runtime::events::{Recorder, Reporter};
+use kube::{Client, ResourceExt};
 use kube_lease_manager::LeaseManagerBuilder;
 use pyexec_core::logging::{self, LogFormat};
+use pyexec_crds::PythonExecution;
 use pyexec_crds::contract::OPERATOR;
 use pyexec_operator::attach::ArchiveFetcher;
 use pyexec_operator::cli::Args;
 use pyexec_operator::config::OperatorConfig;
 use pyexec_operator::context::Context;
+use pyexec_operator::desired::find_default_deny;
 use pyexec_operator::logs::LogStore;
 use pyexec_operator::metrics::Metrics;
 use pyexec_operator::server::{Readiness, ServerState, router};
@@ -33,6 +37,7 @@ async fn main() -> anyhow::Result<()> {
         None => OperatorConfig::default(),
     };
     let client = Client::try_default().await.context("connecting to the Kubernetes API")?;
+    check_default_deny(&client, args.watch_namespace.as_deref(), config.require_default_deny).await?;
     let identity = args.identity.clone().unwrap_or_else(|| {
         std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| OPERATOR.into())
     });
@@ -88,5 +93,63 @@ async fn main() -> anyhow::Result<()> {
     }
     drop(leader);
     let _ = lease_task.await;
+    Ok(())
+}
+
+/// Checks that every namespace the operator runs executions in has a default-deny NetworkPolicy for execution Pods
+/// (`desired::is_default_deny`): the watched namespace, or, watching all, those holding PythonExecutions now
+/// (namespaces used later are not checked). A missing one is a loud warning, or, with `requireDefaultDeny`, a
+/// refusal to start.
+async fn check_default_deny(client: &Client, watched: Option<&str>, require: bool) -> anyhow::Result<()> {
+    let namespaces: Vec<String> = match watched {
+        Some(ns) => vec![ns.to_owned()],
+        None => {
+            let all: Api<PythonExecution> = Api::all(client.clone());
+            let mut found: Vec<String> = match all.list_metadata(&ListParams::default()).await {
+                Ok(list) => list.items.iter().filter_map(|cr| cr.namespace()).collect(),
+                Err(e) if require => return Err(e).context("listing PythonExecutions to check their namespaces"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot list PythonExecutions: default-deny NetworkPolicies unchecked");
+                    Vec::new()
+                }
+            };
+            found.sort();
+            found.dedup();
+            tracing::info!(
+                namespaces = ?found,
+                "watching all namespaces: only those holding PythonExecutions now are checked for a default-deny \
+                 NetworkPolicy"
+            );
+            found
+        }
+    };
+    for ns in namespaces {
+        let api: Api<NetworkPolicy> = Api::namespaced(client.clone(), &ns);
+        let policies = match api.list(&ListParams::default()).await {
+            Ok(list) => list.items,
+            Err(e) if require => {
+                return Err(e).with_context(|| format!("listing the NetworkPolicies of namespace {ns}"));
+            }
+            Err(e) => {
+                tracing::warn!(namespace = %ns, error = %e, "cannot list NetworkPolicies: default-deny unchecked");
+                continue;
+            }
+        };
+        match find_default_deny(&policies) {
+            Some(policy) => {
+                tracing::info!(namespace = %ns, policy = %policy.name_any(), "default-deny NetworkPolicy found")
+            }
+            None if require => anyhow::bail!(
+                "namespace {ns} has no default-deny NetworkPolicy for execution Pods (requireDefaultDeny): create \
+                 one selecting the label pyexec.io/execution with policyTypes Ingress and Egress and no rules"
+            ),
+            None => tracing::warn!(
+                namespace = %ns,
+                "!!! namespace has NO default-deny NetworkPolicy for execution Pods: an execution Pod is open until \
+                 its own policy exists, and any other policy selecting it opens it further; create one (the Helm \
+                 chart does) and set requireDefaultDeny"
+            ),
+        }
+    }
     Ok(())
 }

@@ -66,6 +66,7 @@ archives: {url: "http://python-executor.pyexec-system.svc:8080/internal/v1/archi
 allowedRuntimeClasses: [gvisor]
 egress: {blockedCidrs: ["10.96.0.0/12", "fd00:10:96::/112"]}
 docker: {enabled: true}
+allowSecretEnv: true
 "#,
     )
     .unwrap()

@@ -53,6 +53,8 @@ ACCEPTED_CONFIG_KEYS: dict[str, Any] = {
     "defaultPythonVersion": None,
     "allowedImages": None,
     "allowedRuntimeClasses": None,
+    "allowSecretEnv": None,
+    "requireDefaultDeny": None,
     "hostUsers": None,
     "packageIndex": {
         "url": None, "egressTo": None, "ports": None, "allowSdist": None, "timeoutSeconds": None,
@@ -160,7 +162,8 @@ def named(name: str, kind: str, component: str) -> dict:
 
 
 def executions_namespace(name: str) -> str:
-    return merged_values(name)["executions"]["namespace"] or NAMESPACE
+    executions = merged_values(name)["executions"]
+    return executions["namespace"] or (f"{RELEASE}-executions" if executions["dedicatedNamespace"] else NAMESPACE)
 
 
 def operator_config(name: str) -> dict:
@@ -300,7 +303,7 @@ def test_crd_copy_is_identical():
     ({"executions": {"podSecurity": {"enforce": "strict"}}}, ["/executions/podSecurity/enforce"]),
     ({"apiserver": {"runtimeClassName": "gvisor"}}, ["apiserver.runtimeClassName", "allowedRuntimeClasses"]),
     ({"operator": {"config": {"defaultPythonVersion": "3.9"}}}, ["operator.config.defaultPythonVersion"]),
-    ({"executions": {"createNamespace": True}}, ["executions.createNamespace"]),
+    ({"executions": {"namespace": NAMESPACE}}, ["executions.namespace", "dedicatedNamespace"]),
     ({"packageProxy": {"enabled": True}, "operator": {"config": {"packageIndex": {"url": "https://x/simple"}}}},
      ["operator.config.packageIndex.url"]),
     ({"packageProxy": {"enabled": True, "replicas": 2, "persistence": {"enabled": True}}}, ["packageProxy.replicas"]),
@@ -520,7 +523,8 @@ def test_generated_secrets_are_kept_across_upgrades():
 @param_sets
 def test_network_policies(name):
     values = merged_values(name)
-    policies = of_kind(name, "NetworkPolicy")
+    policies = [p for p in of_kind(name, "NetworkPolicy")
+                if p["metadata"]["labels"]["app.kubernetes.io/component"] != "executions"]
     if not values["networkPolicies"]["enabled"]:
         assert not policies
         return
@@ -543,16 +547,62 @@ def test_network_policies(name):
         egress_ports = [ports(rule) for rule in spec["egress"]]
         assert {53} in egress_ports and kube_api in egress_ports and {peer_port} in egress_ports
     op = named(name, "NetworkPolicy", "operator")["spec"]
+    # The operator's egress: DNS, the Kubernetes API and the API server's archives, nothing else.
+    assert sorted(sorted(ports(rule)) for rule in op["egress"]) == sorted([[53], sorted(kube_api), [8080]])
+    dns, api_rule, archives = op["egress"]
+    assert dns["to"] == values["networkPolicies"]["dns"]["to"]
+    assert api_rule["to"] == [{"ipBlock": {"cidr": c}} for c in values["networkPolicies"]["kubernetesApi"]["cidrs"]]
+    assert archives["to"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "apiserver"
     (ingress,) = op["ingress"]
     assert ports(ingress) == {8081}
     assert ingress["from"][0]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "apiserver"
 
 
 @param_sets
+def test_default_deny_policy_for_executions(name):
+    """A NetworkPolicy in the executions namespace denies everything to every execution Pod (the label the operator
+    puts on each), and the operator is told to insist on it."""
+    values = merged_values(name)
+    policies = [p for p in of_kind(name, "NetworkPolicy")
+                if p["metadata"]["labels"]["app.kubernetes.io/component"] == "executions"]
+    if not values["executions"]["defaultDenyNetworkPolicy"]:
+        assert not policies and operator_config(name)["requireDefaultDeny"] is False
+        return
+    (policy,) = policies
+    assert policy["metadata"]["namespace"] == executions_namespace(name)
+    spec = policy["spec"]
+    assert spec["podSelector"] == {"matchExpressions": [{"key": "pyexec.io/execution", "operator": "Exists"}]}
+    assert set(spec["policyTypes"]) == {"Ingress", "Egress"}
+    assert not spec.get("ingress") and not spec.get("egress")
+    assert operator_config(name)["requireDefaultDeny"] is True
+    # The same label as the operator's Pods (operator/src/desired/mod.rs, EXECUTION_LABEL).
+    assert 'EXECUTION_LABEL: &str = "pyexec.io/execution"' in (
+        ROOT / "operator" / "src" / "desired" / "mod.rs").read_text()
+
+
+@param_sets
+def test_executions_namespace_holds_no_control_plane(name):
+    """With a dedicated executions namespace, it holds only what executions need: no Secret, ServiceAccount,
+    workload, Service or ConfigMap of the chart (all in the release namespace), and the operator's Role there."""
+    values = merged_values(name)
+    namespace = executions_namespace(name)
+    assert operator_config(name)["allowSecretEnv"] is values["operator"]["config"]["allowSecretEnv"]
+    if not values["executions"]["dedicatedNamespace"]:
+        return
+    assert namespace != NAMESPACE
+    inside = {(o["kind"], o["metadata"]["name"]) for o in objects(name) if o["metadata"].get("namespace") == namespace}
+    kinds = {kind for kind, _ in inside}
+    assert kinds <= {"Role", "RoleBinding", "NetworkPolicy"}, inside
+    for o in objects(name):
+        if o["kind"] in ("Secret", "ServiceAccount", "Deployment", "Service", "ConfigMap", "PersistentVolumeClaim"):
+            assert o["metadata"]["namespace"] == NAMESPACE, (o["kind"], o["metadata"]["name"])
+
+
+@param_sets
 def test_executions_namespace(name):
     values = merged_values(name)
     namespaces = of_kind(name, "Namespace")
-    if not values["executions"]["createNamespace"]:
+    if not values["executions"]["createNamespace"] or executions_namespace(name) == NAMESPACE:
         assert not namespaces
         return
     (namespace,) = namespaces

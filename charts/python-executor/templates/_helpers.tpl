@@ -83,7 +83,16 @@ app.kubernetes.io/component: {{ .component }}
 
 {{/* The namespace of the executions: executions.namespace, or the release namespace. */}}
 {{- define "python-executor.executionsNamespace" -}}
+{{- if .Values.executions.dedicatedNamespace }}
+{{- default (printf "%s-executions" .Release.Name | trunc 63 | trimSuffix "-") .Values.executions.namespace }}
+{{- else }}
 {{- default .Release.Namespace .Values.executions.namespace }}
+{{- end }}
+{{- end }}
+
+{{/* Whether the chart creates the executions namespace (asked for, and not the release namespace). */}}
+{{- define "python-executor.createsExecutionsNamespace" -}}
+{{- if and .Values.executions.createNamespace (ne (include "python-executor.executionsNamespace" .) .Release.Namespace) }}true{{ end }}
 {{- end }}
 
 {{/* Secret names and keys: the existing Secret when given, otherwise the chart's. */}}
@@ -178,10 +187,10 @@ would hash a fresh random value whenever `lookup` sees no cluster.
 {{- fail (printf "apiserver.runtimeClassName %q must be listed in operator.config.allowedRuntimeClasses" .) }}
 {{- end }}
 {{- end }}
-{{- if and .Values.executions.createNamespace (eq (include "python-executor.executionsNamespace" .) .Release.Namespace) }}
-{{- fail "executions.createNamespace needs executions.namespace set to a namespace other than the release's" }}
+{{- if and .Values.executions.dedicatedNamespace (eq (include "python-executor.executionsNamespace" .) .Release.Namespace) }}
+{{- fail "executions.namespace is the release namespace: executions.createNamespace and executions.dedicatedNamespace need another one (or set dedicatedNamespace to false)" }}
 {{- end }}
-{{- if and .Values.executions.createNamespace $cfg.docker.enabled (ne .Values.executions.podSecurity.enforce "privileged") }}
+{{- if and (include "python-executor.createsExecutionsNamespace" .) $cfg.docker.enabled (ne .Values.executions.podSecurity.enforce "privileged") }}
 {{- fail "operator.config.docker.enabled runs privileged sidecars: set executions.podSecurity.enforce to privileged (or turn Docker off)" }}
 {{- end }}
 {{- if and .Values.packageProxy.enabled $cfg.packageIndex }}

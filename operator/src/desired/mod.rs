@@ -12,7 +12,7 @@ mod network_policy;
 mod pod;
 
 pub use config_map::config_map;
-pub use network_policy::{PolicyStage, STAGE_ANNOTATION, network_policy, stage_of};
+pub use network_policy::{PolicyStage, STAGE_ANNOTATION, find_default_deny, is_default_deny, network_policy, stage_of};
 pub use pod::pod;
 
 use std::collections::BTreeMap;

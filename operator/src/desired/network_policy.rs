@@ -5,7 +5,9 @@
 //!   reserved; the same as the embedded sandbox's), nor the configured cluster ranges.
 //!
 //! NetworkPolicies add up: any other policy selecting these Pods could open them again. The operator owns this one;
-//! the cluster's administrators must not select execution Pods (label `pyexec.io/execution`) with others.
+//! the cluster's administrators must not select execution Pods (label `pyexec.io/execution`) with others, except
+//! with a namespace-wide default-deny policy (no rules, both policy types; see [`find_default_deny`]), which the
+//! Helm chart creates so that an execution Pod is fenced even before its own policy exists.
 
 use k8s_openapi::api::networking::v1::{
     IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
@@ -16,7 +18,7 @@ use kube::ResourceExt;
 use pyexec_core::egress::{BLOCKED_V4, BLOCKED_V6};
 use pyexec_crds::{NetworkMode, PythonExecution};
 
-use super::{EXECUTION_LABEL, child_meta};
+use super::{EXECUTION_LABEL, NAME_LABEL, child_meta};
 use crate::config::OperatorConfig;
 
 /// Which egress the policy gives.
@@ -104,6 +106,45 @@ pub fn stage_of(policy: &NetworkPolicy) -> Option<PolicyStage> {
     }
 }
 
+/// Labels every execution Pod carries with the same value (see [`super::labels`]).
+const FIXED_LABELS: [(&str, &str); 3] = [
+    ("app.kubernetes.io/name", "python-executor"),
+    ("app.kubernetes.io/component", "execution"),
+    (pyexec_crds::contract::MANAGED_BY_LABEL, pyexec_crds::contract::OPERATOR),
+];
+
+/// Whether `selector` selects every execution Pod: its labels ask only for the labels all of them carry.
+fn selects_every_execution(selector: &LabelSelector) -> bool {
+    let fixed = |key: &str| FIXED_LABELS.iter().find(|(k, _)| *k == key).map(|(_, v)| *v);
+    let labels_ok =
+        selector.match_labels.iter().flatten().all(|(key, value)| fixed(key).is_some_and(|v| v == value.as_str()));
+    let expressions_ok = selector.match_expressions.iter().flatten().all(|e| match e.operator.as_str() {
+        "Exists" => fixed(&e.key).is_some() || e.key == EXECUTION_LABEL || e.key == NAME_LABEL,
+        "In" => fixed(&e.key).is_some_and(|v| e.values.iter().flatten().any(|x| x == v)),
+        _ => false,
+    });
+    labels_ok && expressions_ok
+}
+
+/// Whether `policy` denies all ingress and egress of every execution Pod of its namespace: it selects them all
+/// (an empty selector, or only labels every execution Pod carries, such as `pyexec.io/execution` Exists), names
+/// both policy types and allows nothing.
+pub fn is_default_deny(policy: &NetworkPolicy) -> bool {
+    let Some(spec) = &policy.spec else { return false };
+    let types = spec.policy_types.as_deref().unwrap_or_default();
+    let has = |t: &str| types.iter().any(|x| x == t);
+    has("Ingress")
+        && has("Egress")
+        && spec.ingress.as_ref().is_none_or(Vec::is_empty)
+        && spec.egress.as_ref().is_none_or(Vec::is_empty)
+        && spec.pod_selector.as_ref().is_none_or(selects_every_execution)
+}
+
+/// The first default-deny policy among a namespace's NetworkPolicies (see [`is_default_deny`]).
+pub fn find_default_deny(policies: &[NetworkPolicy]) -> Option<&NetworkPolicy> {
+    policies.iter().find(|p| is_default_deny(p))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,5 +197,47 @@ mod tests {
         assert_eq!(egress.len(), 2);
         assert_eq!(egress[1].to.as_ref().unwrap()[0].ip_block.as_ref().unwrap().cidr, "10.9.8.7/32");
         assert_eq!(egress[1].ports.as_ref().unwrap().len(), 2);
+    }
+
+    fn policy(value: serde_json::Value) -> NetworkPolicy {
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "p", "namespace": "team-a"}, "spec": value}))
+            .unwrap()
+    }
+
+    #[test]
+    fn default_deny_policies_are_recognised() {
+        let chart = policy(serde_json::json!({
+            "podSelector": {"matchExpressions": [{"key": "pyexec.io/execution", "operator": "Exists"}]},
+            "policyTypes": ["Ingress", "Egress"]}));
+        let everything = policy(serde_json::json!({"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}));
+        let by_label = policy(serde_json::json!({
+            "podSelector": {"matchLabels": {"app.kubernetes.io/component": "execution"}},
+            "policyTypes": ["Egress", "Ingress"], "ingress": [], "egress": []}));
+        for ok in [&chart, &everything, &by_label] {
+            assert!(is_default_deny(ok), "{ok:?}");
+        }
+        let not = [
+            // Ingress only (policyTypes defaults to Ingress): egress stays open.
+            serde_json::json!({"podSelector": {}}),
+            serde_json::json!({"podSelector": {}, "policyTypes": ["Ingress"]}),
+            // Allows something.
+            serde_json::json!({"podSelector": {}, "policyTypes": ["Ingress", "Egress"], "egress": [{}]}),
+            serde_json::json!({"podSelector": {}, "policyTypes": ["Ingress", "Egress"],
+                               "ingress": [{"from": [{"podSelector": {}}]}]}),
+            // Selects only some execution Pods, or none.
+            serde_json::json!({"podSelector": {"matchLabels": {"pyexec.io/execution": "0b7c"}},
+                               "policyTypes": ["Ingress", "Egress"]}),
+            serde_json::json!({"podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Ingress", "Egress"]}),
+            serde_json::json!({"podSelector": {"matchExpressions": [{"key": "pyexec.io/execution",
+                               "operator": "DoesNotExist"}]}, "policyTypes": ["Ingress", "Egress"]}),
+        ];
+        for value in not {
+            assert!(!is_default_deny(&policy(value.clone())), "{value}");
+        }
+        // The operator's own per-execution policy selects one Pod: never the namespace's default.
+        let own = network_policy(&simple(serde_json::json!({})), &OperatorConfig::default(), PolicyStage::Run);
+        assert!(!is_default_deny(&own));
+        assert!(find_default_deny(std::slice::from_ref(&own)).is_none() && find_default_deny(&[]).is_none());
+        assert_eq!(find_default_deny(&[own, chart.clone()]), Some(&chart));
     }
 }

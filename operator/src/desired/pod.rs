@@ -371,7 +371,7 @@ mod tests {
             {"name": NONCE_ENV, "value": "attacker"},
             {"name": GATE_ENV, "value": "0"},
             {"name": "HOME", "value": "/work"}]});
-        let pod = build(extra, &OperatorConfig::default());
+        let pod = build(extra, &OperatorConfig { allow_secret_env: true, ..OperatorConfig::default() });
         let vars = pod.spec.unwrap().containers[0].env.clone().unwrap();
         let get = |n: &str| vars.iter().filter(|v| v.name == n).collect::<Vec<_>>();
         assert_eq!(get(NONCE_ENV).len(), 1);

@@ -6,7 +6,11 @@
 //! Resources created here are named `exe-<uuid>` after the execution id `exe_<uuid>` and labelled as managed by
 //! the API server (`pyexec_crds::contract`); the list endpoint shows only those, and the execution metrics follow
 //! them (`tracker`). Every reader of a result (`GET`, synchronous requests, `/events`) gets it from `results`.
+//!
+//! At most `max_in_flight` of those resources are unfinished at a time; further submissions wait in a bounded
+//! queue in this process, without a resource, and are refused beyond it (`admission`).
 
+mod admission;
 pub mod archives;
 mod events;
 mod results;
@@ -16,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::wait::await_condition;
 use kube::{Api, Client, ResourceExt};
@@ -29,11 +34,13 @@ use pyexec_crds::convert::{
 };
 use pyexec_crds::{ArchiveSource, PythonExecution, Source as CrSource, SourceFile};
 
+use self::admission::{Admission, Admitted, Kill, Stage};
 use self::archives::Archives;
 use self::results::Results;
 use self::tracker::Tracker;
 use super::{
-    Backend, BackendError, BackendHealth, EventStream, ExecutionMetrics, KillReason, ListQuery, QueueHealth, Source,
+    Backend, BackendError, BackendHealth, EventStream, ExecutionEvent, ExecutionMetrics, KillReason, ListQuery,
+    QueueHealth, Source,
 };
 
 /// Largest total of `/eval` files sent inline in the resource; larger projects go as archives.
@@ -62,6 +69,10 @@ pub struct KubernetesConfig {
     pub max_output_bytes: usize,
     /// How long DELETE waits for the operator to confirm the kill.
     pub kill_wait: Duration,
+    /// Most resources created by this server that are not yet finished; further submissions wait.
+    pub max_in_flight: usize,
+    /// Most submissions that may wait for a slot; beyond that they are refused (429).
+    pub max_queue: usize,
 }
 
 /// See the module documentation.
@@ -72,13 +83,17 @@ pub struct KubernetesBackend {
     staging: PathBuf,
     results: Results,
     tracker: Arc<Tracker>,
-    /// The watch behind the metrics; it ends with the backend.
+    admission: Arc<Admission>,
+    /// The watch behind the metrics and the slots; it ends with the backend.
     following: tokio::task::AbortHandle,
+    /// The task that creates queued resources as slots free; it ends with the backend.
+    dispatching: tokio::task::AbortHandle,
 }
 
 impl Drop for KubernetesBackend {
     fn drop(&mut self) {
         self.following.abort();
+        self.dispatching.abort();
     }
 }
 
@@ -107,7 +122,13 @@ impl KubernetesBackend {
         let tracker = Arc::new(Tracker::new(metrics));
         let following = tokio::spawn(tracker::follow(api.clone(), tracker.clone())).abort_handle();
         let results = Results::new(config.logs_token.clone(), config.max_output_bytes);
-        Ok(KubernetesBackend { api, config, archives, staging, results, tracker, following })
+        let admission = Arc::new(Admission::new(
+            config.max_in_flight,
+            config.max_queue,
+            Duration::from_secs(u64::from(config.ttl_seconds)),
+        ));
+        let dispatching = tokio::spawn(dispatch(api.clone(), tracker.clone(), admission.clone())).abort_handle();
+        Ok(KubernetesBackend { api, config, archives, staging, results, tracker, admission, following, dispatching })
     }
 
     /// The route the operator fetches archives from.
@@ -168,10 +189,81 @@ impl KubernetesBackend {
         let Some(name) = resource_name(id) else { return Ok(None) };
         self.api.get_opt(&name).await.map_err(internal)
     }
+
+    /// Kills the resource of `id`, if there is one.
+    async fn kill_resource(&self, id: &str) -> Result<Option<ExecutionStatus>, BackendError> {
+        let Some(cr) = self.get_resource(id).await? else { return Ok(None) };
+        if cr.phase().is_terminal() {
+            return Ok(Some(status_of(cr.phase())));
+        }
+        let name = cr.name_any();
+        let patch = serde_json::json!({"metadata": {"annotations": {KILL_ANNOTATION: pyexec_core::Timestamp::now().to_rfc3339()}}});
+        self.api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await.map_err(internal)?;
+        // The operator deletes the Pod and writes `Killed` (or the program had just finished): wait briefly so the
+        // answer says what happened; `killed` is what will happen otherwise.
+        let deadline = tokio::time::Instant::now() + self.config.kill_wait;
+        while tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if let Some(cr) = self.api.get_opt(&name).await.map_err(internal)?
+                && cr.phase().is_terminal()
+            {
+                return Ok(Some(status_of(cr.phase())));
+            }
+        }
+        Ok(Some(ExecutionStatus::Killed))
+    }
 }
 
 fn internal(e: impl std::fmt::Display) -> BackendError {
     BackendError::Internal(e.to_string())
+}
+
+/// Creates the resource `name`, whose slot the tracker holds; the slot is given back if the API refuses it.
+async fn create(api: &Api<PythonExecution>, tracker: &Tracker, name: &str, cr: &PythonExecution) -> kube::Result<()> {
+    let pp = PostParams { field_manager: Some(API_SERVER.into()), ..PostParams::default() };
+    let created = api.create(&pp, cr).await;
+    tracker.submitted(name, created.is_ok());
+    created.map(drop)
+}
+
+/// Creates queued resources, oldest first, whenever a slot frees, until the backend ends.
+async fn dispatch(api: Api<PythonExecution>, tracker: Arc<Tracker>, admission: Arc<Admission>) {
+    loop {
+        while let Some((id, name, cr)) = admission.next(&tracker) {
+            match create(&api, &tracker, &name, &cr).await {
+                Ok(()) => {
+                    admission.created(&id);
+                    tracing::info!(execution_id = %id, resource = %name, "a slot freed: PythonExecution created");
+                }
+                Err(e) => {
+                    tracing::warn!(execution_id = %id, resource = %name, error = %e, "creating a queued execution failed");
+                    let why = match e {
+                        kube::Error::Api(s) if s.code == 422 || s.code == 400 => {
+                            format!("the execution was refused: {}", s.message)
+                        }
+                        other => format!("creating the execution failed: {other}"),
+                    };
+                    admission.ended(&id, admission::never_ran(ExecutionResult::pending(&id), &why));
+                }
+            }
+        }
+        // Woken when the watch sees a slot free; the timer only covers a wake-up lost to a race.
+        tokio::select! {
+            () = tracker.slot_released() => {}
+            () = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+    }
+}
+
+/// Events of the resource `name` of execution `id`, from a watch of it.
+fn resource_events(api: Api<PythonExecution>, namespace: &str, name: &str, id: &str, results: Results) -> EventStream {
+    // Status changes as the operator writes them, the program's output from its Pod's log, then the result.
+    let watcher = kube::runtime::watcher(
+        api.clone(),
+        kube::runtime::watcher::Config::default().fields(&format!("metadata.name={name}")),
+    );
+    let pods = Api::namespaced(api.into_client(), namespace);
+    events::execution_events(watcher, Some(pods), id.to_owned(), results)
 }
 
 #[async_trait::async_trait]
@@ -206,6 +298,12 @@ impl Backend for KubernetesBackend {
     }
 
     async fn submit(&self, spec: ExecutionSpec, source: Source) -> Result<ExecutionResult, BackendError> {
+        if let Some(refusal) = self.admission.refusal(&self.tracker) {
+            if let Source::Directory(dir) = source {
+                let _ = tokio::fs::remove_dir_all(dir).await;
+            }
+            return Err(refusal);
+        }
         let id = pyexec_core::model::new_execution_id();
         let name = resource_name(&id).ok_or_else(|| internal("execution ids are exe_<uuid>"))?;
         let (source, requirements) = self.source(source, &spec).await?;
@@ -220,21 +318,27 @@ impl Backend for KubernetesBackend {
         cr_spec.ttl_seconds_after_finished = Some(self.config.ttl_seconds);
         let mut cr = PythonExecution::new(&name, cr_spec);
         cr.metadata.labels = Some([(MANAGED_BY_LABEL.to_string(), API_SERVER.to_string())].into());
-        let pp = PostParams { field_manager: Some(API_SERVER.into()), ..PostParams::default() };
-        self.tracker.submitting(&name);
-        let created = self.api.create(&pp, &cr).await;
-        self.tracker.submitted(&name, created.is_ok());
-        created.map_err(|e| match e {
-            kube::Error::Api(s) if s.code == 422 || s.code == 400 => {
-                BackendError::Invalid(ValidationError::bad_request(format!("the execution was refused: {}", s.message)))
+        match self.admission.admit(&self.tracker, &id, &name, cr)? {
+            Admitted::Now(cr) => {
+                create(&self.api, &self.tracker, &name, &cr).await.map_err(|e| match e {
+                    kube::Error::Api(s) if s.code == 422 || s.code == 400 => BackendError::Invalid(
+                        ValidationError::bad_request(format!("the execution was refused: {}", s.message)),
+                    ),
+                    other => internal(other),
+                })?;
+                tracing::info!(execution_id = %id, resource = %name, namespace = %self.config.namespace, "PythonExecution created");
             }
-            other => internal(other),
-        })?;
-        tracing::info!(execution_id = %id, resource = %name, namespace = %self.config.namespace, "PythonExecution created");
+            Admitted::Queued => {
+                tracing::info!(execution_id = %id, resource = %name, "every slot is taken: the execution waits");
+            }
+        }
         Ok(ExecutionResult::pending(&id))
     }
 
     async fn get(&self, id: &str) -> Result<Option<ExecutionResult>, BackendError> {
+        if let Some(result) = self.admission.result(id) {
+            return Ok(Some(result));
+        }
         Ok(match self.get_resource(id).await? {
             Some(cr) => Some(self.results.result_of(id, &cr).await),
             None => None,
@@ -242,6 +346,12 @@ impl Backend for KubernetesBackend {
     }
 
     async fn wait(&self, id: &str) -> Result<Option<ExecutionResult>, BackendError> {
+        if let Some(mut stage) = self.admission.watch(id) {
+            let reached = stage.wait_for(|s| !matches!(s, Stage::Queued)).await.map(|s| s.clone());
+            if let Ok(Stage::Ended(result)) = reached {
+                return Ok(Some(*result));
+            }
+        }
         let Some(name) = resource_name(id) else { return Ok(None) };
         let finished = |cr: Option<&PythonExecution>| cr.is_none_or(|cr| cr.phase().is_terminal());
         let cr = await_condition(self.api.clone(), &name, finished).await.map_err(internal)?;
@@ -251,69 +361,100 @@ impl Backend for KubernetesBackend {
         })
     }
 
-    async fn kill(&self, id: &str, _reason: KillReason) -> Result<Option<ExecutionStatus>, BackendError> {
-        let Some(cr) = self.get_resource(id).await? else { return Ok(None) };
-        if cr.phase().is_terminal() {
-            return Ok(Some(status_of(cr.phase())));
-        }
-        let name = cr.name_any();
-        let patch = serde_json::json!({"metadata": {"annotations": {KILL_ANNOTATION: pyexec_core::Timestamp::now().to_rfc3339()}}});
-        self.api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await.map_err(internal)?;
-        // The operator deletes the Pod and writes `Killed` (or the program had just finished): wait briefly so the
-        // answer says what happened; `killed` is what will happen otherwise.
-        let deadline = tokio::time::Instant::now() + self.config.kill_wait;
-        while tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            if let Some(cr) = self.api.get_opt(&name).await.map_err(internal)?
-                && cr.phase().is_terminal()
-            {
-                return Ok(Some(status_of(cr.phase())));
+    async fn kill(&self, id: &str, reason: KillReason) -> Result<Option<ExecutionStatus>, BackendError> {
+        match self.admission.kill(&self.tracker, id, reason) {
+            Some(Kill::Dequeued) => {
+                tracing::info!(execution_id = %id, "killed while waiting for a slot: it never runs");
+                return Ok(Some(ExecutionStatus::Killed));
             }
+            Some(Kill::Ended(status)) => return Ok(Some(status)),
+            Some(Kill::Creating(mut stage)) => {
+                let reached =
+                    tokio::time::timeout(self.config.kill_wait, stage.wait_for(|s| !matches!(s, Stage::Queued)))
+                        .await
+                        .ok()
+                        .and_then(Result::ok)
+                        .map(|s| s.clone());
+                match reached {
+                    Some(Stage::Ended(result)) => return Ok(Some(result.status)),
+                    Some(_) => {}
+                    // Still being created: the kill annotation needs the resource.
+                    None => return Ok(Some(ExecutionStatus::Pending)),
+                }
+            }
+            None => {}
         }
-        Ok(Some(ExecutionStatus::Killed))
+        self.kill_resource(id).await
     }
 
     async fn list(&self, query: ListQuery) -> Result<ExecutionPage, BackendError> {
         let selector = managed_by_selector(API_SERVER);
-        let mut all = self.api.list(&ListParams::default().labels(&selector)).await.map_err(internal)?.items;
-        let key = |cr: &PythonExecution| {
-            let created = cr.metadata.creation_timestamp.as_ref().map_or(0, |t| t.0.as_second());
-            format!("{created:012}.{}", cr.name_any())
-        };
-        all.sort_by_key(|cr| std::cmp::Reverse(key(cr)));
+        let resources = self.api.list(&ListParams::default().labels(&selector)).await.map_err(internal)?.items;
+        let key = |created: i64, name: &str| format!("{created:012}.{name}");
+        let mut all: Vec<(String, ExecutionResult)> = resources
+            .iter()
+            .map(|cr| {
+                let created = cr.metadata.creation_timestamp.as_ref().map_or(0, |t| t.0.as_second());
+                let name = cr.name_any();
+                (key(created, &name), result_from_status(&execution_id(&name), cr.status.as_ref()))
+            })
+            .collect();
+        // Executions without a resource (waiting for a slot, or ended before they got one); one whose resource
+        // was just created is listed once, as its resource.
+        let names: std::collections::HashSet<String> = resources.iter().map(ResourceExt::name_any).collect();
+        all.extend(
+            self.admission
+                .listed()
+                .into_iter()
+                .filter(|(name, _, _)| !names.contains(name))
+                .map(|(name, accepted, result)| (key(accepted, &name), result)),
+        );
+        all.sort_by(|a, b| b.0.cmp(&a.0));
         let mut executions = Vec::new();
         let mut next_cursor = None;
         let mut budget = PageBudget::default();
-        for cr in all {
-            if query.before.as_deref().is_some_and(|before| key(&cr).as_str() >= before) {
+        for (key, result) in all {
+            if query.before.as_deref().is_some_and(|before| key.as_str() >= before) {
                 continue;
             }
-            if query.status.is_some_and(|s| status_of(cr.phase()) != s) {
+            if query.status.is_some_and(|s| result.status != s) {
                 continue;
             }
-            let id = execution_id(&cr.name_any());
-            let summary = listing::summarize(&result_from_status(&id, cr.status.as_ref()));
+            let summary = listing::summarize(&result);
             if executions.len() == query.limit || !budget.admit(listing::serialized_len(&summary)) {
                 next_cursor = executions.last().map(|(k, _)| k).cloned();
                 break;
             }
-            executions.push((key(&cr), summary));
+            executions.push((key, summary));
         }
         Ok(ExecutionPage { executions: executions.into_iter().map(|(_, r)| r).collect(), next_cursor })
     }
 
     async fn events(&self, id: &str) -> Result<Option<EventStream>, BackendError> {
         let Some(name) = resource_name(id) else { return Ok(None) };
+        if let Some(mut stage) = self.admission.watch(id) {
+            // Pending until it gets a slot; then its resource's events (without a second `pending`), or the result
+            // it ended with while waiting.
+            let (api, namespace, id, results) =
+                (self.api.clone(), self.config.namespace.clone(), id.to_owned(), self.results.clone());
+            let rest = async move {
+                let reached = stage.wait_for(|s| !matches!(s, Stage::Queued)).await.map(|s| s.clone());
+                match reached {
+                    Ok(Stage::Ended(result)) => {
+                        Box::pin(futures::stream::iter([ExecutionEvent::Result(result)])) as EventStream
+                    }
+                    _ => Box::pin(resource_events(api, &namespace, &name, &id, results).skip_while(|e| {
+                        std::future::ready(matches!(e, ExecutionEvent::Status(ExecutionStatus::Pending)))
+                    })),
+                }
+            };
+            let first = futures::stream::iter([ExecutionEvent::Status(ExecutionStatus::Pending)]);
+            return Ok(Some(Box::pin(first.chain(futures::stream::once(rest).flatten()))));
+        }
         if self.api.get_opt(&name).await.map_err(internal)?.is_none() {
             return Ok(None);
         }
-        // Status changes as the operator writes them, the program's output from its Pod's log, then the result.
-        let watcher = kube::runtime::watcher(
-            self.api.clone(),
-            kube::runtime::watcher::Config::default().fields(&format!("metadata.name={name}")),
-        );
-        let pods = Api::namespaced(self.api.clone().into_client(), &self.config.namespace);
-        Ok(Some(events::execution_events(watcher, Some(pods), id.to_owned(), self.results.clone())))
+        Ok(Some(resource_events(self.api.clone(), &self.config.namespace, &name, id, self.results.clone())))
     }
 
     fn health(&self) -> BackendHealth {
@@ -328,11 +469,23 @@ impl Backend for KubernetesBackend {
                 "pods": "Pod Security restricted, read-only root, no service account token, deny-all NetworkPolicy",
             }),
             dependencies: serde_json::json!({"installed_by": "the operator's install init container (packageIndex)"}),
-            queue: QueueHealth { pending: 0, running: 0, max_concurrent: 0, max_queue: 0 },
+            // Running: resources created by this server and not finished (their Pods may still be starting);
+            // pending: submissions waiting in this server for one of those slots.
+            queue: QueueHealth {
+                pending: self.admission.waiting(),
+                running: self.tracker.in_flight(),
+                max_concurrent: self.admission.max_in_flight(),
+                max_queue: self.admission.max_queue(),
+            },
         }
     }
 
     async fn shutdown(&self, _grace: Duration) {
-        // Executions live in the cluster: nothing runs in this process.
+        // Executions with a resource live in the cluster and go on. Those still waiting for a slot exist only in
+        // this process: they end `failed` (never run), so that waiting clients get an answer now.
+        let dropped = self.admission.close(&self.tracker);
+        if dropped > 0 {
+            tracing::warn!(executions = dropped, "shutting down: executions waiting for a slot were failed, never run");
+        }
     }
 }

@@ -3,9 +3,15 @@
 //! phase (by status, with its duration), and the gauges say how many of them are `Pending` (waiting for their Pod)
 //! and `Running`, as the embedded backend's say how many wait for a slot and run. Only this replica's submissions
 //! count, so replicas behind one Service add up without counting an execution twice.
+//!
+//! The same set is the backend's in-flight count: a slot is taken when a resource is about to be created
+//! ([`Tracker::reserve`]) and freed when the watch sees it reach a final phase or go, which wakes the queue
+//! (`admission`). Executions queued in the API server count in the queue-depth gauge too.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::Notify;
 
 use futures::StreamExt;
 use kube::runtime::{WatchStreamExt, watcher};
@@ -20,12 +26,16 @@ use super::ExecutionMetrics;
 pub(super) struct Tracker {
     metrics: Arc<dyn ExecutionMetrics>,
     state: Mutex<State>,
+    /// Signalled whenever an execution stops being in flight (its slot is free).
+    released: Notify,
 }
 
 #[derive(Default)]
 struct State {
     /// Resource name → its phase, as last seen.
     open: HashMap<String, Phase>,
+    /// Executions accepted but waiting in the API server for a slot (they have no resource yet).
+    queued: usize,
     /// While the watch lists the resources again (after a gap): those seen so far, and those already open when
     /// the list started. An open one that the list does not contain was deleted during the gap.
     relisting: Option<(HashSet<String>, HashSet<String>)>,
@@ -33,18 +43,39 @@ struct State {
 
 impl Tracker {
     pub(super) fn new(metrics: Arc<dyn ExecutionMetrics>) -> Tracker {
-        Tracker { metrics, state: Mutex::default() }
+        Tracker { metrics, state: Mutex::default(), released: Notify::new() }
+    }
+
+    /// Executions in flight: submitted by this server, not yet seen finish or go.
+    pub(super) fn in_flight(&self) -> usize {
+        self.lock().open.len()
+    }
+
+    /// Takes a slot for the resource `name` about to be created, if fewer than `max` are in flight.
+    pub(super) fn reserve(&self, name: &str, max: usize) -> bool {
+        let mut state = self.lock();
+        if state.open.len() >= max {
+            return false;
+        }
+        state.open.insert(name.to_owned(), Phase::Pending);
+        self.gauges(&state);
+        true
+    }
+
+    /// Executions now waiting in the API server for a slot.
+    pub(super) fn set_queued(&self, queued: usize) {
+        let mut state = self.lock();
+        state.queued = queued;
+        self.gauges(&state);
+    }
+
+    /// Resolves when a slot may have been freed since the last call.
+    pub(super) async fn slot_released(&self) {
+        self.released.notified().await;
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The resource `name` is about to be created.
-    pub(super) fn submitting(&self, name: &str) {
-        let mut state = self.lock();
-        state.open.insert(name.to_owned(), Phase::Pending);
-        self.gauges(&state);
     }
 
     /// The resource `name` was created (`true`) or refused.
@@ -55,6 +86,7 @@ impl Tracker {
             let mut state = self.lock();
             state.open.remove(name);
             self.gauges(&state);
+            self.released.notify_one();
         }
     }
 
@@ -72,6 +104,7 @@ impl Tracker {
         if phase.is_terminal() {
             state.open.remove(&name);
             self.metrics.finished(&result_from_status(&execution_id(&name), cr.status.as_ref()));
+            self.released.notify_one();
         } else {
             state.open.insert(name, phase);
         }
@@ -81,7 +114,9 @@ impl Tracker {
     /// The resource `name` was deleted before it finished (it is no longer followed).
     pub(super) fn deleted(&self, name: &str) {
         let mut state = self.lock();
-        state.open.remove(name);
+        if state.open.remove(name).is_some() {
+            self.released.notify_one();
+        }
         self.gauges(&state);
     }
 
@@ -96,14 +131,18 @@ impl Tracker {
     fn relist_done(&self) {
         let mut state = self.lock();
         if let Some((seen, before)) = state.relisting.take() {
+            let open = state.open.len();
             state.open.retain(|name, _| seen.contains(name) || !before.contains(name));
+            if state.open.len() < open {
+                self.released.notify_one();
+            }
         }
         self.gauges(&state);
     }
 
     fn gauges(&self, state: &State) {
         let count = |phase| state.open.values().filter(|p| **p == phase).count();
-        self.metrics.queue_depth(count(Phase::Pending));
+        self.metrics.queue_depth(count(Phase::Pending) + state.queued);
         self.metrics.in_flight(count(Phase::Running));
     }
 }
@@ -167,7 +206,7 @@ mod tests {
         let recorded = Arc::new(Recorded::default());
         let tracker = Tracker::new(recorded.clone());
         for name in ["a", "b", "refused"] {
-            tracker.submitting(name);
+            assert!(tracker.reserve(name, usize::MAX));
         }
         tracker.submitted("a", true);
         tracker.submitted("b", true);
@@ -188,14 +227,29 @@ mod tests {
         let recorded = Arc::new(Recorded::default());
         let tracker = Tracker::new(recorded.clone());
         for name in ["kept", "gone"] {
-            tracker.submitting(name);
+            assert!(tracker.reserve(name, usize::MAX));
             tracker.submitted(name, true);
         }
         tracker.relist_started();
-        tracker.submitting("new");
+        assert!(tracker.reserve("new", usize::MAX));
         tracker.observed(&cr("kept", "Running"));
         tracker.relist_done();
         assert_eq!(*recorded.gauges.lock().unwrap(), (1, 1), "gone is gone; new was submitted during the list");
         assert!(recorded.finished.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn slots_are_taken_up_to_the_cap_and_freed_by_a_final_phase() {
+        let recorded = Arc::new(Recorded::default());
+        let tracker = Tracker::new(recorded.clone());
+        assert!(tracker.reserve("a", 2) && tracker.reserve("b", 2));
+        assert!(!tracker.reserve("c", 2), "the cap is reached");
+        tracker.set_queued(1);
+        assert_eq!(*recorded.gauges.lock().unwrap(), (3, 0), "queued ones count as waiting");
+        tracker.observed(&cr("a", "Completed"));
+        assert_eq!(tracker.in_flight(), 1);
+        assert!(tracker.reserve("c", 2));
+        tracker.submitted("c", false);
+        assert_eq!(tracker.in_flight(), 1, "a refused resource gives its slot back");
     }
 }

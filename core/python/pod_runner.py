@@ -72,10 +72,14 @@ FRAME_STDOUT = "o"
 FRAME_STDERR = "e"
 FRAME_PRE_OUTPUT = "p"
 FRAME_END = "x"
+FRAME_START = "s"
+CGROUP_MEMORY_EVENTS = "/sys/fs/cgroup/memory.events"
+CGROUP_V1_OOM_CONTROL = "/sys/fs/cgroup/memory/memory.oom_control"
+OOM_EVENTS_ENV = "PYEXEC_OOM_EVENTS"
 RESULT_LIMIT_BYTES = 1048576
 EXIT_TIMEOUT = 124
 RUN_CONFIG_FIELDS = ("entrypoint", "args", "eval_last_expr", "pre_commands", "timeout_seconds", "output_limit_bytes", "files", "fence")
-END_FRAME_FIELDS = ("exit", "signal", "timed_out", "pre_failed", "result", "installed", "stdout_truncated", "stderr_truncated", "fence_open")
+END_FRAME_FIELDS = ("exit", "signal", "timed_out", "pre_failed", "result", "installed", "stdout_truncated", "stderr_truncated", "fence_open", "oom_killed", "frames")
 # END PROTOCOL
 
 WORK = os.environ.get(WORK_DIR_ENV, WORK_DIR)
@@ -83,7 +87,7 @@ RUN = os.environ.get(RUN_DIR_ENV, RUN_DIR)
 DEPS = os.environ.get(DEPS_DIR_ENV, DEPS_DIR)
 USER_SOURCE = os.environ.get(SOURCE_DIR_ENV, SOURCE_DIR)
 # Variables for the runner alone, never passed to the program.
-RUNNER_ONLY = {NONCE_ENV, GATE_ENV, RESULT_FD_ENV}
+RUNNER_ONLY = {NONCE_ENV, GATE_ENV, RESULT_FD_ENV, OOM_EVENTS_ENV}
 CHUNK = 65536
 
 
@@ -200,8 +204,10 @@ class Frames:
         self.sent = {FRAME_STDOUT: 0, FRAME_STDERR: 0, FRAME_PRE_OUTPUT: 0}
         self.truncated = {FRAME_STDOUT: False, FRAME_STDERR: False, FRAME_PRE_OUTPUT: False}
         self.out = os.fdopen(os.dup(1), "wb", buffering=0)
+        self.written = 0
 
     def frame(self, kind, data):
+        self.written += 1
         self.out.write(self.prefix + kind.encode() + b" " + base64.b64encode(data) + b"\n")
 
     def output(self, kind, data):
@@ -213,7 +219,14 @@ class Frames:
             self.sent[kind] += len(data)
             self.frame(kind, data)
 
-    def end(self, exit, *, signal=None, timed_out=False, pre_failed=None, result=None, installed=(), fence_open=None):
+    def start(self):
+        """The first frame: a log whose frames lack it lost its beginning (rotated away by the kubelet)."""
+        self.frame(FRAME_START, b"")
+
+    def end(
+        self, exit, *, signal=None, timed_out=False, pre_failed=None, result=None, installed=(), fence_open=None,
+        oom_killed=False,
+    ):
         """The final frame: every field, always, so that a reader never guesses (an exit code of 124 alone does not
         mean a timeout; `timed_out` does). `result` is what the eval runner wrote to its pipe (None: no pipe)."""
         fields = {
@@ -226,6 +239,8 @@ class Frames:
             "stdout_truncated": self.truncated[FRAME_STDOUT],
             "stderr_truncated": self.truncated[FRAME_STDERR],
             "fence_open": fence_open,
+            "oom_killed": oom_killed,
+            "frames": self.written,
         }
         assert tuple(fields) == END_FRAME_FIELDS
         self.frame(FRAME_END, json.dumps(fields).encode())
@@ -257,6 +272,7 @@ def run():
         if sys.stdin.readline() != GO_AHEAD:
             sys.exit("pyexec: the operator's go-ahead did not come; nothing was run")
     frames = Frames(nonce, int(config["output_limit_bytes"]))
+    frames.start()
     open_to = fence_open(config["fence"])
     if open_to is not None:
         frames.end(1, fence_open=open_to, installed=load_json(os.path.join(DEPS, INSTALLED_FILE), []))
@@ -288,6 +304,7 @@ def run():
     if result_write is not None:
         env[RESULT_FD_ENV] = str(result_write)
     result = bytearray()
+    ooms_before = oom_kills()
     status, timed_out = supervise(
         argv, env, stdin_path if os.path.exists(stdin_path) else None, frames,
         {FRAME_STDOUT: FRAME_STDOUT, FRAME_STDERR: FRAME_STDERR}, (result_read, result_write, result), deadline,
@@ -296,8 +313,30 @@ def run():
         frames.end(EXIT_TIMEOUT, timed_out=True, installed=installed)
         return EXIT_TIMEOUT
     code, sig = (128 - status, -status) if status < 0 else (status, None)
-    frames.end(code, signal=sig, result=bytes(result) if result_read is not None else None, installed=installed)
+    # The OOM killer may kill the program alone (cgroup v1, or v2 without group kill): the container then exits with
+    # this runner's code and Kubernetes never says OOMKilled. SIGKILL while the cgroup's count rose says it.
+    oom = sig == signal.SIGKILL and ooms_before is not None and (oom_kills() or 0) > ooms_before
+    frames.end(
+        code, signal=sig, result=bytes(result) if result_read is not None else None, installed=installed,
+        oom_killed=oom,
+    )
     return code
+
+
+def oom_kills():
+    """The memory cgroup's `oom_kill` count (v2, else v1; OOM_EVENTS_ENV replaces both in tests); None: unknown."""
+    override = os.environ.get(OOM_EVENTS_ENV)
+    for path in [override] if override else [CGROUP_MEMORY_EVENTS, CGROUP_V1_OOM_CONTROL]:
+        try:
+            with open(path) as f:
+                for line in f:
+                    parts = line.split()
+                    if len(parts) == 2 and parts[0] == "oom_kill" and parts[1].isdigit():
+                        return int(parts[1])
+            return 0
+        except OSError:
+            continue
+    return 0 if override else None
 
 
 # ---------------------------------------------------------------------------------------------------- fence

@@ -11,7 +11,7 @@ pub mod finish;
 pub mod frames;
 pub mod protocol;
 
-pub use finish::{Ending, Finished, PodEnd, finish};
+pub use finish::{Ending, Finished, OUTPUT_LOST, PodEnd, finish};
 pub use frames::{Frame, FrameDecoder, PodLog, parse_log};
 pub use protocol::{EndFrame, RUNNER_FILE, RunConfig};
 

@@ -13,8 +13,8 @@ use std::process::{Command, Stdio};
 use pyexec_core::eval::EVAL_RUNNER_SOURCE;
 use pyexec_core::pod::protocol::{
     ARCHIVE_SHA256_ENV, DEPS_DIR_ENV, EVAL_RUNNER_FILE, FLAG_ON, Fence, FenceTarget, GATE_ENV, GO_AHEAD, NONCE_ENV,
-    REQUIREMENTS_FILE, ROLE_INSTALL, ROLE_RECEIVE, ROLE_RUN, RUN_CONFIG_FILE, RUN_DIR_ENV, RunConfig, SOURCE_DIR_ENV,
-    STDIN_FILE, WORK_DIR_ENV, source_key,
+    OOM_EVENTS_ENV, REQUIREMENTS_FILE, ROLE_INSTALL, ROLE_RECEIVE, ROLE_RUN, RUN_CONFIG_FILE, RUN_DIR_ENV, RunConfig,
+    SOURCE_DIR_ENV, STDIN_FILE, WORK_DIR_ENV, source_key,
 };
 use pyexec_core::pod::{Ending, Finished, PodEnd, RUNNER_FILE, RUNNER_SOURCE, finish, parse_log};
 use pyexec_core::{ExecutionStatus, Policy, Timestamp};
@@ -383,4 +383,52 @@ fn a_refused_connection_is_a_closed_fence() {
         (ExecutionStatus::Completed, "ran\n", Ending::Completed),
         "{r:?}"
     );
+}
+
+#[test]
+fn an_oom_kill_of_the_program_alone_is_reported_as_one() {
+    // The kernel's OOM killer kills the program, not the container: the container exits with the runner's code and
+    // Kubernetes says nothing. The runner reads the memory cgroup's count before and after; here a file it is pointed
+    // at, whose count the program raises right before it kills itself with SIGKILL, as the kernel would.
+    let pod = Pod::new();
+    let events = pod.path("work").join("memory.events");
+    std::fs::write(&events, "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n").unwrap();
+    std::fs::set_permissions(&events, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let code = format!(
+        "import os, signal\nprint('allocating', flush=True)\nassert {OOM_EVENTS_ENV:?} not in os.environ\n\
+         open({events:?}, 'w').write('oom 2\\noom_kill 2\\n')\nos.kill(os.getpid(), signal.SIGKILL)",
+        events = events.to_str().unwrap(),
+    );
+    let mut cmd = pod.command(ROLE_RUN);
+    cmd.env(OOM_EVENTS_ENV, &events);
+    let (Finished { result: r, ending }, _) = pod.run_with(&code, config(|_| {}), cmd, None);
+    assert_eq!(
+        (r.status, r.exit_code, r.oom_killed, ending),
+        (ExecutionStatus::Completed, 137, true, Ending::OomKilled),
+        "{r:?}"
+    );
+    assert_eq!(r.stdout, "allocating\n");
+
+    // SIGKILL while the count stays: a signal, not an out-of-memory kill.
+    let code = "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)";
+    let mut cmd = pod.command(ROLE_RUN);
+    cmd.env(OOM_EVENTS_ENV, &events);
+    let (Finished { result: r, ending }, _) = pod.run_with(code, config(|_| {}), cmd, None);
+    assert_eq!((r.exit_code, r.oom_killed, ending), (137, false, Ending::Completed), "{r:?}");
+}
+
+#[test]
+fn the_runner_counts_its_frames_so_a_rotated_log_is_noticed() {
+    let pod = Pod::new();
+    let code = "import sys\nprint('a', flush=True)\nprint('b', file=sys.stderr, flush=True)";
+    let Finished { result: r, .. } = pod.run(code, config(|_| {}));
+    assert_eq!((r.error, r.stdout_truncated), (None, false), "the whole log: nothing lost");
+    // The same run, its log's first line (the start frame) rotated away.
+    pod.prepare(code, config(|_| {}));
+    let out = pod.command(ROLE_RUN).stdin(Stdio::null()).output().unwrap();
+    let full = parse_log(&out.stdout, NONCE);
+    assert!(full.started && !full.output_lost(), "{full:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let rotated = parse_log(text.split_once('\n').unwrap().1.as_bytes(), NONCE);
+    assert!(rotated.output_lost(), "{rotated:?}");
 }

@@ -3,8 +3,8 @@
 
 use pyexec_core::ExecutionSpec;
 use pyexec_core::outcome::install_failure_message;
-use pyexec_crds::PythonExecution;
 use pyexec_crds::convert::{NO_REQUIREMENTS, cpu_millis, execution_spec};
+use pyexec_crds::{NetworkMode, PythonExecution};
 
 use crate::config::OperatorConfig;
 
@@ -82,8 +82,28 @@ pub fn admit(
             format!("runtimeClassName {class:?} is not allowed by this operator"),
         ));
     }
-    if spec.docker && !config.docker.enabled {
-        return Err(refuse("DockerDisabled", "the Docker path is disabled on this operator (docker.enabled)"));
+    if spec.docker {
+        if !config.docker.enabled {
+            return Err(refuse("DockerDisabled", "the Docker path is disabled on this operator (docker.enabled)"));
+        }
+        let namespace = cr.metadata.namespace.as_deref();
+        if !config.docker.allowed_in(namespace) {
+            return Err(refuse(
+                "DockerNotAllowed",
+                format!(
+                    "the Docker path is not allowed in namespace {:?} (docker.namespaces lists where it is)",
+                    namespace.unwrap_or_default()
+                ),
+            ));
+        }
+        if spec.network == NetworkMode::None {
+            // The daemon pulls through the Pod's own egress policy; with none, its empty data root has no image.
+            return Err(refuse(
+                "DockerNeedsNetwork",
+                "docker: true needs network: egress: the Docker daemon pulls images through the execution's \
+                 network, and without one it has no image to run",
+            ));
+        }
     }
     if !config.allow_secret_env
         && let Some(var) = spec.env.iter().find(|v| v.value_from.is_some())
@@ -197,6 +217,41 @@ mod tests {
         assert!(admit(&cr(gvisor), &allowing, None).is_ok());
         let docker = PythonExecutionSpec { docker: true, ..Default::default() };
         assert_eq!(admit(&cr(docker), &config, None).unwrap_err().reason, "DockerDisabled");
+    }
+
+    #[test]
+    fn docker_needs_an_opted_in_namespace_and_network() {
+        let in_ns = |ns: &str, spec: PythonExecutionSpec| {
+            let mut cr = cr(spec);
+            cr.metadata.namespace = Some(ns.into());
+            cr
+        };
+        let with_network = PythonExecutionSpec { docker: true, network: NetworkMode::Egress, ..Default::default() };
+        let enabled_nowhere = OperatorConfig {
+            docker: crate::config::DockerConfig { enabled: true, ..Default::default() },
+            ..OperatorConfig::default()
+        };
+        let err = admit(&in_ns("team-a", with_network.clone()), &enabled_nowhere, None).unwrap_err();
+        assert_eq!(err.reason, "DockerNotAllowed");
+        assert!(err.message.contains("\"team-a\"") && err.message.contains("docker.namespaces"), "{}", err.message);
+        let config = OperatorConfig {
+            docker: crate::config::DockerConfig {
+                enabled: true,
+                namespaces: vec!["team-a".into()],
+                ..Default::default()
+            },
+            ..OperatorConfig::default()
+        };
+        assert!(admit(&in_ns("team-a", with_network.clone()), &config, None).is_ok());
+        let elsewhere = admit(&in_ns("team-b", with_network.clone()), &config, None).unwrap_err();
+        assert_eq!(elsewhere.reason, "DockerNotAllowed");
+        assert_eq!(admit(&cr(with_network.clone()), &config, None).unwrap_err().reason, "DockerNotAllowed");
+        let offline = PythonExecutionSpec { network: NetworkMode::None, ..with_network };
+        let err = admit(&in_ns("team-a", offline), &config, None).unwrap_err();
+        assert_eq!(err.reason, "DockerNeedsNetwork");
+        assert!(err.message.contains("network: egress") && err.message.contains("pulls"), "{}", err.message);
+        let plain = PythonExecutionSpec::default();
+        assert!(admit(&in_ns("team-b", plain), &config, None).is_ok(), "only Docker is per namespace");
     }
 
     #[test]

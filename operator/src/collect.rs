@@ -46,6 +46,24 @@ pub async fn collect(
     let spec = execution_spec(&cr.spec);
     let started = f.started_at.as_ref().and_then(timestamp_of).unwrap_or_else(Timestamp::now);
     let finished = f.finished_at.as_ref().and_then(timestamp_of).unwrap_or_else(Timestamp::now);
+    if f.disk_exceeded && !killed {
+        // Evicted for ephemeral storage: the runner did not get to say anything; what the program wrote is kept.
+        let log = match f.kind {
+            FinishKind::Program => {
+                let log = read_log(pods, &pod.name_any(), MAIN_CONTAINER, Some(LOG_LIMIT_BYTES)).await?;
+                Some(parse_log(&log, &pod_nonce(pod).unwrap_or_default()))
+            }
+            _ => None,
+        };
+        let mut result = failed(&id, disk_exceeded_message(cr.spec.limits.disk_mb), Some(started), "");
+        if let Some(log) = log {
+            result.stdout = String::from_utf8_lossy(&log.stdout).into_owned();
+            result.stderr = String::from_utf8_lossy(&log.stderr).into_owned();
+        }
+        result.finished_at = Some(finished);
+        result.duration_ms = finished.millis_since(started);
+        return Ok(Collected { result, reason: DISK_LIMIT_EXCEEDED });
+    }
     match &f.kind {
         FinishKind::Program => {
             let log = read_log(pods, &pod.name_any(), MAIN_CONTAINER, Some(LOG_LIMIT_BYTES)).await?;
@@ -94,6 +112,14 @@ pub async fn collect(
             reason: "DeadlineExceeded",
         }),
     }
+}
+
+/// The reason of the `Finished` condition of an execution evicted for exceeding its disk limit.
+pub const DISK_LIMIT_EXCEEDED: &str = "DiskLimitExceeded";
+
+/// The error of an execution that exceeded its disk limit (`diskMB`).
+pub fn disk_exceeded_message(disk_mb: u64) -> String {
+    format!("disk limit of {disk_mb} MB exceeded")
 }
 
 /// pip's reason for failing, in one line.

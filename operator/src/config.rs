@@ -154,19 +154,30 @@ impl Default for EgressConfig {
     }
 }
 
-/// The Docker path.
+/// The Docker path: a privileged Docker-in-Docker daemon beside the program, the one exception to Pod Security
+/// "restricted". Opt-in twice: `enabled`, and the namespaces it may be used in.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct DockerConfig {
     /// Allow `docker: true` (a privileged Docker-in-Docker sidecar: the namespace must allow privileged Pods).
     pub enabled: bool,
+    /// The namespaces whose executions may ask for Docker (their Pod Security level must be "privileged"). Empty:
+    /// none, even when `enabled`.
+    pub namespaces: Vec<String>,
     /// The sidecar's image.
     pub image: String,
 }
 
 impl Default for DockerConfig {
     fn default() -> Self {
-        DockerConfig { enabled: false, image: "docker:27-dind".into() }
+        DockerConfig { enabled: false, namespaces: Vec::new(), image: "docker:27-dind".into() }
+    }
+}
+
+impl DockerConfig {
+    /// Whether executions of `namespace` may use the Docker path.
+    pub fn allowed_in(&self, namespace: Option<&str>) -> bool {
+        self.enabled && namespace.is_some_and(|ns| self.namespaces.iter().any(|n| n == ns))
     }
 }
 
@@ -269,6 +280,11 @@ impl OperatorConfig {
                 self.output_limit_bytes
             )));
         }
+        if let Some(ns) = self.docker.namespaces.iter().find(|n| n.is_empty() || n.as_str() == "*") {
+            return Err(ConfigError::Invalid(format!(
+                "docker.namespaces lists {ns:?}: name each namespace that may use the Docker path"
+            )));
+        }
         if self.logs.dir.is_some() != self.logs.url.is_some() {
             return Err(ConfigError::Invalid("logs.dir and logs.url go together".into()));
         }
@@ -321,5 +337,22 @@ mod tests {
         config.output_limit_bytes = 0;
         assert!(config.check().is_err());
         assert_eq!(OperatorConfig::default().missing_reference_grace_seconds, 60);
+    }
+
+    #[test]
+    fn docker_is_opted_into_per_namespace() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        std::fs::write(&path, "docker: {enabled: true}\n").unwrap();
+        let enabled_nowhere = OperatorConfig::load(&path).unwrap().docker;
+        assert!(!enabled_nowhere.allowed_in(Some("team-a")), "no namespaces listed: nowhere");
+        std::fs::write(&path, "docker: {enabled: true, namespaces: [team-a]}\n").unwrap();
+        let docker = OperatorConfig::load(&path).unwrap().docker;
+        assert!(docker.allowed_in(Some("team-a")));
+        assert!(!docker.allowed_in(Some("team-b")) && !docker.allowed_in(None));
+        let disabled = DockerConfig { enabled: false, ..docker };
+        assert!(!disabled.allowed_in(Some("team-a")), "enabled is still needed");
+        std::fs::write(&path, "docker: {enabled: true, namespaces: [\"*\"]}\n").unwrap();
+        assert!(OperatorConfig::load(&path).unwrap_err().to_string().contains("docker.namespaces"));
     }
 }

@@ -42,6 +42,9 @@ pub struct Finish {
     pub oom_killed: bool,
     /// The Pod's `activeDeadlineSeconds` passed.
     pub deadline_exceeded: bool,
+    /// The kubelet evicted the Pod for using more ephemeral storage than its limit (`diskMB`: the workspace volume's
+    /// `sizeLimit` or the containers' `ephemeral-storage` limit).
+    pub disk_exceeded: bool,
     /// When the program started and ended, as far as the kubelet says.
     pub started_at: Option<Time>,
     /// When it ended.
@@ -51,7 +54,15 @@ pub struct Finish {
 impl Finish {
     /// A Pod stopped before it finished by itself (killed): `kind` says how far it got.
     pub fn unfinished(kind: FinishKind, started_at: Option<Time>) -> Finish {
-        Finish { kind, exit_code: None, oom_killed: false, deadline_exceeded: false, started_at, finished_at: None }
+        Finish {
+            kind,
+            exit_code: None,
+            oom_killed: false,
+            deadline_exceeded: false,
+            disk_exceeded: false,
+            started_at,
+            finished_at: None,
+        }
     }
 }
 
@@ -87,6 +98,7 @@ pub fn pod_state(pod: &Pod) -> PodState {
     let mains = status.container_statuses.unwrap_or_default();
     let main = mains.iter().find(|c| c.name == MAIN_CONTAINER);
     let deadline_exceeded = status.reason.as_deref() == Some("DeadlineExceeded");
+    let disk_exceeded = evicted_for_storage(status.reason.as_deref(), status.message.as_deref());
 
     for init in &inits {
         if init.name != RECEIVE_CONTAINER && init.name != INSTALL_CONTAINER {
@@ -100,6 +112,7 @@ pub fn pod_state(pod: &Pod) -> PodState {
                 exit_code: None,
                 oom_killed: t.reason.as_deref() == Some("OOMKilled"),
                 deadline_exceeded,
+                disk_exceeded,
                 started_at: None,
                 finished_at: t.finished_at.clone(),
             });
@@ -116,6 +129,7 @@ pub fn pod_state(pod: &Pod) -> PodState {
                 exit_code: Some(t.exit_code),
                 oom_killed: t.reason.as_deref() == Some("OOMKilled"),
                 deadline_exceeded,
+                disk_exceeded,
                 started_at: t.started_at,
                 finished_at: t.finished_at,
             });
@@ -128,6 +142,7 @@ pub fn pod_state(pod: &Pod) -> PodState {
                     exit_code: None,
                     oom_killed: false,
                     deadline_exceeded,
+                    disk_exceeded,
                     started_at: r.started_at,
                     finished_at: None,
                 });
@@ -142,6 +157,7 @@ pub fn pod_state(pod: &Pod) -> PodState {
             exit_code: None,
             oom_killed: false,
             deadline_exceeded,
+            disk_exceeded,
             started_at: None,
             finished_at: None,
         });
@@ -165,6 +181,17 @@ pub fn pod_state(pod: &Pod) -> PodState {
             (scheduled.status == "False").then(|| scheduled.message.clone().unwrap_or_else(|| "not scheduled".into()))
         });
     PodState::Starting { archive_wanted: receiving, waiting }
+}
+
+/// Whether a Pod's status says the kubelet evicted it for ephemeral storage: `reason: Evicted` with a message such
+/// as "Pod ephemeral local storage usage exceeds the total limit of containers 50Mi." or "Usage of EmptyDir volume
+/// \"work\" exceeds the limit \"50Mi\"." (the workspace is the `work` emptyDir).
+fn evicted_for_storage(reason: Option<&str>, message: Option<&str>) -> bool {
+    let message = message.unwrap_or_default().to_ascii_lowercase();
+    // Node pressure ("The node was low on resource: ephemeral-storage") is not the program's limit: only "exceeds" (or "exceeded").
+    reason == Some("Evicted")
+        && message.contains("exceed")
+        && (message.contains("ephemeral") || message.contains("emptydir"))
 }
 
 /// Container errors that never go away by waiting.
@@ -332,5 +359,29 @@ mod tests {
         );
         let PodState::Finished(f) = pod_state(&p) else { panic!() };
         assert_eq!(f.kind, FinishKind::NeverStarted);
+    }
+
+    #[test]
+    fn an_eviction_for_ephemeral_storage_is_the_disk_limit() {
+        for message in [
+            "Pod ephemeral local storage usage exceeds the total limit of containers 50Mi. ",
+            "Usage of EmptyDir volume \"work\" exceeds the limit \"50Mi\". ",
+            "Container python exceeded its local ephemeral storage limit \"50Mi\". ",
+        ] {
+            let p = pod(
+                serde_json::json!({"phase": "Failed", "reason": "Evicted", "message": message,
+                    "containerStatuses": [terminated("python", 137, "Error")]}),
+                false,
+            );
+            let PodState::Finished(f) = pod_state(&p) else { panic!() };
+            assert!(f.disk_exceeded && f.kind == FinishKind::Program, "{message}");
+        }
+        let p = pod(
+            serde_json::json!({"phase": "Failed", "reason": "Evicted", "message": "The node was low on resource: ephemeral-storage. ",
+                "containerStatuses": [terminated("python", 137, "Error")]}),
+            false,
+        );
+        let PodState::Finished(f) = pod_state(&p) else { panic!() };
+        assert!(!f.disk_exceeded, "node pressure is not the program's limit");
     }
 }

@@ -65,7 +65,7 @@ packageIndex:
 archives: {url: "http://python-executor.pyexec-system.svc:8080/internal/v1/archives"}
 allowedRuntimeClasses: [gvisor]
 egress: {blockedCidrs: ["10.96.0.0/12", "fd00:10:96::/112"]}
-docker: {enabled: true}
+docker: {enabled: true, namespaces: [team-a]}
 allowSecretEnv: true
 "#,
     )
@@ -132,13 +132,36 @@ fn the_docker_path_is_the_one_privileged_exception() {
     let dir = tempfile::tempdir().unwrap();
     let config = config();
     let main = serde_json::json!({"files": [{"name": "main.py", "content": "print(1)"}]});
-    let cr = execution("docker", serde_json::json!({"source": main, "docker": true}));
+    let cr = execution("docker", serde_json::json!({"source": main, "docker": true, "network": "egress"}));
     let admitted = admit(&cr, &config, None).unwrap();
-    let file = write_yaml(dir.path(), "docker-pod", &pod(&cr, &admitted, &config, "nonce"));
+    let docker_pod = pod(&cr, &admitted, &config, "nonce");
+    let file = write_yaml(dir.path(), "docker-pod", &docker_pod);
     let (ok, out) = validate(&python, &[], std::slice::from_ref(&file));
     assert!(ok, "the schemas accept it: {out}");
-    let (ok, out) = validate(&python, &["--pss", "restricted"], &[file]);
+    let (ok, out) = validate(&python, &["--pss", "restricted"], std::slice::from_ref(&file));
     assert!(!ok && out.contains("privileged"), "restricted refuses the DinD sidecar, as documented: {out}");
+    // Exactly the daemon is the exception: every finding is about it (the first init container).
+    let daemon = docker_pod.spec.as_ref().unwrap().init_containers.as_ref().unwrap();
+    assert_eq!(daemon.len(), 1);
+    let findings: Vec<&str> = out.lines().filter(|l| l.starts_with("ERROR ")).collect();
+    assert!(!findings.is_empty(), "{out}");
+    for finding in &findings {
+        assert!(finding.contains(": spec.initContainers[0]."), "only the daemon may break restricted: {finding}");
+    }
+    // Without the daemon (and its data root), the rest of the Pod is as locked down as every other.
+    let mut rest = docker_pod.clone();
+    let spec = rest.spec.as_mut().unwrap();
+    spec.init_containers = None;
+    spec.volumes.as_mut().unwrap().retain(|v| v.name != "docker-data");
+    let file = write_yaml(dir.path(), "docker-pod-without-daemon", &rest);
+    let (ok, out) = validate(&python, &["--pss", "restricted", "--sandbox-extras"], &[file]);
+    assert!(ok, "the program's container stays restricted: {out}");
+    // Docker is not offered elsewhere, nor without network.
+    let mut elsewhere = execution("docker", serde_json::json!({"source": main, "docker": true, "network": "egress"}));
+    elsewhere.metadata.namespace = Some("team-b".into());
+    assert_eq!(admit(&elsewhere, &config, None).unwrap_err().reason, "DockerNotAllowed");
+    let offline = execution("docker", serde_json::json!({"source": main, "docker": true}));
+    assert_eq!(admit(&offline, &config, None).unwrap_err().reason, "DockerNeedsNetwork");
 }
 
 #[test]

@@ -349,6 +349,44 @@ async fn refusals_are_failed_and_create_nothing() {
 }
 
 #[tokio::test]
+async fn docker_is_refused_outside_its_namespaces_and_without_network() {
+    let (client, fake) = FakeApi::start();
+    let mut config = OperatorConfig::default();
+    config.docker.enabled = true;
+    config.docker.namespaces = vec!["somewhere-else".into()];
+    let ctx = context(client, config, LogStore::default());
+    let mut spec = hello();
+    spec["docker"] = json!(true);
+    spec["network"] = json!("egress");
+    fake.put(EXECUTIONS, execution("docker", spec.clone()));
+    step(&fake, &ctx, "docker").await;
+    let s = status(&fake, "docker");
+    assert_eq!(
+        (s["phase"].as_str(), condition(&s, "Accepted")["reason"].as_str()),
+        (Some("Failed"), Some("DockerNotAllowed"))
+    );
+    assert!(s["error"].as_str().unwrap().contains("docker.namespaces"), "{s}");
+    assert!(fake.calls_to("POST", PODS).is_empty() && fake.calls_to("POST", CONFIG_MAPS).is_empty());
+
+    let (client, fake) = FakeApi::start();
+    let mut config = OperatorConfig::default();
+    config.docker.enabled = true;
+    config.docker.namespaces = vec![NS.into()];
+    let ctx = context(client, config, LogStore::default());
+    spec["network"] = json!("none");
+    fake.put(EXECUTIONS, execution("offline", spec.clone()));
+    step(&fake, &ctx, "offline").await;
+    let s = status(&fake, "offline");
+    assert_eq!(condition(&s, "Accepted")["reason"], "DockerNeedsNetwork");
+    assert!(fake.calls_to("POST", PODS).is_empty());
+    spec["network"] = json!("egress");
+    fake.put(EXECUTIONS, execution("online", spec));
+    step(&fake, &ctx, "online").await;
+    assert_eq!(condition(&status(&fake, "online"), "Accepted")["status"], "True");
+    assert_eq!(fake.calls_to("POST", PODS).len(), 1, "allowed in its namespace, with network");
+}
+
+#[tokio::test]
 async fn a_pod_deleted_behind_the_operators_back_fails_the_execution() {
     let (fake, ctx) = started(hello()).await;
     fake.delete(PODS, "job");
@@ -787,4 +825,35 @@ async fn a_missing_source_config_map_is_waited_for_a_while_before_failing() {
         (s["phase"].as_str(), condition(&s, "Accepted")["reason"].as_str()),
         (Some("Failed"), Some("SourceNotFound"))
     );
+}
+
+#[tokio::test]
+async fn an_eviction_for_ephemeral_storage_is_the_disk_limit() {
+    let (fake, ctx) = started(hello()).await;
+    let n = nonce(&fake, "job");
+    fake.set_log("job", "python", &frame(&n, FRAME_STDOUT, b"writing\n"));
+    fake.set_status(
+        PODS,
+        "job",
+        json!({"phase": "Failed", "reason": "Evicted",
+        "message": "Usage of EmptyDir volume \"work\" exceeds the limit \"50Mi\". ",
+        "containerStatuses": [container("python", terminated(137, "Error"))]}),
+    );
+    step(&fake, &ctx, "job").await;
+    let s = status(&fake, "job");
+    assert_eq!(s["phase"], "Failed");
+    assert_eq!((s["error"].as_str(), s["stdout"].as_str()), (Some("disk limit of 50 MB exceeded"), Some("writing\n")));
+    assert_eq!(condition(&s, "Finished")["reason"], "DiskLimitExceeded");
+}
+
+#[tokio::test]
+async fn a_log_rotated_before_it_was_read_says_the_output_was_lost() {
+    let (fake, ctx) = started(hello()).await;
+    let n = nonce(&fake, "job");
+    // The runner wrote its start frame and two output frames; the rotated log kept only the last and the end.
+    let log = frame(&n, FRAME_STDOUT, b"the end\n") + &frame(&n, FRAME_END, br#"{"exit":0,"frames":3}"#);
+    let s = ends(&fake, &ctx, "Succeeded", 0, "Completed", &log).await;
+    assert_eq!((s["exitCode"].as_i64(), s["stdout"].as_str()), (Some(0), Some("the end\n")));
+    assert!(s["error"].as_str().unwrap().starts_with("output_lost:"), "{s}");
+    assert_eq!(s["stdoutTruncated"], true, "{s}");
 }

@@ -190,8 +190,8 @@ would hash a fresh random value whenever `lookup` sees no cluster.
 {{- if and .Values.executions.dedicatedNamespace (eq (include "python-executor.executionsNamespace" .) .Release.Namespace) }}
 {{- fail "executions.namespace is the release namespace: executions.createNamespace and executions.dedicatedNamespace need another one (or set dedicatedNamespace to false)" }}
 {{- end }}
-{{- if and (include "python-executor.createsExecutionsNamespace" .) $cfg.docker.enabled (ne .Values.executions.podSecurity.enforce "privileged") }}
-{{- fail "operator.config.docker.enabled runs privileged sidecars: set executions.podSecurity.enforce to privileged (or turn Docker off)" }}
+{{- if and (include "python-executor.createsExecutionsNamespace" .) $cfg.docker.enabled (has (include "python-executor.executionsNamespace" .) (default list $cfg.docker.namespaces)) (ne .Values.executions.podSecurity.enforce "privileged") }}
+{{- fail (printf "operator.config.docker.enabled with %s in operator.config.docker.namespaces runs privileged sidecars there: set executions.podSecurity.enforce to privileged (or remove it from the list)" (include "python-executor.executionsNamespace" .)) }}
 {{- end }}
 {{- if and .Values.packageProxy.enabled $cfg.packageIndex }}
 {{- range $key := list "url" "egressTo" "ports" }}

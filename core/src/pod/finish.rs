@@ -111,20 +111,24 @@ pub fn finish(
         (None, Some(code)) => Termination::Exited(code),
         (None, None) => Termination::Signaled(9),
     };
+    // Out of memory: the whole container (Kubernetes says `OOMKilled`), or the program alone (the runner saw it die
+    // of SIGKILL while the memory cgroup's OOM count rose).
+    let oom_killed = pod.oom_killed || end.oom_killed;
     let ending = match interruption {
         Some(Interruption::Killed) => Ending::Killed,
         Some(Interruption::TimedOut) => Ending::TimedOut,
-        None if pod.oom_killed => Ending::OomKilled,
+        None if oom_killed => Ending::OomKilled,
         None => Ending::Completed,
     };
+    let output_lost = log.output_lost();
     let raw = RunOutcome {
         termination,
         interruption,
-        oom_killed: pod.oom_killed,
+        oom_killed,
         stdout: log.stdout,
         stderr: log.stderr,
-        stdout_truncated: end.stdout_truncated,
-        stderr_truncated: end.stderr_truncated,
+        stdout_truncated: end.stdout_truncated || output_lost,
+        stderr_truncated: end.stderr_truncated || output_lost,
         // Present (possibly empty) whenever the eval runner had its pipe: then, as on the embedded backend, only the
         // pipe counts, never a marker the program printed.
         result_channel: end.result.as_deref().and_then(|r| STANDARD.decode(r).ok()),
@@ -134,8 +138,21 @@ pub fn finish(
     let mut result = finalize(execution_id, spec, raw);
     result.installed_packages = end.installed;
     result.pre_commands_output = pre_output;
+    if output_lost {
+        // The exit code and the end of the output are right; the beginning is gone. Say so rather than pass the
+        // tail off as the whole output.
+        let lost = OUTPUT_LOST.to_string();
+        result.error = Some(match result.error.take() {
+            Some(error) => format!("{error}; {lost}"),
+            None => lost,
+        });
+    }
     Finished { result, ending }
 }
+
+/// The error of a result whose output lost frames ([`PodLog::output_lost`]).
+pub const OUTPUT_LOST: &str =
+    "output_lost: the beginning of the output was lost (the container log was rotated before it was read)";
 
 #[cfg(test)]
 mod tests {
@@ -213,6 +230,38 @@ mod tests {
             Some("the network fence was not in place: the cloud metadata endpoint was reachable; nothing was run")
         );
         assert_eq!(Ending::NetworkNotFenced.reason(), "NetworkNotFenced");
+    }
+
+    #[test]
+    fn an_oom_kill_of_the_program_alone_is_an_oom_kill() {
+        // The container lived on and exited with the runner's code: Kubernetes says nothing, the runner does.
+        let end = EndFrame { exit: 137, signal: Some(9), oom_killed: true, ..Default::default() };
+        let t0 = Timestamp::now();
+        let pod = PodEnd { exit_code: Some(137), ..PodEnd::default() };
+        let Finished { result, ending } = finish("exe", &spec(), ended(end), &pod, t0, t0);
+        assert_eq!(
+            (result.status, result.exit_code, result.oom_killed, ending),
+            (ExecutionStatus::Completed, 137, true, Ending::OomKilled)
+        );
+        // A SIGKILL without the counter's word stays a signal.
+        let end = EndFrame { exit: 137, signal: Some(9), ..Default::default() };
+        let Finished { result, ending } = finish("exe", &spec(), ended(end), &pod, t0, t0);
+        assert_eq!((result.oom_killed, ending), (false, Ending::Completed));
+    }
+
+    #[test]
+    fn a_log_that_lost_its_head_says_so() {
+        let end = EndFrame { exit: 0, frames: Some(2), ..Default::default() };
+        let log = PodLog { stdout: b"tail\n".to_vec(), end: Some(end.clone()), frames_read: 1, ..PodLog::default() };
+        let t0 = Timestamp::now();
+        let Finished { result, .. } = finish("exe", &spec(), log, &PodEnd::default(), t0, t0);
+        assert!(result.stdout_truncated && result.stderr_truncated);
+        assert_eq!(result.error.as_deref(), Some(OUTPUT_LOST));
+        assert_eq!(result.stdout, "tail\n");
+        let whole =
+            PodLog { stdout: b"all\n".to_vec(), end: Some(end), started: true, frames_read: 2, ..PodLog::default() };
+        let Finished { result, .. } = finish("exe", &spec(), whole, &PodEnd::default(), t0, t0);
+        assert!(!result.stdout_truncated && result.error.is_none());
     }
 
     #[test]

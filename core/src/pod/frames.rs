@@ -6,7 +6,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
 use super::protocol::{
-    EndFrame, FRAME_END, FRAME_PRE_OUTPUT, FRAME_STDERR, FRAME_STDOUT, RESULT_LIMIT_BYTES, frame_prefix,
+    EndFrame, FRAME_END, FRAME_PRE_OUTPUT, FRAME_START, FRAME_STDERR, FRAME_STDOUT, RESULT_LIMIT_BYTES, frame_prefix,
 };
 
 /// What the runner reported, read back from the container log.
@@ -20,6 +20,20 @@ pub struct PodLog {
     pub pre_output: Vec<u8>,
     /// The final summary; `None` when the runner did not get to write it (the container was killed).
     pub end: Option<EndFrame>,
+    /// The runner's start frame was read: the log has its beginning.
+    pub started: bool,
+    /// How many frames were read before the end frame (the start frame included).
+    pub frames_read: u64,
+}
+
+impl PodLog {
+    /// Frames the runner wrote are missing: the kubelet rotated the container log while the program wrote, and the
+    /// log read back holds only its end. Judged by the end frame's count ([`EndFrame::frames`]) and the start frame;
+    /// a log without an end frame that says how many it follows cannot be judged, and is not.
+    pub fn output_lost(&self) -> bool {
+        let Some(written) = self.end.as_ref().and_then(|e| e.frames) else { return false };
+        !self.started || self.frames_read < written
+    }
 }
 
 /// Reads the frames carrying `nonce` out of a container log; every other line is ignored.
@@ -28,11 +42,15 @@ pub fn parse_log(log: &[u8], nonce: &str) -> PodLog {
     let mut decoder = FrameDecoder::new(nonce);
     let frames = decoder.push(log);
     for frame in frames.into_iter().chain(decoder.finish()) {
+        if !matches!(frame, Frame::End(_)) {
+            out.frames_read += 1;
+        }
         match frame {
             Frame::Stdout(data) => out.stdout.extend_from_slice(&data),
             Frame::Stderr(data) => out.stderr.extend_from_slice(&data),
             Frame::PreOutput(data) => out.pre_output.extend_from_slice(&data),
             Frame::End(end) => out.end = Some(*end),
+            Frame::Start => out.started = true,
         }
     }
     out
@@ -41,6 +59,8 @@ pub fn parse_log(log: &[u8], nonce: &str) -> PodLog {
 /// One of the runner's frames.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
+    /// The runner's first frame, before any output.
+    Start,
     /// A piece of the program's standard output.
     Stdout(Vec<u8>),
     /// A piece of the program's standard error.
@@ -115,6 +135,7 @@ impl FrameDecoder {
             k if k == FRAME_STDOUT.as_bytes() => Some(Frame::Stdout(data)),
             k if k == FRAME_STDERR.as_bytes() => Some(Frame::Stderr(data)),
             k if k == FRAME_PRE_OUTPUT.as_bytes() => Some(Frame::PreOutput(data)),
+            k if k == FRAME_START.as_bytes() => Some(Frame::Start),
             k if k == FRAME_END.as_bytes() => serde_json::from_slice(&data).ok().map(|end| Frame::End(Box::new(end))),
             _ => None,
         }
@@ -176,6 +197,23 @@ mod tests {
         let log = frame("n1", FRAME_END, format!(r#"{{"exit":0,"result":"{result}"}}"#).as_bytes());
         let parsed = parse_log(log.as_bytes(), "n1");
         assert_eq!(parsed.end.and_then(|e| e.result).map(|r| r.len()), Some(result.len()));
+    }
+
+    #[test]
+    fn a_log_that_lost_frames_says_so() {
+        let body = frame("n1", FRAME_START, b"") + &frame("n1", FRAME_STDOUT, b"head\n");
+        let tail = frame("n1", FRAME_STDOUT, b"end of it\n") + &frame("n1", FRAME_END, br#"{"exit":0,"frames":3}"#);
+        let whole = parse_log((body.clone() + &tail).as_bytes(), "n1");
+        assert!(whole.started && !whole.output_lost());
+        assert_eq!((whole.stdout.as_slice(), whole.frames_read), (&b"head\nend of it\n"[..], 3));
+        let rotated = parse_log(tail.as_bytes(), "n1");
+        assert!(!rotated.started && rotated.output_lost(), "the head rotated away");
+        let middle = frame("n1", FRAME_START, b"") + &tail;
+        assert!(parse_log(middle.as_bytes(), "n1").output_lost(), "a frame in the middle is missing");
+        let forged = frame("other", FRAME_START, b"") + &frame("other", FRAME_STDOUT, b"x") + &tail;
+        assert!(parse_log(forged.as_bytes(), "n1").output_lost(), "only the nonce's frames count");
+        let uncounted = frame("n1", FRAME_STDOUT, b"x") + &frame("n1", FRAME_END, br#"{"exit":0}"#);
+        assert!(!parse_log(uncounted.as_bytes(), "n1").output_lost(), "no count: not judged");
     }
 
     #[test]

@@ -94,6 +94,14 @@ pub const ARCHIVE_SHA256_ENV: &str = "PYEXEC_ARCHIVE_SHA256";
 pub const ALLOW_SDIST_ENV: &str = "PYEXEC_ALLOW_SDIST";
 /// The descriptor the eval runner writes its result to.
 pub const RESULT_FD_ENV: &str = crate::eval::RESULT_FD_ENV;
+/// The memory cgroup's event counters (cgroup v2): the runner reads their `oom_kill` count before and after the
+/// program, so that an out-of-memory kill of the program alone (not of the whole container) is reported as one.
+pub const CGROUP_MEMORY_EVENTS: &str = "/sys/fs/cgroup/memory.events";
+/// The memory cgroup's OOM state (cgroup v1), with the same `oom_kill` line.
+pub const CGROUP_V1_OOM_CONTROL: &str = "/sys/fs/cgroup/memory/memory.oom_control";
+/// Variable that replaces both OOM counter files with one (only tests set it; the operator never does). The runner
+/// reads it and removes it from the program's environment.
+pub const OOM_EVENTS_ENV: &str = "PYEXEC_OOM_EVENTS";
 /// The value that turns a flag variable on.
 pub const FLAG_ON: &str = "1";
 /// What the operator writes to the runner's stdin once the network is closed (one line). A runner that reads
@@ -112,6 +120,9 @@ pub const FRAME_STDERR: &str = "e";
 pub const FRAME_PRE_OUTPUT: &str = "p";
 /// Frame kind: the final summary, an [`EndFrame`] as JSON.
 pub const FRAME_END: &str = "x";
+/// Frame kind: the first frame the runner writes, before any output (empty data). A log whose frames lack it lost
+/// its beginning (the kubelet rotated the container log away): its output is incomplete ([`EndFrame::frames`]).
+pub const FRAME_START: &str = "s";
 /// Most bytes of the eval result the runner keeps.
 pub const RESULT_LIMIT_BYTES: usize = 1 << 20;
 /// The exit code the runner reports when it stopped the program at its timeout.
@@ -219,6 +230,14 @@ pub struct EndFrame {
     /// The network fence was not in place: what was reachable ([`Fence`]). Nothing was run.
     #[serde(default)]
     pub fence_open: Option<String>,
+    /// The program died of SIGKILL while the memory cgroup's `oom_kill` count rose: the kernel's OOM killer killed
+    /// it (the container itself may live on and exit with the runner's code, without `reason: OOMKilled`).
+    #[serde(default)]
+    pub oom_killed: bool,
+    /// How many frames the runner wrote before this one, its start frame ([`FRAME_START`]) included. A reader that
+    /// read fewer lost some: the kubelet rotated the container log away before it was read.
+    #[serde(default)]
+    pub frames: Option<u64>,
 }
 
 #[cfg(test)]
@@ -281,6 +300,10 @@ mod tests {
             ("FRAME_STDERR", s(FRAME_STDERR)),
             ("FRAME_PRE_OUTPUT", s(FRAME_PRE_OUTPUT)),
             ("FRAME_END", s(FRAME_END)),
+            ("FRAME_START", s(FRAME_START)),
+            ("CGROUP_MEMORY_EVENTS", s(CGROUP_MEMORY_EVENTS)),
+            ("CGROUP_V1_OOM_CONTROL", s(CGROUP_V1_OOM_CONTROL)),
+            ("OOM_EVENTS_ENV", s(OOM_EVENTS_ENV)),
             ("RESULT_LIMIT_BYTES", Py::Int(RESULT_LIMIT_BYTES as i64)),
             ("EXIT_TIMEOUT", Py::Int(i64::from(EXIT_TIMEOUT))),
             ("RUN_CONFIG_FIELDS", fields(&RunConfig::default())),

@@ -161,11 +161,13 @@ impl Inner {
             live
         };
         if let Some(mut live) = live {
-            live.finish(&result);
-            let _ = tokio::fs::remove_dir_all(&live.workspace).await;
+            // The spooled stdin (one file) is gone before anyone learns the result; the workspace, which may be
+            // large, is removed after the waiters have their answer.
             if let Some(stdin) = &live.stdin {
                 remove_path(stdin).await;
             }
+            live.finish(&result);
+            let _ = tokio::fs::remove_dir_all(&live.workspace).await;
         }
         self.metrics.finished(&result);
     }

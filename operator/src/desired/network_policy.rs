@@ -4,6 +4,9 @@
 //!   the ranges of `pyexec_core::egress` (private, loopback, link-local/cloud metadata, CGNAT, multicast,
 //!   reserved; the same as the embedded sandbox's), nor the configured cluster ranges.
 //!
+//! The Docker path's daemon shares the Pod's network and so this policy: it gets no allowance of its own, and
+//! pulls images through the egress the request chose (admission refuses Docker with `network: none`).
+//!
 //! NetworkPolicies add up: any other policy selecting these Pods could open them again. The operator owns this one;
 //! the cluster's administrators must not select execution Pods (label `pyexec.io/execution`) with others, except
 //! with a namespace-wide default-deny policy (no rules, both policy types; see [`find_default_deny`]), which the
@@ -197,6 +200,26 @@ mod tests {
         assert_eq!(egress.len(), 2);
         assert_eq!(egress[1].to.as_ref().unwrap()[0].ip_block.as_ref().unwrap().cidr, "10.9.8.7/32");
         assert_eq!(egress[1].ports.as_ref().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn the_docker_daemon_gets_no_network_of_its_own() {
+        // It pulls through the Pod's policy, the one the request chose: the same as without Docker, at every stage.
+        let config = OperatorConfig {
+            docker: crate::config::DockerConfig {
+                enabled: true,
+                namespaces: vec!["team-a".into()],
+                ..Default::default()
+            },
+            ..OperatorConfig::default()
+        };
+        for network in ["none", "egress"] {
+            let with = simple(serde_json::json!({"docker": true, "network": network}));
+            let without = simple(serde_json::json!({"network": network}));
+            for stage in [PolicyStage::Install, PolicyStage::Run] {
+                assert_eq!(network_policy(&with, &config, stage), network_policy(&without, &config, stage));
+            }
+        }
     }
 
     fn policy(value: serde_json::Value) -> NetworkPolicy {

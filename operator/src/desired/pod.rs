@@ -9,7 +9,8 @@
 //!   API, checks its SHA-256, unpacks it into `/work`. No network needed.
 //! - `install` (init, when there are requirements): pip-installs them into `/deps`; the Pod's NetworkPolicy lets
 //!   it reach the package index (and DNS) only.
-//! - `docker` (native sidecar, only on the opt-in Docker path): a privileged Docker-in-Docker daemon.
+//! - `docker` (native sidecar, only on the opt-in Docker path): a privileged Docker-in-Docker daemon running as
+//!   root, its data root a size-capped `emptyDir` (the request's `diskMB`); the one exception to the above.
 //! - `python`: the runner, which waits for the operator's go-ahead on stdin (every Pod: the operator sends it once
 //!   the program's NetworkPolicy exists, after an install once it replaced the install stage's), checks that the
 //!   network fence holds, then runs the pre-commands and the program.
@@ -25,8 +26,8 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::ResourceExt;
 use pyexec_core::pod::protocol::{
     ALLOW_SDIST_ENV, ARCHIVE_SHA256_ENV, DEPS_DIR, DOCKER_CONTAINER, FLAG_ON, GATE_ENV, INSTALL_CONTAINER,
-    MAIN_CONTAINER, NONCE_ENV, RECEIVE_CONTAINER, ROLE_INSTALL, ROLE_RECEIVE, ROLE_RUN, RUN_DIR, RUNNER_FILE,
-    SOURCE_DIR, TMP_DIR, WORK_DIR,
+    MAIN_CONTAINER, NONCE_ENV, OOM_EVENTS_ENV, RECEIVE_CONTAINER, ROLE_INSTALL, ROLE_RECEIVE, ROLE_RUN, RUN_DIR,
+    RUNNER_FILE, SOURCE_DIR, TMP_DIR, WORK_DIR,
 };
 use pyexec_crds::PythonExecution;
 
@@ -105,7 +106,9 @@ pub fn pod(cr: &PythonExecution, admitted: &Admitted, config: &OperatorConfig, n
         init.push(c);
     }
     if spec.docker {
-        init.push(docker_sidecar(config));
+        // The daemon's images, containers and layers: its own size-capped volume, never the program's.
+        volumes.push(empty_dir(DOCKER_DATA_VOLUME, spec.limits.disk_mb));
+        init.push(docker_sidecar(config, spec.limits.disk_mb));
     }
 
     let mut main_mounts = mounts;
@@ -132,8 +135,9 @@ pub fn pod(cr: &PythonExecution, admitted: &Admitted, config: &OperatorConfig, n
             }),
             ..EnvVarSource::default()
         });
-        // The runner's own variables are the operator's alone: a user's cannot replace them (nor skip the gate).
-        let runner_only = var.name == NONCE_ENV || var.name == GATE_ENV;
+        // The runner's own variables are the operator's alone: a user's cannot replace them, skip the gate, or
+        // point the out-of-memory check at a file of their choosing.
+        let runner_only = var.name == NONCE_ENV || var.name == GATE_ENV || var.name == OOM_EVENTS_ENV;
         vars.retain(|v| v.name != var.name || runner_only);
         if !runner_only {
             vars.push(EnvVar { name: var.name.clone(), value: var.value.clone(), value_from });
@@ -204,16 +208,35 @@ fn container(
     }
 }
 
-fn docker_sidecar(config: &OperatorConfig) -> Container {
+/// The Docker daemon's data root volume.
+const DOCKER_DATA_VOLUME: &str = "docker-data";
+/// Where the daemon keeps images, containers and layers.
+const DOCKER_DATA_ROOT: &str = "/var/lib/docker";
+
+/// The Docker-in-Docker daemon: the one privileged container, and root (the dind image needs both). Every
+/// Pod-level default that would apply to it (uid and gid 1000, `runAsNonRoot`) is overridden here, so that the
+/// program's container alone keeps them. It has no network of its own: it pulls through the Pod's NetworkPolicy.
+fn docker_sidecar(config: &OperatorConfig, disk_mb: u64) -> Container {
     Container {
         name: DOCKER_CONTAINER.into(),
         image: Some(config.docker.image.clone()),
         // A native sidecar: it runs beside the program and stops when the program's container ends.
         restart_policy: Some("Always".into()),
         env: Some(vec![env("DOCKER_TLS_CERTDIR", "")]),
-        args: Some(vec!["--host=tcp://127.0.0.1:2375".into()]),
-        security_context: Some(SecurityContext { privileged: Some(true), ..SecurityContext::default() }),
-        resources: Some(resources(1000, 2048, 10240)),
+        args: Some(vec!["--host=tcp://127.0.0.1:2375".into(), format!("--data-root={DOCKER_DATA_ROOT}")]),
+        volume_mounts: Some(vec![mount(DOCKER_DATA_VOLUME, DOCKER_DATA_ROOT, false)]),
+        security_context: Some(SecurityContext {
+            privileged: Some(true),
+            run_as_user: Some(0),
+            run_as_group: Some(0),
+            run_as_non_root: Some(false),
+            read_only_root_filesystem: Some(false),
+            ..SecurityContext::default()
+        }),
+        // Its data root is an emptyDir, which counts against the Pod's ephemeral storage: room for it and the
+        // daemon's own files.
+        resources: Some(resources(1000, 2048, disk_mb + 256)),
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
         ..Container::default()
     }
 }
@@ -370,6 +393,7 @@ mod tests {
             {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
             {"name": NONCE_ENV, "value": "attacker"},
             {"name": GATE_ENV, "value": "0"},
+            {"name": OOM_EVENTS_ENV, "value": "/work/fake-events"},
             {"name": "HOME", "value": "/work"}]});
         let pod = build(extra, &OperatorConfig { allow_secret_env: true, ..OperatorConfig::default() });
         let vars = pod.spec.unwrap().containers[0].env.clone().unwrap();
@@ -378,21 +402,66 @@ mod tests {
         assert_eq!(get(NONCE_ENV)[0].value.as_deref(), Some("n0nce"));
         assert_eq!(get(GATE_ENV).len(), 1, "the gate cannot be turned off");
         assert_eq!(get(GATE_ENV)[0].value.as_deref(), Some(FLAG_ON));
+        assert!(get(OOM_EVENTS_ENV).is_empty(), "the out-of-memory check reads the real cgroup");
         assert_eq!(get("HOME")[0].value.as_deref(), Some("/work"), "the user's value wins over the defaults");
         assert_eq!(get("TOKEN")[0].value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap().key, "k");
     }
 
-    #[test]
-    fn docker_is_a_privileged_sidecar_only_when_enabled() {
-        let config = OperatorConfig {
-            docker: crate::config::DockerConfig { enabled: true, ..Default::default() },
+    fn docker_config() -> OperatorConfig {
+        OperatorConfig {
+            docker: crate::config::DockerConfig {
+                enabled: true,
+                namespaces: vec!["team-a".into()],
+                ..Default::default()
+            },
             ..OperatorConfig::default()
-        };
-        let pod = build(serde_json::json!({"docker": true}), &config);
+        }
+    }
+
+    #[test]
+    fn docker_is_a_privileged_root_sidecar_with_its_own_data_root() {
+        let pod = build(
+            serde_json::json!({"docker": true, "network": "egress", "limits": {"diskMB": 3000}}),
+            &docker_config(),
+        );
         let spec = pod.spec.unwrap();
-        let sidecar = &spec.init_containers.unwrap()[0];
+        let init = spec.init_containers.as_ref().unwrap();
+        assert_eq!(init.len(), 1);
+        let sidecar = &init[0];
         assert_eq!((sidecar.name.as_str(), sidecar.restart_policy.as_deref()), (DOCKER_CONTAINER, Some("Always")));
-        assert_eq!(sidecar.security_context.as_ref().unwrap().privileged, Some(true));
-        assert!(spec.containers[0].env.as_ref().unwrap().iter().any(|e| e.name == "DOCKER_HOST"));
+        let sc = sidecar.security_context.as_ref().unwrap();
+        assert_eq!(sc.privileged, Some(true), "the one documented exception");
+        assert_eq!((sc.run_as_user, sc.run_as_group, sc.run_as_non_root), (Some(0), Some(0), Some(false)));
+        assert_eq!(sc.allow_privilege_escalation, None, "implied by privileged; false would be invalid");
+        let pod_sc = spec.security_context.as_ref().unwrap();
+        assert_eq!((pod_sc.run_as_user, pod_sc.run_as_non_root), (Some(UID), Some(true)), "the Pod's defaults stay");
+
+        let mounts = sidecar.volume_mounts.as_ref().unwrap();
+        assert_eq!(mounts.len(), 1, "the daemon sees its data root only");
+        assert_eq!((mounts[0].name.as_str(), mounts[0].mount_path.as_str()), (DOCKER_DATA_VOLUME, "/var/lib/docker"));
+        assert_eq!(mounts[0].read_only, None);
+        let data = spec.volumes.as_ref().unwrap().iter().find(|v| v.name == DOCKER_DATA_VOLUME).unwrap();
+        assert_eq!(data.empty_dir.as_ref().unwrap().size_limit.as_ref().unwrap().0, "3000Mi", "the request's diskMB");
+        let storage = &sidecar.resources.as_ref().unwrap().limits.as_ref().unwrap()["ephemeral-storage"];
+        assert_eq!(storage.0, "3256Mi", "room for the data root");
+
+        let main = &spec.containers[0];
+        assert_eq!(main.security_context, Some(locked_down()), "the program stays unprivileged");
+        let msc = main.security_context.as_ref().unwrap();
+        assert_eq!((msc.run_as_user, msc.run_as_non_root, msc.privileged), (Some(UID), Some(true), Some(false)));
+        assert_eq!((msc.allow_privilege_escalation, msc.read_only_root_filesystem), (Some(false), Some(true)));
+        assert_eq!(msc.capabilities.as_ref().unwrap().drop.as_deref(), Some(&["ALL".to_string()][..]));
+        assert!(!main.volume_mounts.as_ref().unwrap().iter().any(|m| m.name == DOCKER_DATA_VOLUME));
+        let host = main.env.as_ref().unwrap().iter().find(|e| e.name == "DOCKER_HOST").unwrap();
+        assert_eq!(host.value.as_deref(), Some("tcp://127.0.0.1:2375"));
+    }
+
+    #[test]
+    fn without_docker_there_is_no_daemon_nor_its_volume() {
+        let pod = build(serde_json::json!({"network": "egress"}), &docker_config());
+        let spec = pod.spec.unwrap();
+        assert!(spec.init_containers.is_none());
+        assert!(!spec.volumes.unwrap().iter().any(|v| v.name == DOCKER_DATA_VOLUME));
+        assert!(!spec.containers[0].env.as_ref().unwrap().iter().any(|e| e.name == "DOCKER_HOST"));
     }
 }

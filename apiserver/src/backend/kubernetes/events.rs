@@ -112,7 +112,7 @@ async fn follow_output(pods: Api<Pod>, pod: String, tx: mpsc::Sender<ExecutionEv
             let event = match frame {
                 Frame::Stdout(data) => ExecutionEvent::Output { stream: "stdout", data },
                 Frame::Stderr(data) => ExecutionEvent::Output { stream: "stderr", data },
-                Frame::PreOutput(_) | Frame::End(_) => continue,
+                Frame::Start | Frame::PreOutput(_) | Frame::End(_) => continue,
             };
             if tx.send(event).await.is_err() {
                 return;

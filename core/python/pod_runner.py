@@ -76,10 +76,12 @@ FRAME_START = "s"
 CGROUP_MEMORY_EVENTS = "/sys/fs/cgroup/memory.events"
 CGROUP_V1_OOM_CONTROL = "/sys/fs/cgroup/memory/memory.oom_control"
 OOM_EVENTS_ENV = "PYEXEC_OOM_EVENTS"
+DISK_FREE_ENV = "PYEXEC_DISK_FREE"
+DISK_FULL_FREE_BYTES = 1048576
 RESULT_LIMIT_BYTES = 1048576
 EXIT_TIMEOUT = 124
-RUN_CONFIG_FIELDS = ("entrypoint", "args", "eval_last_expr", "pre_commands", "timeout_seconds", "output_limit_bytes", "files", "fence")
-END_FRAME_FIELDS = ("exit", "signal", "timed_out", "pre_failed", "result", "installed", "stdout_truncated", "stderr_truncated", "fence_open", "oom_killed", "frames")
+RUN_CONFIG_FIELDS = ("entrypoint", "args", "eval_last_expr", "pre_commands", "timeout_seconds", "output_limit_bytes", "files", "fence", "disk_mb")
+END_FRAME_FIELDS = ("exit", "signal", "timed_out", "pre_failed", "result", "installed", "stdout_truncated", "stderr_truncated", "fence_open", "oom_killed", "frames", "disk_full")
 # END PROTOCOL
 
 WORK = os.environ.get(WORK_DIR_ENV, WORK_DIR)
@@ -87,7 +89,7 @@ RUN = os.environ.get(RUN_DIR_ENV, RUN_DIR)
 DEPS = os.environ.get(DEPS_DIR_ENV, DEPS_DIR)
 USER_SOURCE = os.environ.get(SOURCE_DIR_ENV, SOURCE_DIR)
 # Variables for the runner alone, never passed to the program.
-RUNNER_ONLY = {NONCE_ENV, GATE_ENV, RESULT_FD_ENV, OOM_EVENTS_ENV}
+RUNNER_ONLY = {NONCE_ENV, GATE_ENV, RESULT_FD_ENV, OOM_EVENTS_ENV, DISK_FREE_ENV}
 CHUNK = 65536
 
 
@@ -225,7 +227,7 @@ class Frames:
 
     def end(
         self, exit, *, signal=None, timed_out=False, pre_failed=None, result=None, installed=(), fence_open=None,
-        oom_killed=False,
+        oom_killed=False, disk_full=False,
     ):
         """The final frame: every field, always, so that a reader never guesses (an exit code of 124 alone does not
         mean a timeout; `timed_out` does). `result` is what the eval runner wrote to its pipe (None: no pipe)."""
@@ -241,6 +243,7 @@ class Frames:
             "fence_open": fence_open,
             "oom_killed": oom_killed,
             "frames": self.written,
+            "disk_full": disk_full,
         }
         assert tuple(fields) == END_FRAME_FIELDS
         self.frame(FRAME_END, json.dumps(fields).encode())
@@ -316,11 +319,28 @@ def run():
     # The OOM killer may kill the program alone (cgroup v1, or v2 without group kill): the container then exits with
     # this runner's code and Kubernetes never says OOMKilled. SIGKILL while the cgroup's count rose says it.
     oom = sig == signal.SIGKILL and ooms_before is not None and (oom_kills() or 0) > ooms_before
+    # A program that fills the workspace gets ENOSPC and fails, and the Pod need not be evicted for it (the kubelet
+    # evicts only after it measured the emptyDir over its limit): a failure that left (almost) no free space says it.
+    full = code != 0 and not oom and int(config["disk_mb"]) > 0 and work_free_bytes() < DISK_FULL_FREE_BYTES
     frames.end(
         code, signal=sig, result=bytes(result) if result_read is not None else None, installed=installed,
-        oom_killed=oom,
+        oom_killed=oom, disk_full=full,
     )
     return code
+
+
+def work_free_bytes():
+    """The bytes of the workspace's filesystem still free to the program (DISK_FREE_ENV replaces it in tests); a
+    workspace that cannot be read is not full."""
+    override = os.environ.get(DISK_FREE_ENV)
+    try:
+        if override:
+            with open(override) as f:
+                return int(f.read().strip())
+        st = os.statvfs(WORK)
+        return st.f_bavail * st.f_frsize
+    except (OSError, ValueError):
+        return DISK_FULL_FREE_BYTES
 
 
 def oom_kills():

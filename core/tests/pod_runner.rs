@@ -12,9 +12,9 @@ use std::process::{Command, Stdio};
 
 use pyexec_core::eval::EVAL_RUNNER_SOURCE;
 use pyexec_core::pod::protocol::{
-    ARCHIVE_SHA256_ENV, DEPS_DIR_ENV, EVAL_RUNNER_FILE, FLAG_ON, Fence, FenceTarget, GATE_ENV, GO_AHEAD, NONCE_ENV,
-    OOM_EVENTS_ENV, REQUIREMENTS_FILE, ROLE_INSTALL, ROLE_RECEIVE, ROLE_RUN, RUN_CONFIG_FILE, RUN_DIR_ENV, RunConfig,
-    SOURCE_DIR_ENV, STDIN_FILE, WORK_DIR_ENV, source_key,
+    ARCHIVE_SHA256_ENV, DEPS_DIR_ENV, DISK_FREE_ENV, EVAL_RUNNER_FILE, FLAG_ON, Fence, FenceTarget, GATE_ENV, GO_AHEAD,
+    NONCE_ENV, OOM_EVENTS_ENV, REQUIREMENTS_FILE, ROLE_INSTALL, ROLE_RECEIVE, ROLE_RUN, RUN_CONFIG_FILE, RUN_DIR_ENV,
+    RunConfig, SOURCE_DIR_ENV, STDIN_FILE, WORK_DIR_ENV, source_key,
 };
 use pyexec_core::pod::{Ending, Finished, PodEnd, RUNNER_FILE, RUNNER_SOURCE, finish, parse_log};
 use pyexec_core::{ExecutionStatus, Policy, Timestamp};
@@ -101,6 +101,7 @@ impl Pod {
         spec.eval_last_expr = run.eval_last_expr;
         spec.limits.timeout_seconds = run.timeout_seconds;
         spec.pre_commands = run.pre_commands.clone();
+        spec.limits.disk_mb = run.disk_mb;
         let pod = PodEnd { exit_code: out.status.code(), ..PodEnd::default() };
         (finish("exe_pod", &spec, log, &pod, started, finished), String::from_utf8_lossy(&out.stderr).into_owned())
     }
@@ -431,4 +432,47 @@ fn the_runner_counts_its_frames_so_a_rotated_log_is_noticed() {
     let text = String::from_utf8(out.stdout).unwrap();
     let rotated = parse_log(text.split_once('\n').unwrap().1.as_bytes(), NONCE);
     assert!(rotated.output_lost(), "{rotated:?}");
+}
+
+#[test]
+fn a_program_that_fills_its_workspace_fails_on_its_disk_limit() {
+    let pod = Pod::new();
+    // The workspace's free space as `statvfs` would report it after the program filled it.
+    let free = pod.path("free");
+    std::fs::write(&free, "4096").unwrap();
+    chmod_all(pod.dir.path());
+    let code = format!(
+        "import errno, os, sys\nprint('writing', flush=True)\nassert {DISK_FREE_ENV:?} not in os.environ\n\
+         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))\n"
+    );
+    let mut cmd = pod.command(ROLE_RUN);
+    cmd.env(DISK_FREE_ENV, &free);
+    let (Finished { result, ending }, _) = pod.run_with(&code, config(|c| c.disk_mb = 50), cmd, None);
+    assert_eq!(
+        (result.status, result.exit_code, result.error.as_deref(), ending),
+        (ExecutionStatus::Failed, 1, Some("disk limit of 50 MB exceeded"), Ending::DiskLimitExceeded)
+    );
+    assert_eq!(result.stdout, "writing\n", "the output is kept");
+    assert!(result.stderr.contains("No space left on device"), "{}", result.stderr);
+
+    // The same failure with room to spare, or without a known limit, is the program's own.
+    std::fs::write(&free, (64u64 << 20).to_string()).unwrap();
+    let mut cmd = pod.command(ROLE_RUN);
+    cmd.env(DISK_FREE_ENV, &free);
+    let (Finished { result, ending }, _) = pod.run_with(&code, config(|c| c.disk_mb = 50), cmd, None);
+    assert_eq!((result.status, result.error, ending), (ExecutionStatus::Completed, None, Ending::Completed));
+    std::fs::write(&free, "0").unwrap();
+    let mut cmd = pod.command(ROLE_RUN);
+    cmd.env(DISK_FREE_ENV, &free);
+    let (Finished { result, ending }, _) = pod.run_with(&code, config(|_| {}), cmd, None);
+    assert_eq!((result.status, ending), (ExecutionStatus::Completed, Ending::Completed));
+    // Without the override the runner reads the real workspace, which has room: a failure stays the program's.
+    let finished = pod.run("raise SystemExit(3)", config(|c| c.disk_mb = 50));
+    assert_eq!((finished.result.status, finished.result.exit_code), (ExecutionStatus::Completed, 3));
+    // A program that succeeded is never about the disk.
+    std::fs::write(&free, "0").unwrap();
+    let mut cmd = pod.command(ROLE_RUN);
+    cmd.env(DISK_FREE_ENV, &free);
+    let (Finished { result, .. }, _) = pod.run_with("print('ok')", config(|c| c.disk_mb = 50), cmd, None);
+    assert_eq!((result.status, result.exit_code, result.error), (ExecutionStatus::Completed, 0, None));
 }

@@ -2,12 +2,19 @@
 //! context holds the client, the configuration and the few pieces of memory the operator keeps between
 //! reconciliations (Pods whose archive is being streamed, per-object retry state); none of it is needed to resume
 //! after a restart, since every decision is made from observed objects.
+//!
+//! That memory is bounded whatever the number of executions: retry state goes with a success or with the object
+//! ([`Context::forget_gone`], run by the controller against its store), and archive streams are forgotten when the
+//! children are deleted, after [`STREAM_FORGET_AFTER`], and beyond [`MAX_STREAMS`].
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use kube::Client;
 use kube::runtime::events::Recorder;
+use kube::runtime::reflector::ObjectRef;
+use pyexec_crds::PythonExecution;
 
 use crate::attach::ArchiveFetcher;
 use crate::config::OperatorConfig;
@@ -82,7 +89,57 @@ pub struct Context {
     /// Failed reconciliations per object, for the delay before the next try.
     pub retries: Retries,
     /// Pods whose archive is being streamed now (by uid), so that a second reconcile does not stream it again.
-    streaming: Mutex<HashSet<String>>,
+    streaming: Mutex<Streams>,
+}
+
+/// How long a Pod's archive stream is remembered at most: longer than any stream takes (the Pod is past its
+/// receive container by then, and never asks for the archive again).
+pub const STREAM_FORGET_AFTER: Duration = Duration::from_secs(3600);
+/// Most archive streams remembered at once (far more than run at once); beyond it the oldest is forgotten.
+pub const MAX_STREAMS: usize = 4096;
+
+/// The Pods (by uid) whose archive stream was started, and when.
+#[derive(Debug, Default)]
+pub struct Streams {
+    started: HashMap<String, Instant>,
+}
+
+impl Streams {
+    /// Records that the stream into the Pod `uid` starts now; false when it was started already.
+    pub fn insert(&mut self, uid: String) -> bool {
+        self.insert_at(uid, Instant::now())
+    }
+
+    /// [`Streams::insert`] at `now`; old entries are forgotten, and the oldest when there are too many.
+    pub fn insert_at(&mut self, uid: String, now: Instant) -> bool {
+        self.started.retain(|_, at| now.saturating_duration_since(*at) < STREAM_FORGET_AFTER);
+        if self.started.contains_key(&uid) {
+            return false;
+        }
+        if self.started.len() >= MAX_STREAMS {
+            let oldest = self.started.iter().min_by_key(|(_, at)| **at).map(|(uid, _)| uid.clone());
+            if let Some(oldest) = oldest {
+                self.started.remove(&oldest);
+            }
+        }
+        self.started.insert(uid, now);
+        true
+    }
+
+    /// Forgets the Pod `uid` (its children were deleted).
+    pub fn remove(&mut self, uid: &str) -> bool {
+        self.started.remove(uid).is_some()
+    }
+
+    /// How many streams are remembered.
+    pub fn len(&self) -> usize {
+        self.started.len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.started.is_empty()
+    }
 }
 
 impl Context {
@@ -108,7 +165,41 @@ impl Context {
     }
 
     /// The uids of the Pods whose archive is being streamed.
-    pub(crate) fn streaming(&self) -> MutexGuard<'_, HashSet<String>> {
+    pub(crate) fn streaming(&self) -> MutexGuard<'_, Streams> {
         self.streaming.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Forgets the per-object state of executions that no longer exist: `live` are those in the controller's store.
+    pub fn forget_gone(&self, live: impl IntoIterator<Item = ObjectRef<PythonExecution>>) {
+        let live: HashSet<_> = live.into_iter().collect();
+        self.retries.retain(&live);
+    }
+
+    /// How many objects the per-object state holds: (objects with retry state, archive streams).
+    pub fn tracked(&self) -> (usize, usize) {
+        (self.retries.len(), self.streaming().len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streams_are_forgotten_with_their_children_and_never_pile_up() {
+        let mut streams = Streams::default();
+        let t0 = Instant::now();
+        for i in 0..5_000 {
+            assert!(streams.insert_at(format!("pod-{i}"), t0));
+        }
+        assert_eq!(streams.len(), MAX_STREAMS, "bounded even if no children were deleted");
+        assert!(!streams.insert_at("pod-4999".into(), t0), "a stream already started is not started again");
+        for i in 0..5_000 {
+            streams.remove(&format!("pod-{i}"));
+        }
+        assert!(streams.is_empty(), "deleting the children forgets the stream");
+        streams.insert_at("stale".into(), t0);
+        streams.insert_at("fresh".into(), t0 + STREAM_FORGET_AFTER);
+        assert_eq!(streams.len(), 1, "an old stream is forgotten");
     }
 }

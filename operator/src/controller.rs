@@ -5,8 +5,14 @@
 //! read (stored before a schema change, say) is reported on itself with a Warning Event and skipped, instead of
 //! failing the list of every object in scope. The watch's health is shared with `/readyz` ([`Readiness`]), and at
 //! most [`crate::config::OperatorConfig::concurrency`] reconciliations run at once.
+//!
+//! What it caches stays bounded: the only store is the reflector's of PythonExecutions (finished ones are deleted
+//! `ttlSecondsAfterFinished` after they finished); the Pods, NetworkPolicies and ConfigMaps are watched only for the
+//! operator's own children (label-scoped) and only to map a change to its owner, so none of them is stored; and the
+//! per-object state of the context is swept against the store every [`SWEEP_EVERY`] ([`Context::forget_gone`]).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::{StreamExt, future};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
@@ -14,6 +20,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use pyexec_crds::PythonExecution;
@@ -47,6 +54,7 @@ pub async fn run(client: Client, ctx: Arc<Context>, namespace: Option<&str>, rea
     let controller = Controller::new_with(executions, watcher::Config::default().any_semantic(), resource);
     // The gauges of pending and running executions are counted from the controller's own store.
     ctx.metrics.count_from(controller.store());
+    let sweeper = tokio::spawn(sweep(controller.store(), ctx.clone()));
     let metrics = ctx.metrics.clone();
     controller
         .with_config(config)
@@ -70,6 +78,36 @@ pub async fn run(client: Client, ctx: Arc<Context>, namespace: Option<&str>, rea
             future::ready(())
         })
         .await;
+    sweeper.abort();
+}
+
+/// How often the context's per-object state is swept against the store of executions.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// Forgets, every [`SWEEP_EVERY`], the per-object state of executions that are gone from the store (deleted).
+async fn sweep(store: Store<DynamicObject>, ctx: Arc<Context>) {
+    if store.wait_until_ready().await.is_err() {
+        return;
+    }
+    let mut tick = tokio::time::interval(SWEEP_EVERY);
+    loop {
+        tick.tick().await;
+        ctx.forget_gone(live_executions(&store.state()));
+    }
+}
+
+/// The references of the executions in the store, as the retry state keys them.
+pub fn live_executions(objects: &[Arc<DynamicObject>]) -> Vec<ObjectRef<PythonExecution>> {
+    objects
+        .iter()
+        .map(|o| {
+            let r = ObjectRef::new(&o.name_any());
+            match o.namespace() {
+                Some(ns) => r.within(&ns),
+                None => r,
+            }
+        })
+        .collect()
 }
 
 /// The API resource of PythonExecutions, for the untyped watch.

@@ -1,8 +1,12 @@
 //! How long a failed reconciliation waits before the next try: per object, doubling from [`FIRST_DELAY`] with each
 //! consecutive failure up to [`MAX_DELAY`], and back to the start after a success. One object whose API calls keep
 //! failing then costs little, while a brief outage of the API server is retried quickly.
+//!
+//! The memory is bounded: an object's entry goes with its next successful reconciliation (a terminal execution's
+//! last one included), with the object itself ([`Retries::retain`], swept by the controller against its store of
+//! executions), after [`FORGET_AFTER`], and never more than [`MAX_TRACKED`] objects are remembered at once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -15,6 +19,9 @@ pub const FIRST_DELAY: Duration = Duration::from_secs(1);
 pub const MAX_DELAY: Duration = Duration::from_secs(300);
 /// Failures older than this are forgotten (the object was deleted, or has long been reconciled by other means).
 const FORGET_AFTER: Duration = Duration::from_secs(3600);
+/// Most objects whose failures are remembered; beyond it the longest-quiet one is forgotten (it starts over at
+/// [`FIRST_DELAY`]). About 200 bytes each.
+pub const MAX_TRACKED: usize = 10_000;
 
 /// Consecutive failures per object.
 #[derive(Debug, Default)]
@@ -31,6 +38,12 @@ impl Retries {
     pub fn failed(&self, object: ObjectRef<PythonExecution>, now: Instant) -> Duration {
         let mut failures = self.lock();
         failures.retain(|_, (_, at)| now.saturating_duration_since(*at) < FORGET_AFTER);
+        if failures.len() >= MAX_TRACKED && !failures.contains_key(&object) {
+            let oldest = failures.iter().min_by_key(|(_, (_, at))| *at).map(|(o, _)| o.clone());
+            if let Some(oldest) = oldest {
+                failures.remove(&oldest);
+            }
+        }
         let count = failures.entry(object).or_insert((0, now));
         *count = (count.0.saturating_add(1), now);
         delay(count.0)
@@ -39,6 +52,21 @@ impl Retries {
     /// A reconciliation of `object` succeeded: its next failure starts over.
     pub fn succeeded(&self, object: &ObjectRef<PythonExecution>) {
         self.lock().remove(object);
+    }
+
+    /// Forgets every object not in `live` (the executions that still exist).
+    pub fn retain(&self, live: &HashSet<ObjectRef<PythonExecution>>) {
+        self.lock().retain(|object, _| live.contains(object));
+    }
+
+    /// How many objects have failures remembered.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether no object has failures remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Consecutive failures of `object` so far.
@@ -79,6 +107,39 @@ mod tests {
         retries.succeeded(&object("a"));
         assert_eq!(retries.failures(&object("a")), 0);
         assert_eq!(retries.failed(object("a"), t0), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn thousands_of_objects_that_finish_or_go_leave_nothing_behind() {
+        let retries = Retries::default();
+        let t0 = Instant::now();
+        let objects: Vec<_> = (0..5_000).map(|i| object(&format!("job-{i}"))).collect();
+        for o in &objects {
+            retries.failed(o.clone(), t0);
+        }
+        assert_eq!(retries.len(), 5_000);
+        // Half reach their terminal state (their last reconciliation succeeds), the others are deleted first.
+        for o in objects.iter().step_by(2) {
+            retries.succeeded(o);
+        }
+        assert_eq!(retries.len(), 2_500);
+        retries.retain(&HashSet::new());
+        assert!(retries.is_empty(), "deleted objects are forgotten");
+    }
+
+    #[test]
+    fn never_more_than_the_cap_are_remembered() {
+        let retries = Retries::default();
+        let t0 = Instant::now();
+        for i in 0..MAX_TRACKED + 500 {
+            retries.failed(object(&format!("job-{i}")), t0 + Duration::from_millis(i as u64));
+        }
+        assert_eq!(retries.len(), MAX_TRACKED);
+        assert_eq!(retries.failures(&object("job-0")), 0, "the longest-quiet object went first");
+        assert_eq!(retries.failures(&object(&format!("job-{}", MAX_TRACKED + 499))), 1);
+        let live: HashSet<_> = [object("job-10499")].into();
+        retries.retain(&live);
+        assert_eq!(retries.len(), 1);
     }
 
     #[test]

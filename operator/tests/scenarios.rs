@@ -857,3 +857,48 @@ async fn a_log_rotated_before_it_was_read_says_the_output_was_lost() {
     assert!(s["error"].as_str().unwrap().starts_with("output_lost:"), "{s}");
     assert_eq!(s["stdoutTruncated"], true, "{s}");
 }
+
+#[tokio::test]
+async fn a_program_that_filled_its_workspace_failed_on_its_disk_limit() {
+    let (fake, ctx) = started(hello()).await;
+    let n = nonce(&fake, "job");
+    let log = frame(&n, FRAME_STDOUT, b"writing\n")
+        + &frame(&n, FRAME_STDERR, b"OSError: [Errno 28] No space left on device\n")
+        + &frame(&n, FRAME_END, br#"{"exit":1,"disk_full":true}"#);
+    let s = ends(&fake, &ctx, "Failed", 1, "Error", &log).await;
+    assert_eq!(s["phase"], "Failed");
+    assert_eq!((s["error"].as_str(), s["stdout"].as_str()), (Some("disk limit of 50 MB exceeded"), Some("writing\n")));
+    assert_eq!(condition(&s, "Finished")["reason"], "DiskLimitExceeded");
+}
+
+#[tokio::test]
+async fn thousands_of_finished_and_deleted_executions_leave_no_per_object_state() {
+    let (client, fake) = FakeApi::start();
+    let ctx = context(client, OperatorConfig::default(), LogStore::default());
+    let names: Vec<String> = (0..5_000).map(|i| format!("job-{i}")).collect();
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    for name in &names {
+        let mut cr = execution(name, hello());
+        cr["status"] = json!({"phase": "Completed", "exitCode": 0, "completionTime": now});
+        fake.put(EXECUTIONS, cr);
+        // Every one failed a reconciliation once.
+        let error = Error::Logs(std::io::Error::other("disk full"));
+        error_policy(fake.object(EXECUTIONS, name), &error, ctx.clone());
+    }
+    assert_eq!(ctx.tracked(), (5_000, 0));
+    // Half reach their terminal state (reconciled once more, successfully): their retry state goes.
+    for name in names.iter().step_by(2) {
+        step(&fake, &ctx, name).await;
+    }
+    assert_eq!(ctx.tracked(), (2_500, 0));
+    // The sweep against the store keeps what still exists, keyed as the retry state is.
+    let stored: Vec<_> = names
+        .iter()
+        .map(|n| std::sync::Arc::new(fake.object::<kube::api::DynamicObject>(EXECUTIONS, n).as_ref().clone()))
+        .collect();
+    ctx.forget_gone(pyexec_operator::controller::live_executions(&stored));
+    assert_eq!(ctx.tracked(), (2_500, 0));
+    // Then all are deleted (`ttlSecondsAfterFinished`): nothing is left.
+    ctx.forget_gone([]);
+    assert_eq!(ctx.tracked(), (0, 0));
+}

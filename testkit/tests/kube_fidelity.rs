@@ -98,16 +98,16 @@ async fn the_status_subresource_changes_only_status() {
     assert!(after.metadata.labels.is_none());
     assert_eq!(fake.get(EXECUTIONS, "job").unwrap()["status"]["phase"], "Running");
 
-    // Writes of the object ignore the status; a spec change moves the generation on.
-    let patch = json!({"spec": {"entrypoint": "other.py"}, "status": {"phase": "Failed"}});
+    // Writes of the object ignore the status (the spec of an execution is immutable: see the admission test).
+    let patch = json!({"metadata": {"labels": {"x": "y"}}, "status": {"phase": "Failed"}});
     let after = api.patch("job", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
-    assert_eq!(after.spec.entrypoint.as_deref(), Some("other.py"));
-    assert_eq!(after.metadata.generation, Some(2));
+    assert_eq!(after.metadata.labels.as_ref().unwrap()["x"], "y");
+    assert_eq!(after.metadata.generation, Some(1), "no spec change");
     assert_eq!(fake.get(EXECUTIONS, "job").unwrap()["status"]["phase"], "Running");
     let mut whole = after.clone();
     whole.status.as_mut().unwrap().phase = Some(Phase::Killed);
     let replaced = api.replace("job", &PostParams::default(), &whole).await.unwrap();
-    assert_eq!(replaced.metadata.generation, Some(2), "no spec change");
+    assert_eq!(replaced.metadata.generation, Some(1), "no spec change");
     assert_eq!(fake.get(EXECUTIONS, "job").unwrap()["status"]["phase"], "Running");
 
     // A status replace from a stale version conflicts; from the current one it writes the status.
@@ -129,6 +129,14 @@ async fn the_status_subresource_changes_only_status() {
         .unwrap();
     pods.patch("p", &PatchParams::default(), &Patch::Merge(json!({"status": {"phase": "Failed"}}))).await.unwrap();
     assert_eq!(fake.get(PODS, "p").unwrap()["status"]["phase"], "Running");
+
+    // A spec change moves the generation on; a change elsewhere does not.
+    let after =
+        pods.patch("p", &PatchParams::default(), &Patch::Merge(json!({"spec": {"activeDeadlineSeconds": 5}}))).await;
+    assert_eq!(after.unwrap().metadata.generation, Some(2));
+    let labels = Patch::Merge(json!({"metadata": {"labels": {"a": "b"}}}));
+    let after = pods.patch("p", &PatchParams::default(), &labels).await.unwrap();
+    assert_eq!(after.metadata.generation, Some(2));
 }
 
 #[tokio::test]
@@ -328,4 +336,142 @@ async fn server_side_apply_merges_by_field_manager() {
         (Some("main.py"), Some("Running"))
     );
     assert_eq!(stored["metadata"]["managedFields"][0]["subresource"], "status");
+}
+
+fn refused_field(status: &kube::core::Status) -> Vec<String> {
+    assert_eq!((status.code, status.reason.as_str()), (422, "Invalid"), "{}", status.message);
+    status.details.as_ref().map(|d| d.causes.iter().map(|c| c.field.clone()).collect()).unwrap_or_default()
+}
+
+#[test]
+fn every_cel_rule_of_the_crd_compiles() {
+    schema::check_rules_compile();
+    let rules = serde_json::to_string(&schema::execution_schema()).unwrap().matches("\"rule\"").count();
+    assert!(rules >= 5, "the CRD's rules were not found in its schema: {rules}");
+}
+
+#[tokio::test]
+async fn executions_are_admitted_against_the_crd_schema_and_rules() {
+    let (client, fake) = FakeApi::start();
+    let executions: Api<PythonExecution> = Api::namespaced(client, NS);
+    let create = |name: &str, spec: Value| {
+        let executions = executions.clone();
+        let object: PythonExecution = serde_json::from_value(execution(name, spec)).unwrap();
+        async move { executions.create(&PostParams::default(), &object).await }
+    };
+
+    // A valid object is accepted.
+    create("ok", hello()).await.unwrap();
+    let ok_spec = fake.get(EXECUTIONS, "ok").unwrap()["spec"].clone();
+
+    // Writes that the typed client could not even express go through a raw JSON body (a merge patch, an apply).
+    let raw_create = |name: &'static str, spec: Value| {
+        let executions = executions.clone();
+        async move {
+            let body = execution(name, spec);
+            executions.patch(name, &PatchParams::apply("test"), &Patch::Apply(&body)).await
+        }
+    };
+
+    // A wrong type.
+    let mut spec = hello();
+    spec["docker"] = json!("yes");
+    let e = api_error(raw_create("wrong-type", spec).await);
+    assert_eq!(refused_field(&e), ["spec.docker"]);
+    assert!(e.message.contains("spec.docker in body must be of type boolean"), "{}", e.message);
+    assert!(fake.get(EXECUTIONS, "wrong-type").is_none());
+
+    // A missing required field.
+    let e = api_error(raw_create("no-source", json!({"entrypoint": "main.py"})).await);
+    assert_eq!(refused_field(&e), ["spec.source"]);
+    assert!(e.message.contains("spec.source: Required value"), "{}", e.message);
+    let mut spec = hello();
+    spec["source"]["files"][0].as_object_mut().unwrap().remove("content");
+    let e = api_error(raw_create("no-content", spec).await);
+    assert_eq!(refused_field(&e), ["spec.source.files[0].content"]);
+
+    // Out of range limits, an unknown enum value, a pattern and a length.
+    let mut spec = hello();
+    spec["limits"] = json!({"memoryMB": 262145, "timeoutSeconds": 0});
+    let e = api_error(raw_create("too-much", spec).await);
+    assert_eq!(refused_field(&e), ["spec.limits.memoryMB", "spec.limits.timeoutSeconds"]);
+    assert!(e.message.contains("spec.limits.memoryMB in body should be less than or equal to 262144"), "{}", e.message);
+    let mut spec = hello();
+    spec["network"] = json!("host");
+    spec["pythonVersion"] = json!("2.7");
+    spec["env"] = json!([{"name": "", "value": "x"}]);
+    let e = api_error(raw_create("odd", spec).await);
+    assert_eq!(refused_field(&e), ["spec.env[0].name", "spec.env[0].name", "spec.network", "spec.pythonVersion"]);
+    assert!(e.message.contains("Unsupported value: \"host\": supported values: \"none\", \"egress\""), "{}", e.message);
+
+    // CEL rules: a cross-field rule, a rule on a string, and a rule on an array item.
+    let mut spec = hello();
+    spec["source"]["configMap"] = json!({"name": "code"});
+    let e = api_error(raw_create("two-sources", spec).await);
+    assert_eq!(refused_field(&e), ["spec.source"]);
+    assert!(e.message.contains("set exactly one of files, configMap, archive"), "{}", e.message);
+    let mut spec = hello();
+    spec["entrypoint"] = json!("../etc/passwd");
+    let e = api_error(create("escape", spec).await);
+    assert_eq!(refused_field(&e), ["spec.entrypoint"]);
+    assert!(e.message.contains("entrypoint must be a relative path inside /work"), "{}", e.message);
+    let e =
+        api_error(raw_create("both", json!({"source": {"configMap": {"name": "c"}}, "env": [{"name": "A"}]})).await);
+    assert_eq!(refused_field(&e), ["spec.env[0]"]);
+
+    // Unknown fields are pruned, not refused.
+    let mut spec = hello();
+    spec["shiny"] = json!(true);
+    raw_create("pruned", spec).await.unwrap();
+    assert_eq!(fake.get(EXECUTIONS, "pruned").unwrap()["spec"], hello());
+
+    // A transition rule: spec is immutable, by merge patch, JSON patch, replace and apply alike.
+    let e = api_error(
+        executions
+            .patch("ok", &PatchParams::default(), &Patch::Merge(json!({"spec": {"entrypoint": "other.py"}})))
+            .await,
+    );
+    assert_eq!(refused_field(&e), ["spec"]);
+    assert!(e.message.contains("spec is immutable: create a new PythonExecution"), "{}", e.message);
+    let e = api_error(
+        executions
+            .patch(
+                "ok",
+                &PatchParams::default(),
+                &Patch::Json::<()>(ops(json!([{"op": "replace", "path": "/spec/entrypoint", "value": "x.py"}]))),
+            )
+            .await,
+    );
+    assert_eq!(refused_field(&e), ["spec"]);
+    let mut edit = executions.get("ok").await.unwrap();
+    edit.spec.stdin = Some("input".into());
+    assert_eq!(refused_field(&api_error(executions.replace("ok", &PostParams::default(), &edit).await)), ["spec"]);
+    let mut spec = hello();
+    spec["stdin"] = json!("input");
+    assert_eq!(refused_field(&api_error(raw_create("ok", spec).await)), ["spec"]);
+    assert_eq!(fake.get(EXECUTIONS, "ok").unwrap()["spec"], ok_spec);
+
+    // Changing what the rules allow (labels, finalizers, status) is fine.
+    executions
+        .patch("ok", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"a": "b"}}})))
+        .await
+        .unwrap();
+    executions
+        .patch_status("ok", &PatchParams::default(), &Patch::Merge(json!({"status": {"phase": "Running"}})))
+        .await
+        .unwrap();
+    // ... but the status is validated too.
+    let e = api_error(
+        executions
+            .patch_status("ok", &PatchParams::default(), &Patch::Merge(json!({"status": {"phase": "Sleeping"}})))
+            .await,
+    );
+    assert_eq!(refused_field(&e), ["status.phase"]);
+    assert_eq!(fake.get(EXECUTIONS, "ok").unwrap()["status"]["phase"], "Running");
+
+    // The test's own writes stay unchecked.
+    let mut raw = execution("raw", hello());
+    raw["spec"]["limits"] = json!({"cpu": null});
+    fake.put(EXECUTIONS, raw);
+    assert!(fake.get(EXECUTIONS, "raw").unwrap()["spec"]["limits"]["cpu"].is_null());
 }

@@ -8,7 +8,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
 use super::frames::PodLog;
-use crate::model::ExecutionResult;
+use crate::model::{ExecutionResult, ExecutionStatus};
 use crate::outcome::{Interruption, RunOutcome, Termination, failed, finalize, pre_command_failed};
 use crate::spec::ExecutionSpec;
 use crate::time::Timestamp;
@@ -41,6 +41,8 @@ pub enum Ending {
     PreCommandFailed,
     /// The runner found the network fence open (something it must not reach answered); nothing ran.
     NetworkNotFenced,
+    /// The program failed having filled its workspace (`ENOSPC`, [`crate::pod::EndFrame::disk_full`]).
+    DiskLimitExceeded,
 }
 
 impl Ending {
@@ -53,6 +55,7 @@ impl Ending {
             Ending::Killed => "Killed",
             Ending::PreCommandFailed => "PreCommandFailed",
             Ending::NetworkNotFenced => "NetworkNotFenced",
+            Ending::DiskLimitExceeded => "DiskLimitExceeded",
         }
     }
 }
@@ -121,6 +124,7 @@ pub fn finish(
         None => Ending::Completed,
     };
     let output_lost = log.output_lost();
+    let disk_full = ending == Ending::Completed && end.disk_full && termination.exit_code() != 0;
     let raw = RunOutcome {
         termination,
         interruption,
@@ -138,6 +142,15 @@ pub fn finish(
     let mut result = finalize(execution_id, spec, raw);
     result.installed_packages = end.installed;
     result.pre_commands_output = pre_output;
+    let ending = if disk_full {
+        // The program failed because its workspace was full: the execution failed (as when the kubelet evicts the
+        // Pod for it), with the output kept.
+        result.status = ExecutionStatus::Failed;
+        result.error = Some(disk_limit_message(spec.limits.disk_mb));
+        Ending::DiskLimitExceeded
+    } else {
+        ending
+    };
     if output_lost {
         // The exit code and the end of the output are right; the beginning is gone. Say so rather than pass the
         // tail off as the whole output.
@@ -150,6 +163,11 @@ pub fn finish(
     Finished { result, ending }
 }
 
+/// The error of an execution that filled its workspace (`diskMB`), the same as when the Pod is evicted for it.
+pub fn disk_limit_message(disk_mb: u64) -> String {
+    format!("disk limit of {disk_mb} MB exceeded")
+}
+
 /// The error of a result whose output lost frames ([`PodLog::output_lost`]).
 pub const OUTPUT_LOST: &str =
     "output_lost: the beginning of the output was lost (the container log was rotated before it was read)";
@@ -157,7 +175,6 @@ pub const OUTPUT_LOST: &str =
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::ExecutionStatus;
     use crate::pod::protocol::EndFrame;
     use crate::spec::Policy;
 
@@ -262,6 +279,28 @@ mod tests {
             PodLog { stdout: b"all\n".to_vec(), end: Some(end), started: true, frames_read: 2, ..PodLog::default() };
         let Finished { result, .. } = finish("exe", &spec(), whole, &PodEnd::default(), t0, t0);
         assert!(!result.stdout_truncated && result.error.is_none());
+    }
+
+    #[test]
+    fn a_program_that_filled_its_workspace_failed_on_its_disk_limit() {
+        let end = EndFrame { exit: 1, disk_full: true, ..Default::default() };
+        let log = PodLog { stdout: b"writing\n".to_vec(), stderr: b"OSError: [Errno 28]\n".to_vec(), ..ended(end) };
+        let t0 = Timestamp::now();
+        let mut spec = spec();
+        spec.limits.disk_mb = 50;
+        let pod = PodEnd { exit_code: Some(1), ..PodEnd::default() };
+        let Finished { result, ending } = finish("exe", &spec, log, &pod, t0, t0);
+        assert_eq!(
+            (result.status, result.exit_code, result.error.as_deref(), ending),
+            (ExecutionStatus::Failed, 1, Some("disk limit of 50 MB exceeded"), Ending::DiskLimitExceeded)
+        );
+        assert_eq!((result.stdout.as_str(), result.stderr.as_str()), ("writing\n", "OSError: [Errno 28]\n"));
+        assert_eq!(Ending::DiskLimitExceeded.reason(), "DiskLimitExceeded");
+        // A program that succeeded, or one stopped at its timeout, is not about the disk.
+        let ok = run(ended(EndFrame { exit: 0, disk_full: true, ..Default::default() }), PodEnd::default());
+        assert_eq!(ok, (ExecutionStatus::Completed, 0, None, Ending::Completed));
+        let late = EndFrame { exit: 124, timed_out: true, disk_full: true, ..Default::default() };
+        assert_eq!(run(ended(late), PodEnd::default()).3, Ending::TimedOut);
     }
 
     #[test]

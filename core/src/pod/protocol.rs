@@ -102,6 +102,13 @@ pub const CGROUP_V1_OOM_CONTROL: &str = "/sys/fs/cgroup/memory/memory.oom_contro
 /// Variable that replaces both OOM counter files with one (only tests set it; the operator never does). The runner
 /// reads it and removes it from the program's environment.
 pub const OOM_EVENTS_ENV: &str = "PYEXEC_OOM_EVENTS";
+/// Variable naming a file whose content (a number) replaces the free bytes of [`WORK_DIR`] that the runner reads
+/// with `statvfs` after a failed program (only tests set it; the operator never does). The runner reads it and
+/// removes it from the program's environment.
+pub const DISK_FREE_ENV: &str = "PYEXEC_DISK_FREE";
+/// When a failed program left fewer free bytes than this in [`WORK_DIR`], the runner reports
+/// [`EndFrame::disk_full`]: the program most likely failed because the workspace was full (`ENOSPC`).
+pub const DISK_FULL_FREE_BYTES: u64 = 1 << 20;
 /// The value that turns a flag variable on.
 pub const FLAG_ON: &str = "1";
 /// What the operator writes to the runner's stdin once the network is closed (one line). A runner that reads
@@ -161,6 +168,9 @@ pub struct RunConfig {
     pub files: BTreeMap<String, String>,
     /// What the runner checks it cannot reach before it runs anything ([`Fence`]).
     pub fence: Fence,
+    /// The size limit of [`WORK_DIR`] (the request's `diskMB`), MiB; 0: none known (the runner does not look for
+    /// a full workspace, [`EndFrame::disk_full`]).
+    pub disk_mb: u64,
 }
 
 /// The network fence the runner checks before it runs anything untrusted: every target must be unreachable
@@ -238,6 +248,11 @@ pub struct EndFrame {
     /// read fewer lost some: the kubelet rotated the container log away before it was read.
     #[serde(default)]
     pub frames: Option<u64>,
+    /// The program failed and left (almost) no free space in [`WORK_DIR`] ([`DISK_FULL_FREE_BYTES`]): it filled its
+    /// size-limited workspace (`ENOSPC`) without the Pod being evicted. Only looked for when
+    /// [`RunConfig::disk_mb`] is set.
+    #[serde(default)]
+    pub disk_full: bool,
 }
 
 #[cfg(test)]
@@ -304,6 +319,8 @@ mod tests {
             ("CGROUP_MEMORY_EVENTS", s(CGROUP_MEMORY_EVENTS)),
             ("CGROUP_V1_OOM_CONTROL", s(CGROUP_V1_OOM_CONTROL)),
             ("OOM_EVENTS_ENV", s(OOM_EVENTS_ENV)),
+            ("DISK_FREE_ENV", s(DISK_FREE_ENV)),
+            ("DISK_FULL_FREE_BYTES", Py::Int(DISK_FULL_FREE_BYTES as i64)),
             ("RESULT_LIMIT_BYTES", Py::Int(RESULT_LIMIT_BYTES as i64)),
             ("EXIT_TIMEOUT", Py::Int(i64::from(EXIT_TIMEOUT))),
             ("RUN_CONFIG_FIELDS", fields(&RunConfig::default())),

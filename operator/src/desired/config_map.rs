@@ -40,8 +40,8 @@ pub fn config_map(cr: &PythonExecution, admitted: &Admitted, config: &OperatorCo
     ConfigMap { metadata: child_meta(cr), data: Some(data), immutable: Some(true), ..ConfigMap::default() }
 }
 
-/// What the runner does: the program, its arguments and pre-commands, the timeout, the output cap, and where the
-/// inline files (ConfigMap key → path) go.
+/// What the runner does: the program, its arguments and pre-commands, the timeout, the output cap, the workspace's
+/// size limit, and where the inline files (ConfigMap key → path) go.
 fn run_config(cr: &PythonExecution, config: &OperatorConfig, files: BTreeMap<String, String>) -> RunConfig {
     let spec = &cr.spec;
     RunConfig {
@@ -53,6 +53,7 @@ fn run_config(cr: &PythonExecution, config: &OperatorConfig, files: BTreeMap<Str
         output_limit_bytes: config.output_limit_bytes,
         files,
         fence: fence(cr, api_address()),
+        disk_mb: spec.limits.disk_mb,
     }
 }
 
@@ -108,6 +109,7 @@ mod tests {
                 output_limit_bytes: 1 << 20,
                 files: [(source_key(0), "main.py".to_string())].into(),
                 fence: fence(&cr, api_address()),
+                disk_mb: cr.spec.limits.disk_mb,
             }
         );
         assert_eq!(cm.immutable, Some(true));

@@ -25,9 +25,9 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::ResourceExt;
 use pyexec_core::pod::protocol::{
-    ALLOW_SDIST_ENV, ARCHIVE_SHA256_ENV, DEPS_DIR, DOCKER_CONTAINER, FLAG_ON, GATE_ENV, INSTALL_CONTAINER,
-    MAIN_CONTAINER, NONCE_ENV, OOM_EVENTS_ENV, RECEIVE_CONTAINER, ROLE_INSTALL, ROLE_RECEIVE, ROLE_RUN, RUN_DIR,
-    RUNNER_FILE, SOURCE_DIR, TMP_DIR, WORK_DIR,
+    ALLOW_SDIST_ENV, ARCHIVE_SHA256_ENV, DEPS_DIR, DISK_FREE_ENV, DOCKER_CONTAINER, FLAG_ON, GATE_ENV,
+    INSTALL_CONTAINER, MAIN_CONTAINER, NONCE_ENV, OOM_EVENTS_ENV, RECEIVE_CONTAINER, ROLE_INSTALL, ROLE_RECEIVE,
+    ROLE_RUN, RUN_DIR, RUNNER_FILE, SOURCE_DIR, TMP_DIR, WORK_DIR,
 };
 use pyexec_crds::PythonExecution;
 
@@ -136,8 +136,8 @@ pub fn pod(cr: &PythonExecution, admitted: &Admitted, config: &OperatorConfig, n
             ..EnvVarSource::default()
         });
         // The runner's own variables are the operator's alone: a user's cannot replace them, skip the gate, or
-        // point the out-of-memory check at a file of their choosing.
-        let runner_only = var.name == NONCE_ENV || var.name == GATE_ENV || var.name == OOM_EVENTS_ENV;
+        // point the out-of-memory or full-disk checks at a file of their choosing.
+        let runner_only = [NONCE_ENV, GATE_ENV, OOM_EVENTS_ENV, DISK_FREE_ENV].contains(&var.name.as_str());
         vars.retain(|v| v.name != var.name || runner_only);
         if !runner_only {
             vars.push(EnvVar { name: var.name.clone(), value: var.value.clone(), value_from });
@@ -394,6 +394,7 @@ mod tests {
             {"name": NONCE_ENV, "value": "attacker"},
             {"name": GATE_ENV, "value": "0"},
             {"name": OOM_EVENTS_ENV, "value": "/work/fake-events"},
+            {"name": DISK_FREE_ENV, "value": "/work/fake-free"},
             {"name": "HOME", "value": "/work"}]});
         let pod = build(extra, &OperatorConfig { allow_secret_env: true, ..OperatorConfig::default() });
         let vars = pod.spec.unwrap().containers[0].env.clone().unwrap();
@@ -403,6 +404,7 @@ mod tests {
         assert_eq!(get(GATE_ENV).len(), 1, "the gate cannot be turned off");
         assert_eq!(get(GATE_ENV)[0].value.as_deref(), Some(FLAG_ON));
         assert!(get(OOM_EVENTS_ENV).is_empty(), "the out-of-memory check reads the real cgroup");
+        assert!(get(DISK_FREE_ENV).is_empty(), "the full-disk check reads the real /work");
         assert_eq!(get("HOME")[0].value.as_deref(), Some("/work"), "the user's value wins over the defaults");
         assert_eq!(get("TOKEN")[0].value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap().key, "k");
     }

@@ -14,6 +14,9 @@
 //!   collection: the objects an object owns (by uid) go with it, unless the propagation policy is `Orphan`;
 //! - watch history that can be compacted ([`FakeApi::compact`]): a watch from before it answers an `ERROR` event
 //!   with a 410 `Expired` status, on which kube's watcher lists again;
+//! - admission of PythonExecutions ([`schema`]): a create, replace, patch or apply is pruned and validated
+//!   against the CRD's OpenAPI v3 schema and its CEL rules (`oldSelf` too), and refused with 422 `Invalid`
+//!   naming the fields, as the API server does with the CRD installed;
 //! - fault injection ([`FakeApi::fail_next`]): the next requests matching a method and path prefix answer an
 //!   error status, or hang, or answer late, as an overloaded or misconfigured API server would.
 //!
@@ -26,6 +29,7 @@
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
 pub mod fields;
+pub mod schema;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -163,6 +167,21 @@ impl State {
         self.objects.insert(key, object.clone());
         object
     }
+}
+
+/// Admission of a write to an object of this collection: a PythonExecution is pruned and validated against the
+/// CRD ([`schema`]); other kinds pass as they are.
+fn admit(collection: &str, name: &str, object: &mut Value, old: Option<&Value>) -> Result<(), Box<Response<Body>>> {
+    if !schema::is_executions(collection) {
+        return Ok(());
+    }
+    schema::prune(object);
+    let errors = schema::validate(object, old);
+    if errors.is_empty() {
+        return Ok(());
+    }
+    let body = schema::invalid_status("PythonExecution", "pyexec.io", name, &errors);
+    Err(Box::new(reply(StatusCode::UNPROCESSABLE_ENTITY, body)))
 }
 
 fn owner_refs(object: &Value) -> Vec<Value> {
@@ -472,6 +491,9 @@ impl FakeApi {
         {
             o.remove("status");
         }
+        if let Err(refused) = admit(collection, &name, &mut object, None) {
+            return *refused;
+        }
         let mut owners = Owners::default();
         owners.update(&Value::Null, &object, manager, &|_: &[String]| true);
         reply(StatusCode::CREATED, state.store(collection, &name, object, owners))
@@ -580,11 +602,17 @@ impl FakeApi {
                     }
                 }
             }
+            if schema::is_executions(collection) {
+                schema::prune(&mut proposed);
+            }
             if proposed.get("spec") != current.get("spec") {
                 let generation = current["metadata"]["generation"].as_i64().unwrap_or(0);
                 proposed["metadata"]["generation"] = json!(generation + 1);
             }
             result = proposed;
+        }
+        if let Err(refused) = admit(collection, name, &mut result, Some(&current)) {
+            return *refused;
         }
         if !matches!(write, Write::Apply { .. }) {
             owners.update(&current, &result, manager, &scope);

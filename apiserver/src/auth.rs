@@ -18,8 +18,7 @@ pub async fn require_key(State(state): State<AppState>, request: Request, next: 
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .map(str::trim);
+        .and_then(pyexec_core::secret::bearer_token);
     match presented {
         Some(key) if pyexec_core::secret::matches_any(state.api_keys.iter().map(|k| k.as_bytes()), key.as_bytes()) => {
             Ok(next.run(request).await)

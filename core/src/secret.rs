@@ -28,9 +28,33 @@ pub fn matches_any<'a>(expected: impl IntoIterator<Item = &'a [u8]>, presented: 
     expected.into_iter().fold(false, |found, candidate| found | constant_time_eq(candidate, presented))
 }
 
+/// The credentials of an `Authorization: Bearer <token>` header value (the scheme is case-insensitive, as
+/// RFC 7235 says), or `None` for another scheme. The one parser of bearer tokens for every server here.
+pub fn bearer_token(authorization: &str) -> Option<&str> {
+    let (scheme, token) = authorization.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// Whether an `Authorization` header value (if any) carries `expected` as its bearer token, compared in constant
+/// time.
+pub fn bearer_matches(expected: &str, authorization: Option<&str>) -> bool {
+    authorization.and_then(bearer_token).is_some_and(|sent| constant_time_eq(expected.as_bytes(), sent.as_bytes()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bearer_tokens_are_parsed_once_for_everyone() {
+        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("bearer  abc "), Some("abc"));
+        assert_eq!(bearer_token("Basic abc"), None);
+        assert_eq!(bearer_token("Bearer"), None);
+        assert!(bearer_matches("abc", Some("Bearer abc")));
+        assert!(!bearer_matches("abc", Some("Bearer abd")));
+        assert!(!bearer_matches("abc", None));
+    }
 
     #[test]
     fn equal_values_match() {

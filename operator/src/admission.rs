@@ -227,21 +227,11 @@ mod tests {
             cr
         };
         let with_network = PythonExecutionSpec { docker: true, network: NetworkMode::Egress, ..Default::default() };
-        let enabled_nowhere = OperatorConfig {
-            docker: crate::config::DockerConfig { enabled: true, ..Default::default() },
-            ..OperatorConfig::default()
-        };
+        let enabled_nowhere = OperatorConfig::with_docker_in(&[]);
         let err = admit(&in_ns("team-a", with_network.clone()), &enabled_nowhere, None).unwrap_err();
         assert_eq!(err.reason, "DockerNotAllowed");
         assert!(err.message.contains("\"team-a\"") && err.message.contains("docker.namespaces"), "{}", err.message);
-        let config = OperatorConfig {
-            docker: crate::config::DockerConfig {
-                enabled: true,
-                namespaces: vec!["team-a".into()],
-                ..Default::default()
-            },
-            ..OperatorConfig::default()
-        };
+        let config = OperatorConfig::with_docker_in(&["team-a"]);
         assert!(admit(&in_ns("team-a", with_network.clone()), &config, None).is_ok());
         let elsewhere = admit(&in_ns("team-b", with_network.clone()), &config, None).unwrap_err();
         assert_eq!(elsewhere.reason, "DockerNotAllowed");

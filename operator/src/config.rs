@@ -174,6 +174,18 @@ impl Default for DockerConfig {
     }
 }
 
+#[cfg(test)]
+impl OperatorConfig {
+    /// The default configuration with the Docker path enabled in `namespaces` (for tests of several modules).
+    pub(crate) fn with_docker_in(namespaces: &[&str]) -> OperatorConfig {
+        let namespaces = namespaces.iter().map(|n| n.to_string()).collect();
+        OperatorConfig {
+            docker: DockerConfig { enabled: true, namespaces, ..Default::default() },
+            ..Default::default()
+        }
+    }
+}
+
 impl DockerConfig {
     /// Whether executions of `namespace` may use the Docker path.
     pub fn allowed_in(&self, namespace: Option<&str>) -> bool {

@@ -90,9 +90,8 @@ async fn logs(
     Path((namespace, uid)): Path<(String, String)>,
 ) -> Response {
     if let Some(token) = &state.logs_token {
-        let sent =
-            headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-        if !sent.is_some_and(|s| pyexec_core::secret::constant_time_eq(token.as_bytes(), s.as_bytes())) {
+        let sent = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        if !pyexec_core::secret::bearer_matches(token, sent) {
             return (StatusCode::UNAUTHORIZED, Json(serde_json::json!({"error": "a valid bearer token is required"})))
                 .into_response();
         }

@@ -21,6 +21,14 @@ use pyexec_operator::server::Readiness;
 use serde_json::{Value, json};
 use support::*;
 
+/// An operator configuration with a package index reachable at 10.0.0.9 during installs.
+fn with_package_index() -> OperatorConfig {
+    serde_yaml_ng::from_str(
+        "packageIndex: {url: 'https://pypi.internal/simple', egressTo: [{ipBlock: {cidr: 10.0.0.9/32}}]}",
+    )
+    .unwrap()
+}
+
 fn hello() -> Value {
     json!({"source": {"files": [{"name": "main.py", "content": "print('hi')"}]}, "entrypoint": "main.py",
            "limits": {"timeoutSeconds": 30, "memoryMB": 128, "cpu": "500m", "diskMB": 50}})
@@ -295,10 +303,7 @@ async fn killing_before_the_pod_exists() {
 #[tokio::test]
 async fn a_failed_install_says_why() {
     let (client, fake) = FakeApi::start();
-    let config: OperatorConfig = serde_yaml_ng::from_str(
-        "packageIndex: {url: 'https://pypi.internal/simple', egressTo: [{ipBlock: {cidr: 10.0.0.9/32}}]}",
-    )
-    .unwrap();
+    let config = with_package_index();
     let ctx = context(client, config, LogStore::default());
     let mut spec = hello();
     spec["requirements"] = json!("docopt\n");
@@ -642,10 +647,7 @@ async fn a_program_without_requirements_gets_the_go_ahead_only_after_its_policy_
 #[tokio::test]
 async fn after_an_install_the_go_ahead_follows_the_policys_replacement() {
     let (client, fake) = FakeApi::start();
-    let config: OperatorConfig = serde_yaml_ng::from_str(
-        "packageIndex: {url: 'https://pypi.internal/simple', egressTo: [{ipBlock: {cidr: 10.0.0.9/32}}]}",
-    )
-    .unwrap();
+    let config = with_package_index();
     let ctx = context(client, config, LogStore::default());
     let mut spec = hello();
     spec["requirements"] = json!("six\n");

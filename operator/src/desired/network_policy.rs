@@ -205,14 +205,7 @@ mod tests {
     #[test]
     fn the_docker_daemon_gets_no_network_of_its_own() {
         // It pulls through the Pod's policy, the one the request chose: the same as without Docker, at every stage.
-        let config = OperatorConfig {
-            docker: crate::config::DockerConfig {
-                enabled: true,
-                namespaces: vec!["team-a".into()],
-                ..Default::default()
-            },
-            ..OperatorConfig::default()
-        };
+        let config = OperatorConfig::with_docker_in(&["team-a"]);
         for network in ["none", "egress"] {
             let with = simple(serde_json::json!({"docker": true, "network": network}));
             let without = simple(serde_json::json!({"network": network}));

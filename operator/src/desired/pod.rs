@@ -410,14 +410,7 @@ mod tests {
     }
 
     fn docker_config() -> OperatorConfig {
-        OperatorConfig {
-            docker: crate::config::DockerConfig {
-                enabled: true,
-                namespaces: vec!["team-a".into()],
-                ..Default::default()
-            },
-            ..OperatorConfig::default()
-        }
+        OperatorConfig::with_docker_in(&["team-a"])
     }
 
     #[test]

@@ -111,9 +111,9 @@ impl<W: std::io::Write> std::io::Write for HashingWriter<W> {
 }
 
 async fn serve(State(store): State<Archives>, headers: HeaderMap, UrlPath(id): UrlPath<String>) -> Response {
-    let sent = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    let sent = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     match &store.token {
-        Some(token) if !sent.is_some_and(|s| pyexec_core::secret::constant_time_eq(token.as_bytes(), s.as_bytes())) => {
+        Some(token) if !pyexec_core::secret::bearer_matches(token, sent) => {
             return StatusCode::UNAUTHORIZED.into_response();
         }
         None => return StatusCode::FORBIDDEN.into_response(),

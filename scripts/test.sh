@@ -49,6 +49,10 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "== tests"
 cargo test --workspace --locked
+# The sandbox suites again, with every run that a warm sandbox can serve started in one from the pools (one test at
+# a time, so that each run claims the sandbox its test waited for; see embedded/tests/common).
+PYEXEC_TEST_WARM=1 cargo test --locked -p pyexec-embedded --test hostile --test execution --test leaks \
+  --test dependencies -- --test-threads=1
 # The manifest validator, the Helm chart (lint, templates, schemas, Pod Security, RBAC), the kustomize base, the
 # Dockerfiles, compose, Nomad and GitOps files.
 target/k8s-venv/bin/python -m pytest -q -p no:cacheprovider scripts/k8s scripts/deploy_test.py
@@ -72,3 +76,4 @@ cargo build --release --locked -p pyexec-bench -p pyexec-apiserver
 target/release/pyexec-bench sandbox --runs 100
 target/release/pyexec-bench http --requests 100
 target/release/pyexec-bench deps
+cargo bench -p pyexec-operator --bench warm_claim --locked

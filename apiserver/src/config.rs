@@ -49,6 +49,10 @@ fn parse_bool(s: &str) -> Result<bool, String> {
     }
 }
 
+fn parse_preimport(s: &str) -> Result<pyexec_embedded::Preimport, String> {
+    pyexec_embedded::Preimport::parse(s)
+}
+
 /// `PYEXEC_PYTHONS`: explicit interpreters by version.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PythonMap(pub Vec<(PythonVersion, PathBuf)>);
@@ -188,6 +192,28 @@ pub struct Config {
     /// Size of /tmp (and /dev/shm) in the sandbox, MiB.
     #[arg(long, env = "PYEXEC_TMP_MB", default_value_t = 100)]
     pub tmp_mb: u64,
+    /// Keep sandboxes built ahead of demand (warm pools), so executions start in milliseconds.
+    #[arg(long, env = "PYEXEC_WARM_POOL", default_value = "true", value_parser = parse_bool, action = clap::ArgAction::Set)]
+    pub warm_pool: bool,
+    /// Idle warm sandboxes always kept for the default kind of request.
+    #[arg(long, env = "PYEXEC_WARM_MIN", default_value_t = 2)]
+    pub warm_min: usize,
+    /// Most idle warm sandboxes of one kind of request (pools grow with demand up to this).
+    #[arg(long, env = "PYEXEC_WARM_MAX", default_value_t = 8)]
+    pub warm_max: usize,
+    /// Most warm sandboxes in all (idle or being built).
+    #[arg(long, env = "PYEXEC_WARM_MAX_TOTAL", default_value_t = 16)]
+    pub warm_max_total: usize,
+    /// Warm sandboxes built at the same time.
+    #[arg(long, env = "PYEXEC_WARM_BUILD_PARALLELISM", default_value_t = 1)]
+    pub warm_build_parallelism: usize,
+    /// What warm interpreters import ahead of time: auto (the modules of an environment's packages), off, or a
+    /// comma-separated list of modules.
+    #[arg(long, env = "PYEXEC_WARM_PREIMPORT", default_value = "auto", value_parser = parse_preimport)]
+    pub warm_preimport: pyexec_embedded::Preimport,
+    /// Seconds without a request after which a kind of request loses its pool.
+    #[arg(long, env = "PYEXEC_WARM_IDLE_SECONDS", default_value_t = 600)]
+    pub warm_idle_seconds: u64,
     /// On hosts with v1 cgroup controllers, remount the v2 hierarchy with favordynmods (faster sandbox start).
     #[arg(long, env = "PYEXEC_CGROUP_FAVOR_DYNMODS", default_value = "true", value_parser = parse_bool, action = clap::ArgAction::Set)]
     pub cgroup_favor_dynmods: bool,

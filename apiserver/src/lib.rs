@@ -124,6 +124,16 @@ async fn start_embedded(
         env_cache_mb: config.env_cache_mb,
         install_timeout: Duration::from_secs(config.install_timeout),
         install_memory_mb: config.install_memory_mb,
+        warm: pyexec_embedded::WarmSettings {
+            enabled: config.warm_pool,
+            min_idle: config.warm_min,
+            max_idle: config.warm_max,
+            max_total: config.warm_max_total,
+            build_parallelism: config.warm_build_parallelism,
+            preimport: config.warm_preimport.clone(),
+            class_idle: Duration::from_secs(config.warm_idle_seconds),
+            ..pyexec_embedded::WarmSettings::default()
+        },
     };
     Ok(EmbeddedBackend::start(settings, Arc::new(metrics)).await?)
 }

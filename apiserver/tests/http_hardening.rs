@@ -259,8 +259,14 @@ fn set_own_soft_open_files(soft: u64) {
     }
 }
 
+/// The server's open sockets: its connections (and listener). Only sockets: the warm pools open and close pipes
+/// and process descriptors in the background, whenever they build or destroy a sandbox.
 fn open_files(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target.to_string_lossy().starts_with("socket:")))
+        .count()
 }
 
 fn rss_kib(pid: u32) -> u64 {

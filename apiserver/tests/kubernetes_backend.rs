@@ -168,9 +168,9 @@ async fn statuses_become_results_and_full_outputs_come_from_the_log_store() {
 
     // The operator's log store, with its token.
     let full = "x".repeat(100_000) + "\n";
-    let logs_url = format!("{}/uid", log_store(full.clone()).await);
-
     let name = id.replacen('_', "-", 1);
+    let logs_url = format!("{}/uid-{name}", log_store(full.clone()).await);
+
     fake.set_status(
         EXECUTIONS,
         &name,

@@ -98,6 +98,7 @@ impl Backend for FakeBackend {
             isolation: json!({}),
             dependencies: json!({}),
             queue: QueueHealth { pending: 0, running: 0, max_concurrent: 1, max_queue: 1 },
+            warm_pools: json!(null),
         }
     }
 

@@ -124,6 +124,10 @@ pub struct BackendHealth {
     pub dependencies: serde_json::Value,
     /// Queue state.
     pub queue: QueueHealth,
+    /// Sandboxes kept ready ahead of demand: idle and building counts, warm starts and misses, one entry per
+    /// pool; `null` where the backend keeps none.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub warm_pools: serde_json::Value,
 }
 
 /// Queue state for `/health`.

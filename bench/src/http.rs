@@ -2,9 +2,12 @@
 //!
 //! For each client concurrency (1, 2, 8 by default) and each variant, the same number of trivial `print(1)`
 //! executions: bare `python -I -c 'print(1)'`, `Sandbox::run` of it in this process, and `POST /api/v1/eval`
-//! against a real `pyexec-apiserver` process. Variants alternate in two halves to spread the machine's noise.
-//! Then the server's memory: idle after start, and its peak while a large archive (1 GiB by default) is streamed
-//! to `/api/v1/exec/async`.
+//! against two real `pyexec-apiserver` processes, one with warm pools off (every sandbox built on demand) and one
+//! with the defaults (warm pools on, sent requests as fast as they come). At concurrency 1 a fourth variant waits,
+//! untimed, until the warm pool has an idle sandbox before each request: the latency of a warm start. Variants
+//! alternate in two halves to spread the machine's noise. Then the memory of the warm pools (one idle sandbox and
+//! the default pool, from `/health`), and the server's: idle after start, and its peak while a large archive
+//! (1 GiB by default) is streamed to `/api/v1/exec/async`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -42,15 +45,22 @@ pub struct Args {
 enum Variant {
     Bare,
     Sandbox,
+    /// The server with warm pools off.
+    HttpCold,
+    /// The server with the defaults, requests back to back.
     Http,
+    /// The server with the defaults, each request sent once an idle warm sandbox waits (concurrency 1 only).
+    HttpWarm,
 }
 
 impl Variant {
     fn name(self) -> &'static str {
         match self {
             Variant::Bare => "bare CPython",
-            Variant::Sandbox => "sandbox alone",
-            Variant::Http => "HTTP /api/v1/eval",
+            Variant::Sandbox => "sandbox alone (cold)",
+            Variant::HttpCold => "HTTP /api/v1/eval, warm pools off",
+            Variant::Http => "HTTP /api/v1/eval, warm pools on, back to back",
+            Variant::HttpWarm => "HTTP /api/v1/eval, warm pool ready",
         }
     }
 }
@@ -59,7 +69,33 @@ struct BenchContext {
     python: Interpreter,
     sandbox: Sandbox,
     client: reqwest::Client,
+    /// The server with the defaults (warm pools on).
     url: String,
+    /// The server with warm pools off.
+    cold_url: String,
+}
+
+/// The default pool's entry in a server's `/health` (the one kept warm without demand).
+async fn default_pool(ctx: &BenchContext) -> anyhow::Result<serde_json::Value> {
+    let health: serde_json::Value = ctx.client.get(format!("{}/health", ctx.url)).send().await?.json().await?;
+    let pools = health["warm_pools"]["pools"].as_array().cloned().unwrap_or_default();
+    pools
+        .into_iter()
+        .filter(|p| !p["serves"].as_str().unwrap_or("").contains(" + "))
+        .max_by_key(|p| p["target"].as_u64())
+        .ok_or_else(|| anyhow::anyhow!("the server reports no warm pool: {health}"))
+}
+
+/// Waits until the default pool has an idle sandbox.
+async fn until_warm(ctx: &BenchContext) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while default_pool(ctx).await?["idle"].as_u64().unwrap_or(0) == 0 {
+        if Instant::now() > deadline {
+            bail!("the warm pool did not refill within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    Ok(())
 }
 
 async fn one(ctx: &BenchContext, variant: Variant) -> anyhow::Result<Duration> {
@@ -78,11 +114,15 @@ async fn one(ctx: &BenchContext, variant: Variant) -> anyhow::Result<Duration> {
             }
             Ok(t.elapsed())
         }
-        Variant::Http => {
+        Variant::Http | Variant::HttpCold | Variant::HttpWarm => {
+            if variant == Variant::HttpWarm {
+                until_warm(ctx).await?;
+            }
+            let url = if variant == Variant::HttpCold { &ctx.cold_url } else { &ctx.url };
             let t = Instant::now();
             let r = ctx
                 .client
-                .post(format!("{}/api/v1/eval", ctx.url))
+                .post(format!("{url}/api/v1/eval"))
                 .json(&serde_json::json!({"code": "print(1)"}))
                 .send()
                 .await?;
@@ -130,8 +170,21 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let python = runner.interpreters().get(None).map_err(anyhow::Error::msg)?.clone();
     let sandbox = Sandbox::new(SandboxConfig::new(state.path().join("s"))).await?;
     let server = ServerProcess::start(&binary, &[("PYEXEC_MAX_QUEUE", "10000".into())]).await?;
+    let cold_server =
+        ServerProcess::start(&binary, &[("PYEXEC_MAX_QUEUE", "10000".into()), ("PYEXEC_WARM_POOL", "false".into())])
+            .await?;
     let (idle_rss, _) = server.memory_mib();
-    let ctx = Arc::new(BenchContext { python, sandbox, client: reqwest::Client::new(), url: server.url.clone() });
+    let ctx = Arc::new(BenchContext {
+        python,
+        sandbox,
+        client: reqwest::Client::new(),
+        url: server.url.clone(),
+        cold_url: cold_server.url.clone(),
+    });
+    until_warm(&ctx).await?;
+    let pool = default_pool(&ctx).await?;
+    let pool_memory = pool["idle_memory_bytes"].as_u64().unwrap_or(0) as f64 / f64::from(1 << 20);
+    let pool_idle = pool["idle"].as_u64().unwrap_or(0);
     eprintln!(
         "python {}; server {}; {} executions per level and variant",
         ctx.python.full_version,
@@ -139,20 +192,26 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         args.requests
     );
 
-    for variant in [Variant::Bare, Variant::Sandbox, Variant::Http] {
+    for variant in [Variant::Bare, Variant::Sandbox, Variant::HttpCold, Variant::Http] {
         batch(&ctx, variant, 10, 2).await?;
     }
     println!("| concurrency | variant | p50 ms | p95 ms | executions/s | throughput vs bare |");
     println!("|---|---|---|---|---|---|");
     let mut http_p50_c1 = None;
     let mut http_rate_max = 0.0f64;
+    let (mut bare_p50, mut cold_p50, mut warm_p50) = (f64::NAN, f64::NAN, f64::NAN);
+    let (mut cold_rate_c8, mut warm_rate_c8) = (f64::NAN, f64::NAN);
     for &c in &args.concurrency {
         let half = (args.requests / 2).max(1);
-        let mut results: Vec<(Variant, Vec<Duration>, Duration)> = [Variant::Bare, Variant::Sandbox, Variant::Http]
-            .into_iter()
-            .map(|v| (v, Vec::new(), Duration::ZERO))
-            .collect();
-        for order in [[0, 1, 2], [2, 1, 0]] {
+        let mut variants = vec![Variant::Bare, Variant::Sandbox, Variant::HttpCold, Variant::Http];
+        if c == 1 {
+            variants.push(Variant::HttpWarm);
+        }
+        let mut results: Vec<(Variant, Vec<Duration>, Duration)> =
+            variants.into_iter().map(|v| (v, Vec::new(), Duration::ZERO)).collect();
+        let forward: Vec<usize> = (0..results.len()).collect();
+        let backward: Vec<usize> = forward.iter().rev().copied().collect();
+        for order in [forward, backward] {
             for i in order {
                 let (lat, wall) = batch(&ctx, results[i].0, half, c).await?;
                 results[i].1.extend(lat);
@@ -172,6 +231,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 rate,
                 rate / bare_rate
             );
+            match (variant, c) {
+                (Variant::Bare, 1) => bare_p50 = s.p50,
+                (Variant::HttpCold, 1) => cold_p50 = s.p50,
+                (Variant::HttpWarm, 1) => warm_p50 = s.p50,
+                (Variant::HttpCold, 8) => cold_rate_c8 = rate,
+                (Variant::Http, 8) => warm_rate_c8 = rate,
+                _ => {}
+            }
             if variant == Variant::Http {
                 if c == 1 {
                     http_p50_c1 = Some(s.p50);
@@ -184,6 +251,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     let (after_rss, _) = server.memory_mib();
     drop(server);
+    drop(cold_server);
 
     let mut upload = None;
     match upload_size_mb(args.upload_mb) {
@@ -192,9 +260,36 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Err(why) => eprintln!("SKIPPED: the upload memory check: {why}"),
     }
 
+    println!();
+    println!(
+        "warm pool memory: {pool_idle} idle sandbox(es) of the default pool hold {pool_memory:.1} MiB ({:.1} MiB each)",
+        pool_memory / pool_idle.max(1) as f64
+    );
     let mut targets = Targets::new();
     if let Some(p50) = http_p50_c1 {
-        targets.row("eval print(1) round trip p50 <= 30 ms", format!("{p50:.2} ms"), p50 <= 30.0);
+        targets.row("eval print(1) round trip p50 <= 30 ms (back to back)", format!("{p50:.2} ms"), p50 <= 30.0);
+    }
+    if warm_p50.is_finite() {
+        targets.row("warm eval print(1) p50 <= 5 ms", format!("{warm_p50:.2} ms"), warm_p50 <= 5.0);
+        let speedup = cold_p50 / warm_p50;
+        targets.row(
+            "warm eval >= 3x faster than with pools off",
+            format!("{speedup:.1}x ({cold_p50:.2} -> {warm_p50:.2} ms)"),
+            speedup >= 3.0,
+        );
+        targets.row(
+            "warm eval p50 below bare CPython start-up",
+            format!("{warm_p50:.2} vs {bare_p50:.2} ms"),
+            warm_p50 < bare_p50,
+        );
+    }
+    if cold_rate_c8.is_finite() && warm_rate_c8.is_finite() {
+        let ratio = warm_rate_c8 / cold_rate_c8;
+        targets.row(
+            "throughput at concurrency 8 with pools >= without",
+            format!("{warm_rate_c8:.1}/s vs {cold_rate_c8:.1}/s ({ratio:.2}x)"),
+            ratio >= 0.95,
+        );
     }
     targets.row("trivial executions/s at concurrency 8 >= 40", format!("{http_rate_max:.1}/s"), http_rate_max >= 40.0);
     targets.row(

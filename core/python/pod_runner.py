@@ -10,11 +10,16 @@ One file, three roles, chosen by the first argument:
             the program's NetworkPolicy exists), check that the network fence holds (nothing the program must not
             reach answers), run the pre-commands and the program under the timeout, and report everything on
             standard output as framed lines that the operator parses (pyexec_core::pod).
+            In a warm pool's idle Pod (CLAIM_ENV) there is no run.json and no source yet: the runner waits on
+            standard input for the claim (one JSON line: the run configuration, sources, stdin and environment that
+            a cold Pod's ConfigMap and spec would hold), which is also the go-ahead, then goes on exactly as above.
 
 Frames keep the program's stdout, stderr and the pre-commands' output apart on the one container log:
-`<FRAME_MARKER> <nonce> <kind> <base64>`. The nonce comes from the Pod spec, is removed from the environment before
-anything untrusted runs, and this process makes itself non-dumpable so that the program (same uid) can neither read
-the nonce from /proc nor write to this process's descriptors: lines without the nonce are ignored.
+`<FRAME_MARKER> <nonce> <kind> <seq> <base64>`. The nonce comes from the Pod spec, is removed from the environment
+before anything untrusted runs, and this process makes itself non-dumpable so that the program (same uid) can neither
+read the nonce from /proc nor write to this process's descriptors: lines without the nonce are ignored. `seq` numbers
+the frames from 0 (the start frame), so that a reader that follows the log again after a dropped stream skips the
+frames it has and notices the ones it missed.
 """
 
 import base64
@@ -31,6 +36,7 @@ import signal
 import subprocess
 import sys
 import tarfile
+import tempfile
 import threading
 import time
 
@@ -63,6 +69,8 @@ ALLOW_SDIST_ENV = "PYEXEC_ALLOW_SDIST"
 RESULT_FD_ENV = "PYEXEC_RESULT_FD"
 FLAG_ON = "1"
 GO_AHEAD = "go\n"
+CLAIM_ENV = "PYEXEC_CLAIM"
+CLAIM_FIELDS = ("run", "sources", "stdin", "env")
 FENCE_BUDGET_MS = 300
 FENCE_GRACE_SECONDS = 3
 FENCE_FIELDS = ("tcp", "resolv_conf")
@@ -89,7 +97,7 @@ RUN = os.environ.get(RUN_DIR_ENV, RUN_DIR)
 DEPS = os.environ.get(DEPS_DIR_ENV, DEPS_DIR)
 USER_SOURCE = os.environ.get(SOURCE_DIR_ENV, SOURCE_DIR)
 # Variables for the runner alone, never passed to the program.
-RUNNER_ONLY = {NONCE_ENV, GATE_ENV, RESULT_FD_ENV, OOM_EVENTS_ENV, DISK_FREE_ENV}
+RUNNER_ONLY = {NONCE_ENV, GATE_ENV, CLAIM_ENV, RESULT_FD_ENV, OOM_EVENTS_ENV, DISK_FREE_ENV}
 CHUNK = 65536
 
 
@@ -209,8 +217,10 @@ class Frames:
         self.written = 0
 
     def frame(self, kind, data):
+        # The frame's sequence number is the count of frames before it: the end frame's is its `frames` field.
+        seq = str(self.written).encode()
         self.written += 1
-        self.out.write(self.prefix + kind.encode() + b" " + base64.b64encode(data) + b"\n")
+        self.out.write(self.prefix + kind.encode() + b" " + seq + b" " + base64.b64encode(data) + b"\n")
 
     def output(self, kind, data):
         room = self.limit - self.sent[kind]
@@ -252,7 +262,10 @@ class Frames:
 def load_run_config():
     """run.json, which must have exactly the fields this runner knows (the operator that wrote it ships this file)."""
     path = os.path.join(RUN, RUN_CONFIG_FILE)
-    config = load_json(path, None)
+    return check_run_config(load_json(path, None), path)
+
+
+def check_run_config(config, path):
     if not isinstance(config, dict) or set(config) != set(RUN_CONFIG_FIELDS):
         sys.exit(f"pyexec: {path} does not hold the fields {', '.join(RUN_CONFIG_FIELDS)}")
     fence = config["fence"]
@@ -265,14 +278,22 @@ def load_run_config():
 
 
 def run():
-    config = load_run_config()
+    claimed = os.environ.pop(CLAIM_ENV, "") == FLAG_ON
     nonce = os.environ.pop(NONCE_ENV, "")
+    gated = os.environ.pop(GATE_ENV, "") == FLAG_ON
     make_undumpable()
-    copy_sources(config["files"])
-    if os.environ.pop(GATE_ENV, "") == FLAG_ON:
+    stdin_path = os.path.join(RUN, STDIN_FILE)
+    extra_env = {}
+    if claimed:
+        # A warm Pod: everything comes with the claim, which is the go-ahead too (the Pod's NetworkPolicy existed
+        # before the Pod).
+        config, stdin_path, extra_env = receive_claim()
+    else:
+        config = load_run_config()
+        copy_sources(config["files"])
         # Wait until the operator says the program's NetworkPolicy exists (after an install: replaced the install
         # stage's). Anything else (stdin closed without the word) runs nothing.
-        if sys.stdin.readline() != GO_AHEAD:
+        if gated and sys.stdin.readline() != GO_AHEAD:
             sys.exit("pyexec: the operator's go-ahead did not come; nothing was run")
     frames = Frames(nonce, int(config["output_limit_bytes"]))
     frames.start()
@@ -281,6 +302,7 @@ def run():
         frames.end(1, fence_open=open_to, installed=load_json(os.path.join(DEPS, INSTALLED_FILE), []))
         return 1
     env = {k: v for k, v in os.environ.items() if k not in RUNNER_ONLY}
+    env.update((k, v) for k, v in extra_env.items() if k not in RUNNER_ONLY)
     if os.path.isdir(DEPS):
         env["PYTHONPATH"] = DEPS + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         env["PATH"] = os.path.join(DEPS, "bin") + os.pathsep + env.get("PATH", "/usr/local/bin:/usr/bin:/bin")
@@ -302,14 +324,13 @@ def run():
         argv.append(os.path.join(RUN, EVAL_RUNNER_FILE))
     argv.append(os.path.join(WORK, config["entrypoint"]) if config["entrypoint"] else WORK)
     argv += config["args"]
-    stdin_path = os.path.join(RUN, STDIN_FILE)
     result_read, result_write = os.pipe() if config["eval_last_expr"] else (None, None)
     if result_write is not None:
         env[RESULT_FD_ENV] = str(result_write)
     result = bytearray()
     ooms_before = oom_kills()
     status, timed_out = supervise(
-        argv, env, stdin_path if os.path.exists(stdin_path) else None, frames,
+        argv, env, stdin_path if stdin_path and os.path.exists(stdin_path) else None, frames,
         {FRAME_STDOUT: FRAME_STDOUT, FRAME_STDERR: FRAME_STDERR}, (result_read, result_write, result), deadline,
     )
     if timed_out:
@@ -327,6 +348,34 @@ def run():
         oom_killed=oom, disk_full=full,
     )
     return code
+
+
+def receive_claim():
+    """A warm Pod's claim: one JSON line on stdin with exactly CLAIM_FIELDS. Writes the sources into the workspace and
+    stdin into a private file; returns (run configuration, stdin path or None, the program's extra variables).
+    Anything else (stdin closed first, a malformed claim) runs nothing."""
+    line = sys.stdin.readline()
+    try:
+        claim = json.loads(line) if line.endswith("\n") else None
+    except ValueError:
+        claim = None
+    if not isinstance(claim, dict) or set(claim) != set(CLAIM_FIELDS):
+        sys.exit("pyexec: no well-formed claim came from the operator; nothing was run")
+    config = check_run_config(claim["run"], "the claim's run configuration")
+    sources, env = claim["sources"], claim["env"]
+    if not isinstance(sources, dict) or not isinstance(env, dict) or set(config["files"]) - set(sources):
+        sys.exit("pyexec: the claim's sources or environment are malformed; nothing was run")
+    for key, relative in config["files"].items():
+        target = os.path.join(WORK, relative)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with open(target, "w", encoding="utf-8") as f:
+            f.write(sources[key])
+    stdin_path = None
+    if claim["stdin"] is not None:
+        fd, stdin_path = tempfile.mkstemp(prefix="pyexec-stdin-")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(claim["stdin"])
+    return config, stdin_path, {str(k): str(v) for k, v in env.items()}
 
 
 def work_free_bytes():

@@ -1,9 +1,10 @@
 //! Eval (REPL) mode: the runner that executes the user's file and reports the value of a trailing expression.
 //!
 //! The runner is one small Python file, [`EVAL_RUNNER_SOURCE`], placed read-only at [`EVAL_RUNNER_PATH`] in every
-//! sandbox and Pod and started as `python EVAL_RUNNER_PATH /work/<entrypoint> <args...>`. It runs the user's file as
-//! `__main__` in a clean namespace (unlike the original's wrapper, whose globals leaked into user code), strips its
-//! own frames from tracebacks, and reports `repr(value)` either out of band (a pipe whose descriptor is given in
+//! sandbox and Pod and started as `python EVAL_RUNNER_PATH /work/<entrypoint> <args...>` (or, in the embedded
+//! backend's warm sandboxes, as `python EVAL_RUNNER_PATH --warm`, waiting for that work on standard input). It
+//! runs the user's file as `__main__` in a clean namespace (unlike the original's wrapper, whose globals leaked into
+//! user code), strips its own frames from tracebacks, and reports `repr(value)` either out of band (a pipe whose descriptor is given in
 //! [`RESULT_FD_ENV`]) or, where no pipe can be given, as the original's marker line on standard output.
 
 /// The runner's source, embedded in every binary that places it.
@@ -93,7 +94,8 @@ mod tests {
 
     #[test]
     fn runner_source_is_embedded() {
-        assert!(EVAL_RUNNER_SOURCE.contains("def main()"));
+        assert!(EVAL_RUNNER_SOURCE.contains("def main(evaluate=True)"));
+        assert!(EVAL_RUNNER_SOURCE.contains("def warm()"), "the warm pools' mode");
         assert!(EVAL_RUNNER_SOURCE.contains(RESULT_MARKER));
         assert!(EVAL_RUNNER_SOURCE.contains(RESULT_FD_ENV));
     }

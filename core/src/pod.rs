@@ -12,7 +12,7 @@ pub mod frames;
 pub mod protocol;
 
 pub use finish::{Ending, Finished, OUTPUT_LOST, PodEnd, finish};
-pub use frames::{Frame, FrameDecoder, PodLog, parse_log};
+pub use frames::{Frame, FrameDecoder, Numbered, PodLog, parse_log};
 pub use protocol::{EndFrame, RUNNER_FILE, RunConfig};
 
 /// The runner's source, placed in every execution's ConfigMap as [`RUNNER_FILE`].

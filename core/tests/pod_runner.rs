@@ -12,9 +12,9 @@ use std::process::{Command, Stdio};
 
 use pyexec_core::eval::EVAL_RUNNER_SOURCE;
 use pyexec_core::pod::protocol::{
-    ARCHIVE_SHA256_ENV, DEPS_DIR_ENV, DISK_FREE_ENV, EVAL_RUNNER_FILE, FLAG_ON, Fence, FenceTarget, GATE_ENV, GO_AHEAD,
-    NONCE_ENV, OOM_EVENTS_ENV, REQUIREMENTS_FILE, ROLE_INSTALL, ROLE_RECEIVE, ROLE_RUN, RUN_CONFIG_FILE, RUN_DIR_ENV,
-    RunConfig, SOURCE_DIR_ENV, STDIN_FILE, WORK_DIR_ENV, source_key,
+    ARCHIVE_SHA256_ENV, CLAIM_ENV, Claim, DEPS_DIR_ENV, DISK_FREE_ENV, EVAL_RUNNER_FILE, FLAG_ON, Fence, FenceTarget,
+    GATE_ENV, GO_AHEAD, NONCE_ENV, OOM_EVENTS_ENV, REQUIREMENTS_FILE, ROLE_INSTALL, ROLE_RECEIVE, ROLE_RUN,
+    RUN_CONFIG_FILE, RUN_DIR_ENV, RunConfig, SOURCE_DIR_ENV, STDIN_FILE, WORK_DIR_ENV, source_key,
 };
 use pyexec_core::pod::{Ending, Finished, PodEnd, RUNNER_FILE, RUNNER_SOURCE, finish, parse_log};
 use pyexec_core::{ExecutionStatus, Policy, Timestamp};
@@ -340,6 +340,61 @@ fn the_program_waits_for_the_go_ahead_and_runs_nothing_without_it() {
     assert_eq!((r.status, r.stdout.as_str(), ending), (ExecutionStatus::Completed, "ran\n", Ending::Completed));
 }
 
+/// A warm Pod's runner has no run.json and no sources: it waits for the claim on stdin, then runs exactly as a cold
+/// one; without a well-formed claim it runs nothing.
+#[test]
+fn a_warm_runner_waits_for_its_claim_and_then_runs_as_a_cold_one() {
+    let pod = Pod::new();
+    let code =
+        "import os, sys\nopen('ran', 'w').write('yes')\nprint(sys.stdin.read(), os.environ['MODE'], sys.argv[1:])\n";
+    let run = config(|c| {
+        c.entrypoint = Some("pkg/main.py".into());
+        c.files = [(source_key(0), "pkg/main.py".to_string())].into();
+        c.args = vec!["-v".into()];
+    });
+    let claim = Claim {
+        run: run.clone(),
+        sources: [(source_key(0), code.to_string())].into(),
+        stdin: Some("from stdin".into()),
+        env: [("MODE".to_string(), "warm".to_string()), (NONCE_ENV.to_string(), "forged".to_string())].into(),
+    };
+    let warm = |stdin: &str| {
+        let mut cmd = pod.command(ROLE_RUN);
+        cmd.env(CLAIM_ENV, FLAG_ON).env(GATE_ENV, FLAG_ON);
+        let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    assert!(!pod.path("run").join(RUN_CONFIG_FILE).exists(), "a warm Pod has no run.json");
+    let mut missing_field = serde_json::to_value(&claim).unwrap();
+    missing_field.as_object_mut().unwrap().remove("env");
+    for stdin in [String::new(), GO_AHEAD.into(), format!("{missing_field}\n"), serde_json::to_string(&claim).unwrap()]
+    {
+        let out = warm(&stdin);
+        assert!(String::from_utf8_lossy(&out.stderr).contains("no well-formed claim"), "{stdin:?}: {out:?}");
+        assert!(!pod.path("work/ran").exists() && out.stdout.is_empty(), "nothing runs: {stdin:?}");
+    }
+    let out = warm(&format!("{}\n", serde_json::to_string(&claim).unwrap()));
+    let log = parse_log(&out.stdout, NONCE);
+    let spec = Policy::default().spec_from_metadata(Default::default()).unwrap();
+    let done = finish(
+        "exe_pod",
+        &spec,
+        log,
+        &PodEnd { exit_code: out.status.code(), ..PodEnd::default() },
+        Timestamp::now(),
+        Timestamp::now(),
+    );
+    assert_eq!(
+        (done.result.status, done.result.stdout.as_str()),
+        (ExecutionStatus::Completed, "from stdin warm ['-v']\n"),
+        "{:?} {}",
+        done.result,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(pod.path("work/pkg/main.py")).unwrap(), code);
+}
+
 /// A fence whose only target is `port` on the loopback address (tests never probe anything but their own listeners).
 fn loopback_fence(port: u16) -> Fence {
     Fence {
@@ -429,6 +484,11 @@ fn the_runner_counts_its_frames_so_a_rotated_log_is_noticed() {
     let out = pod.command(ROLE_RUN).stdin(Stdio::null()).output().unwrap();
     let full = parse_log(&out.stdout, NONCE);
     assert!(full.started && !full.output_lost(), "{full:?}");
+    // Its frames are numbered in order from 0, the end frame's number being its count of the others.
+    let numbered = pyexec_core::pod::FrameDecoder::new(NONCE).push_numbered(&out.stdout);
+    let seqs: Vec<Option<u64>> = numbered.iter().map(|n| n.seq).collect();
+    assert_eq!(seqs, (0..numbered.len() as u64).map(Some).collect::<Vec<_>>());
+    assert_eq!(full.end.as_ref().and_then(|e| e.frames), Some(numbered.len() as u64 - 1));
     let text = String::from_utf8(out.stdout).unwrap();
     let rotated = parse_log(text.split_once('\n').unwrap().1.as_bytes(), NONCE);
     assert!(rotated.output_lost(), "{rotated:?}");

@@ -15,6 +15,34 @@ fn the_committed_crd_is_current() {
 }
 
 #[test]
+fn the_committed_pool_crd_is_current() {
+    let committed =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/pythonexecutionpool.yaml")).unwrap_or_default();
+    assert!(
+        committed == pool_crd_yaml(),
+        "crds/pythonexecutionpool.yaml is stale: run `cargo run -p pyexec-crds --bin crdgen -- --pool > crds/pythonexecutionpool.yaml`"
+    );
+}
+
+#[test]
+fn pool_cel_rules_refuse_an_image_and_a_python_version_together() {
+    let pool = |spec: serde_json::Value| -> PythonExecutionPool {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "pyexec.io/v1alpha1", "kind": "PythonExecutionPool",
+            "metadata": {"name": "p", "namespace": "default"}, "spec": spec,
+        }))
+        .unwrap()
+    };
+    pool(serde_json::json!({"replicas": 3, "pythonVersion": "3.12"})).validate_cel().unwrap();
+    pool(serde_json::json!({"replicas": 3, "image": "python:3.12-slim", "network": "egress"})).validate_cel().unwrap();
+    let err = pool(serde_json::json!({"image": "python:3.12-slim", "pythonVersion": "3.12"}))
+        .validate_cel()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("at most one of image, pythonVersion"), "{err}");
+}
+
+#[test]
 fn the_committed_reference_is_current() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/crd-reference.md");
     let committed = std::fs::read_to_string(path).unwrap_or_default();

@@ -12,11 +12,13 @@ pub mod environments;
 pub mod interpreters;
 mod program;
 pub mod runner;
+pub mod warm;
 
 pub use backend::{EmbeddedBackend, EmbeddedSettings, StartError, StoreError};
 pub use environments::{EnvInfo, EnvLease, Environments, InstallError, InstallerConfig, InstallerReport};
 pub use interpreters::{Discovery, Interpreter, Interpreters};
-pub use runner::{Runner, RunnerError, RunnerSettings};
+pub use runner::{Ran, Runner, RunnerError, RunnerSettings};
+pub use warm::{Preimport, WarmPool, WarmSettings, WarmStats};
 
 // Every workspace the API accepts must also be copied into `/work` by the sandbox.
 const _: () = assert!(pyexec_core::paths::MAX_PATH_DEPTH as u64 <= pyexec_sandbox::MAX_WORKSPACE_DEPTH as u64);

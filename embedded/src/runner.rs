@@ -1,5 +1,6 @@
-//! Runs one execution on this machine: picks the interpreter, turns the [`ExecutionSpec`] into a sandbox run, and
-//! the sandbox's outcome into the [`ExecutionResult`] (through `pyexec_core::finalize`, shared with Kubernetes).
+//! Runs one execution on this machine: picks the interpreter, turns the [`ExecutionSpec`] into a sandbox run (in a
+//! warm sandbox from the pools when one fits, else a sandbox built now), and the sandbox's outcome into the
+//! [`ExecutionResult`] (through `pyexec_core::finalize`, shared with Kubernetes).
 
 use std::path::Path;
 use std::time::Duration;
@@ -10,7 +11,7 @@ use pyexec_core::outcome::{
 };
 use pyexec_core::{ExecutionResult, ExecutionSpec, PythonVersion, Timestamp, ValidationError, finalize};
 use pyexec_sandbox::{
-    ExitStatus, IsolationReport, Network, Outcome, OutputChunk, RunLimits, RunSpec, Sandbox, SandboxConfig,
+    ExitStatus, Handover, IsolationReport, Network, Outcome, OutputChunk, RunLimits, RunSpec, Sandbox, SandboxConfig,
     SandboxError,
 };
 use tokio::sync::mpsc;
@@ -19,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::environments::{ENV_MOUNT, EnvInfo, EnvLease, Environments, InstallError, InstallerConfig};
 use crate::interpreters::{Discovery, Interpreter, Interpreters, LIBRARY_PATH_VAR};
 use crate::program::{Invocation, invocation, pre_command_failure};
+use crate::warm::{self, ClassSpec, Warm, WarmPool, WarmSettings};
 
 const MIB: u64 = 1 << 20;
 
@@ -67,6 +69,19 @@ pub struct Runner {
     interpreters: Interpreters,
     environments: Environments,
     settings: RunnerSettings,
+    warm: Option<WarmPool>,
+}
+
+/// A finished run and how it started.
+#[derive(Debug)]
+pub struct Ran {
+    /// The execution's result.
+    pub result: ExecutionResult,
+    /// Whether a sandbox was started at all (not when the run ended before: a failed install, a kill while
+    /// waiting for its environment).
+    pub started: bool,
+    /// Whether it ran in a warm sandbox from the pools.
+    pub warm: bool,
 }
 
 impl Runner {
@@ -89,7 +104,90 @@ impl Runner {
         if let Err(reason) = environments.available() {
             tracing::warn!(%reason, "requests with requirements will be refused");
         }
-        Ok(Runner { sandbox, interpreters, environments, settings })
+        Ok(Runner { sandbox, interpreters, environments, settings, warm: None })
+    }
+
+    /// Starts the warm pools (when `settings.enabled`), with the default kind of request always kept warm: the
+    /// default interpreter, no packages, no network and the default limits.
+    pub fn with_warm_pool(mut self, settings: WarmSettings) -> Runner {
+        if !settings.enabled {
+            return self;
+        }
+        let pool = match WarmPool::start(self.sandbox.clone(), settings) {
+            Ok(pool) => pool,
+            Err(e) => {
+                tracing::warn!(error = %e, "warm pools could not start; every run starts cold");
+                return self;
+            }
+        };
+        self.warm = Some(pool.clone());
+        let request =
+            pyexec_core::EvalRequest { code: Some("None".into()), eval_last_expr: Some(true), ..Default::default() };
+        match (pyexec_core::Policy::default().spec_from_eval(request), self.interpreters.get(None)) {
+            (Ok((spec, _)), Ok(interpreter)) => {
+                let invocation = invocation(&spec, &interpreter.sandbox_executable);
+                let cold = self.run_spec(&spec, interpreter, None, Path::new("/"), &invocation, Vec::new());
+                let (key, class) = self.warm_class(&pool, &spec, interpreter, None, &cold);
+                pool.pin(key, class());
+            }
+            (Err(e), _) => tracing::warn!(error = %e, "no default warm pool"),
+            (_, Err(e)) => tracing::warn!(error = %e, "no default warm pool"),
+        }
+        self
+    }
+
+    /// The warm pools, when on.
+    pub fn warm_pool(&self) -> Option<&WarmPool> {
+        self.warm.as_ref()
+    }
+
+    /// The class key of a request's cold run, and how to create the class.
+    fn warm_class<'a>(
+        &'a self,
+        pool: &WarmPool,
+        spec: &ExecutionSpec,
+        interpreter: &'a Interpreter,
+        env: Option<&'a EnvLease>,
+        cold: &RunSpec,
+    ) -> (String, impl FnOnce() -> ClassSpec + 'a) {
+        let preimport = pool.settings().preimport.runner_value(env.is_some());
+        let base_env = environment(&[], interpreter, env, None);
+        let template = warm::template(cold, base_env, preimport);
+        let key = warm::key(&template, !self.sandbox.has_cgroups());
+        let label = match env {
+            // Which packages stays out of `/health`, which anyone may read: a count and the environment's key.
+            Some(env) => format!(
+                "python {} + {} packages (environment {})",
+                interpreter.version,
+                env.info.packages.len(),
+                env.info.key.get(..12).unwrap_or(&env.info.key)
+            ),
+            None => format!("python {}", interpreter.version),
+        };
+        let network = if spec.network { ", network" } else { "" };
+        let label = format!("{label}{network}, disk {} MB", spec.limits.disk_mb);
+        (key, move || ClassSpec { label, template, environment: env.map(EnvLease::share) })
+    }
+
+    /// Waits until the pool serving `spec` over `workspace` has an idle sandbox (creating that pool if needed);
+    /// false when pools are off, the request fits no pool, or none became ready within `timeout`. For tests and
+    /// benchmarks.
+    pub async fn prewarm(&self, spec: &ExecutionSpec, workspace: &Path, timeout: Duration) -> bool {
+        let Some(pool) = &self.warm else { return false };
+        let Ok(interpreter) = self.interpreters.get(spec.python) else { return false };
+        let env = match self.environment(spec, workspace, interpreter, &CancellationToken::new()).await {
+            Ok(env) => env,
+            Err(_) => return false,
+        };
+        let preimport = !pool.settings().preimport.runner_value(env.is_some()).is_empty();
+        if warm::cold_reason(spec, preimport).is_some() || !entrypoint_is_file(workspace, spec) {
+            return false;
+        }
+        let invocation = invocation(spec, &python_of(interpreter, env.as_ref()));
+        let cold = self.run_spec(spec, interpreter, env.as_ref(), workspace, &invocation, Vec::new());
+        let (key, class) = self.warm_class(pool, spec, interpreter, env.as_ref(), &cold);
+        pool.register(&key, class);
+        pool.wait_idle(&key, cold.limits.memory_bytes, timeout).await
     }
 
     /// The interpreters offered.
@@ -163,36 +261,50 @@ impl Runner {
         events: Option<mpsc::Sender<OutputChunk>>,
         cancel: CancellationToken,
     ) -> ExecutionResult {
+        self.run_reporting(execution_id, spec, stdin_file, workspace, events, cancel).await.result
+    }
+
+    /// [`Runner::run_with_stdin_file`], also saying whether the run started warm.
+    pub async fn run_reporting(
+        &self,
+        execution_id: &str,
+        spec: &ExecutionSpec,
+        stdin_file: Option<&Path>,
+        workspace: &Path,
+        events: Option<mpsc::Sender<OutputChunk>>,
+        cancel: CancellationToken,
+    ) -> Ran {
+        let cold = |result| Ran { result, started: false, warm: false };
         let accepted_at = Timestamp::now();
         let interpreter = match self.interpreters.get(spec.python) {
             Ok(i) => i,
-            Err(message) => return failed(execution_id, message, None, ""),
+            Err(message) => return cold(failed(execution_id, message, None, "")),
         };
         let env = match self.environment(spec, workspace, interpreter, &cancel).await {
             Ok(env) => env,
-            Err(EnvFailure::Cancelled) => return killed_before_start(execution_id, accepted_at),
+            Err(EnvFailure::Cancelled) => return cold(killed_before_start(execution_id, accepted_at)),
             Err(EnvFailure::Install(InstallError::Failed { message, log_tail })) => {
-                return failed(execution_id, message, Some(accepted_at), log_tail);
+                return cold(failed(execution_id, message, Some(accepted_at), log_tail));
             }
             Err(EnvFailure::Install(e @ InstallError::Unavailable(_))) => {
-                return install_failed(execution_id, e, Some(accepted_at), "");
+                return cold(install_failed(execution_id, e, Some(accepted_at), ""));
             }
         };
-        let python = if env.is_some() { EnvInfo::python() } else { interpreter.sandbox_executable.clone() };
-        let invocation = invocation(spec, &python);
+        let invocation = invocation(spec, &python_of(interpreter, env.as_ref()));
         let stdin = match stdin_file {
             None => spec.stdin.clone().unwrap_or_default().into_bytes(),
             Some(path) => match tokio::fs::read(path).await {
                 Ok(bytes) => bytes,
                 Err(e) => {
                     let message = format!("reading the execution's standard input failed: {e}");
-                    return failed(execution_id, message, Some(accepted_at), "");
+                    return cold(failed(execution_id, message, Some(accepted_at), ""));
                 }
             },
         };
         let run = self.run_spec(spec, interpreter, env.as_ref(), workspace, &invocation, stdin);
         let started_at = Timestamp::now();
-        let outcome = self.sandbox.run(run, events, cancel).await;
+        let (outcome, warm) =
+            self.start(spec, interpreter, env.as_ref(), workspace, &invocation, run, events, cancel).await;
         let finished_at = Timestamp::now();
         let mut result = match outcome {
             Ok(outcome) => result_of(execution_id, spec, &invocation, outcome, started_at, finished_at),
@@ -211,7 +323,78 @@ impl Runner {
         if let Some(env) = env {
             result.installed_packages = env.info.packages.clone();
         }
-        result
+        Ran { result, started: true, warm }
+    }
+
+    /// Runs `run` in a warm sandbox when one fits, else in a sandbox built now. True when it ran warm.
+    #[allow(clippy::too_many_arguments)]
+    async fn start(
+        &self,
+        spec: &ExecutionSpec,
+        interpreter: &Interpreter,
+        env: Option<&EnvLease>,
+        workspace: &Path,
+        invocation: &Invocation,
+        run: RunSpec,
+        events: Option<mpsc::Sender<OutputChunk>>,
+        cancel: CancellationToken,
+    ) -> (Result<Outcome, SandboxError>, bool) {
+        if let Some(warm) = self.claim_warm(spec, interpreter, env, workspace, invocation, &run).await {
+            let (sandbox, preamble) = warm;
+            let handover = Handover { preamble, stdin: run.stdin, limits: run.limits };
+            let outcome = sandbox.prepared.run(handover, events, cancel).await;
+            return (outcome.and_then(warm_outcome), true);
+        }
+        (self.sandbox.run(run, events, cancel).await, false)
+    }
+
+    /// A warm sandbox for `run` and the work to hand it, when pools are on, the request fits and one is idle.
+    async fn claim_warm(
+        &self,
+        spec: &ExecutionSpec,
+        interpreter: &Interpreter,
+        env: Option<&EnvLease>,
+        workspace: &Path,
+        invocation: &Invocation,
+        run: &RunSpec,
+    ) -> Option<(Warm, Vec<u8>)> {
+        let pool = self.warm.as_ref()?;
+        let preimport = !pool.settings().preimport.runner_value(env.is_some()).is_empty();
+        if let Some(reason) = warm::cold_reason(spec, preimport) {
+            tracing::debug!(reason, "runs cold");
+            return None;
+        }
+        // The work is encoded before a sandbox is claimed, so a workspace that cannot be handed over never
+        // takes one from the pool.
+        let evaluate = invocation.result.is_some();
+        let argv: Vec<String> = invocation.args.iter().skip(usize::from(evaluate)).cloned().collect();
+        let (dir, vars, max) = (workspace.to_owned(), run.env.clone(), pool.settings().max_workspace_bytes);
+        let spec_copy = spec.clone();
+        let message = tokio::task::spawn_blocking(move || {
+            if !entrypoint_is_file(&dir, &spec_copy) {
+                return Err(warm::HandoverError::Entrypoint);
+            }
+            warm::message(&dir, &vars, &argv, evaluate, max)
+        })
+        .await;
+        let message = match message {
+            Ok(Ok(message)) => message,
+            Ok(Err(e @ (warm::HandoverError::TooLarge | warm::HandoverError::Entrypoint))) => {
+                tracing::debug!(reason = %e, "runs cold");
+                return None;
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "runs cold");
+                return None;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "runs cold");
+                return None;
+            }
+        };
+        let (key, class) = self.warm_class(pool, spec, interpreter, env, run);
+        let sandbox = pool.claim(&key, run.limits.memory_bytes, class)?;
+        Some((sandbox, message))
     }
 
     /// The environment with the execution's requirements, when it has any.
@@ -247,7 +430,7 @@ impl Runner {
         run.args = invocation.args.clone();
         run.files = invocation.files.clone();
         run.extra_outputs = invocation.extra_outputs;
-        run.env = environment(spec, interpreter, env, invocation);
+        run.env = environment(&spec.env, interpreter, env, invocation.result);
         run.stdin = stdin;
         run.workspace = Some(workspace.to_owned());
         run.binds = interpreter.mounts.clone();
@@ -264,9 +447,35 @@ impl Runner {
             tmp_bytes: self.settings.tmp_mb * MIB,
             stdout_bytes: self.settings.output_limit_bytes,
             stderr_bytes: self.settings.output_limit_bytes,
+            background: false,
         };
         run
     }
+}
+
+/// Whether the entrypoint is a regular file of the workspace. A missing (or odd) one gets the interpreter's own
+/// message and exit code, which only a cold start gives exactly.
+fn entrypoint_is_file(workspace: &Path, spec: &ExecutionSpec) -> bool {
+    spec.entrypoint.as_ref().is_some_and(|e| std::fs::symlink_metadata(workspace.join(e)).is_ok_and(|m| m.is_file()))
+}
+
+/// The interpreter a run executes: the environment's when it has one.
+fn python_of(interpreter: &Interpreter, env: Option<&EnvLease>) -> std::path::PathBuf {
+    if env.is_some() { EnvInfo::python() } else { interpreter.sandbox_executable.clone() }
+}
+
+/// A warm run's outcome, with what its interpreter reported on the control descriptor before the program: a
+/// full `/work` while writing the files reads as the cold path's.
+fn warm_outcome(mut outcome: Outcome) -> Result<Outcome, SandboxError> {
+    let control = outcome.extras.pop().unwrap_or_default();
+    if control.starts_with(warm::NO_SPACE) {
+        return Err(SandboxError::WorkspaceTooLarge);
+    }
+    if !control.is_empty() {
+        let text = String::from_utf8_lossy(&control).trim().to_owned();
+        return Err(SandboxError::Setup(format!("handing the work to a warm sandbox: {text}")));
+    }
+    Ok(outcome)
 }
 
 /// Why an execution got no environment.
@@ -319,10 +528,10 @@ fn result_of(
 /// The program's environment: a clean base (nothing of the server's leaks in), then the request's variables,
 /// which may override the base.
 fn environment(
-    spec: &ExecutionSpec,
+    request: &[(String, String)],
     interpreter: &Interpreter,
     env: Option<&EnvLease>,
-    invocation: &Invocation,
+    result: Option<usize>,
 ) -> Vec<(String, String)> {
     let bin = interpreter.sandbox_executable.parent().map(|p| p.display().to_string()).unwrap_or_default();
     let path = match env {
@@ -340,11 +549,11 @@ fn environment(
     if env.is_some() {
         vars.push(("VIRTUAL_ENV".into(), ENV_MOUNT.into()));
     }
-    if let Some(index) = invocation.result {
+    if let Some(index) = result {
         vars.push((RESULT_FD_ENV.into(), (3 + index).to_string()));
     }
     vars.extend(interpreter.sandbox_env.iter().cloned());
-    for (key, value) in &spec.env {
+    for (key, value) in request {
         // The request's variables win, except that the interpreter's own library path stays first: without it
         // the interpreter cannot start at all.
         let value = match vars.iter().find(|(k, _)| k == key && k == LIBRARY_PATH_VAR) {

@@ -233,6 +233,6 @@ async fn killing_an_execution_while_it_installs() {
         tokio::time::sleep(Duration::from_millis(200)).await;
         killer.cancel();
     });
-    let r = runner().await.run("exe_kill", &spec, &ws_path(&dir), None, cancel).await;
+    let r = run_spec_with(&spec, &ws_path(&dir), cancel).await;
     assert_eq!((r.status, r.exit_code), (ExecutionStatus::Killed, 137), "{r:?}");
 }

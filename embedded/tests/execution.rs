@@ -224,7 +224,6 @@ async fn timeout_fails_with_124_and_keeps_output() {
 
 #[tokio::test]
 async fn cancellation_kills_and_reports_killed() {
-    let runner = runner().await;
     let code = HOST_UID_PRELUDE.to_owned() + "import time\nprint('started', flush=True)\ntime.sleep(60)";
     let dir = workspace(&[("main.py", &code)]);
     let spec = pyexec_core::Policy::default()
@@ -233,7 +232,7 @@ async fn cancellation_kills_and_reports_killed() {
     let cancel = tokio_util::sync::CancellationToken::new();
     let (tx, mut rx) = tokio::sync::mpsc::channel(16);
     let ws = ws_path(&dir);
-    let run = runner.run("exe_kill", &spec, &ws, Some(tx), cancel.clone());
+    let run = run_events(&spec, &ws, Some(tx), cancel.clone());
     let killer = async {
         // Kill once the program has demonstrably started.
         let mut seen = Vec::new();
@@ -277,7 +276,6 @@ async fn cpu_shares_become_a_quota() {
 
 #[tokio::test]
 async fn live_output_arrives_before_the_end() {
-    let runner = runner().await;
     let dir = workspace(&[("main.py", "import time\nfor i in range(3):\n    print(i)\n    time.sleep(0.3)")]);
     let spec = pyexec_core::Policy::default()
         .spec_from_metadata(serde_json::from_str(r#"{"entrypoint":"main.py"}"#).unwrap())
@@ -285,7 +283,7 @@ async fn live_output_arrives_before_the_end() {
     let (tx, mut rx) = tokio::sync::mpsc::channel(16);
     let ws = ws_path(&dir);
     let started = std::time::Instant::now();
-    let run = runner.run("exe_live", &spec, &ws, Some(tx), Default::default());
+    let run = run_events(&spec, &ws, Some(tx), Default::default());
     let watch = async {
         let first = rx.recv().await.unwrap();
         let at = started.elapsed();

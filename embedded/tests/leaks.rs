@@ -107,7 +107,17 @@ async fn five_hundred_runs_leave_nothing_behind() {
     let oom_expected = full_isolation().await;
     // One run first, so that lazily created state (the runtime's descriptors, the state directory) exists.
     assert_eq!(exec("print(1)", "{}").await.exit_code, 0);
+    // Warm pools hold sandboxes between runs by design: compare with them emptied, and let them refill while the
+    // runs go (so that runs claim warm sandboxes and their leftovers would show).
+    let pool = runner.warm_pool();
+    if let Some(pool) = pool {
+        pool.drain().await;
+    }
     let before = snapshot();
+    if let Some(pool) = pool {
+        pool.resume();
+    }
+    let warm_runs = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
 
     let started = std::time::Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
@@ -116,6 +126,7 @@ async fn five_hundred_runs_leave_nothing_behind() {
             tasks.join_next().await.unwrap().unwrap();
         }
         let (code, metadata, want) = case(i, network);
+        let warm_runs = warm_runs.clone();
         tasks.spawn(async move {
             let mut meta: pyexec_core::Metadata = serde_json::from_str(metadata).unwrap();
             meta.entrypoint = Some("main.py".into());
@@ -129,7 +140,11 @@ async fn five_hundred_runs_leave_nothing_behind() {
                     c.cancel();
                 });
             }
-            let r = runner.run("exe_leak", &spec, &ws_path(&dir), None, cancel).await;
+            let ran = runner.run_reporting("exe_leak", &spec, None, &ws_path(&dir), None, cancel).await;
+            if ran.warm {
+                warm_runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            let r = ran.result;
             assert_eq!(r.status, want, "run {i}: {r:?}");
             if i % 50 == 13 && oom_expected {
                 assert!(r.oom_killed, "run {i}: {r:?}");
@@ -139,9 +154,23 @@ async fn five_hundred_runs_leave_nothing_behind() {
     while let Some(t) = tasks.join_next().await {
         t.unwrap();
     }
-    eprintln!("{RUNS} runs in {:.1} s (network cases: {network})", started.elapsed().as_secs_f64());
+    let warm_runs = warm_runs.load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!(
+        "{RUNS} runs in {:.1} s (network cases: {network}; {warm_runs} started warm)",
+        started.elapsed().as_secs_f64()
+    );
+    if let Some(pool) = pool {
+        assert!(warm_runs > 0, "with warm pools on, some runs must have started warm");
+        pool.drain().await;
+    }
 
-    let after = snapshot();
+    // A finished run's cgroups are removed (and its uid returned) just after its result: give that a moment.
+    let mut after = snapshot();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while after != before && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        after = snapshot();
+    }
     assert_eq!(after, before, "something leaked");
     assert!(sandbox_processes(None).is_empty(), "{:?}", sandbox_processes(None));
 }

@@ -87,6 +87,41 @@ impl ArchiveFetcher {
     }
 }
 
+/// A container's standard input, attached: written, then closed (which ends it for the program reading it).
+pub struct AttachedStdin {
+    container: &'static str,
+    attached: kube::api::AttachedProcess,
+    writer: Box<dyn tokio::io::AsyncWrite + Unpin + Send>,
+}
+
+impl AttachedStdin {
+    /// Attaches to `container` of the Pod `pod`, standard input only.
+    pub async fn open(pods: &Api<Pod>, pod: &str, container: &'static str) -> Result<Self, AttachError> {
+        let params = AttachParams::default().container(container).stdin(true).stdout(false).stderr(false);
+        let mut attached =
+            pods.attach(pod, &params).await.map_err(|source| AttachError::Attach { container, source })?;
+        let writer = attached.stdin().ok_or_else(|| AttachError::Write {
+            container,
+            source: std::io::Error::other("no stdin on the attached container"),
+        })?;
+        Ok(Self { container, attached, writer: Box::new(writer) })
+    }
+
+    /// Writes `bytes`.
+    pub async fn write(&mut self, bytes: &[u8]) -> Result<(), AttachError> {
+        let container = self.container;
+        self.writer.write_all(bytes).await.map_err(|source| AttachError::Write { container, source })
+    }
+
+    /// Closes standard input and waits for the attach session to end.
+    pub async fn close(mut self) -> Result<(), AttachError> {
+        let container = self.container;
+        self.writer.shutdown().await.map_err(|source| AttachError::Write { container, source })?;
+        drop(self.writer);
+        self.attached.join().await.map_err(|e| AttachError::Write { container, source: std::io::Error::other(e) })
+    }
+}
+
 /// Streams the archive into the Pod's `receive` container.
 pub async fn stream_archive(
     pods: &Api<Pod>,
@@ -94,25 +129,16 @@ pub async fn stream_archive(
     fetcher: &ArchiveFetcher,
     archive: &ArchiveSource,
 ) -> Result<u64, AttachError> {
-    const CONTAINER: &str = pyexec_core::pod::protocol::RECEIVE_CONTAINER;
     let response = fetcher.open(&archive.id).await?;
-    let params = AttachParams::default().container(CONTAINER).stdin(true).stdout(false).stderr(false);
-    let mut attached =
-        pods.attach(pod, &params).await.map_err(|source| AttachError::Attach { container: CONTAINER, source })?;
-    let mut stdin = attached.stdin().ok_or_else(|| AttachError::Write {
-        container: CONTAINER,
-        source: std::io::Error::other("no stdin on the attached container"),
-    })?;
+    let mut stdin = AttachedStdin::open(pods, pod, pyexec_core::pod::protocol::RECEIVE_CONTAINER).await?;
     let mut body = response.bytes_stream();
     let mut sent = 0u64;
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| AttachError::Fetch { id: archive.id.clone(), reason: e.to_string() })?;
-        stdin.write_all(&chunk).await.map_err(|source| AttachError::Write { container: CONTAINER, source })?;
+        stdin.write(&chunk).await?;
         sent += chunk.len() as u64;
     }
-    stdin.shutdown().await.map_err(|source| AttachError::Write { container: CONTAINER, source })?;
-    drop(stdin);
-    attached.join().await.map_err(|e| AttachError::Write { container: CONTAINER, source: std::io::Error::other(e) })?;
+    stdin.close().await?;
     Ok(sent)
 }
 

@@ -13,6 +13,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use pyexec_crds::contract::OPERATOR;
 use pyexec_crds::{PythonExecution, PythonExecutionStatus};
@@ -125,20 +126,24 @@ pub async fn close_network(cr: &PythonExecution, ctx: &Context) -> Result<(), Er
 }
 
 /// Deletes the Pod, the NetworkPolicy and the ConfigMap that are the execution's (those already gone are fine;
-/// an object of the same name that is not its own is left alone), and forgets the Pod's archive stream.
+/// an object of the same name that is not its own is left alone), and forgets the Pod's archive stream and log
+/// follower.
 pub async fn delete_children(cr: &PythonExecution, ctx: &Context) -> Result<(), Error> {
     let name = cr.name_any();
     let namespace = cr.namespace().unwrap_or_default();
     let uid = cr.uid();
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
-    delete_own(&pods, &name, uid.as_deref()).await?;
+    // A warm Pod claimed from a pool has the pool's name for it (recorded in the status at the claim).
+    let pod = cr.status.as_ref().and_then(|s| s.pod_name.clone()).unwrap_or_else(|| name.clone());
+    delete_own(&pods, &pod, uid.as_deref()).await?;
     let policies: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), &namespace);
     delete_own(&policies, &name, uid.as_deref()).await?;
     let maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &namespace);
     delete_own(&maps, &name, uid.as_deref()).await?;
     if let Some(uid) = uid {
-        ctx.streaming().remove(&uid);
+        ctx.streaming().remove_execution(&uid);
     }
+    ctx.followers.forget(&ObjectRef::from_obj(cr));
     Ok(())
 }
 

@@ -1,13 +1,15 @@
 //! The result of a finished (or killed) Pod, read from its containers' logs: the runner's frames from the main
 //! container, finished by `pyexec_core::pod::finish` (which also says why the run ended, so the condition's reason
-//! cannot contradict the status), or, when an init container failed, what its log says last.
+//! cannot contradict the status), or, when an init container failed, what its log says last. The frames come from
+//! the Pod's log follower ([`crate::follow`]) when it saw them all; otherwise the log is read now, and what the
+//! follower kept is completed with it ([`crate::follow::merge`]).
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::LogParams;
 use kube::{Api, ResourceExt};
 use pyexec_core::outcome::{failed, install_failed, killed_before_start};
 use pyexec_core::pod::protocol::{INSTALL_CONTAINER, MAIN_CONTAINER, RECEIVE_CONTAINER};
-use pyexec_core::pod::{PodEnd, finish as finish_pod, parse_log};
+use pyexec_core::pod::{PodEnd, PodLog, finish as finish_pod};
 use pyexec_core::text::tail;
 use pyexec_core::{ExecutionResult, Timestamp};
 use pyexec_crds::PythonExecution;
@@ -15,6 +17,7 @@ use pyexec_crds::convert::{execution_spec, timestamp_of};
 use pyexec_crds::pod::pod_nonce;
 
 use crate::context::Error;
+use crate::follow::{Followers, SETTLE, merge};
 use crate::observe::{Finish, FinishKind};
 use crate::reconcile::execution_id;
 
@@ -31,13 +34,15 @@ pub struct Collected {
     pub reason: &'static str,
 }
 
-/// The result of a finished (or killed) Pod, from its logs and container states.
+/// The result of a finished (or killed) Pod, from its logs and container states; `followers` may hold what its
+/// main container's log said while it ran.
 ///
 /// A log that cannot be read is an error (the reconciliation is retried with backoff): the result is never made
 /// up from a missing or partial log.
 pub async fn collect(
     cr: &PythonExecution,
     pods: &Api<Pod>,
+    followers: &Followers,
     pod: &Pod,
     f: &Finish,
     killed: bool,
@@ -49,10 +54,7 @@ pub async fn collect(
     if f.disk_exceeded && !killed {
         // Evicted for ephemeral storage: the runner did not get to say anything; what the program wrote is kept.
         let log = match f.kind {
-            FinishKind::Program => {
-                let log = read_log(pods, &pod.name_any(), MAIN_CONTAINER, Some(LOG_LIMIT_BYTES)).await?;
-                Some(parse_log(&log, &pod_nonce(pod).unwrap_or_default()))
-            }
+            FinishKind::Program => Some(program_log(pods, followers, pod, true).await?),
             _ => None,
         };
         let mut result = failed(&id, disk_exceeded_message(cr.spec.limits.disk_mb), Some(started), "");
@@ -66,15 +68,14 @@ pub async fn collect(
     }
     match &f.kind {
         FinishKind::Program => {
-            let log = read_log(pods, &pod.name_any(), MAIN_CONTAINER, Some(LOG_LIMIT_BYTES)).await?;
-            let nonce = pod_nonce(pod).unwrap_or_default();
+            let log = program_log(pods, followers, pod, !killed).await?;
             let pod_end = PodEnd {
                 exit_code: f.exit_code,
                 oom_killed: f.oom_killed,
                 deadline_exceeded: f.deadline_exceeded,
                 killed,
             };
-            let done = finish_pod(&id, &spec, parse_log(&log, &nonce), &pod_end, started, finished);
+            let done = finish_pod(&id, &spec, log, &pod_end, started, finished);
             Ok(Collected { result: done.result, reason: done.ending.reason() })
         }
         FinishKind::InitFailed { container, exit_code } if container == INSTALL_CONTAINER => {
@@ -120,6 +121,23 @@ pub const DISK_LIMIT_EXCEEDED: &str = "DiskLimitExceeded";
 /// The error of an execution that exceeded its disk limit (`diskMB`).
 pub fn disk_exceeded_message(disk_mb: u64) -> String {
     format!("disk limit of {disk_mb} MB exceeded")
+}
+
+/// The runner's frames of the main container: the follower's when it saw them all (the log then need not have
+/// survived), else a read of the log now, merged with what the follower kept. `ended`: the program ended (not a
+/// kill), so a follower still reading gets a moment to read the rest.
+async fn program_log(pods: &Api<Pod>, followers: &Followers, pod: &Pod, ended: bool) -> Result<PodLog, Error> {
+    let uid = pod.uid().unwrap_or_default();
+    if ended {
+        followers.settle(&uid, SETTLE).await;
+    }
+    let followed = followers.snapshot(&uid).map(|s| s.log);
+    if let Some(log) = followed.as_ref().filter(|f| f.complete()) {
+        tracing::debug!(pod = %pod.name_any(), frames = log.frames(), "collected from the followed log");
+        return Ok(log.clone().into_log());
+    }
+    let text = read_log(pods, &pod.name_any(), MAIN_CONTAINER, Some(LOG_LIMIT_BYTES)).await?;
+    Ok(merge(followed, &text, &pod_nonce(pod).unwrap_or_default()))
 }
 
 /// pip's reason for failing, in one line.

@@ -65,6 +65,26 @@ pub struct OperatorConfig {
     /// Off: whoever may create a PythonExecution could otherwise read any Secret of the namespace through the
     /// operator, so such resources are refused.
     pub allow_secret_env: bool,
+    /// How fast a warm pool (`PythonExecutionPool`) refills: at most `pods` Pod creations per pool every
+    /// `intervalSeconds`, so that a burst of claims does not turn into a burst of creates that slows the API server
+    /// for the executions waiting on it.
+    pub pool_refill: PoolRefill,
+}
+
+/// The rate limit of a warm pool's Pod creations.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct PoolRefill {
+    /// Most Pods one pool creates per interval (at least 1).
+    pub pods: u32,
+    /// The interval, seconds (at least 1).
+    pub interval_seconds: u64,
+}
+
+impl Default for PoolRefill {
+    fn default() -> Self {
+        PoolRefill { pods: 5, interval_seconds: 1 }
+    }
 }
 
 impl Default for OperatorConfig {
@@ -93,6 +113,7 @@ impl Default for OperatorConfig {
             concurrency: 8,
             require_default_deny: false,
             allow_secret_env: false,
+            pool_refill: PoolRefill::default(),
         }
     }
 }
@@ -224,7 +245,11 @@ pub struct LogsConfig {
     /// The URL this operator's HTTP server is reached at (for `status.logsRef`), e.g.
     /// `http://pyexec-operator.pyexec-system.svc:8081`.
     pub url: Option<String>,
-    /// File holding the bearer token readers must send.
+    /// Directory of per-namespace tokens (a mounted Secret, one key per namespace): the file named after a
+    /// namespace holds the bearer token that reads the outputs of that namespace's executions, and no others.
+    pub tokens_dir: Option<PathBuf>,
+    /// File holding one bearer token that reads the outputs of every namespace without a token of its own in
+    /// `tokensDir`: the fallback for configurations that predate per-namespace tokens.
     pub token_file: Option<PathBuf>,
 }
 
@@ -281,6 +306,13 @@ impl OperatorConfig {
             if !(index.url.starts_with("http://") || index.url.starts_with("https://")) {
                 return Err(ConfigError::Invalid(format!("packageIndex.url {:?} is not an http(s) URL", index.url)));
             }
+        }
+        if self.pool_refill.pods == 0 || self.pool_refill.interval_seconds == 0 {
+            return Err(ConfigError::Invalid(
+                "poolRefill.pods and poolRefill.intervalSeconds must be at least 1 (a pool that never refills is \
+                 replicas: 0)"
+                    .into(),
+            ));
         }
         if self.concurrency == 0 {
             return Err(ConfigError::Invalid("concurrency must be at least 1 (reconciliations run at once)".into()));

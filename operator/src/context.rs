@@ -4,8 +4,10 @@
 //! after a restart, since every decision is made from observed objects.
 //!
 //! That memory is bounded whatever the number of executions: retry state goes with a success or with the object
-//! ([`Context::forget_gone`], run by the controller against its store), and archive streams are forgotten when the
-//! children are deleted, after [`STREAM_FORGET_AFTER`], and beyond [`MAX_STREAMS`].
+//! ([`Context::forget_gone`], run by the controller against its store), archive streams are forgotten when the
+//! children are deleted, after [`STREAM_FORGET_AFTER`], and beyond [`MAX_STREAMS`], and log followers
+//! ([`crate::follow`]) exist only for executions in flight: they go when the children are deleted or the execution
+//! leaves the store, and there are at most [`crate::follow::MAX_FOLLOWERS`].
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
@@ -18,8 +20,10 @@ use pyexec_crds::PythonExecution;
 
 use crate::attach::ArchiveFetcher;
 use crate::config::OperatorConfig;
+use crate::follow::Followers;
 use crate::logs::LogStore;
 use crate::metrics::Metrics;
+use crate::pool::refill::Refill;
 use crate::retry::Retries;
 
 /// Why a reconciliation failed (it is retried after a growing delay: [`crate::retry`]).
@@ -88,8 +92,12 @@ pub struct Context {
     pub metrics: Metrics,
     /// Failed reconciliations per object, for the delay before the next try.
     pub retries: Retries,
+    /// The warm pools' recent Pod creations, for their refill rate (`poolRefill`).
+    pub refill: Refill,
     /// Pods whose archive is being streamed now (by uid), so that a second reconcile does not stream it again.
     streaming: Mutex<Streams>,
+    /// The followers of the main container's log of the Pods that run, by Pod uid ([`crate::follow`]).
+    pub followers: Followers,
 }
 
 /// How long a Pod's archive stream is remembered at most: longer than any stream takes (the Pod is past its
@@ -98,7 +106,8 @@ pub const STREAM_FORGET_AFTER: Duration = Duration::from_secs(3600);
 /// Most archive streams remembered at once (far more than run at once); beyond it the oldest is forgotten.
 pub const MAX_STREAMS: usize = 4096;
 
-/// The Pods (by uid) whose archive stream was started, and when.
+/// The Pods whose archive stream was started, and when, keyed by [`Streams::key`] (the execution's uid, then the
+/// Pod's), so that deleting an execution's children forgets its streams.
 #[derive(Debug, Default)]
 pub struct Streams {
     started: HashMap<String, Instant>,
@@ -126,9 +135,22 @@ impl Streams {
         true
     }
 
-    /// Forgets the Pod `uid` (its children were deleted).
-    pub fn remove(&mut self, uid: &str) -> bool {
-        self.started.remove(uid).is_some()
+    /// The key of the stream into the Pod `pod_uid` of the execution `execution_uid`.
+    pub fn key(execution_uid: &str, pod_uid: &str) -> String {
+        format!("{execution_uid}/{pod_uid}")
+    }
+
+    /// Forgets the stream `key`.
+    pub fn remove(&mut self, key: &str) -> bool {
+        self.started.remove(key).is_some()
+    }
+
+    /// Forgets every stream of the execution `execution_uid` (its children were deleted).
+    pub fn remove_execution(&mut self, execution_uid: &str) -> usize {
+        let prefix = format!("{execution_uid}/");
+        let before = self.started.len();
+        self.started.retain(|key, _| !key.starts_with(&prefix));
+        before - self.started.len()
     }
 
     /// How many streams are remembered.
@@ -154,6 +176,7 @@ impl Context {
     ) -> Context {
         Context {
             client,
+            refill: Refill::new(&config.pool_refill),
             config,
             recorder,
             logs,
@@ -161,6 +184,7 @@ impl Context {
             metrics,
             retries: Retries::default(),
             streaming: Mutex::default(),
+            followers: Followers::default(),
         }
     }
 
@@ -173,6 +197,7 @@ impl Context {
     pub fn forget_gone(&self, live: impl IntoIterator<Item = ObjectRef<PythonExecution>>) {
         let live: HashSet<_> = live.into_iter().collect();
         self.retries.retain(&live);
+        self.followers.retain(&live);
     }
 
     /// How many objects the per-object state holds: (objects with retry state, archive streams).
@@ -198,6 +223,11 @@ mod tests {
             streams.remove(&format!("pod-{i}"));
         }
         assert!(streams.is_empty(), "deleting the children forgets the stream");
+        assert!(streams.insert_at(Streams::key("exe-uid", "pod-uid"), t0));
+        assert!(streams.insert_at(Streams::key("other", "pod-uid-2"), t0));
+        assert_eq!(streams.remove_execution("exe-uid"), 1, "an execution's streams go with its children");
+        assert_eq!(streams.remove_execution("exe"), 0, "by whole uid only");
+        streams.remove(&Streams::key("other", "pod-uid-2"));
         streams.insert_at("stale".into(), t0);
         streams.insert_at("fresh".into(), t0 + STREAM_FORGET_AFTER);
         assert_eq!(streams.len(), 1, "an old stream is forgotten");

@@ -55,6 +55,8 @@ pub async fn run(client: Client, ctx: Arc<Context>, namespace: Option<&str>, rea
     // The gauges of pending and running executions are counted from the controller's own store.
     ctx.metrics.count_from(controller.store());
     let sweeper = tokio::spawn(sweep(controller.store(), ctx.clone()));
+    // The warm pools' controller runs beside this one, with the same context, and stops with it.
+    let pools = tokio::spawn(crate::pool::controller::run(client.clone(), ctx.clone(), namespace.map(str::to_owned)));
     let metrics = ctx.metrics.clone();
     controller
         .with_config(config)
@@ -79,6 +81,7 @@ pub async fn run(client: Client, ctx: Arc<Context>, namespace: Option<&str>, rea
         })
         .await;
     sweeper.abort();
+    pools.abort();
 }
 
 /// How often the context's per-object state is swept against the store of executions.

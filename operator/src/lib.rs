@@ -10,11 +10,13 @@
 //! - [`reconcile`]: the level-triggered loop that decides the next step: create, advance, finish, kill, expire;
 //! - [`children`]: creating and deleting the objects an execution owns;
 //! - [`collect`]: a finished Pod's logs and states, read into a result and the reason it ended;
+//! - [`follow`]: the runner's frames read while the program runs, so that a rotated log loses nothing;
 //! - [`status`]: conditions and the status patch;
 //! - [`retry`]: the growing per-object delay after failed reconciliations;
 //! - [`attach`]: streaming archives and the go-ahead into Pods through the attach API;
 //! - [`logs`]: the store of full outputs, and [`server`] its HTTP endpoint with metrics and health;
-//! - [`metrics`]: Prometheus metrics.
+//! - [`metrics`]: Prometheus metrics;
+//! - [`pool`]: warm pools (`PythonExecutionPool`): their idle Pods, and the claim of one by an execution that fits.
 
 pub mod admission;
 pub mod attach;
@@ -25,9 +27,11 @@ pub mod config;
 pub mod context;
 pub mod controller;
 pub mod desired;
+pub mod follow;
 pub mod logs;
 pub mod metrics;
 pub mod observe;
+pub mod pool;
 pub mod reconcile;
 pub mod retry;
 pub mod server;

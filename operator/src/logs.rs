@@ -88,6 +88,7 @@ mod tests {
         let store = LogStore::new(&LogsConfig {
             dir: Some(dir.path().into()),
             url: Some("http://op:8081/".into()),
+            tokens_dir: None,
             token_file: None,
         });
         let mut result = ExecutionResult::pending("exe");

@@ -22,7 +22,7 @@ use pyexec_operator::context::Context;
 use pyexec_operator::desired::find_default_deny;
 use pyexec_operator::logs::LogStore;
 use pyexec_operator::metrics::Metrics;
-use pyexec_operator::server::{Readiness, ServerState, router};
+use pyexec_operator::server::{LogTokens, Readiness, ServerState, router};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -43,19 +43,15 @@ async fn main() -> anyhow::Result<()> {
     });
     let metrics = Metrics::new();
     let logs = LogStore::new(&config.logs);
-    let logs_token = match &config.logs.token_file {
-        Some(path) => {
-            Some(std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?.trim().into())
-        }
-        None => None,
-    };
+    let logs_tokens = LogTokens::load(&config.logs).context("reading the log store's tokens")?;
+    tracing::info!(namespaces = logs_tokens.namespaces(), "log store tokens read");
     let archives =
         config.archives.as_ref().map(ArchiveFetcher::new).transpose().context("reading the archive store token")?;
 
     let listener =
         tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
     let ready = Readiness::default();
-    let app = router(ServerState { metrics: metrics.clone(), logs: logs.clone(), logs_token, ready: ready.clone() });
+    let app = router(ServerState { metrics: metrics.clone(), logs: logs.clone(), logs_tokens, ready: ready.clone() });
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "the HTTP endpoint stopped");

@@ -30,6 +30,12 @@ struct ErrorLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolLabels {
+    namespace: String,
+    pool: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FinishLabels {
     phase: String,
     reason: String,
@@ -59,6 +65,9 @@ pub struct Metrics {
     watch_errors: Counter,
     /// 1 while this replica holds the leader lease.
     pub leader: Gauge,
+    claims: Family<Outcome, Counter>,
+    pool_idle: Family<PoolLabels, Gauge>,
+    pool_claimed: Family<PoolLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -113,6 +122,21 @@ impl Metrics {
         registry.register("watch_errors", "Errors of the controller's watches (each retried)", watch_errors.clone());
         let leader = Gauge::default();
         registry.register("leader", "1 while this replica is the leader", leader.clone());
+        let claims = Family::<Outcome, Counter>::default();
+        registry.register(
+            "pool_claims",
+            "Warm-pool claims of executions being created, by outcome (warm, cold-no-pool, cold-no-idle; conflict: a \
+             race for one Pod lost, after which the next Pod is tried)",
+            claims.clone(),
+        );
+        let pool_idle = Family::<PoolLabels, Gauge>::default();
+        registry.register("pool_idle_pods", "Idle Pods of each warm pool (starting or ready)", pool_idle.clone());
+        let pool_claimed = Family::<PoolLabels, Gauge>::default();
+        registry.register(
+            "pool_claimed_pods",
+            "Pods claimed from each warm pool that still exist (running their executions)",
+            pool_claimed.clone(),
+        );
         Metrics {
             registry: Arc::new(registry),
             reconciles,
@@ -127,6 +151,9 @@ impl Metrics {
             watch_healthy,
             watch_errors,
             leader,
+            claims,
+            pool_idle,
+            pool_claimed,
         }
     }
 
@@ -165,6 +192,25 @@ impl Metrics {
     /// Counts the pending and running executions with this function at each rendering.
     pub fn count_with(&self, count: impl Fn() -> (usize, usize) + Send + Sync + 'static) {
         let _ = self.counter.set(Box::new(count));
+    }
+
+    /// An execution's claim attempt ended with this outcome (`warm`, `cold-no-pool`, `cold-no-idle`, `conflict`).
+    pub fn claim(&self, outcome: &str) {
+        self.claims.get_or_create(&Outcome { outcome: outcome.into() }).inc();
+    }
+
+    /// A pool's idle and claimed Pods, as its last reconciliation counted them.
+    pub fn pool_sizes(&self, namespace: &str, pool: &str, idle: usize, claimed: usize) {
+        let labels = PoolLabels { namespace: namespace.into(), pool: pool.into() };
+        self.pool_idle.get_or_create(&labels).set(i64::try_from(idle).unwrap_or(i64::MAX));
+        self.pool_claimed.get_or_create(&labels).set(i64::try_from(claimed).unwrap_or(i64::MAX));
+    }
+
+    /// A pool was deleted: its gauges go.
+    pub fn forget_pool(&self, namespace: &str, pool: &str) {
+        let labels = PoolLabels { namespace: namespace.into(), pool: pool.into() };
+        self.pool_idle.remove(&labels);
+        self.pool_claimed.remove(&labels);
     }
 
     /// A watch of the controller failed.

@@ -28,12 +28,13 @@ use pyexec_crds::convert::status_from_result;
 use pyexec_crds::{Phase, PythonExecution};
 
 use crate::admission::{Admitted, Refusal, admit, inline_requirements};
-use crate::attach::{send_go, stream_archive};
+use crate::attach::{AttachError, send_go, stream_archive};
 use crate::children::{Created, clean_up, close_network, create_children};
 use crate::collect::{Collected, collect};
 use crate::context::{Context, Error};
 use crate::logs::FINALIZER;
 use crate::observe::{self, Finish, FinishKind, GATE_ANNOTATION, PodState};
+use crate::pool;
 use crate::status::{CHILDREN_DELETED, current_status, set_condition, write_status, write_status_if_changed};
 
 /// The `ChildrenDeleted` condition's message until they are.
@@ -65,6 +66,7 @@ async fn reconcile_inner(cr: Arc<PythonExecution>, ctx: Arc<Context>) -> Result<
     let api: Api<PythonExecution> = Api::namespaced(ctx.client.clone(), &namespace);
     if !ctx.logs.enabled() {
         if cr.meta().deletion_timestamp.is_some() {
+            ctx.followers.forget(&ObjectRef::from_obj(&*cr));
             return Ok(Action::await_change());
         }
         return apply(cr, &ctx).await;
@@ -73,6 +75,7 @@ async fn reconcile_inner(cr: Arc<PythonExecution>, ctx: Arc<Context>) -> Result<
         match event {
             Finalizer::Apply(cr) => apply(cr, &ctx).await,
             Finalizer::Cleanup(cr) => {
+                ctx.followers.forget(&ObjectRef::from_obj(&*cr));
                 ctx.logs.remove(&cr.namespace().unwrap_or_default(), &cr.uid().unwrap_or_default()).await?;
                 Ok(Action::await_change())
             }
@@ -133,10 +136,12 @@ async fn next_step(cr: &Arc<PythonExecution>, ctx: &Context) -> Result<Action, E
         }
         return expire(&cr, ctx, &now).await;
     }
-    // Only the execution's own Pod is observed: a Pod of the same name that someone else made is not its.
-    let pod = match pods.get_opt(&name).await? {
+    // Only the execution's own Pod is observed: a Pod of the same name that someone else made is not its. A warm
+    // Pod has the pool's name for it, which the status records from the claim on.
+    let pod_name = cr.status.as_ref().and_then(|s| s.pod_name.clone()).unwrap_or_else(|| name.clone());
+    let pod = match pods.get_opt(&pod_name).await? {
         Some(pod) if !observe::controlled_by(pod.meta(), cr.uid().as_deref()) => {
-            return Err(Error::NameConflict { kind: "Pod", name });
+            return Err(Error::NameConflict { kind: "Pod", name: pod_name });
         }
         pod => pod,
     };
@@ -153,12 +158,12 @@ async fn next_step(cr: &Arc<PythonExecution>, ctx: &Context) -> Result<Action, E
         }
         None => create(&cr, ctx, &now).await,
         Some(pod) if kill => {
-            let finish_state = match observe::pod_state(&pod) {
+            let finish_state = match pool::pod_state(&pod) {
                 PodState::Finished(f) => f,
                 PodState::Running { started_at, .. } => Finish::unfinished(FinishKind::Program, started_at),
                 _ => Finish::unfinished(FinishKind::NeverStarted, None),
             };
-            let collected = collect(&cr, &pods, &pod, &finish_state, true).await?;
+            let collected = collect(&cr, &pods, &ctx.followers, &pod, &finish_state, true).await?;
             finish(&cr, ctx, collected, Some(&pod), &now).await
         }
         Some(pod) => advance(&cr, ctx, &pods, pod, &now).await,
@@ -197,6 +202,10 @@ async fn create(cr: &PythonExecution, ctx: &Context, now: &Time) -> Result<Actio
         Ok(a) => a,
         Err(refusal) => return refuse(cr, ctx, refusal, now).await,
     };
+    // A warm Pod of a pool that fits, when one is idle: no Pod to create, no sandbox to wait for.
+    if let Some(claimed) = pool::claim::try_claim(cr, ctx, &admitted).await? {
+        return pool::claim::start(cr, ctx, &admitted, claimed, now).await;
+    }
     let nonce = uuid::Uuid::new_v4().simple().to_string();
     match create_children(cr, ctx, &admitted, &nonce).await? {
         Created::Done => {}
@@ -246,8 +255,8 @@ fn describe(admitted: &Admitted) -> String {
 
 /// Moves a running Pod along: archive, go-ahead, `Running`, finish.
 async fn advance(cr: &PythonExecution, ctx: &Context, pods: &Api<Pod>, pod: Pod, now: &Time) -> Result<Action, Error> {
-    let name = cr.name_any();
-    match observe::pod_state(&pod) {
+    let name = pod.name_any();
+    match pool::pod_state(&pod) {
         PodState::Starting { archive_wanted, waiting } => {
             if archive_wanted {
                 start_streaming(cr, ctx, pods.clone(), &pod);
@@ -271,8 +280,10 @@ async fn advance(cr: &PythonExecution, ctx: &Context, pods: &Api<Pod>, pod: Pod,
             Ok(Action::requeue(Duration::from_secs(15)))
         }
         PodState::Running { started_at, gate_wanted } => {
+            // Read the frames as they are written: the log may be rotated before the program ends.
+            ctx.followers.start(cr, pods.clone(), &pod, ctx.config.output_limit_bytes);
             // Every runner waits for the go-ahead; until it went through, look again soon rather than at the timeout.
-            let gate_pending = gate_wanted && !open_gate(cr, ctx, pods, &name).await?;
+            let gate_pending = gate_wanted && !open_gate(cr, ctx, pods, &pod).await?;
             let mut status = current_status(cr);
             if status.phase != Some(Phase::Running)
                 && let (Some(created), Some(started)) = (cr.meta().creation_timestamp.as_ref(), started_at.as_ref())
@@ -290,7 +301,7 @@ async fn advance(cr: &PythonExecution, ctx: &Context, pods: &Api<Pod>, pod: Pod,
             Ok(Action::requeue(Duration::from_secs(cr.spec.limits.timeout_seconds.clamp(5, 300))))
         }
         PodState::Finished(f) => {
-            let collected = collect(cr, pods, &pod, &f, false).await?;
+            let collected = collect(cr, pods, &ctx.followers, &pod, &f, false).await?;
             finish(cr, ctx, collected, Some(&pod), now).await
         }
         PodState::Stuck(message) if observe::may_resolve(&message) && within_grace(ctx, pod.meta(), now) => {
@@ -311,8 +322,8 @@ async fn advance(cr: &PythonExecution, ctx: &Context, pods: &Api<Pod>, pod: Pod,
 
 fn start_streaming(cr: &PythonExecution, ctx: &Context, pods: Api<Pod>, pod: &Pod) {
     let (Some(archive), Some(fetcher)) = (cr.spec.source.archive.clone(), ctx.archives.clone()) else { return };
-    let uid = pod.uid().unwrap_or_default();
-    if !ctx.streaming().insert(uid.clone()) {
+    let key = crate::context::Streams::key(&cr.uid().unwrap_or_default(), &pod.uid().unwrap_or_default());
+    if !ctx.streaming().insert(key) {
         return;
     }
     let name = pod.name_any();
@@ -326,10 +337,24 @@ fn start_streaming(cr: &PythonExecution, ctx: &Context, pods: Api<Pod>, pod: &Po
 }
 
 /// Makes sure the program's NetworkPolicy is in place (created, or the install stage's replaced), then tells the
-/// runner to go on. Whether the go-ahead was delivered.
-async fn open_gate(cr: &PythonExecution, ctx: &Context, pods: &Api<Pod>, name: &str) -> Result<bool, Error> {
+/// runner to go on: the go-ahead, or for a warm Pod the claim it waits for. Whether it was delivered.
+async fn open_gate(cr: &PythonExecution, ctx: &Context, pods: &Api<Pod>, pod: &Pod) -> Result<bool, Error> {
     close_network(cr, ctx).await?;
-    if let Err(e) = send_go(pods, name).await {
+    let name = &pod.name_any();
+    let sent = if pool::is_warm(pod) {
+        // Admission is pure and decided this execution fits a warm Pod: no project requirements to read.
+        match admit(cr, &ctx.config, None) {
+            Ok(admitted) => {
+                pool::claim::hand_over(pods, name, &pool::claim::claim_document(cr, &admitted, &ctx.config)).await
+            }
+            Err(refusal) => {
+                Err(AttachError::Write { container: "python", source: std::io::Error::other(refusal.message) })
+            }
+        }
+    } else {
+        send_go(pods, name).await
+    };
+    if let Err(e) = sent {
         tracing::warn!(pod = %name, error = %e, "sending the go-ahead failed; retrying");
         return Ok(false);
     }

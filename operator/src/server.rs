@@ -1,6 +1,9 @@
 //! The operator's HTTP endpoint: `/metrics`, `/healthz`, `/readyz`, and `/logs/{namespace}/{uid}` (the stored
-//! full output of an execution; bearer token required when one is configured).
+//! full output of an execution). Reading `/logs/{namespace}/...` takes that namespace's bearer token
+//! ([`LogTokens`]): an API server holding the token of its own namespace cannot read the outputs of another.
 
+use std::collections::HashMap;
+use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -11,8 +14,110 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 
+use crate::config::LogsConfig;
 use crate::logs::LogStore;
 use crate::metrics::Metrics;
+
+/// Who may read the stored outputs of which namespace: a token per namespace (`logs.tokensDir`), and a token for
+/// every namespace without one of its own (`logs.tokenFile`, the configuration before per-namespace tokens). With
+/// neither, `/logs` is open (only for setups where nothing untrusted reaches the operator's port).
+#[derive(Clone, Default)]
+pub struct LogTokens {
+    by_namespace: Arc<HashMap<String, String>>,
+    shared: Option<Arc<str>>,
+}
+
+impl std::fmt::Debug for LogTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Namespaces only: tokens stay out of logs.
+        let mut namespaces: Vec<&String> = self.by_namespace.keys().collect();
+        namespaces.sort();
+        f.debug_struct("LogTokens").field("namespaces", &namespaces).field("shared", &self.shared.is_some()).finish()
+    }
+}
+
+/// Why the tokens could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum TokensError {
+    /// A file or the directory could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// What.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file of the tokens directory is not named after a namespace, or holds no token.
+    #[error("{path}: {why}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        why: &'static str,
+    },
+}
+
+impl LogTokens {
+    /// Tokens by namespace, and the token of the namespaces without one.
+    pub fn new(by_namespace: HashMap<String, String>, shared: Option<String>) -> LogTokens {
+        LogTokens { by_namespace: Arc::new(by_namespace), shared: shared.map(Into::into) }
+    }
+
+    /// The tokens the configuration names: every file of `tokensDir` (a mounted Secret: its `..data` links are
+    /// skipped) is the token of the namespace it is named after; `tokenFile` the shared one.
+    pub fn load(config: &LogsConfig) -> Result<LogTokens, TokensError> {
+        let mut by_namespace = HashMap::new();
+        if let Some(dir) = &config.tokens_dir {
+            let read = |source| TokensError::Read { path: dir.clone(), source };
+            for entry in std::fs::read_dir(dir).map_err(read)? {
+                let path = entry.map_err(read)?.path();
+                let Some(name) = path.file_name().and_then(|n| n.to_str()).map(str::to_owned) else { continue };
+                if name.starts_with('.') {
+                    continue;
+                }
+                if !is_namespace_name(&name) {
+                    return Err(TokensError::Invalid { path, why: "not named after a namespace" });
+                }
+                by_namespace.insert(name, read_token(&path)?);
+            }
+        }
+        let shared = config.token_file.as_deref().map(read_token).transpose()?;
+        Ok(LogTokens::new(by_namespace, shared))
+    }
+
+    /// Whether `authorization` (the request's header) may read the stored outputs of `namespace`. A namespace with
+    /// a token of its own takes only that one; the shared token serves the others; with no token at all, anyone.
+    pub fn allows(&self, namespace: &str, authorization: Option<&str>) -> bool {
+        match (self.by_namespace.get(namespace), &self.shared) {
+            (Some(token), _) => pyexec_core::secret::bearer_matches(token, authorization),
+            (None, Some(shared)) => pyexec_core::secret::bearer_matches(shared, authorization),
+            (None, None) => self.by_namespace.is_empty(),
+        }
+    }
+
+    /// How many namespaces have a token of their own.
+    pub fn namespaces(&self) -> usize {
+        self.by_namespace.len()
+    }
+}
+
+fn read_token(path: &FsPath) -> Result<String, TokensError> {
+    let text = std::fs::read_to_string(path).map_err(|source| TokensError::Read { path: path.into(), source })?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(TokensError::Invalid { path: path.into(), why: "the token is empty" });
+    }
+    Ok(token.to_owned())
+}
+
+/// A Kubernetes namespace name (an RFC 1123 label).
+fn is_namespace_name(name: &str) -> bool {
+    (1..=63).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
 
 /// Whether the operator can see the cluster, for `/readyz`: failing from a watch error until a reconciliation
 /// runs again, or until no watch error came for [`Readiness::RECOVERY`] (a failing watch retries, and fails again,
@@ -54,8 +159,8 @@ pub struct ServerState {
     pub metrics: Metrics,
     /// Stored outputs.
     pub logs: LogStore,
-    /// Token readers of `/logs` must send, when set.
-    pub logs_token: Option<Arc<str>>,
+    /// The tokens readers of `/logs` must send.
+    pub logs_tokens: LogTokens,
     /// The controller's watch health, for `/readyz`.
     pub ready: Readiness,
 }
@@ -89,12 +194,14 @@ async fn logs(
     headers: HeaderMap,
     Path((namespace, uid)): Path<(String, String)>,
 ) -> Response {
-    if let Some(token) = &state.logs_token {
-        let sent = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        if !pyexec_core::secret::bearer_matches(token, sent) {
-            return (StatusCode::UNAUTHORIZED, Json(serde_json::json!({"error": "a valid bearer token is required"})))
-                .into_response();
-        }
+    // Checked before anything is looked up: without the namespace's token, whether an output exists is not said.
+    let sent = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    if !state.logs_tokens.allows(&namespace, sent) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(serde_json::json!({"error": "a valid bearer token of this namespace is required"})),
+        )
+            .into_response();
     }
     match state.logs.load(&namespace, &uid).await {
         Ok(Some(logs)) => Json(logs).into_response(),
@@ -111,6 +218,95 @@ async fn logs(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pyexec_core::ExecutionResult;
+
+    /// A server with outputs stored for `uid-a` in `team-a` and `uid-b` in `team-b`; its base URL.
+    async fn serve(tokens: LogTokens) -> (String, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogsConfig { dir: Some(dir.path().into()), ..LogsConfig::default() };
+        let logs = LogStore::new(&config);
+        let mut result = ExecutionResult::pending("exe");
+        result.stdout = "secret output".into();
+        logs.save("team-a", "uid-a", &result).await.unwrap();
+        logs.save("team-b", "uid-b", &result).await.unwrap();
+        let state = ServerState { metrics: Metrics::new(), logs, logs_tokens: tokens, ready: Readiness::default() };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, router(state)).await });
+        (url, dir)
+    }
+
+    async fn get(url: &str, path: &str, token: Option<&str>) -> u16 {
+        let mut request = reqwest::Client::new().get(format!("{url}{path}"));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.unwrap().status().as_u16()
+    }
+
+    fn per_namespace() -> LogTokens {
+        LogTokens::new(HashMap::from([("team-a".into(), "token-a".into()), ("team-b".into(), "token-b".into())]), None)
+    }
+
+    #[tokio::test]
+    async fn a_namespaces_token_reads_its_outputs_and_no_others() {
+        let (url, _dir) = serve(per_namespace()).await;
+        assert_eq!(get(&url, "/logs/team-a/uid-a", Some("token-a")).await, 200);
+        assert_eq!(get(&url, "/logs/team-b/uid-b", Some("token-b")).await, 200);
+        // A's token does not read B's output, which exists: 401, not 404, so nothing is said about it.
+        assert_eq!(get(&url, "/logs/team-b/uid-b", Some("token-a")).await, 401);
+        assert_eq!(get(&url, "/logs/team-b/missing", Some("token-a")).await, 401);
+        // With the right token, a missing output is 404.
+        assert_eq!(get(&url, "/logs/team-a/missing", Some("token-a")).await, 404);
+        assert_eq!(get(&url, "/logs/team-a/uid-a", None).await, 401);
+        assert_eq!(get(&url, "/logs/team-a/uid-a", Some("token-a ")).await, 200, "whitespace is not the token");
+        // A namespace without a token, and no shared token: nobody reads it.
+        assert_eq!(get(&url, "/logs/team-c/uid-c", Some("token-a")).await, 401);
+    }
+
+    #[tokio::test]
+    async fn the_shared_token_serves_only_namespaces_without_their_own() {
+        let tokens = LogTokens::new(HashMap::from([("team-a".into(), "token-a".into())]), Some("shared".into()));
+        let (url, _dir) = serve(tokens).await;
+        assert_eq!(get(&url, "/logs/team-b/uid-b", Some("shared")).await, 200);
+        assert_eq!(get(&url, "/logs/team-a/uid-a", Some("shared")).await, 401, "team-a has its own");
+        assert_eq!(get(&url, "/logs/team-a/uid-a", Some("token-a")).await, 200);
+        assert_eq!(get(&url, "/logs/team-b/uid-b", Some("token-a")).await, 401);
+        // No token at all: open, as before tokens were configured.
+        let (open, _dir) = serve(LogTokens::default()).await;
+        assert_eq!(get(&open, "/logs/team-b/uid-b", None).await, 200);
+    }
+
+    #[test]
+    fn tokens_are_read_from_a_mounted_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        // As the kubelet mounts a Secret: the keys are links into a `..data` directory.
+        let data = dir.path().join("..data");
+        std::fs::create_dir(&data).unwrap();
+        std::fs::write(data.join("team-a"), "token-a\n").unwrap();
+        std::os::unix::fs::symlink("..data/team-a", dir.path().join("team-a")).unwrap();
+        let shared = dir.path().join("..data").join("shared");
+        std::fs::write(&shared, "shared-token").unwrap();
+        let config = LogsConfig {
+            tokens_dir: Some(dir.path().into()),
+            token_file: Some(shared.clone()),
+            ..LogsConfig::default()
+        };
+        let tokens = LogTokens::load(&config).unwrap();
+        assert_eq!(tokens.namespaces(), 1);
+        assert!(tokens.allows("team-a", Some("Bearer token-a")));
+        assert!(!tokens.allows("team-a", Some("Bearer shared-token")));
+        assert!(tokens.allows("team-b", Some("Bearer shared-token")));
+        assert!(!format!("{tokens:?}").contains("token-a"), "tokens stay out of debug output");
+
+        std::fs::write(dir.path().join("Not_A_Namespace"), "x").unwrap();
+        assert!(matches!(LogTokens::load(&config), Err(TokensError::Invalid { .. })));
+        std::fs::remove_file(dir.path().join("Not_A_Namespace")).unwrap();
+        std::fs::write(dir.path().join("team-b"), " \n").unwrap();
+        assert!(matches!(LogTokens::load(&config), Err(TokensError::Invalid { why: "the token is empty", .. })));
+        let missing = LogsConfig { tokens_dir: Some(dir.path().join("absent")), ..LogsConfig::default() };
+        assert!(matches!(LogTokens::load(&missing), Err(TokensError::Read { .. })));
+    }
 
     #[test]
     fn readiness_fails_after_a_watch_error_until_the_watch_works() {

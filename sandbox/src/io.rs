@@ -11,11 +11,14 @@ use crate::spec::{Captured, OutputChunk, Stream};
 
 const READ_CHUNK: usize = 64 * 1024;
 
-/// Writes `data` then closes the pipe (end-of-file). A program that exits without reading is not an error.
-pub(crate) async fn feed_stdin(fd: OwnedFd, data: Vec<u8>) {
+/// Writes `preamble`, then `data`, then closes the pipe (end-of-file). A program that exits without reading is
+/// not an error. Two parts, so that a large standard input is never copied to be prefixed.
+pub(crate) async fn feed_stdin(fd: OwnedFd, preamble: Vec<u8>, data: Vec<u8>) {
     let Ok(mut tx) = pipe::Sender::from_owned_fd(fd) else { return };
-    if !data.is_empty() {
-        let _ = tx.write_all(&data).await;
+    for part in [preamble, data] {
+        if !part.is_empty() && tx.write_all(&part).await.is_err() {
+            return;
+        }
     }
 }
 

@@ -26,6 +26,7 @@ mod launcher;
 mod live_child;
 mod network;
 mod plan;
+mod prepared;
 pub mod report;
 mod rootfs_plan;
 mod sandbox;
@@ -35,6 +36,7 @@ mod stage;
 mod uid;
 
 pub use config::{NetworkConfig, SandboxConfig};
+pub use prepared::{Handover, Prepared};
 pub use report::{IsolationLevel, IsolationReport};
 pub use sandbox::Sandbox;
 pub use spec::{

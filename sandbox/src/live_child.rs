@@ -37,6 +37,14 @@ impl LiveChild {
         Ok(())
     }
 
+    /// Whether the child has exited already (without waiting).
+    pub(crate) fn has_exited(&self) -> bool {
+        let Ok(fd) = self.fd() else { return true };
+        let mut fds = [rustix::event::PollFd::new(fd, rustix::event::PollFlags::IN)];
+        let now = rustix::event::Timespec { tv_sec: 0, tv_nsec: 0 };
+        matches!(rustix::event::poll(&mut fds, Some(&now)), Ok(n) if n > 0)
+    }
+
     /// SIGKILL to pid 1 of the sandbox: the kernel then kills every process of its pid namespace.
     pub(crate) fn kill(&self) {
         if let Ok(fd) = self.fd() {

@@ -10,7 +10,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -18,17 +18,16 @@ use tokio_util::sync::CancellationToken;
 use crate::SandboxError;
 use crate::cgroup::{CgroupLayout, CgroupLimits, RunCgroup};
 use crate::config::SandboxConfig;
-use crate::io;
 use crate::landlock;
 use crate::launcher::Launcher;
 use crate::live_child::LiveChild;
 use crate::network::{Egress, EgressGuard};
 use crate::plan::{ChildPlan, Pipes, Program, cstr, relative, rlimits};
+use crate::prepared::{ChildPipes, Handover, Prepared};
 use crate::report::{self, IsolationReport};
 use crate::rootfs_plan::{RootfsPlan, RootfsPlanner};
 use crate::seccomp;
-use crate::spec::{ExitStatus, Identity, MAX_EXTRA_OUTPUTS, Network, Outcome, OutputChunk, RunLimits, RunSpec, Stream};
-use crate::stage::{self, REPORT_BYTES};
+use crate::spec::{ExitStatus, Identity, MAX_EXTRA_OUTPUTS, Network, Outcome, OutputChunk, RunLimits, RunSpec};
 use crate::uid::UidPool;
 
 /// Runs started by this process, across all [`Sandbox`]es: names each run's cgroup uniquely.
@@ -148,6 +147,12 @@ impl Sandbox {
         self.inner.rootful.then_some(self.inner.service_uid)
     }
 
+    /// Whether runs get cgroups (memory, pids and CPU limits, OOM verdicts); without them memory is an rlimit
+    /// fixed when a sandbox is built.
+    pub fn has_cgroups(&self) -> bool {
+        self.inner.cgroups.is_available()
+    }
+
     /// Whether runs may ask for network (egress tools present).
     pub fn network_available(&self) -> Result<(), String> {
         self.inner.egress.as_ref().map(drop).map_err(Clone::clone)
@@ -190,15 +195,31 @@ impl Sandbox {
         self.execute(spec, events, cancel, true).await
     }
 
-    /// Admits a run, gives it a host uid and its cgroups, and takes them back once it is over. `exec: false`
-    /// builds the whole sandbox and stops right before `execve` (the start-up self-tests).
+    /// Builds a sandbox for `spec` and starts its program right away; the program waits for its work on standard
+    /// input. The returned [`Prepared`] holds everything until [`Prepared::run`] hands the work over; dropping it
+    /// destroys the sandbox. The embedded backend's warm pools are made of these.
+    pub async fn prepare(&self, mut spec: RunSpec) -> Result<Prepared, SandboxError> {
+        spec.stdin.clear();
+        self.build(spec, true).await
+    }
+
+    /// A cold run: build, then hand over at once. `exec: false` builds the whole sandbox and stops right before
+    /// `execve` (the start-up self-tests).
     async fn execute(
         &self,
-        spec: RunSpec,
+        mut spec: RunSpec,
         events: Option<mpsc::Sender<OutputChunk>>,
         cancel: CancellationToken,
         exec: bool,
     ) -> Result<Outcome, SandboxError> {
+        let handover = Handover { preamble: Vec::new(), stdin: std::mem::take(&mut spec.stdin), limits: spec.limits };
+        self.build(spec, exec).await?.run(handover, events, cancel).await
+    }
+
+    /// Admits a run, gives it a host uid and its cgroups, plans and clones the child, prepares it from outside
+    /// (identity, cgroups, network) and lets it go: it builds its root and executes the program. Whatever fails
+    /// on the way is undone when the [`Prepared`] is dropped.
+    async fn build(&self, spec: RunSpec, exec: bool) -> Result<Prepared, SandboxError> {
         let inner = &*self.inner;
         if spec.network.is_on()
             && let Err(reason) = &inner.egress
@@ -219,38 +240,12 @@ impl Sandbox {
         };
         let run_no = RUNS.fetch_add(1, Ordering::Relaxed);
         let cgroup_name = format!("run-{}-{run_no}", std::process::id());
-        let limits = CgroupLimits {
-            memory_bytes: spec.limits.memory_bytes,
-            pids: spec.limits.pids,
-            cpu_shares: spec.limits.cpu_shares,
-        };
-        let cgroup = inner.cgroups.create_run(&cgroup_name, &limits).map_err(SandboxError::Io)?;
-        let result = self.execute_in(spec, events, cancel, exec, host_ids, cgroup.as_ref()).await;
-        if let Some(cgroup) = cgroup {
-            let removed = tokio::task::spawn_blocking(move || cgroup.remove_blocking()).await;
-            if let Ok(Err(e)) | Err(e) = removed.map_err(std::io::Error::other) {
-                tracing::warn!(error = %e, "could not remove a run cgroup");
-            }
-        }
-        drop(lease);
-        result
-    }
+        let cgroup = inner.cgroups.create_run(&cgroup_name, &cgroup_limits(&spec.limits)).map_err(SandboxError::Io)?;
+        let mut prepared = Prepared::new(cgroup, lease, spec.limits);
 
-    /// The run itself: plan and clone the child, prepare it, release it, watch it against the timeout and
-    /// cancellation, reap it and collect its output and status.
-    async fn execute_in(
-        &self,
-        spec: RunSpec,
-        events: Option<mpsc::Sender<OutputChunk>>,
-        cancel: CancellationToken,
-        exec: bool,
-        host_ids: (u32, u32),
-        cgroup: Option<&RunCgroup>,
-    ) -> Result<Outcome, SandboxError> {
-        let inner = &*self.inner;
         let pipes = Pipes::new(spec.extra_outputs)?;
         let (plan, setup_fds, labels) = self.plan(&spec, &pipes, exec)?;
-        let cgroup_fd = match cgroup {
+        let cgroup_fd = match prepared.cgroup() {
             Some(c) => c.clone_into_fd()?,
             None => None,
         };
@@ -258,68 +253,13 @@ impl Sandbox {
         let mut child_only = child_ends;
         child_only.extend(setup_fds);
         let spawned = inner.launcher.spawn(plan, child_only, cgroup_fd).await?;
-        let child = LiveChild::new(spawned);
+        let pipes = ChildPipes { sync_w, report_r, status_r, stdin_w, stdout_r, stderr_r, extra_r };
+        prepared.attach_child(LiveChild::new(spawned), pipes, labels);
 
-        // Prepare the child's world while it waits: identity, cgroups, network.
-        let egress = self.prepare_child(&child, host_ids, cgroup, &spec.network).await?;
-        // Readers first, so that nothing the program writes can fill a pipe before we listen.
-        let stdout = tokio::spawn(io::capture(stdout_r, spec.limits.stdout_bytes, Stream::Stdout, events.clone()));
-        let stderr = tokio::spawn(io::capture(stderr_r, spec.limits.stderr_bytes, Stream::Stderr, events));
-        let report = tokio::spawn(io::read_small(report_r, REPORT_BYTES));
-        let extra_cap = spec.limits.stdout_bytes.max(1 << 20) + 64;
-        let extras: Vec<_> = extra_r.into_iter().map(|r| tokio::spawn(io::read_small(r, extra_cap))).collect();
-        let stdin = tokio::spawn(io::feed_stdin(stdin_w, spec.stdin));
-
-        rustix::io::write(&sync_w, &[1]).map_err(|e| SandboxError::Io(e.into()))?;
-        let started = Instant::now();
-
-        let (timed_out, cancelled) = tokio::select! {
-            r = child.exited() => { r?; (false, false) }
-            () = tokio::time::sleep(spec.limits.timeout) => (true, false),
-            () = cancel.cancelled() => (false, true),
-        };
-        if timed_out || cancelled {
-            if let Some(c) = cgroup {
-                c.kill();
-            }
-            child.kill();
-            child.exited().await?;
-        }
-        child.reap()?;
-        let duration = started.elapsed();
-        stdin.abort();
-        drop(sync_w);
-        drop(egress);
-
-        // Every process of the namespace is gone, so every pipe is at end-of-file.
-        let status_bytes = io::read_small(status_r, 4).await;
-        let failure = join(report).await?;
-        if failure.len() >= REPORT_BYTES && !(timed_out || cancelled) {
-            let mut bytes = [0u8; REPORT_BYTES];
-            bytes.copy_from_slice(&failure[..REPORT_BYTES]);
-            return Err(stage::setup_error(&bytes, &labels));
-        }
-        let stdout = join(stdout).await?.map_err(SandboxError::Io)?;
-        let stderr = join(stderr).await?.map_err(SandboxError::Io)?;
-        let mut extra = Vec::with_capacity(extras.len());
-        for task in extras {
-            extra.push(join(task).await?);
-        }
-        let status = match <[u8; 4]>::try_from(status_bytes.as_slice()) {
-            Ok(raw) => decode_wait_status(i32::from_ne_bytes(raw)),
-            // The program's init was killed before the program ended (timeout or cancellation).
-            Err(_) => ExitStatus::Signaled(libc::SIGKILL),
-        };
-        Ok(Outcome {
-            status,
-            timed_out,
-            cancelled,
-            oom_killed: cgroup.is_some_and(RunCgroup::oom_killed),
-            stdout,
-            stderr,
-            extras: extra,
-            duration,
-        })
+        // Prepare the child's world while it waits: identity, cgroups, network; then let it go.
+        let egress = self.prepare_child(prepared.child()?, host_ids, prepared.cgroup(), &spec.network).await?;
+        prepared.release(egress)?;
+        Ok(prepared)
     }
 
     /// Writes the uid/gid maps, joins the v1 cgroups and attaches the network.
@@ -404,19 +344,13 @@ impl Sandbox {
     }
 }
 
-/// The result of an output task.
-async fn join<T>(task: tokio::task::JoinHandle<T>) -> Result<T, SandboxError> {
-    task.await.map_err(|e| SandboxError::Io(std::io::Error::other(format!("output task failed: {e}"))))
-}
-
-/// The program's wait status, as pid 1 reported it.
-fn decode_wait_status(status: i32) -> ExitStatus {
-    if libc::WIFEXITED(status) {
-        ExitStatus::Exited(libc::WEXITSTATUS(status))
-    } else if libc::WIFSIGNALED(status) {
-        ExitStatus::Signaled(libc::WTERMSIG(status))
-    } else {
-        ExitStatus::Signaled(libc::SIGKILL)
+/// The cgroup limits of a run.
+pub(crate) fn cgroup_limits(limits: &RunLimits) -> CgroupLimits {
+    CgroupLimits {
+        memory_bytes: limits.memory_bytes,
+        pids: limits.pids,
+        cpu_shares: limits.cpu_shares,
+        background: limits.background,
     }
 }
 

@@ -100,6 +100,9 @@ pub struct RunLimits {
     pub stdout_bytes: usize,
     /// Standard error kept; the rest is read and dropped.
     pub stderr_bytes: usize,
+    /// The lowest CPU weight (the quota stays): a sandbox built ahead of demand never slows running programs.
+    /// A hand-over with `false` restores the normal weight.
+    pub background: bool,
 }
 
 impl Default for RunLimits {
@@ -113,6 +116,7 @@ impl Default for RunLimits {
             tmp_bytes: 100 << 20,
             stdout_bytes: 1 << 20,
             stderr_bytes: 1 << 20,
+            background: false,
         }
     }
 }

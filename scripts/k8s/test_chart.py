@@ -67,7 +67,7 @@ ACCEPTED_CONFIG_KEYS: dict[str, Any] = {
     "outputLimitBytes": None,
     "startupSeconds": None,
     "defaultTtlSecondsAfterFinished": None,
-    "logs": {"dir": None, "url": None, "tokenFile": None},
+    "logs": {"dir": None, "url": None, "tokensDir": None, "tokenFile": None},
     "archives": {"url": None, "tokenFile": None},
     "imagePullPolicy": None,
 }
@@ -82,6 +82,9 @@ OPERATOR_RULES = {
     ("pyexec.io", "pythonexecutions"): {"get", "list", "watch", "patch", "update", "delete"},
     ("pyexec.io", "pythonexecutions/status"): {"get", "patch", "update"},
     ("pyexec.io", "pythonexecutions/finalizers"): {"update"},
+    ("pyexec.io", "pythonexecutionpools"): {"get", "list", "watch"},
+    ("pyexec.io", "pythonexecutionpools/status"): {"get", "patch", "update"},
+    ("pyexec.io", "pythonexecutionpools/finalizers"): {"update"},
     ("", "pods"): {"get", "list", "watch", "create", "delete", "patch"},
     ("", "pods/log"): {"get"},
     ("", "pods/attach"): {"create", "get"},
@@ -184,6 +187,8 @@ def mounted_files(pod_spec: dict, container: dict) -> set[str]:
         sources = volume.get("projected", {}).get("sources", [])
         if "secret" in volume:
             sources = [{"secret": volume["secret"]}]
+            if "items" not in volume["secret"]:
+                files.add(f"{mount['mountPath']}/*")
         for source in sources:
             for item in next(iter(source.values())).get("items", []):
                 files.add(f"{mount['mountPath']}/{item['path']}")
@@ -293,6 +298,9 @@ def test_rbac_is_minimal(name):
 def test_crd_copy_is_identical():
     assert (CHART / "crds" / "pythonexecution.yaml").read_bytes() == CRD.read_bytes(), (
         "charts/python-executor/crds/pythonexecution.yaml differs from crds/pythonexecution.yaml: copy it again")
+    pool = ROOT / "crds" / "pythonexecutionpool.yaml"
+    assert (CHART / "crds" / "pythonexecutionpool.yaml").read_bytes() == pool.read_bytes(), (
+        "charts/python-executor/crds/pythonexecutionpool.yaml differs from crds/pythonexecutionpool.yaml: copy it again")
 
 
 @pytest.mark.parametrize("bad, words", [
@@ -317,6 +325,11 @@ def test_crd_copy_is_identical():
     ({"operator": {"config": {"packageIndex": {"url": "https://pypi.internal/simple", "egressTo": []}}}},
      ["/operator/config/packageIndex"]),
     ({"apiKeys": {"keys": ["short"]}}, ["/apiKeys/keys/0"]),
+    ({"operator": {"image": {"digest": "sha256:abc"}}}, ["/operator/image/digest"]),
+    ({"test": {"image": {"digest": "md5:" + "a" * 64}}}, ["/test/image/digest"]),
+    ({"operator": {"imageDigests": {"python": {"3.9": "sha256:" + "a" * 64}}}}, ["operator.imageDigests.python", "3.9"]),
+    ({"operator": {"imageDigests": {"docker": "sha256:" + "A" * 64}}}, ["/operator/imageDigests/docker"]),
+    ({"logsToken": {"extraNamespaces": ["Team_B"]}}, ["/logsToken/extraNamespaces/0"]),
 ])
 def test_bad_values_are_refused_naming_the_value(bad, words, tmp_path):
     values = tmp_path / "bad.yaml"
@@ -383,7 +396,10 @@ def test_operator_config_has_only_accepted_keys_and_points_at_the_services(name)
     assert config["archives"]["tokenFile"] in files
     if values["operator"]["logStore"]["enabled"]:
         assert config["logs"]["url"] == f"http://{op_service['metadata']['name']}.{NAMESPACE}.svc:{op_port}"
-        assert config["logs"]["tokenFile"] in files
+        if values["logsToken"]["existingSecret"]:
+            assert config["logs"]["tokenFile"] in files and "tokensDir" not in config["logs"]
+        else:
+            assert f"{config['logs']['tokensDir']}/*" in files and "tokenFile" not in config["logs"]
         mounts = {m["mountPath"] for m in operator["containers"][0]["volumeMounts"]}
         assert config["logs"]["dir"] in mounts
     else:
@@ -499,7 +515,14 @@ def test_control_plane_wiring(name):
 
     assert secret_ref(api_pod, "archive-token") == secret_ref(op_pod, "archive-token")
     if values["operator"]["logStore"]["enabled"]:
-        assert secret_ref(api_pod, "logs-token") == secret_ref(op_pod, "logs-token")
+        if values["logsToken"]["existingSecret"]:
+            assert secret_ref(api_pod, "logs-token") == secret_ref(op_pod, "logs-token")
+        else:
+            # The API server holds its namespace's token, from the Secret whose every key the operator reads.
+            secret, key = secret_ref(api_pod, "logs-token")
+            assert key == executions_namespace(name)
+            tokens = next(v for v in op_pod["volumes"] if v["name"] == "logs-tokens")
+            assert tokens["secret"]["secretName"] == secret and "items" not in tokens["secret"]
     secrets = {s["metadata"]["name"]: s for s in of_kind(name, "Secret")}
     for path, setting in (("archive-token", "archiveToken"), ("logs-token", "logsToken"), ("api-keys", "apiKeys")):
         try:
@@ -507,10 +530,128 @@ def test_control_plane_wiring(name):
         except AssertionError:
             continue
         existing = values[setting]["existingSecret"]
+        if setting == "logsToken" and not existing:
+            existing = values[setting]["existingTokensSecret"]
         if existing:
             assert secret == existing and secret not in secrets
         else:
             assert base64.b64decode(secrets[secret]["data"][key]).strip(), (secret, key)
+
+
+def rendered_with(tmp_path: Path, values: dict) -> list[dict]:
+    path = tmp_path / "values.yaml"
+    path.write_text(yaml.safe_dump(values))
+    result = helm("template", RELEASE, str(CHART), "--namespace", NAMESPACE, "-f", str(path))
+    assert result.returncode == 0, result.stderr
+    return [d for d in yaml.safe_load_all(result.stdout) if d]
+
+
+def log_tokens_of(docs: list[dict]) -> tuple[dict, dict, dict]:
+    """The operator's `logs` configuration, its Pod spec, and the API server's Pod spec."""
+    def component(kind: str, name: str) -> dict:
+        (found,) = [d for d in docs if d["kind"] == kind
+                    and d["metadata"].get("labels", {}).get("app.kubernetes.io/component") == name]
+        return found
+    config = yaml.safe_load(component("ConfigMap", "operator")["data"]["config.yaml"])
+    return (config["logs"], component("Deployment", "operator")["spec"]["template"]["spec"],
+            component("Deployment", "apiserver")["spec"]["template"]["spec"])
+
+
+def test_log_store_tokens_are_one_per_namespace(tmp_path):
+    docs = rendered_with(tmp_path, {"operator": {"watchAllNamespaces": True},
+                                    "logsToken": {"extraNamespaces": ["team-b", "team-c"]}})
+    (secret,) = [d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"].endswith("-logs-tokens")]
+    assert sorted(secret["data"]) == sorted([f"{RELEASE}-executions", "team-b", "team-c"])
+    tokens = [base64.b64decode(v) for v in secret["data"].values()]
+    assert len(set(tokens)) == 3 and all(len(t) == 48 for t in tokens), "a random token each"
+    assert not [d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"].endswith("-logs-token")]
+    logs, op_pod, api_pod = log_tokens_of(docs)
+    assert logs["tokensDir"] == "/etc/pyexec-logs-tokens" and "tokenFile" not in logs
+    (volume,) = [v for v in op_pod["volumes"] if v["name"] == "logs-tokens"]
+    assert volume["secret"] == {"secretName": secret["metadata"]["name"], "defaultMode": 0o440}
+    mounts = {m["name"]: m["mountPath"] for m in op_pod["containers"][0]["volumeMounts"]}
+    assert mounts["logs-tokens"] == logs["tokensDir"]
+    # The API server gets one key: its own namespace's token.
+    items = [(src["secret"]["name"], item) for v in api_pod["volumes"] for src in v.get("projected", {}).get("sources", [])
+             for item in src.get("secret", {}).get("items", []) if item["path"] == "logs-token"]
+    assert items == [(secret["metadata"]["name"], {"key": f"{RELEASE}-executions", "path": "logs-token"})]
+    assert not [v for v in api_pod["volumes"] if v.get("secret", {}).get("secretName") == secret["metadata"]["name"]]
+    text = (CHART / "templates" / "secrets.yaml").read_text()
+    assert '"key" $namespace' in text, "each namespace's token is kept across upgrades (lookup by key)"
+
+
+def test_log_store_tokens_from_an_existing_secret_or_the_shared_fallback(tmp_path):
+    docs = rendered_with(tmp_path, {"logsToken": {"existingTokensSecret": "my-tokens"}})
+    assert not [d for d in docs if d["kind"] == "Secret" and "logs-token" in d["metadata"]["name"]]
+    logs, op_pod, api_pod = log_tokens_of(docs)
+    assert logs["tokensDir"] and [v for v in op_pod["volumes"] if v.get("secret", {}).get("secretName") == "my-tokens"]
+    sources = [src["secret"] for v in api_pod["volumes"] for src in v.get("projected", {}).get("sources", [])]
+    assert {"name": "my-tokens", "items": [{"key": f"{RELEASE}-executions", "path": "logs-token"}]} in sources
+    # One token for every namespace, as configured before per-namespace tokens: still works.
+    docs = rendered_with(tmp_path, {"logsToken": {"existingSecret": "shared", "existingSecretKey": "t"}})
+    logs, op_pod, api_pod = log_tokens_of(docs)
+    assert logs["tokenFile"] == "/etc/pyexec/logs-token" and "tokensDir" not in logs
+    assert not [v for v in op_pod["volumes"] if v["name"] == "logs-tokens"]
+    for pod in (op_pod, api_pod):
+        sources = [src["secret"] for v in pod["volumes"] for src in v.get("projected", {}).get("sources", [])]
+        assert {"name": "shared", "items": [{"key": "t", "path": "logs-token"}]} in sources
+
+
+def container_images(docs: list[dict]) -> list[tuple[str, str]]:
+    """(object/container, image) of every container and init container of every Pod template or Pod."""
+    out = []
+    for doc in docs:
+        spec = doc.get("spec", {})
+        pod = spec.get("template", {}).get("spec", spec) if doc["kind"] != "Pod" else spec
+        for key in ("initContainers", "containers"):
+            for c in pod.get(key, []) or []:
+                out.append((f"{doc['kind']}/{doc['metadata']['name']}/{c['name']}", c["image"]))
+    return out
+
+
+def test_every_image_can_be_pinned_by_digest(tmp_path):
+    """With a digest for every image, every container of every template, and every image the operator gives
+    execution Pods, names its image by that digest. (The digests here are placeholders made from the names, not
+    digests of real images.)"""
+    def digest(what: str) -> str:
+        return "sha256:" + __import__("hashlib").sha256(what.encode()).hexdigest()
+
+    values = merged_values("default")
+    versions = list(values["operator"]["config"]["images"])
+    docs = rendered_with(tmp_path, {
+        "packageProxy": {"enabled": True, "image": {"digest": digest("proxy")}},
+        "test": {"enabled": True, "image": {"digest": digest("test")}},
+        "apiserver": {"image": {"digest": digest("apiserver")}},
+        "operator": {"image": {"digest": digest("operator")},
+                     "imageDigests": {"python": {v: digest(v) for v in versions}, "docker": digest("docker")}},
+    })
+    images = container_images(docs)
+    names = {"proxy", "test", "apiserver", "operator"}
+    assert len(images) >= len(names), images
+    for where, image in images:
+        assert re.fullmatch(r"[^@\s]+:[^@\s]+@sha256:[0-9a-f]{64}", image), (where, image)
+        assert image.split("@")[1] in {digest(n) for n in names}, (where, image)
+    seen = {image.split("@")[1] for _, image in images}
+    assert seen == {digest(n) for n in names}, "each image its own digest"
+    for where, image in images:
+        repository = image.split("@")[0].rsplit(":", 1)[0]
+        component = where.split("/")[1]
+        assert repository in (values["apiserver"]["image"]["repository"], values["operator"]["image"]["repository"],
+                              values["packageProxy"]["image"]["repository"], values["test"]["image"]["repository"]), \
+            (component, image)
+    (cm,) = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-operator")]
+    config = yaml.safe_load(cm["data"]["config.yaml"])
+    assert config["images"] == {v: f"{values['operator']['config']['images'][v]}@{digest(v)}" for v in versions}
+    assert config["docker"]["image"] == f"{values['operator']['config']['docker']['image']}@{digest('docker')}"
+    # Without digests, tags as before.
+    plain = container_images([d for d in yaml.safe_load_all(render("default")) if d])
+    assert plain and not [i for _, i in plain if "@" in i]
+    # An image string that already names a digest cannot get a second one.
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"operator": {
+        "config": {"docker": {"image": "docker@" + digest("x")}}, "imageDigests": {"docker": digest("docker")}}}))
+    result = helm("template", RELEASE, str(CHART), "--namespace", NAMESPACE, "-f", str(bad))
+    assert result.returncode != 0 and "already has a digest" in result.stderr
 
 
 def test_generated_secrets_are_kept_across_upgrades():

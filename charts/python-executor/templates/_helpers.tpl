@@ -105,14 +105,41 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "python-executor.logsToken.secretName" -}}
 {{- default (printf "%s-logs-token" (include "python-executor.fullname" .)) .Values.logsToken.existingSecret }}
 {{- end }}
+{{- define "python-executor.logsTokens.secretName" -}}
+{{- default (printf "%s-logs-tokens" (include "python-executor.fullname" .)) .Values.logsToken.existingTokensSecret }}
+{{- end }}
 
-{{/* Images: repository:tag, the tag defaulting to the chart's appVersion. Call with (dict "image" ... "root" $). */}}
+{{/*
+Images: repository:tag, the tag defaulting to the chart's appVersion, and @digest when the image has one (then the
+kubelet pulls exactly that image, whatever the tag points at now). Call with (dict "image" ... "root" $).
+*/}}
 {{- define "python-executor.image" -}}
 {{- printf "%s:%s" .image.repository (default .root.Chart.AppVersion .image.tag) }}
+{{- with .image.digest }}@{{ . }}{{ end }}
+{{- end }}
+
+{{/* An image named by a string (the execution images), with "@digest" appended when a digest is given. Call with
+(dict "image" "python:3.12-slim" "digest" "sha256:..."). */}}
+{{- define "python-executor.pinnedImage" -}}
+{{- if and .digest (contains "@" .image) }}
+{{- fail (printf "the image %q already has a digest: remove the one in operator.imageDigests" .image) }}
+{{- end }}
+{{- .image }}{{ with .digest }}@{{ . }}{{ end }}
+{{- end }}
+
+{{/* The namespaces that get a log store token of their own: the executions namespace and logsToken.extraNamespaces. */}}
+{{- define "python-executor.logsTokenNamespaces" -}}
+{{- concat (list (include "python-executor.executionsNamespace" .)) .Values.logsToken.extraNamespaces | uniq | toJson }}
+{{- end }}
+
+{{/* Whether the log store uses per-namespace tokens (not the single shared token of logsToken.existingSecret). */}}
+{{- define "python-executor.logsTokensPerNamespace" -}}
+{{- if and .Values.operator.logStore.enabled (not .Values.logsToken.existingSecret) }}true{{ end }}
 {{- end }}
 
 {{/* Where the containers find their files. */}}
 {{- define "python-executor.secretsDir" -}}/etc/pyexec{{- end }}
+{{- define "python-executor.logsTokensDir" -}}/etc/pyexec-logs-tokens{{- end }}
 {{- define "python-executor.operatorConfigDir" -}}/etc/pyexec-operator{{- end }}
 {{- define "python-executor.logsDir" -}}/var/lib/pyexec-operator/logs{{- end }}
 {{- define "python-executor.dataDir" -}}/var/lib/python-executor{{- end }}
@@ -179,6 +206,11 @@ would hash a fresh random value whenever `lookup` sees no cluster.
 {{/* Checks of combinations the schema cannot express; each fails rendering with a message naming the values. */}}
 {{- define "python-executor.validate" -}}
 {{- $cfg := .Values.operator.config }}
+{{- range $version, $_ := .Values.operator.imageDigests.python }}
+{{- if not (hasKey $cfg.images $version) }}
+{{- fail (printf "operator.imageDigests.python has %q, which is no key of operator.config.images" $version) }}
+{{- end }}
+{{- end }}
 {{- if not (hasKey $cfg.images $cfg.defaultPythonVersion) }}
 {{- fail (printf "operator.config.defaultPythonVersion %q has no entry in operator.config.images" $cfg.defaultPythonVersion) }}
 {{- end }}

@@ -1,6 +1,9 @@
-//! Reading the runner's frames back from a container log, whole ([`parse_log`], as the operator does once the
-//! program ended) or piece by piece as a followed log arrives ([`FrameDecoder`], as the API server does for
-//! `/events`). Lines without the Pod's nonce are not frames and are ignored.
+//! Reading the runner's frames back from a container log, whole ([`parse_log`], as the operator does when it reads
+//! the log at the end) or piece by piece as a followed log arrives ([`FrameDecoder`], as the API server does for
+//! `/events` and the operator's follower does for results). Lines without the Pod's nonce are not frames and are
+//! ignored. Each frame carries its sequence number ([`Numbered`]), so a reader that follows the log again after a
+//! dropped stream can skip what it has and notice what it missed; frames of runners that wrote none (before
+//! sequence numbers existed) are still read, with no number.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -71,6 +74,16 @@ pub enum Frame {
     End(Box<EndFrame>),
 }
 
+/// A frame and its sequence number: the runner numbers its frames from 0 (the start frame) in the order it writes
+/// them, so the end frame's number is [`EndFrame::frames`]. `None` for a runner that did not number them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Numbered {
+    /// The frame's sequence number.
+    pub seq: Option<u64>,
+    /// The frame.
+    pub frame: Frame,
+}
+
 /// The longest line kept while waiting for its end. The runner's longest frame is its summary, which holds an eval
 /// result of at most [`RESULT_LIMIT_BYTES`] (4/3 of it as base64); anything longer is not a frame, and may be a
 /// program's attempt to make a reader buffer without bound.
@@ -94,6 +107,11 @@ impl FrameDecoder {
 
     /// The frames completed by `chunk`.
     pub fn push(&mut self, chunk: &[u8]) -> Vec<Frame> {
+        self.push_numbered(chunk).into_iter().map(|n| n.frame).collect()
+    }
+
+    /// The frames completed by `chunk`, with their sequence numbers.
+    pub fn push_numbered(&mut self, chunk: &[u8]) -> Vec<Numbered> {
         let mut frames = Vec::new();
         let mut rest = chunk;
         while let Some(end) = rest.iter().position(|b| *b == b'\n') {
@@ -123,14 +141,36 @@ impl FrameDecoder {
 
     /// The frame on a last line that ended without a newline.
     pub fn finish(self) -> Option<Frame> {
+        self.finish_numbered().map(|n| n.frame)
+    }
+
+    /// [`FrameDecoder::finish`], with the frame's sequence number.
+    pub fn finish_numbered(self) -> Option<Numbered> {
         if self.skipping { None } else { self.decode(&self.partial) }
     }
 
-    fn decode(&self, line: &[u8]) -> Option<Frame> {
+    /// `<kind> <seq> <base64>` after the prefix, or `<kind> <base64>` from a runner without sequence numbers
+    /// (base64 has no space, so the two cannot be confused).
+    fn decode(&self, line: &[u8]) -> Option<Numbered> {
         let rest = line.strip_prefix(self.prefix.as_slice())?;
         let space = rest.iter().position(|b| *b == b' ')?;
-        let (kind, data) = (&rest[..space], &rest[space + 1..]);
-        let data = STANDARD.decode(data).ok()?;
+        let (kind, rest) = (&rest[..space], &rest[space + 1..]);
+        let (seq, data) = match rest.iter().position(|b| *b == b' ') {
+            Some(space) => {
+                let seq = std::str::from_utf8(&rest[..space]).ok()?;
+                // Digits only: `str::parse` would also take a leading `+`.
+                if seq.is_empty() || !seq.bytes().all(|b| b.is_ascii_digit()) {
+                    return None;
+                }
+                (Some(seq.parse().ok()?), &rest[space + 1..])
+            }
+            None => (None, rest),
+        };
+        let frame = Self::frame(kind, STANDARD.decode(data).ok()?)?;
+        Some(Numbered { seq, frame })
+    }
+
+    fn frame(kind: &[u8], data: Vec<u8>) -> Option<Frame> {
         match kind {
             k if k == FRAME_STDOUT.as_bytes() => Some(Frame::Stdout(data)),
             k if k == FRAME_STDERR.as_bytes() => Some(Frame::Stderr(data)),
@@ -145,10 +185,34 @@ impl FrameDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pod::protocol::encode_frame;
+    use crate::pod::protocol::{encode_frame, encode_unnumbered_frame};
 
+    /// A frame line; its number does not matter to [`parse_log`].
     fn frame(nonce: &str, kind: &str, data: &[u8]) -> String {
-        encode_frame(nonce, kind, data)
+        encode_frame(nonce, 7, kind, data)
+    }
+
+    #[test]
+    fn frames_carry_their_numbers_and_unnumbered_ones_still_decode() {
+        let mut d = FrameDecoder::new("n1");
+        let mut log = encode_frame("n1", 0, FRAME_START, b"");
+        log += &encode_frame("n1", 1, FRAME_STDOUT, b"hi");
+        log += &encode_unnumbered_frame("n1", FRAME_STDERR, b"old");
+        log += "\x1fpyexec n1 o +2 aGk=\n";
+        log += "\x1fpyexec n1 o x2 aGk=\n";
+        log += "\x1fpyexec n1 o 99999999999999999999999 aGk=\n";
+        let frames = d.push_numbered(log.as_bytes());
+        assert_eq!(
+            frames,
+            vec![
+                Numbered { seq: Some(0), frame: Frame::Start },
+                Numbered { seq: Some(1), frame: Frame::Stdout(b"hi".to_vec()) },
+                Numbered { seq: None, frame: Frame::Stderr(b"old".to_vec()) },
+            ],
+            "a number that is not plain digits, or too large, is not a frame"
+        );
+        let mut d = FrameDecoder::new("n1");
+        assert_eq!(d.push(encode_frame("n1", 4, FRAME_STDOUT, b"x").as_bytes()), vec![Frame::Stdout(b"x".to_vec())]);
     }
 
     #[test]

@@ -8,8 +8,11 @@
 //! fields these types serialize.
 //!
 //! Frames: the runner writes the program's stdout, stderr, the pre-commands' output and a final summary as lines
-//! `<FRAME_MARKER> <nonce> <kind> <base64>` on the main container's log. The nonce comes from the Pod spec
-//! ([`NONCE_ENV`]); lines without it are ignored, so a program cannot forge output (see `pod_runner.py`).
+//! `<FRAME_MARKER> <nonce> <kind> <seq> <base64>` on the main container's log. The nonce comes from the Pod spec
+//! ([`NONCE_ENV`]); lines without it are ignored, so a program cannot forge output (see `pod_runner.py`). `seq`
+//! numbers the frames from 0 (the start frame) in the order they are written, so that a reader following the log
+//! again after a dropped stream skips the frames it has and notices the ones it missed; runners before it wrote
+//! `<FRAME_MARKER> <nonce> <kind> <base64>`, which readers still decode ([`encode_unnumbered_frame`]).
 
 use std::collections::BTreeMap;
 
@@ -114,6 +117,11 @@ pub const FLAG_ON: &str = "1";
 /// What the operator writes to the runner's stdin once the network is closed (one line). A runner that reads
 /// anything else (its stdin closed without it) runs nothing.
 pub const GO_AHEAD: &str = "go\n";
+/// Set to [`FLAG_ON`] on the idle Pods of a warm pool: the runner has no `run.json` and no sources yet, and waits on
+/// its stdin for one line, a [`Claim`] as JSON, which the operator writes through the attach API once an execution
+/// claimed the Pod (the Pod's NetworkPolicy exists before the Pod does). That line is also the go-ahead: a runner
+/// whose stdin closes without a well-formed claim runs nothing.
+pub const CLAIM_ENV: &str = "PYEXEC_CLAIM";
 
 // ------------------------------------------------------------------------------------------------ frames
 
@@ -140,8 +148,14 @@ pub fn frame_prefix(nonce: &str) -> String {
     format!("{FRAME_MARKER} {nonce} ")
 }
 
-/// One frame line as the runner writes it (tests and fakes use it to play the runner).
-pub fn encode_frame(nonce: &str, kind: &str, data: &[u8]) -> String {
+/// One frame line as the runner writes it, `seq` its sequence number (tests and fakes use it to play the runner).
+pub fn encode_frame(nonce: &str, seq: u64, kind: &str, data: &[u8]) -> String {
+    format!("{}{kind} {seq} {}\n", frame_prefix(nonce), STANDARD.encode(data))
+}
+
+/// One frame line as runners wrote it before frames carried sequence numbers. Readers still decode it (a Pod
+/// started by an older operator runs its own copy of the runner); tests use it to play such a runner.
+pub fn encode_unnumbered_frame(nonce: &str, kind: &str, data: &[u8]) -> String {
     format!("{}{kind} {}\n", frame_prefix(nonce), STANDARD.encode(data))
 }
 
@@ -171,6 +185,22 @@ pub struct RunConfig {
     /// The size limit of [`WORK_DIR`] (the request's `diskMB`), MiB; 0: none known (the runner does not look for
     /// a full workspace, [`EndFrame::disk_full`]).
     pub disk_mb: u64,
+}
+
+/// What a warm Pod's runner ([`CLAIM_ENV`]) receives on its stdin, as one JSON line, when an execution claimed the
+/// Pod: what a cold Pod's ConfigMap would have held. Every field is always written; the runner refuses a claim
+/// whose fields are not exactly these.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Claim {
+    /// The run configuration, as `run.json` would hold it ([`RunConfig::files`] maps the keys of `sources`).
+    pub run: RunConfig,
+    /// Inline sources by key ([`source_key`]): the text the ConfigMap would have held under that key.
+    pub sources: BTreeMap<String, String>,
+    /// The program's standard input, when there is one.
+    pub stdin: Option<String>,
+    /// The program's environment variables (plain values only; the runner's own variables are never among them).
+    pub env: BTreeMap<String, String>,
 }
 
 /// The network fence the runner checks before it runs anything untrusted: every target must be unreachable
@@ -306,6 +336,8 @@ mod tests {
             ("RESULT_FD_ENV", s(RESULT_FD_ENV)),
             ("FLAG_ON", s(FLAG_ON)),
             ("GO_AHEAD", s(GO_AHEAD)),
+            ("CLAIM_ENV", s(CLAIM_ENV)),
+            ("CLAIM_FIELDS", fields(&Claim::default())),
             ("FENCE_BUDGET_MS", Py::Int(FENCE_BUDGET_MS as i64)),
             ("FENCE_GRACE_SECONDS", Py::Int(FENCE_GRACE_SECONDS as i64)),
             ("FENCE_FIELDS", fields(&Fence::default())),
@@ -432,7 +464,8 @@ mod tests {
 
     #[test]
     fn frames_are_marker_nonce_kind_base64() {
-        assert_eq!(encode_frame("n1", FRAME_STDOUT, b"hi"), "\u{1f}pyexec n1 o aGk=\n");
+        assert_eq!(encode_frame("n1", 3, FRAME_STDOUT, b"hi"), "\u{1f}pyexec n1 o 3 aGk=\n");
+        assert_eq!(encode_unnumbered_frame("n1", FRAME_STDOUT, b"hi"), "\u{1f}pyexec n1 o aGk=\n");
         let run = serde_json::to_value(RunConfig { timeout_seconds: 5, ..RunConfig::default() }).unwrap();
         assert_eq!(run["entrypoint"], serde_json::Value::Null, "every field is written, even when empty");
         let mut unknown = run.clone();

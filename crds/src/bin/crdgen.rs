@@ -1,9 +1,12 @@
-//! Prints the PythonExecution CRD (`cargo run -p pyexec-crds --bin crdgen > crds/pythonexecution.yaml`), or with
-//! `--reference` its Markdown reference (`> docs/crd-reference.md`).
+//! Prints the PythonExecution CRD (`cargo run -p pyexec-crds --bin crdgen > crds/pythonexecution.yaml`), with
+//! `--pool` the PythonExecutionPool CRD (`> crds/pythonexecutionpool.yaml`), or with `--reference` the
+//! PythonExecution's Markdown reference (`> docs/crd-reference.md`).
 
 fn main() {
     if std::env::args().any(|a| a == "--reference") {
         print!("{}", pyexec_crds::reference::markdown());
+    } else if std::env::args().any(|a| a == "--pool") {
+        print!("{}", pyexec_crds::pool_crd_yaml());
     } else {
         print!("{}", pyexec_crds::crd_yaml());
     }

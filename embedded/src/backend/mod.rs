@@ -217,9 +217,16 @@ async fn run(inner: &Arc<Inner>, id: &str) {
         (live.result.clone(), live.spec.clone(), live.workspace.clone(), live.stdin.clone(), live.cancel.clone())
     };
     let (record, spec, workspace, stdin, cancel) = started;
-    if let Err(e) = inner.store.update(&record).await {
-        tracing::error!(execution_id = id, error = %e, "could not record the start of an execution");
-    }
+    // Recorded while the run starts (a warm start takes a few milliseconds, a database write a good part of one);
+    // the final record waits for it, so that it can never be overwritten by the start.
+    let recorded_start = {
+        let inner = inner.clone();
+        tokio::spawn(async move {
+            if let Err(e) = inner.store.update(&record).await {
+                tracing::error!(execution_id = %record.execution_id, error = %e, "could not record the start of an execution");
+            }
+        })
+    };
 
     // Output goes to followers as it is produced.
     let (tx, mut rx) = mpsc::channel::<OutputChunk>(64);
@@ -236,6 +243,7 @@ async fn run(inner: &Arc<Inner>, id: &str) {
     };
     let mut result = inner.runner.run_with_stdin_file(id, &spec, stdin.as_deref(), &workspace, Some(tx), cancel).await;
     let _ = forward.await;
+    let _ = recorded_start.await;
 
     let reason = inner.lock().live.get(id).and_then(|l| l.kill);
     if reason == Some(KillReason::ClientGone) {
@@ -516,6 +524,10 @@ impl Backend for EmbeddedBackend {
                 running,
                 max_concurrent: inner.config.max_concurrent,
                 max_queue: inner.config.max_queue,
+            },
+            warm_pools: match inner.runner.warm_pool() {
+                Some(pool) => serde_json::to_value(pool.stats()).unwrap_or_default(),
+                None => serde_json::json!({"enabled": false}),
             },
         }
     }

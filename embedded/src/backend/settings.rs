@@ -11,7 +11,7 @@ use pyexec_core::PythonVersion;
 use pyexec_sandbox::SandboxConfig;
 
 use super::store::StoreError;
-use crate::{Discovery, InstallerConfig, Runner, RunnerError, RunnerSettings};
+use crate::{Discovery, InstallerConfig, Runner, RunnerError, RunnerSettings, WarmSettings};
 
 /// Settings of the embedded backend.
 #[derive(Debug, Clone)]
@@ -55,6 +55,8 @@ pub struct EmbeddedSettings {
     pub install_timeout: Duration,
     /// Memory of one installation, MiB.
     pub install_memory_mb: u64,
+    /// The warm pools.
+    pub warm: WarmSettings,
 }
 
 /// The settings of the queue in front of the runner.
@@ -106,7 +108,10 @@ impl EmbeddedSettings {
             memory_bytes: self.install_memory_mb.saturating_mul(1 << 20),
             ..InstallerConfig::new(self.data_dir.join("environments"))
         };
-        let runner = Runner::new(sandbox, &discovery, settings, installer).await.map_err(StartError::Runner)?;
+        let runner = Runner::new(sandbox, &discovery, settings, installer)
+            .await
+            .map_err(StartError::Runner)?
+            .with_warm_pool(self.warm.clone());
         let report = runner.isolation();
         tracing::info!(
             level = ?report.level,

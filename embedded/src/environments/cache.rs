@@ -105,6 +105,11 @@ impl Cache {
         self.lock().building.remove(key);
     }
 
+    /// One more lease on `key`, which the caller already leases (so it cannot be evicted in between).
+    pub(super) fn add_lease(&self, key: &str) {
+        *self.lock().in_use.entry(key.to_owned()).or_default() += 1;
+    }
+
     /// Returns a lease taken by [`Cache::lease_or_claim`].
     pub(super) fn release(&self, key: &str) {
         let mut state = self.lock();

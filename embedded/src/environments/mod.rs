@@ -128,6 +128,14 @@ impl std::fmt::Debug for EnvLease {
     }
 }
 
+impl EnvLease {
+    /// A second lease on the same environment (a warm pool keeps one while it holds sandboxes that mount it).
+    pub fn share(&self) -> EnvLease {
+        self.owner.cache.add_lease(&self.info.key);
+        EnvLease { info: self.info.clone(), built: false, owner: self.owner.clone() }
+    }
+}
+
 impl Drop for EnvLease {
     fn drop(&mut self) {
         self.owner.cache.release(&self.info.key);

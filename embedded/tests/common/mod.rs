@@ -1,11 +1,15 @@
 //! Shared helpers: one real runner (real sandbox, real CPython) per test binary, and requests built exactly as
 //! the API builds them.
+//!
+//! With `PYEXEC_TEST_WARM=1` the runner has warm pools, and every run that a warm sandbox can serve is made to
+//! start warm (the helper waits until its pool has an idle sandbox, then checks that the run claimed one), so the
+//! same suites check pooled runs; the test command runs them both ways.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 
 use pyexec_core::{CodeFile, EvalRequest, ExecutionResult, ExecutionSpec, Metadata, Policy};
-use pyexec_embedded::{Discovery, InstallerConfig, Runner, RunnerSettings};
+use pyexec_embedded::{Discovery, InstallerConfig, Runner, RunnerSettings, WarmSettings};
 use pyexec_sandbox::SandboxConfig;
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
@@ -28,12 +32,23 @@ pub async fn runner() -> &'static Runner {
             )
             .await
             .expect("the sandbox works on this machine");
+            let runner = if warm_mode() {
+                eprintln!("!!! NOTE: warm pools on: runs that fit a pool start in a warm sandbox");
+                runner.with_warm_pool(WarmSettings { build_parallelism: 2, ..WarmSettings::default() })
+            } else {
+                runner
+            };
             if !runner.isolation().privileged {
                 eprintln!("!!! NOTE: not running as root: tests check the reduced (rootless) isolation");
             }
             runner
         })
         .await
+}
+
+/// Whether the suites run against warm sandboxes (`PYEXEC_TEST_WARM=1`).
+pub fn warm_mode() -> bool {
+    std::env::var("PYEXEC_TEST_WARM").is_ok_and(|v| v == "1")
 }
 
 /// Whether this host gives full isolation (root, cgroups).
@@ -56,11 +71,31 @@ pub fn ws_path(dir: &tempfile::TempDir) -> PathBuf {
     dir.path().join("ws")
 }
 
-/// Runs a spec over a staged workspace.
+/// Runs a spec over a staged workspace (in a warm sandbox in warm mode, when one can serve it).
 pub async fn run_spec(spec: &ExecutionSpec, workspace: &Path) -> ExecutionResult {
+    run_spec_with(spec, workspace, CancellationToken::new()).await
+}
+
+/// [`run_spec`] with a cancellation token.
+pub async fn run_spec_with(spec: &ExecutionSpec, workspace: &Path, cancel: CancellationToken) -> ExecutionResult {
+    run_events(spec, workspace, None, cancel).await
+}
+
+/// [`run_spec`] with live output to `events` and a cancellation token.
+pub async fn run_events(
+    spec: &ExecutionSpec,
+    workspace: &Path,
+    events: Option<tokio::sync::mpsc::Sender<pyexec_sandbox::OutputChunk>>,
+    cancel: CancellationToken,
+) -> ExecutionResult {
     let runner = runner().await;
     runner.check(spec).expect("the runner accepts the spec");
-    runner.run("exe_test", spec, workspace, None, CancellationToken::new()).await
+    let warm = warm_mode() && runner.prewarm(spec, workspace, std::time::Duration::from_secs(60)).await;
+    let ran = runner.run_reporting("exe_test", spec, None, workspace, events, cancel).await;
+    if warm && ran.started {
+        assert!(ran.warm, "an idle warm sandbox was ready, yet the run started cold: {:?}", ran.result);
+    }
+    ran.result
 }
 
 /// `/exec/sync` with `main.py` = `code` and the given metadata JSON (entrypoint defaults to main.py).

@@ -20,7 +20,13 @@ pub fn context(client: Client, config: OperatorConfig, logs: LogStore) -> Arc<Co
     Arc::new(Context::new(client, config, recorder, logs, None, Metrics::new()))
 }
 
-/// A line of the runner's log, as the runner frames it.
+/// A line of the runner's log, as runners framed it before frames were numbered (still read: a Pod started by an
+/// older operator runs its own copy of the runner).
 pub fn frame(nonce: &str, kind: &str, data: &[u8]) -> String {
-    pyexec_core::pod::protocol::encode_frame(nonce, kind, data)
+    pyexec_core::pod::protocol::encode_unnumbered_frame(nonce, kind, data)
+}
+
+/// A line of the runner's log, as the runner frames it: `seq` is its sequence number.
+pub fn numbered(nonce: &str, seq: u64, kind: &str, data: &[u8]) -> String {
+    pyexec_core::pod::protocol::encode_frame(nonce, seq, kind, data)
 }

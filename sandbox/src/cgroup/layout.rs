@@ -486,7 +486,7 @@ mod tests {
         assert_eq!(fs::read_to_string(own.join("cgroup.subtree_control")).unwrap(), "+memory +pids +cpu");
         assert_eq!(fs::read_to_string(parent.join("cgroup.subtree_control")).unwrap(), "+memory +pids +cpu");
 
-        let limits = CgroupLimits { memory_bytes: 64 << 20, pids: 32, cpu_shares: 512 };
+        let limits = CgroupLimits { memory_bytes: 64 << 20, pids: 32, cpu_shares: 512, background: false };
         let run = layout.create_run("run-1-1", &limits).unwrap().unwrap();
         let dir = parent.join("run-1-1");
         assert_eq!(fs::read_to_string(dir.join("memory.max")).unwrap(), "67108864");
@@ -577,7 +577,7 @@ mod tests {
         );
         let layout = prepare_for_test(&mountinfo, "4:memory:/\n3:pids:/\n2:cpu,cpuacct:/\n0::/\n");
         assert!(matches!(layout, CgroupLayout::Hybrid { unified: Some(_), cpu: Some(_), .. }), "{layout:?}");
-        let limits = CgroupLimits { memory_bytes: 1 << 20, pids: 16, cpu_shares: 1024 };
+        let limits = CgroupLimits { memory_bytes: 1 << 20, pids: 16, cpu_shares: 1024, background: false };
         let run = layout.create_run("run-1-2", &limits).unwrap().unwrap();
         let mem = root.path().join("memory/pyexec/run-1-2");
         assert_eq!(fs::read_to_string(mem.join("memory.limit_in_bytes")).unwrap(), "1048576");

@@ -25,6 +25,8 @@ pub struct CgroupLimits {
     pub pids: u64,
     /// CPU weight in the v1 `cpu.shares` scale (1024 = one CPU); also sets a quota of `shares / 1024` CPUs.
     pub cpu_shares: u64,
+    /// The lowest weight instead of `cpu_shares`' (the quota is unchanged).
+    pub background: bool,
 }
 
 /// CFS period used for CPU quotas.
@@ -36,9 +38,14 @@ impl CgroupLimits {
         (self.cpu_shares.saturating_mul(CPU_PERIOD_US) / 1024).max(1000)
     }
 
-    /// The v2 `cpu.weight` equivalent of `cpu_shares` (the conversion runc and crun use).
+    /// The v1 `cpu.shares` written: `cpu_shares`, or the lowest for background work.
+    pub fn shares(&self) -> u64 {
+        if self.background { 2 } else { self.cpu_shares }
+    }
+
+    /// The v2 `cpu.weight` equivalent of [`Self::shares`] (the conversion runc and crun use).
     pub fn cpu_weight(&self) -> u64 {
-        let shares = self.cpu_shares.clamp(2, 262_144);
+        let shares = self.shares().clamp(2, 262_144);
         1 + ((shares - 2) * 9999) / 262_142
     }
 }
@@ -49,7 +56,7 @@ mod tests {
 
     #[test]
     fn cpu_conversions() {
-        let l = |cpu_shares| CgroupLimits { memory_bytes: 0, pids: 0, cpu_shares };
+        let l = |cpu_shares| CgroupLimits { memory_bytes: 0, pids: 0, cpu_shares, background: false };
         assert_eq!(l(1024).cpu_quota_us(), 100_000);
         assert_eq!(l(512).cpu_quota_us(), 50_000);
         assert_eq!(l(2048).cpu_quota_us(), 200_000);
@@ -57,5 +64,7 @@ mod tests {
         assert_eq!(l(1024).cpu_weight(), 39);
         assert_eq!(l(2).cpu_weight(), 1);
         assert_eq!(l(262_144).cpu_weight(), 10_000);
+        let background = CgroupLimits { background: true, ..l(1024) };
+        assert_eq!((background.cpu_quota_us(), background.cpu_weight(), background.shares()), (100_000, 1, 2));
     }
 }

@@ -21,6 +21,77 @@ pub struct RunCgroup {
     v1_attach: Vec<PathBuf>,
     /// The v2 directory, for `CLONE_INTO_CGROUP` and `cgroup.kill`.
     unified: Option<PathBuf>,
+    /// Where the limits are written.
+    limits_at: LimitFiles,
+}
+
+/// The directories holding a run's limit files.
+#[derive(Debug, Clone)]
+enum LimitFiles {
+    /// Nothing to write (a cgroup adopted after a crash).
+    None,
+    /// One v2 directory, with or without the cpu controller.
+    Unified { dir: PathBuf, cpu: bool },
+    /// v1 controller directories.
+    Hybrid { memory: PathBuf, pids: PathBuf, cpu: Option<PathBuf> },
+}
+
+impl LimitFiles {
+    /// Writes `limits`; with `previous` (the limits in force), only the files whose value changes, since every
+    /// write is a system call on the path of a warm start.
+    fn write(&self, limits: &CgroupLimits, previous: Option<&CgroupLimits>) -> io::Result<()> {
+        let changed = |f: fn(&CgroupLimits) -> u64| previous.is_none_or(|p| f(p) != f(limits));
+        let memory = changed(|l| l.memory_bytes);
+        let pids_changed = changed(|l| l.pids);
+        let quota = changed(CgroupLimits::cpu_quota_us);
+        let weight = changed(CgroupLimits::shares);
+        match self {
+            LimitFiles::None => Ok(()),
+            LimitFiles::Unified { dir, cpu } => {
+                if memory {
+                    write(dir, "memory.max", limits.memory_bytes.to_string())?;
+                    write_optional(dir, "memory.swap.max", "0")?;
+                }
+                if pids_changed {
+                    write(dir, "pids.max", limits.pids.to_string())?;
+                }
+                if *cpu && quota {
+                    write(dir, "cpu.max", format!("{} {CPU_PERIOD_US}", limits.cpu_quota_us()))?;
+                }
+                if *cpu && weight {
+                    write(dir, "cpu.weight", limits.cpu_weight().to_string())?;
+                }
+                Ok(())
+            }
+            LimitFiles::Hybrid { memory: memory_dir, pids, cpu } => {
+                if memory {
+                    // A lower limit than the current usage needs memsw lowered first, a higher one the opposite
+                    // (memsw >= limit at all times); try both orders. memsw is absent without swap accounting.
+                    let bytes = limits.memory_bytes.to_string();
+                    if write(memory_dir, "memory.limit_in_bytes", &bytes).is_err() {
+                        write_optional(memory_dir, "memory.memsw.limit_in_bytes", &bytes)?;
+                        write(memory_dir, "memory.limit_in_bytes", &bytes)?;
+                    }
+                    write_optional(memory_dir, "memory.memsw.limit_in_bytes", &bytes)?;
+                }
+                if pids_changed {
+                    write(pids, "pids.max", limits.pids.to_string())?;
+                }
+                if let Some(cpu) = cpu {
+                    if previous.is_none() {
+                        write(cpu, "cpu.cfs_period_us", CPU_PERIOD_US.to_string())?;
+                    }
+                    if quota {
+                        write(cpu, "cpu.cfs_quota_us", limits.cpu_quota_us().to_string())?;
+                    }
+                    if weight {
+                        write(cpu, "cpu.shares", limits.shares().to_string())?;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
 }
 
 /// Writes a control file, naming it in the error.
@@ -38,7 +109,14 @@ fn write_optional(dir: &Path, file: &str, value: impl AsRef<[u8]>) -> io::Result
 
 impl RunCgroup {
     fn empty(memory: PathBuf, memory_hierarchy: Hierarchy) -> Self {
-        Self { dirs: Vec::new(), memory, memory_hierarchy, v1_attach: Vec::new(), unified: None }
+        Self {
+            dirs: Vec::new(),
+            memory,
+            memory_hierarchy,
+            v1_attach: Vec::new(),
+            unified: None,
+            limits_at: LimitFiles::None,
+        }
     }
 
     fn mkdir(&mut self, dir: &Path) -> io::Result<()> {
@@ -50,16 +128,10 @@ impl RunCgroup {
     /// A pure-v2 run cgroup.
     pub(super) fn create_unified(dir: &Path, cpu: bool, limits: &CgroupLimits) -> io::Result<Self> {
         let mut run = Self::empty(dir.to_owned(), Hierarchy::V2);
+        run.limits_at = LimitFiles::Unified { dir: dir.to_owned(), cpu };
         let result = (|| {
             run.mkdir(dir)?;
-            write(dir, "memory.max", limits.memory_bytes.to_string())?;
-            write_optional(dir, "memory.swap.max", "0")?;
-            write(dir, "pids.max", limits.pids.to_string())?;
-            if cpu {
-                write(dir, "cpu.max", format!("{} {CPU_PERIOD_US}", limits.cpu_quota_us()))?;
-                write(dir, "cpu.weight", limits.cpu_weight().to_string())?;
-            }
-            Ok(())
+            run.limits_at.write(limits, None)
         })();
         run.unified = Some(dir.to_owned());
         run.or_cleanup(result)
@@ -74,22 +146,18 @@ impl RunCgroup {
         limits: &CgroupLimits,
     ) -> io::Result<Self> {
         let mut run = Self::empty(memory.to_owned(), Hierarchy::V1);
+        run.limits_at =
+            LimitFiles::Hybrid { memory: memory.to_owned(), pids: pids.to_owned(), cpu: cpu.map(Path::to_owned) };
         let result = (|| {
             run.mkdir(memory)?;
-            write(memory, "memory.limit_in_bytes", limits.memory_bytes.to_string())?;
-            // Must follow memory.limit_in_bytes (memsw >= limit); absent without swap accounting.
-            write_optional(memory, "memory.memsw.limit_in_bytes", limits.memory_bytes.to_string())?;
             run.v1_attach.push(memory.to_owned());
             run.mkdir(pids)?;
-            write(pids, "pids.max", limits.pids.to_string())?;
             run.v1_attach.push(pids.to_owned());
             if let Some(cpu) = cpu {
                 run.mkdir(cpu)?;
-                write(cpu, "cpu.cfs_period_us", CPU_PERIOD_US.to_string())?;
-                write(cpu, "cpu.cfs_quota_us", limits.cpu_quota_us().to_string())?;
-                write(cpu, "cpu.shares", limits.cpu_shares.to_string())?;
                 run.v1_attach.push(cpu.to_owned());
             }
+            run.limits_at.write(limits, None)?;
             if let Some(unified) = unified {
                 run.mkdir(unified)?;
                 run.unified = Some(unified.to_owned());
@@ -161,6 +229,20 @@ impl RunCgroup {
                 }
             }
         }
+    }
+
+    /// Changes the limits from `previous` to `limits` (a warm sandbox gets its request's limits when claimed).
+    pub fn set_limits(&self, limits: &CgroupLimits, previous: &CgroupLimits) -> io::Result<()> {
+        self.limits_at.write(limits, Some(previous))
+    }
+
+    /// Memory charged to the run now, bytes.
+    pub fn memory_current(&self) -> Option<u64> {
+        let file = match self.memory_hierarchy {
+            Hierarchy::V1 => "memory.usage_in_bytes",
+            Hierarchy::V2 => "memory.current",
+        };
+        fs::read_to_string(self.memory.join(file)).ok()?.trim().parse().ok()
     }
 
     /// Whether the kernel's OOM killer killed a process of this run.

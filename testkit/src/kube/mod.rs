@@ -22,12 +22,21 @@
 //!
 //! Every change gets the next resourceVersion and is kept as a watch event; a watch answers the events after the
 //! version it asks for, waiting briefly for one when there is none yet (a short long poll: kube's watcher then
-//! watches again from where it was). Every request is recorded ([`Call`]) for assertions. Attach is not emulated
-//! (it needs a connection upgrade): it answers 400, as a broken attach would. The test's own changes ([`FakeApi::put`],
-//! [`FakeApi::set_status`]) bypass all checks, as a kubelet or another controller with its own rights would.
+//! watches again from where it was). Container logs ([`FakeApi::set_log`], [`FakeApi::append_log`]) are served
+//! as the kubelet serves them: a plain read returns the current log file (honouring `limitBytes`), a `follow=true`
+//! read streams what is written until the container ends (a Pod status saying it terminated, or
+//! [`FakeApi::end_log`]); a test can rotate the file ([`FakeApi::rotate_log`], or [`FakeApi::rotate_log_after`]
+//! to rotate whenever it outgrows a size: later readers no longer see what was written before, a connected
+//! follower goes on reading) and cut open follow streams ([`FakeApi::cut_log_follows`]), as a dropped connection
+//! would. Every request is recorded ([`Call`]) for assertions. Attach answers 400, as a broken attach would, unless
+//! a test asks for it ([`FakeApi::serve_attach`]): then it is a real WebSocket upgrade speaking the
+//! `v5.channel.k8s.io` protocol ([`attach`]), and what was written to a container's stdin is kept
+//! ([`FakeApi::attached`]). The test's own changes ([`FakeApi::put`], [`FakeApi::set_status`]) bypass all checks,
+//! as a kubelet or another controller with its own rights would.
 
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
+mod attach;
 pub mod fields;
 pub mod schema;
 
@@ -86,12 +95,52 @@ struct State {
     /// Changes up to this resourceVersion are forgotten: a watch from before it is answered 410.
     compacted: u64,
     /// Container logs by (pod, container).
-    logs: BTreeMap<(String, String), String>,
+    logs: BTreeMap<(String, String), LogFile>,
     calls: Vec<Call>,
     faults: Vec<FaultRule>,
     next_rv: u64,
     generated: u64,
+    /// Attach is emulated ([`FakeApi::serve_attach`]).
+    attach: bool,
+    /// What each attach wrote to a container's stdin, by (pod, container), in order.
+    attached: BTreeMap<(String, String), Vec<Vec<u8>>>,
 }
+
+/// A container's log as the kubelet keeps it: everything written, of which the current file is what follows the
+/// rotated head.
+#[derive(Debug, Default)]
+struct LogFile {
+    /// Everything the container wrote, oldest first.
+    text: Vec<u8>,
+    /// Bytes at the start of `text` that were rotated away: a new reader starts after them.
+    head: usize,
+    /// The file is rotated whenever it grows past this many bytes.
+    max_bytes: Option<usize>,
+    /// The container ended: follow streams end once they have sent everything.
+    closed: bool,
+    /// Bumped to cut the follow streams open now.
+    cuts: u64,
+}
+
+impl LogFile {
+    fn append(&mut self, text: &[u8]) {
+        self.text.extend_from_slice(text);
+        if self.max_bytes.is_some_and(|max| self.text.len() - self.head > max) {
+            self.head = self.text.len();
+        }
+    }
+}
+
+/// The body of the fake's answers: whole, or streamed (a followed log).
+pub type FakeBody = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+fn whole(response: Response<Body>) -> Response<FakeBody> {
+    use http_body_util::BodyExt;
+    response.map(|body| body.map_err(Into::into).boxed_unsync())
+}
+
+/// How often a follow stream looks for more of the log.
+const FOLLOW_POLL: Duration = Duration::from_millis(10);
 
 /// One change of an object, as a watch reports it.
 struct Change {
@@ -198,7 +247,27 @@ fn without_rv(object: &Value) -> Value {
 
 /// Whether the kind in this collection has a status subresource (Pods, and the PythonExecution CRD).
 fn has_status_subresource(collection: &str) -> bool {
-    collection.ends_with("/pods") || collection.ends_with("/pythonexecutions")
+    collection.ends_with("/pods")
+        || collection.ends_with("/pythonexecutions")
+        || collection.ends_with("/pythonexecutionpools")
+}
+
+/// Whether the kind in this collection has a scale subresource (the PythonExecutionPool CRD: `.spec.replicas`,
+/// `.status.replicas`, `.status.selector`).
+fn has_scale_subresource(collection: &str) -> bool {
+    collection.ends_with("/pythonexecutionpools")
+}
+
+/// The `autoscaling/v1` Scale of an object with a scale subresource.
+fn scale_of(object: &Value) -> Value {
+    json!({
+        "apiVersion": "autoscaling/v1", "kind": "Scale",
+        "metadata": {"name": object["metadata"]["name"], "namespace": object["metadata"]["namespace"],
+                     "resourceVersion": object["metadata"]["resourceVersion"], "uid": object["metadata"]["uid"]},
+        "spec": {"replicas": object["spec"]["replicas"].as_i64().unwrap_or(0)},
+        "status": {"replicas": object["status"]["replicas"].as_i64().unwrap_or(0),
+                   "selector": object["status"]["selector"].as_str().unwrap_or("")},
+    })
 }
 
 /// How long a watch waits for a change before it answers with none.
@@ -223,11 +292,12 @@ pub const EXECUTIONS: &str = "/apis/pyexec.io/v1alpha1/namespaces/team-a/pythone
 pub const PODS: &str = "/api/v1/namespaces/team-a/pods";
 pub const CONFIG_MAPS: &str = "/api/v1/namespaces/team-a/configmaps";
 pub const POLICIES: &str = "/apis/networking.k8s.io/v1/namespaces/team-a/networkpolicies";
+pub const POOLS: &str = "/apis/pyexec.io/v1alpha1/namespaces/team-a/pythonexecutionpools";
 
 impl FakeApi {
     /// A client talking to a new fake API, and the fake.
     pub fn start() -> (Client, FakeApi) {
-        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<FakeBody>>();
         let fake = FakeApi::default();
         let server = fake.clone();
         tokio::spawn(async move {
@@ -252,6 +322,16 @@ impl FakeApi {
         meta.entry("namespace").or_insert(json!(NS));
         meta.entry("uid").or_insert(json!(format!("uid-{name}")));
         meta.entry("creationTimestamp").or_insert(json!(k8s_openapi::jiff::Timestamp::now().to_string()));
+        if collection.ends_with("/pods") {
+            // The kubelet ends the log of a container that terminated (every container's, once the Pod is over):
+            // its followers get the rest, then the end.
+            let over = matches!(object["status"]["phase"].as_str(), Some("Succeeded" | "Failed"));
+            let statuses = object["status"]["containerStatuses"].as_array().cloned().unwrap_or_default();
+            for c in statuses.iter().filter(|c| over || c["state"]["terminated"].is_object()) {
+                let container = c["name"].as_str().unwrap_or_default().to_owned();
+                state.logs.entry((name.clone(), container)).or_default().closed = true;
+            }
+        }
         let key = (collection.to_owned(), name);
         let kind = if state.objects.contains_key(&key) { "MODIFIED" } else { "ADDED" };
         state.record(collection, kind, &mut object);
@@ -268,9 +348,53 @@ impl FakeApi {
         self.state().delete(collection, name, false);
     }
 
-    /// Sets what a container's log holds.
+    /// Sets what a container's log holds (nothing rotated away). Follow streams open now are cut: what they read
+    /// was another log.
     pub fn set_log(&self, pod: &str, container: &str, text: &str) {
-        self.state().logs.insert((pod.into(), container.into()), text.into());
+        let mut state = self.state();
+        let log = state.logs.entry((pod.into(), container.into())).or_default();
+        log.text = text.as_bytes().to_vec();
+        log.head = 0;
+        log.cuts += 1;
+    }
+
+    /// The container writes `text` to its log (rotating the file first when [`FakeApi::rotate_log_after`] says
+    /// so); followers get it.
+    pub fn append_log(&self, pod: &str, container: &str, text: &str) {
+        self.state().logs.entry((pod.into(), container.into())).or_default().append(text.as_bytes());
+    }
+
+    /// The kubelet rotates the container's log file: readers from now on see only what is written after this;
+    /// a follower already connected goes on reading (as the kubelet's follow does across a rotation).
+    pub fn rotate_log(&self, pod: &str, container: &str) {
+        let mut state = self.state();
+        let log = state.logs.entry((pod.into(), container.into())).or_default();
+        log.head = log.text.len();
+    }
+
+    /// The kubelet rotates the container's log file whenever a write makes it larger than `max_bytes` (its
+    /// `containerLogMaxSize`): the file then loses everything written so far.
+    pub fn rotate_log_after(&self, pod: &str, container: &str, max_bytes: usize) {
+        self.state().logs.entry((pod.into(), container.into())).or_default().max_bytes = Some(max_bytes);
+    }
+
+    /// The container ended: follow streams of its log end once they have sent everything. (A Pod status that says
+    /// the container terminated does the same.)
+    pub fn end_log(&self, pod: &str, container: &str) {
+        self.state().logs.entry((pod.into(), container.into())).or_default().closed = true;
+    }
+
+    /// Cuts the follow streams of the container's log open now (they fail mid-stream, as a dropped connection
+    /// does); later ones are not affected.
+    pub fn cut_log_follows(&self, pod: &str, container: &str) {
+        self.state().logs.entry((pod.into(), container.into())).or_default().cuts += 1;
+    }
+
+    /// What a plain read of the container's log returns now: the current file.
+    pub fn log_text(&self, pod: &str, container: &str) -> String {
+        let state = self.state();
+        let log = state.logs.get(&(pod.into(), container.into()));
+        log.map(|l| String::from_utf8_lossy(&l.text[l.head..]).into_owned()).unwrap_or_default()
     }
 
     /// Changes a stored object's status (as the kubelet would for a Pod).
@@ -310,6 +434,16 @@ impl FakeApi {
         self.state().faults.push(FaultRule { method: method.into(), prefix: prefix.into(), remaining: times, fault });
     }
 
+    /// Makes attach work: a WebSocket upgrade whose stdin is kept ([`FakeApi::attached`]), instead of a 400.
+    pub fn serve_attach(&self) {
+        self.state().attach = true;
+    }
+
+    /// What the attaches to this Pod's container wrote to its stdin, one entry per attach that closed its stdin.
+    pub fn attached(&self, pod: &str, container: &str) -> Vec<Vec<u8>> {
+        self.state().attached.get(&(pod.to_owned(), container.to_owned())).cloned().unwrap_or_default()
+    }
+
     /// Forgets the faults not met yet.
     pub fn clear_faults(&self) {
         self.state().faults.clear();
@@ -345,12 +479,13 @@ impl FakeApi {
         Some(fault)
     }
 
-    async fn answer(&self, request: Request<Body>) -> Response<Body> {
+    async fn answer(&self, request: Request<Body>) -> Response<FakeBody> {
         let method = request.method().to_string();
         let path = request.uri().path().to_owned();
         let query = request.uri().query().unwrap_or("").to_owned();
         let content_type =
             request.headers().get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        let upgrade = (request.headers().clone(), request.uri().clone());
         let bytes = request.into_body().collect_bytes().await.unwrap();
         let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         let index = {
@@ -364,21 +499,29 @@ impl FakeApi {
             });
             state.calls.len() - 1
         };
+        let follow = method == "GET"
+            && path.ends_with("/log")
+            && matches!(param(&query, "follow").as_deref(), Some("true" | "1"));
         let response = match self.take_fault(&method, &path) {
             Some(Fault::Status(code)) => {
                 let code = StatusCode::from_u16(code).unwrap();
-                status(code, reason_of(code), &format!("injected fault: {code}"))
+                whole(status(code, reason_of(code), &format!("injected fault: {code}")))
             }
             Some(Fault::StatusWithMessage(code, message)) => {
                 let code = StatusCode::from_u16(code).unwrap();
-                status(code, reason_of(code), message)
+                whole(status(code, reason_of(code), message))
             }
             Some(Fault::Hang) => std::future::pending().await,
             Some(Fault::Delay(delay)) => {
                 tokio::time::sleep(delay).await;
-                self.route(&method, &path, &query, &content_type, body).await
+                if follow {
+                    self.follow_log(&path, &query)
+                } else {
+                    whole(self.dispatch(&method, &path, &query, &content_type, body, upgrade).await)
+                }
             }
-            None => self.route(&method, &path, &query, &content_type, body).await,
+            None if follow => self.follow_log(&path, &query),
+            None => whole(self.dispatch(&method, &path, &query, &content_type, body, upgrade).await),
         };
         // Calls may have been cleared meanwhile: record the code only on the call this was.
         if let Some(call) = self.state().calls.get_mut(index)
@@ -389,6 +532,31 @@ impl FakeApi {
             call.code = response.status().as_u16();
         }
         response
+    }
+
+    /// An emulated attach ([`FakeApi::serve_attach`]) to an existing Pod, or [`FakeApi::route`].
+    async fn dispatch(
+        &self,
+        method: &str,
+        path: &str,
+        query: &str,
+        content_type: &str,
+        body: Value,
+        (headers, uri): (http::HeaderMap, http::Uri),
+    ) -> Response<Body> {
+        let attach = path.strip_suffix("/attach").and_then(|p| p.rsplit_once("/pods/"));
+        if let Some((namespace, pod)) = attach
+            && self.state().attach
+        {
+            if self.get(&format!("{namespace}/pods"), pod).is_none() {
+                return not_found();
+            }
+            let key = (pod.to_owned(), param(query, "container").unwrap_or_default());
+            let state = self.state.clone();
+            let done = move |stdin: Vec<u8>| state.lock().unwrap().attached.entry(key).or_default().push(stdin);
+            return attach::upgrade(headers, uri, done).await;
+        }
+        self.route(method, path, query, content_type, body).await
     }
 
     async fn route(&self, method: &str, path: &str, query: &str, content_type: &str, body: Value) -> Response<Body> {
@@ -429,12 +597,38 @@ impl FakeApi {
                 None => not_found(),
             },
             ("GET", Some(name), Some("log")) => {
+                if self.get(&collection, &name).is_none() {
+                    return not_found();
+                }
                 let container = param(query, "container").unwrap_or_default();
-                let text = self.state().logs.get(&(name, container)).cloned().unwrap_or_default();
-                Response::builder().status(200).body(Body::from(text.into_bytes())).unwrap()
+                let mut text = self.log_text(&name, &container).into_bytes();
+                if let Some(limit) = param(query, "limitBytes").and_then(|l| l.parse().ok()) {
+                    text.truncate(limit);
+                }
+                Response::builder().status(200).body(Body::from(text)).unwrap()
             }
             ("GET" | "POST", Some(_), Some("attach")) => {
                 status(StatusCode::BAD_REQUEST, "BadRequest", "attach is not emulated")
+            }
+            ("GET", Some(name), Some("scale")) if has_scale_subresource(&collection) => {
+                match self.get(&collection, &name) {
+                    Some(object) => reply(StatusCode::OK, scale_of(&object)),
+                    None => not_found(),
+                }
+            }
+            // A write of the Scale changes `.spec.replicas` only (under its resourceVersion precondition, if any).
+            ("PUT" | "PATCH", Some(name), Some("scale")) if has_scale_subresource(&collection) => {
+                let replicas = &body["spec"]["replicas"];
+                if !replicas.is_i64() {
+                    return status(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", "spec.replicas: Required value");
+                }
+                let patch = json!({"metadata": {"resourceVersion": body["metadata"]["resourceVersion"]},
+                                   "spec": {"replicas": replicas}});
+                let answer = self.write(&collection, &name, None, Write::Merge(&patch), "scale");
+                if answer.status() != StatusCode::OK {
+                    return answer;
+                }
+                reply(StatusCode::OK, scale_of(&self.get(&collection, &name).unwrap()))
             }
             ("PUT", Some(name), sub @ (None | Some("status"))) => {
                 self.write(&collection, &name, sub, Write::Replace(&body), manager.as_deref().unwrap_or("unknown"))
@@ -459,6 +653,62 @@ impl FakeApi {
             ("DELETE", Some(name), None) => self.remove(&collection, &name, &body),
             _ => not_found(),
         }
+    }
+
+    /// A `follow=true` read of a container's log: the current file, then whatever is written, until the
+    /// container ends (or the Pod goes); a cut ([`FakeApi::cut_log_follows`]) fails the stream.
+    fn follow_log(&self, path: &str, query: &str) -> Response<FakeBody> {
+        use http_body_util::BodyExt;
+        let Some(collection) = path.strip_suffix("/log").and_then(|p| p.rsplit_once('/')).map(|(c, _)| c.to_owned())
+        else {
+            return whole(not_found());
+        };
+        let pod = path.trim_end_matches("/log").rsplit('/').next().unwrap().to_owned();
+        if self.get(&collection, &pod).is_none() {
+            return whole(not_found());
+        }
+        let key = (pod.clone(), param(query, "container").unwrap_or_default());
+        let (at, cuts) = {
+            let mut state = self.state();
+            let log = state.logs.entry(key.clone()).or_default();
+            (log.head, log.cuts)
+        };
+        let fake = self.clone();
+        // The state: how far the stream has sent, and whether it failed (then it ends).
+        let stream = futures::stream::unfold((at, false), move |(mut at, failed)| {
+            let (fake, key, collection) = (fake.clone(), key.clone(), collection.clone());
+            async move {
+                if failed {
+                    return None;
+                }
+                loop {
+                    let next = {
+                        let state = fake.state();
+                        let log = state.logs.get(&key).unwrap();
+                        if log.cuts != cuts {
+                            Some(Err("the connection was cut".into()))
+                        } else if at < log.text.len() {
+                            let chunk = bytes::Bytes::copy_from_slice(&log.text[at..]);
+                            at = log.text.len();
+                            Some(Ok(http_body::Frame::data(chunk)))
+                        } else if log.closed || !state.objects.contains_key(&(collection.clone(), key.0.clone())) {
+                            return None;
+                        } else {
+                            None
+                        }
+                    };
+                    match next {
+                        Some(item) => {
+                            let failed = item.is_err();
+                            return Some((item, (at, failed)));
+                        }
+                        None => tokio::time::sleep(FOLLOW_POLL).await,
+                    }
+                }
+            }
+        });
+        let body: FakeBody = http_body_util::StreamBody::new(stream).boxed_unsync();
+        Response::builder().status(200).body(body).unwrap()
     }
 
     fn create(&self, collection: &str, mut object: Value, manager: &str) -> Response<Body> {
@@ -723,7 +973,10 @@ fn selected(object: &Value, query: &str) -> bool {
     let terms = |selector: &str| -> Vec<(String, String)> {
         selector.split(',').filter_map(|t| t.split_once('=')).map(|(k, v)| (k.to_owned(), v.to_owned())).collect()
     };
+    // A term without `=` asks only that the label exists.
+    let exists = labels.split(',').filter(|t| !t.is_empty() && !t.contains('='));
     terms(&labels).iter().all(|(k, v)| object["metadata"]["labels"][k].as_str() == Some(v))
+        && exists.clone().all(|k| object["metadata"]["labels"].get(k).is_some())
         && terms(&fields).iter().all(|(path, v)| path.split('.').fold(object, |o, p| &o[p]).as_str() == Some(v))
 }
 

@@ -126,6 +126,7 @@ mod tests {
     use pyexec_core::ExecutionStatus;
     use pyexec_core::pod::protocol::{
         FRAME_END, FRAME_PRE_OUTPUT, FRAME_STDERR, FRAME_STDOUT, NONCE_ENV, encode_frame as frame,
+        encode_unnumbered_frame,
     };
     use pyexec_testkit::kube::{FakeApi, PODS};
     use serde_json::json;
@@ -139,7 +140,7 @@ mod tests {
     fn execution_with(status: serde_json::Value) -> Result<watcher::Event<PythonExecution>, watcher::Error> {
         let cr = json!({
             "apiVersion": "pyexec.io/v1alpha1", "kind": "PythonExecution",
-            "metadata": {"name": "exe-1", "namespace": "team-a"},
+            "metadata": {"name": "exe-1", "namespace": "team-a", "uid": "uid"},
             "spec": {"source": {"files": [{"name": "main.py", "content": "print(1)"}]}, "entrypoint": "main.py"},
             "status": status,
         });
@@ -177,12 +178,13 @@ mod tests {
     async fn output_from_the_pods_log_comes_between_running_and_the_result() {
         let (client, fake) = FakeApi::start();
         pod(&fake, "n0nce");
-        let mut log = frame("n0nce", FRAME_PRE_OUTPUT, b"pre-command noise\n");
-        log += &frame("n0nce", FRAME_STDOUT, b"hello\n");
-        log += &frame("forged", FRAME_STDOUT, b"FORGED\n");
+        let mut log = frame("n0nce", 0, FRAME_PRE_OUTPUT, b"pre-command noise\n");
+        log += &frame("n0nce", 1, FRAME_STDOUT, b"hello\n");
+        log += &frame("forged", 2, FRAME_STDOUT, b"FORGED\n");
         log += "a line the program wrote around the runner\n";
-        log += &frame("n0nce", FRAME_STDERR, b"warning\n");
-        log += &frame("n0nce", FRAME_END, br#"{"exit":0}"#);
+        // A runner from before frames were numbered is still followed.
+        log += &encode_unnumbered_frame("n0nce", FRAME_STDERR, b"warning\n");
+        log += &frame("n0nce", 3, FRAME_END, br#"{"exit":0}"#);
         fake.set_log("exe-1-pod", MAIN_CONTAINER, &log);
         let watch = futures::stream::iter(vec![
             execution("Pending", None),

@@ -477,6 +477,8 @@ impl Backend for KubernetesBackend {
                 max_concurrent: self.admission.max_in_flight(),
                 max_queue: self.admission.max_queue(),
             },
+            // Warm Pods are the operator's (PythonExecutionPool resources): `kubectl get pythonexecutionpools`.
+            warm_pools: serde_json::Value::Null,
         }
     }
 

@@ -2,6 +2,7 @@
 //! and the last event of `/events`. It is the status, with the whole output from the operator's log store
 //! (`status.logsRef`) when the status had to cut it, so no reader sees less than another.
 
+use kube::ResourceExt;
 use pyexec_core::ExecutionResult;
 use pyexec_crds::PythonExecution;
 use pyexec_crds::contract::StoredLogs;
@@ -28,6 +29,11 @@ impl Results {
         let status = cr.status.as_ref();
         let cut = status.is_some_and(|s| s.stdout_truncated || s.stderr_truncated);
         if let (true, Some(logs_ref)) = (cut, status.and_then(|s| s.logs_ref.as_deref())) {
+            if !names_resource(logs_ref, cr) {
+                // The token is this namespace's: it goes only to the operator's address of this resource's output.
+                tracing::warn!(execution_id = id, logs_ref, "status.logsRef does not name this execution; not read");
+                return result;
+            }
             match self.stored(logs_ref).await {
                 Ok(stored) => {
                     let max = self.max_output_bytes;
@@ -51,5 +57,30 @@ impl Results {
             request = request.bearer_auth(token);
         }
         request.send().await?.error_for_status()?.json().await
+    }
+}
+
+/// Whether `logs_ref` is the operator's `/logs/{namespace}/{uid}` of the resource `cr` (nothing after it).
+fn names_resource(logs_ref: &str, cr: &PythonExecution) -> bool {
+    let (Some(namespace), Some(uid)) = (cr.namespace(), cr.uid()) else { return false };
+    let path = logs_ref.split(['?', '#']).next().unwrap_or_default();
+    path.ends_with(&format!("/logs/{namespace}/{uid}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_resources_own_logs_ref_is_read() {
+        let mut cr = PythonExecution::new("exe-1", Default::default());
+        cr.metadata.namespace = Some("team-a".into());
+        cr.metadata.uid = Some("uid-1".into());
+        assert!(names_resource("http://op.pyexec-system.svc:8081/logs/team-a/uid-1", &cr));
+        assert!(!names_resource("http://op.pyexec-system.svc:8081/logs/team-b/uid-1", &cr), "another namespace");
+        assert!(!names_resource("http://op:8081/logs/team-a/uid-2", &cr), "another execution");
+        assert!(!names_resource("http://op:8081/logs/team-a/uid-1/x", &cr));
+        cr.metadata.uid = None;
+        assert!(!names_resource("http://op:8081/logs/team-a/", &cr));
     }
 }

@@ -1,24 +1,111 @@
-//! The CRD reference (`docs/crd-reference.md`), generated from the same schema the API server enforces, so it
-//! cannot drift: every field of spec and status with its type, default, bounds, rules and description.
+//! The CRD reference (`docs/crd-reference.md`), generated from the same schemas the API server enforces, so it
+//! cannot drift: for PythonExecution and PythonExecutionPool, every field of spec and status with its type, default,
+//! bounds, rules and description, and the pool's scale subresource and printer columns; the few paragraphs that a
+//! schema cannot say (how executions meet pools) are written here, next to the generator.
 
 use kube::CustomResourceExt;
 use serde_json::Value;
 
-use crate::PythonExecution;
+use crate::{PythonExecution, PythonExecutionPool};
+
+/// What the schema of PythonExecutionPool cannot say: how executions are matched to a pool, and how one that ran
+/// warm shows it. Kept in step with the operator's `pool::fit` and `pool::claim`.
+const POOL_MATCHING: &str = "\
+### How executions are matched to a pool
+
+The operator keeps `spec.replicas` idle Pods of the pool's class, each with its runner started and waiting for a
+claim. Before it creates a Pod for a new PythonExecution in the same namespace, it looks for a pool that fits it; it
+fits when all of these hold:
+
+- the same image: the execution's `image`, or the image the operator maps its `pythonVersion` (or the default
+  version) to, is the pool's;
+- the same `limits.memoryMB` and `limits.diskMB`, and the same `limits.cpu` in millicores (`500m` and `0.5` are
+  equal); `limits.timeoutSeconds` may be anything (the claimed Pod's deadline is set from it at the claim);
+- the same `network` and `runtimeClassName` (both absent counts as the same);
+- nothing that only a new Pod can get: no install stage (`requirements`, or a `requirements.txt` among the inline
+  files), no `docker`, a `source.files` source (no `configMap`, no `archive`), no `env[].valueFrom`.
+
+Of the fitting pools, the first by name is used, and of its idle Pods the oldest that is Ready. The claim is one
+merge patch at the Pod's `resourceVersion`: of two executions claiming the same Pod one wins and the other tries the
+next idle Pod; with none left (or none Ready) the execution runs cold, in a Pod of its own, exactly as without
+pools. The operator then writes the run configuration, the files, stdin and the plain variables to the runner's
+stdin through attach (retried, as a cold Pod's go-ahead is, when it fails).
+
+A pool's class is admitted as an execution of that class would be (an allowed image and RuntimeClass, limits within
+the operator's maximums, a name of at most 63 characters); a refused pool gets no Pods and has the condition
+`Ready=False` with reason `Invalid`. When the pool is deleted, its idle Pods, ConfigMap and NetworkPolicy go with
+it; claimed Pods belong to their executions and stay.
+
+### An execution that ran warm
+
+A PythonExecution that claimed a warm Pod has the condition `Accepted=True` with reason `WarmPod` (its message names
+the Pod and the pool; a cold one has reason `Accepted`), `status.podName` the pool's Pod (`<pool>-xxxxx`) and
+`status.startTime` the time of the claim. The rest is as for a cold execution: the claimed Pod is never returned to
+the pool, and is deleted when the execution finished. A claimed Pod that ends before the execution was handed over
+to it fails the execution with the `Finished` reason `PodLost`: its program did not run.
+
+### Example
+
+```yaml
+apiVersion: pyexec.io/v1alpha1
+kind: PythonExecutionPool
+metadata:
+  name: small                  # at most 63 characters (it labels the Pods)
+spec:
+  replicas: 3
+  pythonVersion: \"3.12\"
+  limits: {memoryMB: 1024, cpu: \"1\", diskMB: 2048}
+  network: none
+```
+
+serves, among others:
+
+```yaml
+apiVersion: pyexec.io/v1alpha1
+kind: PythonExecution
+metadata:
+  name: hello
+spec:
+  pythonVersion: \"3.12\"
+  limits: {memoryMB: 1024, cpu: 1000m, diskMB: 2048, timeoutSeconds: 30}
+  source:
+    files: [{name: main.py, content: \"print('hello')\"}]
+  entrypoint: main.py
+```
+
+`kubectl scale pyexecpool/small --replicas 5` (or a HorizontalPodAutoscaler) resizes it.
+";
 
 /// The reference as Markdown.
 pub fn markdown() -> String {
-    let crd = serde_json::to_value(PythonExecution::crd()).unwrap_or_default();
-    let version = &crd["spec"]["versions"][0];
-    let schema = &version["schema"]["openAPIV3Schema"];
     let mut out = String::from(
-        "# PythonExecution reference\n\n\
-         Generated from the CRD (`cargo run -p pyexec-crds --bin crdgen -- --reference > docs/crd-reference.md`); \
-         a test fails when it is stale. Group `pyexec.io`, version `v1alpha1`, kind `PythonExecution`, namespaced, \
-         short name `pyexec`. Design and examples: [kubernetes.md](kubernetes.md).\n",
+        "# CRD reference\n\n\
+         Generated from the CRDs (`cargo run -p pyexec-crds --bin crdgen -- --reference > docs/crd-reference.md`); \
+         a test fails when it is stale. Design and examples: [kubernetes.md](kubernetes.md).\n\n\
+         ## PythonExecution\n\n\
+         Group `pyexec.io`, version `v1alpha1`, kind `PythonExecution`, namespaced, short name `pyexec`: one \
+         execution, which the operator runs in a Pod (a new one, or a warm pool's).\n",
     );
+    tables(&serde_json::to_value(PythonExecution::crd()).unwrap_or_default(), &mut out);
+    out.push_str(
+        "\n## PythonExecutionPool\n\n\
+         Group `pyexec.io`, version `v1alpha1`, kind `PythonExecutionPool`, namespaced, short name `pyexecpool`: \
+         a warm pool of idle execution Pods of one class, which the PythonExecutions that fit it claim instead of \
+         waiting for a new Pod ([Warm pools](kubernetes.md#warm-pools)).\n",
+    );
+    let pool = serde_json::to_value(PythonExecutionPool::crd()).unwrap_or_default();
+    subresources(&pool, &mut out);
+    out.push('\n');
+    out.push_str(POOL_MATCHING);
+    tables(&pool, &mut out);
+    out
+}
+
+/// The tables of `spec` and `status` of a CRD (its first version), with the rules of each.
+fn tables(crd: &Value, out: &mut String) {
+    let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
     for part in ["spec", "status"] {
-        out.push_str(&format!("\n## `{part}`\n\n"));
+        out.push_str(&format!("\n### `{part}`\n\n"));
         if let Some(rules) = schema["properties"][part]["x-kubernetes-validations"].as_array() {
             for rule in rules {
                 out.push_str(&format!(
@@ -29,9 +116,30 @@ pub fn markdown() -> String {
             }
         }
         out.push_str("| field | type | default | constraints | description |\n|---|---|---|---|---|\n");
-        walk(&schema["properties"][part], part, &mut out);
+        walk(&schema["properties"][part], part, out);
     }
-    out
+}
+
+/// The subresources and printer columns of a CRD (its first version).
+fn subresources(crd: &Value, out: &mut String) {
+    let version = &crd["spec"]["versions"][0];
+    let scale = &version["subresources"]["scale"];
+    if scale.is_object() {
+        out.push_str(&format!(
+            "\nSubresources: `status`, and `scale` (`kubectl scale`, a HorizontalPodAutoscaler): its replicas are \
+             `{}` (desired) and `{}` (current), its label selector `{}`.\n",
+            scale["specReplicasPath"].as_str().unwrap_or(""),
+            scale["statusReplicasPath"].as_str().unwrap_or(""),
+            scale["labelSelectorPath"].as_str().unwrap_or(""),
+        ));
+    }
+    if let Some(columns) = version["additionalPrinterColumns"].as_array() {
+        let shown: Vec<String> = columns
+            .iter()
+            .map(|c| format!("{} (`{}`)", c["name"].as_str().unwrap_or(""), c["jsonPath"].as_str().unwrap_or("")))
+            .collect();
+        out.push_str(&format!("\n`kubectl get` columns: {}.\n", shown.join(", ")));
+    }
 }
 
 fn walk(node: &Value, path: &str, out: &mut String) {

@@ -69,6 +69,13 @@ pub async fn collect(
     match &f.kind {
         FinishKind::Program => {
             let log = program_log(pods, followers, pod, !killed).await?;
+            if let Some(message) = crate::pool::claim::ended_before_hand_over(pod, &log).filter(|_| !killed) {
+                // A claimed warm Pod that died before its runner got the claim: nothing ran, and its exit code is
+                // not the program's.
+                let mut result = failed(&id, message, None, "");
+                result.finished_at = Some(finished);
+                return Ok(Collected { result, reason: "PodLost" });
+            }
             let pod_end = PodEnd {
                 exit_code: f.exit_code,
                 oom_killed: f.oom_killed,

@@ -6,10 +6,18 @@
 //! failing the list of every object in scope. The watch's health is shared with `/readyz` ([`Readiness`]), and at
 //! most [`crate::config::OperatorConfig::concurrency`] reconciliations run at once.
 //!
-//! What it caches stays bounded: the only store is the reflector's of PythonExecutions (finished ones are deleted
-//! `ttlSecondsAfterFinished` after they finished); the Pods, NetworkPolicies and ConfigMaps are watched only for the
-//! operator's own children (label-scoped) and only to map a change to its owner, so none of them is stored; and the
-//! per-object state of the context is swept against the store every [`SWEEP_EVERY`] ([`Context::forget_gone`]).
+//! Beside it, with the same context, runs the warm pools' controller ([`crate::pool::controller`]), which keeps
+//! each PythonExecutionPool's idle Pods; it returns at once when the pool CRD is not installed. Executions meet the
+//! pools only in their own reconciliation: before creating a Pod, [`crate::reconcile`] tries to claim an idle Ready
+//! Pod of a pool that fits ([`crate::pool::claim`]: one merge patch, at the Pod's `resourceVersion`, that moves its
+//! controller owner reference to the execution). From then on the claimed Pod is the execution's child, and its
+//! changes reach this controller through the same owned-Pod watch as a Pod the execution created.
+//!
+//! What it caches stays bounded: the only stores are the reflector's of PythonExecutions (finished ones are deleted
+//! `ttlSecondsAfterFinished` after they finished) and the pools' controller's of PythonExecutionPools; the Pods,
+//! NetworkPolicies and ConfigMaps are watched only for the operator's own children (label-scoped) and only to map a
+//! change to its owner, so none of them is stored; and the per-object state of the context is swept against the
+//! store every [`SWEEP_EVERY`] ([`Context::forget_gone`]).
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -359,3 +359,189 @@ async fn pods_that_die_while_idle_are_replaced() {
     assert_eq!(fake.get(EXECUTIONS, "job").unwrap()["status"]["podName"], "job", "nothing ready: cold");
     assert!(ctx.metrics.render().contains("pyexec_operator_pool_claims_total{outcome=\"cold-no-idle\"} 1"));
 }
+
+/// The claim patches sent to a Pod (those labelling it claimed), with the codes they were answered.
+fn claim_patches(fake: &FakeApi, pod: &str) -> Vec<u16> {
+    fake.calls_to("PATCH", &format!("{PODS}/{pod}"))
+        .iter()
+        .filter(|c| c.path == format!("{PODS}/{pod}") && c.body["metadata"]["labels"][CLAIMED_LABEL] == "true")
+        .map(|c| c.code)
+        .collect()
+}
+
+/// An operator that stops after its claim of an idle Pod went through, before the execution's status said so (the
+/// hand-over and the status write both failed): returns the fake, a new operator's context, and the claimed Pod.
+async fn claimed_then_restarted(replicas: i32) -> (FakeApi, Ctx, String) {
+    let (fake, ctx, _) = filled(replicas).await;
+    fake.put(EXECUTIONS, execution("job", fitting()));
+    fake.clear_calls();
+    let attach = |c: &pyexec_testkit::kube::Call| c.path.ends_with("/attach");
+    // Every attach and the execution's status write fail: the operator got exactly as far as its claim.
+    for pod in pool_pods(&ctx, "small").await {
+        let name = pod["metadata"]["name"].as_str().unwrap().to_owned();
+        fake.fail_next("", &format!("{PODS}/{name}/attach"), 1, Fault::Status(500));
+    }
+    fake.fail_next("PATCH", &format!("{EXECUTIONS}/job/status"), 1, Fault::Status(500));
+    let failed = reconcile(fake.object(EXECUTIONS, "job"), ctx.clone()).await;
+    assert!(failed.is_err(), "the status write failed: {failed:?}");
+    let claimed: Vec<String> = fake
+        .calls_to("PATCH", PODS)
+        .iter()
+        .filter(|c| c.code == 200 && c.body["metadata"]["labels"][CLAIMED_LABEL] == "true")
+        .map(|c| c.path.rsplit('/').next().unwrap().to_owned())
+        .collect();
+    assert_eq!(claimed.len(), 1, "one claim went through");
+    assert!(fake.calls().iter().filter(|c| attach(c)).all(|c| c.code == 500), "nothing was handed over");
+    let status = fake.get(EXECUTIONS, "job").unwrap()["status"].clone();
+    assert!(status.get("podName").is_none(), "the status does not know of the claim: {status}");
+    let pod = fake.get(PODS, &claimed[0]).unwrap();
+    assert_eq!(pod["metadata"]["ownerReferences"][0]["uid"], "uid-job");
+    // A new operator: nothing remembered from the first one.
+    let restarted = context(ctx.client.clone(), OperatorConfig::default(), LogStore::default());
+    fake.clear_calls();
+    (fake, restarted, claimed[0].clone())
+}
+
+/// The restarted operator ran the execution in the Pod claimed before it stopped: no second claim, no cold Pod,
+/// the claim handed over once, the status `Running` there with reason `WarmPod`.
+fn adopted(fake: &FakeApi, pods_before: &[String], claimed: &str) {
+    for pod in pods_before {
+        assert!(claim_patches(fake, pod).is_empty(), "no second claim ({pod})");
+    }
+    assert!(fake.calls_to("POST", PODS).is_empty(), "no cold Pod");
+    assert!(fake.get(PODS, "job").is_none() && fake.get(CONFIG_MAPS, "job").is_none());
+    let written = fake.attached(claimed, "python");
+    assert_eq!(written.len(), 1, "handed over once");
+    let claim: Claim = serde_json::from_slice(&written[0]).unwrap();
+    assert_eq!(claim.sources.values().next().map(String::as_str), Some("print('warm')"));
+    let pod = fake.get(PODS, claimed).unwrap();
+    assert_eq!(pod["metadata"]["annotations"]["pyexec.io/gate-opened"], "true");
+    let s = fake.get(EXECUTIONS, "job").unwrap()["status"].clone();
+    assert_eq!((s["phase"].as_str(), s["podName"].as_str()), (Some("Running"), Some(claimed)), "{s}");
+    assert_eq!(condition(&s, "Accepted")["reason"], "WarmPod");
+    assert!(fake.get(POLICIES, "job").is_some(), "its own fence");
+}
+
+#[tokio::test]
+async fn after_a_restart_between_the_claim_and_the_status_the_claimed_pod_is_adopted() {
+    let (fake, ctx, claimed) = claimed_then_restarted(2).await;
+    let pods = names(&pool_pods(&ctx, "small").await);
+    assert_eq!(pods.len(), 2, "the other idle Pod is still there to be claimed by mistake");
+    let action = step(&fake, &ctx, "job").await;
+    assert_eq!(action, Action::requeue(Duration::from_secs(30)), "handed over: next look at the timeout");
+    adopted(&fake, &pods, &claimed);
+    // The new operator found it by its labels, in one list call, without claiming anything.
+    let lists: Vec<String> = fake.calls_to("GET", PODS).iter().map(|c| c.query.clone()).collect();
+    assert!(lists.iter().any(|q| q.contains("uid-job")), "{lists:?}");
+    assert!(!ctx.metrics.render().contains("outcome=\"warm\""), "an adoption is not a second claim");
+}
+
+#[tokio::test]
+async fn after_a_restart_the_claimed_pod_is_adopted_even_when_its_pool_is_gone() {
+    let (fake, ctx, claimed) = claimed_then_restarted(2).await;
+    let pods = names(&pool_pods(&ctx, "small").await);
+    // While the operator was down, the pool was deleted: its idle Pod went with it, the claimed one is the
+    // execution's.
+    fake.delete(POOLS, "small");
+    assert!(fake.get(PODS, &claimed).is_some());
+    fake.clear_calls();
+    step(&fake, &ctx, "job").await;
+    adopted(&fake, &pods, &claimed);
+}
+
+#[tokio::test]
+async fn a_hand_over_that_fails_once_is_retried_and_the_execution_runs_warm() {
+    let (fake, ctx, pods) = filled(2).await;
+    fake.put(EXECUTIONS, execution("job", fitting()));
+    fake.clear_calls();
+    for pod in &pods {
+        fake.fail_next("", &format!("{PODS}/{pod}/attach"), 1, Fault::Status(500));
+    }
+    let action = step(&fake, &ctx, "job").await;
+    let s = fake.get(EXECUTIONS, "job").unwrap()["status"].clone();
+    let claimed = s["podName"].as_str().unwrap().to_owned();
+    assert!(pods.contains(&claimed), "{s}");
+    assert_eq!(claim_patches(&fake, &claimed), [200]);
+    let attaches = fake.calls_matching("", &format!("{claimed}/attach"));
+    assert_eq!(attaches.iter().map(|c| c.code).collect::<Vec<_>>(), [500], "one attempt, failed");
+    assert!(fake.attached(&claimed, "python").is_empty());
+    assert!(fake.get(PODS, &claimed).unwrap()["metadata"]["annotations"].get("pyexec.io/gate-opened").is_none());
+    assert_eq!(s["phase"], "Running");
+    assert_eq!(condition(&s, "Accepted")["reason"], "WarmPod");
+    assert_eq!(action, Action::requeue(Duration::from_secs(2)), "not handed over yet: look again soon");
+
+    // The retry: the claim goes through attach, nothing is claimed or created again.
+    fake.clear_calls();
+    let action = step(&fake, &ctx, "job").await;
+    let written = fake.attached(&claimed, "python");
+    assert_eq!(written.len(), 1);
+    let claim: Claim = serde_json::from_slice(&written[0]).unwrap();
+    assert_eq!((claim.run.timeout_seconds, claim.stdin.as_deref()), (30, Some("in")));
+    assert_eq!(fake.get(PODS, &claimed).unwrap()["metadata"]["annotations"]["pyexec.io/gate-opened"], "true");
+    assert!(pods.iter().all(|p| claim_patches(&fake, p).is_empty()), "no second claim");
+    assert!(fake.calls_to("POST", PODS).is_empty());
+    let s = fake.get(EXECUTIONS, "job").unwrap()["status"].clone();
+    assert_eq!((s["phase"].as_str(), s["podName"].as_str()), (Some("Running"), Some(claimed.as_str())));
+    assert_eq!(condition(&s, "Accepted")["reason"], "WarmPod", "it still ran warm");
+    assert_eq!(action, Action::requeue(Duration::from_secs(30)));
+    // A third look sends nothing more.
+    fake.clear_calls();
+    step(&fake, &ctx, "job").await;
+    assert_eq!(fake.attached(&claimed, "python").len(), 1);
+}
+
+/// A claim whose hand-over failed, and whose Pod then went away: the execution's status names the Pod.
+async fn claimed_but_not_handed_over() -> (FakeApi, Ctx, String) {
+    let (fake, ctx, pods) = filled(1).await;
+    fake.put(EXECUTIONS, execution("job", fitting()));
+    fake.fail_next("", &format!("{PODS}/{}/attach", pods[0]), 1, Fault::Status(500));
+    step(&fake, &ctx, "job").await;
+    assert_eq!(fake.get(EXECUTIONS, "job").unwrap()["status"]["podName"], pods[0].as_str());
+    assert!(fake.attached(&pods[0], "python").is_empty());
+    (fake, ctx, pods[0].clone())
+}
+
+#[tokio::test]
+async fn a_claimed_pod_that_dies_before_the_hand_over_fails_the_execution_saying_nothing_ran() {
+    let (fake, ctx, claimed) = claimed_but_not_handed_over().await;
+    // The kubelet evicts it (the node ran short of memory) before the retry: the runner never got its claim.
+    fake.set_status(
+        PODS,
+        &claimed,
+        json!({"phase": "Failed", "reason": "Evicted", "message": "The node was low on resource: memory.",
+               "containerStatuses": [container("python", json!({"terminated": {"exitCode": 137, "reason": "Error",
+                   "startedAt": "2026-01-01T00:00:00Z", "finishedAt": "2099-01-01T00:00:00Z"}}))]}),
+    );
+    fake.clear_calls();
+    step(&fake, &ctx, "job").await;
+    let s = fake.get(EXECUTIONS, "job").unwrap()["status"].clone();
+    assert_eq!(s["phase"], "Failed", "{s}");
+    let error = s["error"].as_str().unwrap();
+    assert!(error.contains(&claimed) && error.contains("did not run") && error.contains("Evicted"), "{error}");
+    assert!(s.get("exitCode").is_none_or(|c| c != 137), "the container's exit code is not the program's: {s}");
+    assert_eq!(condition(&s, "Finished")["reason"], "PodLost");
+    assert!(fake.attached(&claimed, "python").is_empty(), "nothing is sent to a dead Pod");
+    assert!(fake.calls_to("POST", PODS).is_empty(), "a claimed Pod is never replaced by another for the same run");
+    assert!(fake.get(PODS, &claimed).is_none(), "the dead Pod is deleted with the execution's other children");
+}
+
+#[tokio::test]
+async fn a_claimed_pod_deleted_before_the_hand_over_fails_the_execution_as_a_lost_pod() {
+    let (fake, ctx, claimed) = claimed_but_not_handed_over().await;
+    fake.delete(PODS, &claimed);
+    fake.clear_calls();
+    step(&fake, &ctx, "job").await;
+    let s = fake.get(EXECUTIONS, "job").unwrap()["status"].clone();
+    assert_eq!(s["phase"], "Failed", "{s}");
+    assert_eq!(condition(&s, "Finished")["reason"], "PodLost");
+    assert!(s["error"].as_str().unwrap().contains("deleted"), "{s}");
+    assert!(fake.calls_to("POST", PODS).is_empty() && fake.calls_matching("", "/attach").is_empty());
+}
+
+#[test]
+fn the_crd_reference_names_what_a_warm_execution_shows() {
+    let reference = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/crd-reference.md")).unwrap();
+    let warm = pyexec_operator::pool::WARM_REASON;
+    assert!(reference.contains(&format!("`Accepted=True` with reason `{warm}`")), "docs/crd-reference.md");
+    assert!(reference.contains("## PythonExecutionPool"));
+}

@@ -5,7 +5,7 @@ scripts/k8s/install-tools.sh installs under target/:
 
 Value sets: the chart's defaults and every file under charts/python-executor/ci/ (the chart-testing convention).
 For each: `helm lint --strict`, `helm template`, every rendered object through validate_manifests.py (schemas of
-Kubernetes 1.33 and 1.37, the CRD, Pod Security "restricted"), minimal RBAC, the operator's configuration file
+Kubernetes 1.33 and 1.37, the two CRDs, Pod Security "restricted"), minimal RBAC, the operator's configuration file
 against the keys operator/src/config.rs accepts, and the wiring between the API server, the operator and the
 Secrets. Without helm the tests are skipped, unless PYEXEC_REQUIRE_K8S_TOOLS=1 (then they fail).
 """
@@ -31,6 +31,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "python-executor"
 CRD = ROOT / "crds" / "pythonexecution.yaml"
+POOL_CRD = ROOT / "crds" / "pythonexecutionpool.yaml"
 HELM = ROOT / "target" / "k8s-tools" / "bin" / "helm"
 VALIDATOR = ROOT / "scripts" / "k8s" / "validate_manifests.py"
 DOCS = ROOT / "docs" / "helm.md"
@@ -218,8 +219,8 @@ def test_rendered_objects_are_valid_and_restricted(name, tmp_path):
     rendered = tmp_path / f"{name}.yaml"
     rendered.write_text(render(name))
     result = subprocess.run(
-        [sys.executable, str(VALIDATOR), "--crd", str(CRD), "--k8s-version", "1.33.0", "--k8s-version", "1.37.0",
-         "--pss", "restricted", str(rendered)],
+        [sys.executable, str(VALIDATOR), "--crd", str(CRD), "--crd", str(POOL_CRD), "--k8s-version", "1.33.0",
+         "--k8s-version", "1.37.0", "--pss", "restricted", str(rendered)],
         capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
@@ -330,6 +331,15 @@ def test_crd_copy_is_identical():
     ({"operator": {"imageDigests": {"python": {"3.9": "sha256:" + "a" * 64}}}}, ["operator.imageDigests.python", "3.9"]),
     ({"operator": {"imageDigests": {"docker": "sha256:" + "A" * 64}}}, ["/operator/imageDigests/docker"]),
     ({"logsToken": {"extraNamespaces": ["Team_B"]}}, ["/logsToken/extraNamespaces/0"]),
+    ({"pools": [{"name": "Small_Pool"}]}, ["/pools/0/name"]),
+    ({"pools": [{"replicas": 2}]}, ["/pools/0", "name"]),
+    ({"pools": [{"name": "small", "replicas": -1}]}, ["/pools/0/replicas"]),
+    ({"pools": [{"name": "small", "image": "python:3.12-slim", "pythonVersion": "3.12"}]}, ["/pools/0"]),
+    ({"pools": [{"name": "small", "network": "public"}]}, ["/pools/0/network"]),
+    ({"pools": [{"name": "small", "pythonVersion": "3.9"}]}, ["/pools/0/pythonVersion"]),
+    ({"pools": [{"name": "small", "limits": {"cpu": "lots"}}]}, ["/pools/0/limits/cpu"]),
+    ({"pools": [{"name": "small", "limits": {"memoryMB": 8}}]}, ["/pools/0/limits/memoryMB"]),
+    ({"pools": [{"name": "small", "timeoutSeconds": 30}]}, ["/pools/0", "timeoutSeconds"]),
 ])
 def test_bad_values_are_refused_naming_the_value(bad, words, tmp_path):
     values = tmp_path / "bad.yaml"
@@ -726,7 +736,8 @@ def test_default_deny_policy_for_executions(name):
 @param_sets
 def test_executions_namespace_holds_no_control_plane(name):
     """With a dedicated executions namespace, it holds only what executions need: no Secret, ServiceAccount,
-    workload, Service or ConfigMap of the chart (all in the release namespace), and the operator's Role there."""
+    workload, Service or ConfigMap of the chart (all in the release namespace), the operator's Role there, and the
+    warm pools."""
     values = merged_values(name)
     namespace = executions_namespace(name)
     assert operator_config(name)["allowSecretEnv"] is values["operator"]["config"]["allowSecretEnv"]
@@ -735,7 +746,7 @@ def test_executions_namespace_holds_no_control_plane(name):
     assert namespace != NAMESPACE
     inside = {(o["kind"], o["metadata"]["name"]) for o in objects(name) if o["metadata"].get("namespace") == namespace}
     kinds = {kind for kind, _ in inside}
-    assert kinds <= {"Role", "RoleBinding", "NetworkPolicy"}, inside
+    assert kinds <= {"Role", "RoleBinding", "NetworkPolicy", "PythonExecutionPool"}, inside
     for o in objects(name):
         if o["kind"] in ("Secret", "ServiceAccount", "Deployment", "Service", "ConfigMap", "PersistentVolumeClaim"):
             assert o["metadata"]["namespace"] == NAMESPACE, (o["kind"], o["metadata"]["name"])
@@ -754,6 +765,50 @@ def test_executions_namespace(name):
     for mode in ("enforce", "audit", "warn"):
         assert labels[f"pod-security.kubernetes.io/{mode}"] == values["executions"]["podSecurity"][mode]
     assert namespace["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+
+
+@param_sets
+def test_pools_render_into_the_executions_namespace(name):
+    """One PythonExecutionPool per entry of `pools`, in the executions namespace, carrying the values given (absent
+    ones left to the CRD's defaults, except `network`, written out; CPU always a string, as the CRD's int-or-string
+    wants it)."""
+    pools = merged_values(name)["pools"]
+    rendered = {p["metadata"]["name"]: p for p in of_kind(name, "PythonExecutionPool")}
+    assert sorted(rendered) == sorted(p["name"] for p in pools)
+    for pool in pools:
+        obj = rendered[pool["name"]]
+        assert obj["apiVersion"] == "pyexec.io/v1alpha1"
+        assert obj["metadata"]["namespace"] == executions_namespace(name)
+        assert obj["metadata"]["labels"]["app.kubernetes.io/component"] == "pool"
+        expected = {"replicas": pool.get("replicas", 0), "network": pool.get("network", "none")}
+        for key in ("pythonVersion", "image", "runtimeClassName"):
+            if key in pool:
+                expected[key] = pool[key]
+        if "limits" in pool:
+            expected["limits"] = {k: (str(v) if k == "cpu" else v) for k, v in pool["limits"].items()}
+        assert obj["spec"] == expected, pool["name"]
+
+
+def test_a_value_set_renders_pools_of_every_kind():
+    """The pool test above is not vacuous: some value set renders several pools, of both network modes, with and
+    without a RuntimeClass, from a version and from an image, with CPU as a number."""
+    pools = [p for name in VALUE_SETS for p in of_kind(name, "PythonExecutionPool")]
+    specs = [p["spec"] for p in pools]
+    assert len(pools) >= 2
+    assert {s["network"] for s in specs} == {"none", "egress"}
+    assert any("runtimeClassName" in s for s in specs) and any("runtimeClassName" not in s for s in specs)
+    assert any("image" in s for s in specs) and any("pythonVersion" in s for s in specs)
+    numbers = [p for name in VALUE_SETS for p in merged_values(name)["pools"]
+               if isinstance(p.get("limits", {}).get("cpu"), (int, float))]
+    assert numbers, "no pool's CPU is written as a number"
+    for name in VALUE_SETS:
+        config = operator_config(name)
+        for pool in merged_values(name)["pools"]:
+            # The operator refuses (Ready=False, Invalid) a pool whose class it would refuse to an execution.
+            if "runtimeClassName" in pool:
+                assert pool["runtimeClassName"] in config["allowedRuntimeClasses"], (name, pool["name"])
+            if "image" in pool:
+                assert pool["image"] in config["allowedImages"], (name, pool["name"])
 
 
 def values_paths(node: Any, prefix: str = "") -> list[str]:

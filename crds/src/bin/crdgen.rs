@@ -1,6 +1,6 @@
 //! Prints the PythonExecution CRD (`cargo run -p pyexec-crds --bin crdgen > crds/pythonexecution.yaml`), with
-//! `--pool` the PythonExecutionPool CRD (`> crds/pythonexecutionpool.yaml`), or with `--reference` the
-//! PythonExecution's Markdown reference (`> docs/crd-reference.md`).
+//! `--pool` the PythonExecutionPool CRD (`> crds/pythonexecutionpool.yaml`), or with `--reference` the Markdown
+//! reference of both (`> docs/crd-reference.md`).
 
 fn main() {
     if std::env::args().any(|a| a == "--reference") {

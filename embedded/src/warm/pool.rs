@@ -25,6 +25,8 @@ use crate::environments::EnvLease;
 const MAX_CLASSES: usize = 32;
 /// How often the refiller looks even when nothing woke it.
 const TICK: Duration = Duration::from_secs(1);
+/// How long the refiller lets a claimed run go first before it builds a replacement.
+const REFILL_DELAY: Duration = Duration::from_millis(10);
 
 /// A sandbox built ahead of demand, its program waiting for work.
 #[derive(Debug)]
@@ -205,7 +207,15 @@ impl WarmPool {
         });
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let refiller = inner.clone();
-        std::thread::Builder::new().name("pyexec-warm".into()).spawn(move || runtime.block_on(refill(refiller)))?;
+        std::thread::Builder::new().name("pyexec-warm".into()).spawn(move || {
+            // The thread's own share of building (cgroups, uid maps, waiting for readiness) yields to request
+            // handling; the sandboxes themselves run at the lowest CPU weight of their cgroups until claimed.
+            // `None` is the caller, which on Linux means this thread (nice values are per thread there).
+            if let Err(e) = rustix::process::setpriority_process(None, 10) {
+                tracing::debug!(error = %e, "the warm pools' thread keeps its priority");
+            }
+            runtime.block_on(refill(refiller))
+        })?;
         Ok(WarmPool { inner, _stop: Arc::new(StopOnDrop(closing)) })
     }
 
@@ -417,7 +427,11 @@ async fn refill(pool: Arc<Inner>) {
             tokio::spawn(build(pool.clone(), key, template));
         }
         tokio::select! {
-            () = pool.wake.notified() => {}
+            () = pool.wake.notified() => {
+                // Woken by a claim: the claimed run has just started. Building its replacement at this very
+                // moment would compete with it for the CPU, so the refill waits until most runs are over.
+                tokio::time::sleep(REFILL_DELAY).await;
+            }
             () = tokio::time::sleep(TICK) => {}
             () = pool.closing.cancelled() => break,
         }

@@ -17,6 +17,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, Resource, ResourceExt};
+use pyexec_core::pod::PodLog;
 use pyexec_core::pod::protocol::{
     Claim, DISK_FREE_ENV, GATE_ENV, MAIN_CONTAINER, NONCE_ENV, OOM_EVENTS_ENV, RUN_CONFIG_FILE, RunConfig, STDIN_FILE,
 };
@@ -65,8 +66,8 @@ pub struct Claimed {
 }
 
 /// Claims an idle Ready Pod of a pool that fits the admitted execution, or `None` (run cold). A Pod this execution
-/// claimed before (the operator stopped between the claim and the status) is found and returned again. The
-/// outcome is counted.
+/// claimed before (the operator stopped between the claim and the status) is found and returned again, even if its
+/// pool is gone or no longer fits; that adoption is not counted. A new claim's outcome is counted.
 pub async fn try_claim(cr: &PythonExecution, ctx: &Context, admitted: &Admitted) -> Result<Option<Claimed>, Error> {
     if !super::fit::warmable(cr, admitted) {
         ctx.metrics.claim(Outcome::ColdNoPool.label());
@@ -80,6 +81,17 @@ pub async fn try_claim(cr: &PythonExecution, ctx: &Context, admitted: &Admitted)
         Err(kube::Error::Api(e)) if e.code == 404 => Vec::new(),
         Err(e) => return Err(e.into()),
     };
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+    let uid = cr.uid();
+    // A Pod this execution claimed before the operator stopped (before its status said so) is its Pod, whether or
+    // not its pool still exists or still fits: looked up before any pool is chosen, so that the execution neither
+    // claims a second Pod nor creates a cold one beside it.
+    let mine = format!("{POOL_LABEL},{EXECUTION_LABEL}={}", uid.clone().unwrap_or_default());
+    let claimed_before = pods.list(&ListParams::default().labels(&mine)).await?.items;
+    if let Some(mine) = claimed_before.into_iter().find(|p| controlled_by(p.meta(), uid.as_deref())) {
+        let pool = mine.labels().get(POOL_LABEL).cloned().unwrap_or_default();
+        return Ok(Some(Claimed { pod: mine, pool }));
+    }
     candidates.retain(|p| p.meta().deletion_timestamp.is_none());
     candidates.sort_by_key(ResourceExt::name_any);
     let pool =
@@ -89,14 +101,6 @@ pub async fn try_claim(cr: &PythonExecution, ctx: &Context, admitted: &Admitted)
         return Ok(None);
     };
     let pool_name = pool.name_any();
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
-    let uid = cr.uid();
-    // A Pod this execution claimed before the operator stopped (before its status said so) is its Pod.
-    let mine = format!("{POOL_LABEL},{EXECUTION_LABEL}={}", uid.clone().unwrap_or_default());
-    let claimed_before = pods.list(&ListParams::default().labels(&mine)).await?.items;
-    if let Some(mine) = claimed_before.into_iter().find(|p| controlled_by(p.meta(), uid.as_deref())) {
-        return Ok(Some(Claimed { pod: mine, pool: pool_name }));
-    }
     let idle = format!("{POOL_LABEL}={pool_name},{CLAIMED_LABEL}=false");
     let listed = pods.list(&ListParams::default().labels(&idle)).await?.items;
     let mut idle: Vec<Pod> = listed.into_iter().filter(|p| is_idle(p, pool.uid().as_deref()) && is_ready(p)).collect();
@@ -192,6 +196,27 @@ pub fn awaits_hand_over(pod: &Pod) -> bool {
     !gate_opened(pod)
 }
 
+/// Why a finished warm Pod never ran its execution, or `None` when it may have: the hand-over was never recorded
+/// and the runner wrote no frame (its first frame comes before anything runs, [`PodLog::started`]). Both are
+/// checked because the hand-over may have gone through with only its record lost. Reading such a Pod's exit code as
+/// the program's would report a run that never happened (an evicted idle Pod "completed" with 137).
+pub fn ended_before_hand_over(pod: &Pod, log: &PodLog) -> Option<String> {
+    if !super::is_warm(pod) || !awaits_hand_over(pod) || log.started {
+        return None;
+    }
+    let status = pod.status.as_ref();
+    let why = [status.and_then(|s| s.reason.as_deref()), status.and_then(|s| s.message.as_deref())]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(": ");
+    let why = if why.is_empty() { String::new() } else { format!(" ({why})") };
+    Some(format!(
+        "the warm Pod {} ended before the execution was handed over to it{why}; the program did not run",
+        pod.name_any()
+    ))
+}
+
 /// Runs the execution in the Pod it claimed: hands the claim over (unless that was done before a restart), marks
 /// the Pod handed over (the go-ahead annotation: the execution's reconciler then never sends anything else), makes
 /// sure the execution's own NetworkPolicy exists (the Pod keeps its fence if the pool goes), and writes the status:
@@ -245,4 +270,37 @@ pub async fn start(
     }
     let delay = if handed_over { cr.spec.limits.timeout_seconds.clamp(5, 300) } else { 2 };
     Ok(Action::requeue(std::time::Duration::from_secs(delay)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pyexec_core::pod::protocol::{CLAIM_ENV, FLAG_ON};
+
+    #[test]
+    fn only_a_warm_pod_never_handed_over_and_without_frames_ran_nothing() {
+        let pod = |warm: bool, handed_over: bool| -> Pod {
+            let env =
+                if warm { serde_json::json!([{"name": CLAIM_ENV, "value": FLAG_ON}]) } else { serde_json::json!([]) };
+            let annotations =
+                if handed_over { serde_json::json!({observe::GATE_ANNOTATION: "true"}) } else { serde_json::json!({}) };
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "small-1", "annotations": annotations},
+                "spec": {"containers": [{"name": MAIN_CONTAINER, "env": env}]},
+                "status": {"phase": "Failed", "reason": "Evicted", "message": "low on memory"},
+            }))
+            .unwrap()
+        };
+        let silent = PodLog::default();
+        let started = PodLog { started: true, ..PodLog::default() };
+        let message = ended_before_hand_over(&pod(true, false), &silent).unwrap();
+        assert_eq!(
+            message,
+            "the warm Pod small-1 ended before the execution was handed over to it (Evicted: low on memory); \
+             the program did not run"
+        );
+        assert_eq!(ended_before_hand_over(&pod(true, false), &started), None, "handed over, its record lost");
+        assert_eq!(ended_before_hand_over(&pod(true, true), &silent), None, "handed over: the exit is the run's");
+        assert_eq!(ended_before_hand_over(&pod(false, false), &silent), None, "a cold Pod");
+    }
 }

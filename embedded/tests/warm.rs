@@ -241,3 +241,36 @@ async fn a_new_kind_of_request_gets_its_own_pool() {
         assert!(stats.pools.iter().all(|p| p.idle == 0 || p.idle_memory_bytes > 0), "{stats:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn numpy_is_imported_ahead_and_reseeded_in_every_pooled_run() {
+    let runner = pooled().await;
+    let code = "import sys\nprint('ahead', 'numpy' in sys.modules)\nimport numpy as np\n\
+                print('legacy', np.random.random())\nprint('default', np.random.default_rng().random())";
+    let body = serde_json::json!({"code": code}).to_string();
+    let (mut spec, files) = Policy::default().spec_from_eval(serde_json::from_str(&body).unwrap()).unwrap();
+    spec.limits.disk_mb = 106;
+    let mut seen: Vec<HashSet<String>> = vec![HashSet::new(); 2];
+    for _ in 0..3 {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = dir.path().join("ws");
+        pyexec_core::workspace::create_dir(&ws).unwrap();
+        pyexec_core::workspace::write_files(&files, &ws).unwrap();
+        // The first prewarm installs numpy (from the package index) and creates the environment's pool.
+        assert!(
+            runner.prewarm(&spec, &ws, Duration::from_secs(300)).await,
+            "{:?}",
+            runner.warm_pool().map(|p| p.stats())
+        );
+        let ran = runner.run_reporting("exe_numpy", &spec, None, &ws, None, CancellationToken::new()).await;
+        assert!(ran.warm, "{:?}", ran.result);
+        let r = ran.result;
+        assert!(r.stdout.starts_with("ahead True\n"), "numpy was imported before the claim: {r:?}");
+        for (set, prefix) in seen.iter_mut().zip(["legacy", "default"]) {
+            set.insert(r.stdout.lines().find(|l| l.starts_with(prefix)).unwrap_or_default().to_owned());
+        }
+    }
+    for (set, what) in seen.iter().zip(["legacy global generator", "default_rng()"]) {
+        assert_eq!(set.len(), 3, "numpy's {what} differs in every pooled run: {set:?}");
+    }
+}

@@ -67,6 +67,7 @@ ACCEPTED_CONFIG_KEYS: dict[str, Any] = {
     "tmpMB": None,
     "outputLimitBytes": None,
     "startupSeconds": None,
+    "poolRefill": {"pods": None, "intervalSeconds": None},
     "defaultTtlSecondsAfterFinished": None,
     "logs": {"dir": None, "url": None, "tokensDir": None, "tokenFile": None},
     "archives": {"url": None, "tokenFile": None},

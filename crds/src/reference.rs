@@ -41,8 +41,9 @@ it; claimed Pods belong to their executions and stay.
 A PythonExecution that claimed a warm Pod has the condition `Accepted=True` with reason `WarmPod` (its message names
 the Pod and the pool; a cold one has reason `Accepted`), `status.podName` the pool's Pod (`<pool>-xxxxx`) and
 `status.startTime` the time of the claim. The rest is as for a cold execution: the claimed Pod is never returned to
-the pool, and is deleted when the execution finished. A claimed Pod that ends before the execution was handed over
-to it fails the execution with the `Finished` reason `PodLost`: its program did not run.
+the pool, and is deleted when the execution finished. Until the work is handed over (an attach that failed is
+retried), `Started` is `False` with reason `HandOverPending`. A claimed Pod that ends before the execution was handed
+over to it fails the execution with the `Finished` reason `PodLost`: its program did not run.
 
 ### Example
 

@@ -468,6 +468,8 @@ async fn a_hand_over_that_fails_once_is_retried_and_the_execution_runs_warm() {
     assert!(fake.get(PODS, &claimed).unwrap()["metadata"]["annotations"].get("pyexec.io/gate-opened").is_none());
     assert_eq!(s["phase"], "Running");
     assert_eq!(condition(&s, "Accepted")["reason"], "WarmPod");
+    let started = condition(&s, "Started");
+    assert_eq!((started["status"].as_str(), started["reason"].as_str()), (Some("False"), Some("HandOverPending")));
     assert_eq!(action, Action::requeue(Duration::from_secs(2)), "not handed over yet: look again soon");
 
     // The retry: the claim goes through attach, nothing is claimed or created again.
@@ -483,6 +485,8 @@ async fn a_hand_over_that_fails_once_is_retried_and_the_execution_runs_warm() {
     let s = fake.get(EXECUTIONS, "job").unwrap()["status"].clone();
     assert_eq!((s["phase"].as_str(), s["podName"].as_str()), (Some("Running"), Some(claimed.as_str())));
     assert_eq!(condition(&s, "Accepted")["reason"], "WarmPod", "it still ran warm");
+    let started = condition(&s, "Started");
+    assert_eq!((started["status"].as_str(), started["reason"].as_str()), (Some("True"), Some("Running")));
     assert_eq!(action, Action::requeue(Duration::from_secs(30)));
     // A third look sends nothing more.
     fake.clear_calls();

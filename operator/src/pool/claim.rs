@@ -253,7 +253,13 @@ pub async fn start(
     status.start_time = Some(started.clone());
     let message = format!("the operator runs this execution in the warm Pod {name} of pool {}", claimed.pool);
     set_condition(&mut status, cr, "Accepted", true, super::WARM_REASON, &message, now);
-    set_condition(&mut status, cr, "Started", true, "Running", "the program is running", now);
+    if handed_over {
+        set_condition(&mut status, cr, "Started", true, "Running", "the program is running", now);
+    } else {
+        // The Pod is this execution's, but its program waits for the work until a retry delivers it.
+        let waiting = "the warm Pod is claimed; handing the work over failed and is retried";
+        set_condition(&mut status, cr, "Started", false, "HandOverPending", waiting, now);
+    }
     write_status(cr, ctx, status).await?;
     if let Some(created) = cr.meta().creation_timestamp.as_ref() {
         ctx.metrics.started((started.0.as_millisecond() - created.0.as_millisecond()) as f64 / 1000.0);

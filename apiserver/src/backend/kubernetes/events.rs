@@ -79,7 +79,11 @@ pub(super) fn execution_events(
     Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
 }
 
-/// Sends the program's output from the main container's log of `pod` until the log ends.
+/// Sends the program's output from the main container's log of `pod` until the runner's end frame.
+///
+/// A follow stream that ends without the end frame while the container still runs (a dropped connection, an API
+/// server restart) is opened again, a few times with growing pauses; frames carry sequence numbers, so what was
+/// sent already is skipped. A runner whose frames are not numbered is followed once, as nothing could be skipped.
 async fn follow_output(pods: Api<Pod>, pod: String, tx: mpsc::Sender<ExecutionEvent>, id: String) {
     let nonce = match pods.get_opt(&pod).await {
         Ok(found) => found.as_ref().and_then(pod_nonce),
@@ -89,43 +93,73 @@ async fn follow_output(pods: Api<Pod>, pod: String, tx: mpsc::Sender<ExecutionEv
         }
     };
     let Some(nonce) = nonce else { return };
-    let params = LogParams { container: Some(MAIN_CONTAINER.into()), follow: true, ..LogParams::default() };
-    let mut log = match pods.log_stream(&pod, &params).await {
-        Ok(log) => log,
-        Err(e) => {
-            tracing::info!(execution_id = %id, %pod, error = %e, "no live output: cannot follow the Pod's log");
-            return;
+    let mut last_seq: Option<u64> = None;
+    let mut unnumbered = false;
+    for attempt in 0..=FOLLOW_RETRIES {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(200 << attempt.min(5))).await;
         }
-    };
-    let mut decoder = FrameDecoder::new(&nonce);
-    let mut buffer = vec![0u8; 64 << 10];
-    loop {
-        let n = match log.read(&mut buffer).await {
-            Ok(0) => break,
-            Ok(n) => n,
+        let params = LogParams { container: Some(MAIN_CONTAINER.into()), follow: true, ..LogParams::default() };
+        let mut log = match pods.log_stream(&pod, &params).await {
+            Ok(log) => log,
             Err(e) => {
-                tracing::debug!(execution_id = %id, %pod, error = %e, "the Pod's log ended early");
-                break;
-            }
-        };
-        for frame in decoder.push(&buffer[..n]) {
-            let event = match frame {
-                Frame::Stdout(data) => ExecutionEvent::Output { stream: "stdout", data },
-                Frame::Stderr(data) => ExecutionEvent::Output { stream: "stderr", data },
-                Frame::Start | Frame::PreOutput(_) | Frame::End(_) => continue,
-            };
-            if tx.send(event).await.is_err() {
+                tracing::info!(execution_id = %id, %pod, error = %e, "no live output: cannot follow the Pod's log");
                 return;
             }
+        };
+        let mut decoder = FrameDecoder::new(&nonce);
+        let mut buffer = vec![0u8; 64 << 10];
+        loop {
+            let n = match log.read(&mut buffer).await {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::debug!(execution_id = %id, %pod, error = %e, "the Pod's log stream broke");
+                    break;
+                }
+            };
+            for numbered in decoder.push_numbered(&buffer[..n]) {
+                match (numbered.seq, last_seq) {
+                    (Some(seq), Some(last)) if seq <= last => continue,
+                    (Some(seq), _) => last_seq = Some(seq),
+                    (None, _) => unnumbered = true,
+                }
+                let event = match numbered.frame {
+                    Frame::Stdout(data) => ExecutionEvent::Output { stream: "stdout", data },
+                    Frame::Stderr(data) => ExecutionEvent::Output { stream: "stderr", data },
+                    Frame::End(_) => return,
+                    Frame::Start | Frame::PreOutput(_) => continue,
+                };
+                if tx.send(event).await.is_err() {
+                    return;
+                }
+            }
         }
+        if unnumbered || container_ended(&pods, &pod).await {
+            return;
+        }
+        tracing::debug!(execution_id = %id, %pod, "following the Pod's log again");
     }
+}
+
+/// Times a broken follow stream is opened again.
+const FOLLOW_RETRIES: u32 = 5;
+
+/// Whether the main container of `pod` has ended (or the Pod cannot be read: nothing more to follow then).
+async fn container_ended(pods: &Api<Pod>, pod: &str) -> bool {
+    let Ok(Some(found)) = pods.get_opt(pod).await else { return true };
+    let statuses = found.status.and_then(|s| s.container_statuses).unwrap_or_default();
+    statuses
+        .iter()
+        .find(|c| c.name == MAIN_CONTAINER)
+        .is_some_and(|c| c.state.as_ref().is_some_and(|s| s.terminated.is_some()))
 }
 
 #[cfg(test)]
 mod tests {
     use pyexec_core::ExecutionStatus;
     use pyexec_core::pod::protocol::{
-        FRAME_END, FRAME_PRE_OUTPUT, FRAME_STDERR, FRAME_STDOUT, NONCE_ENV, encode_frame as frame,
+        FRAME_END, FRAME_PRE_OUTPUT, FRAME_START, FRAME_STDERR, FRAME_STDOUT, NONCE_ENV, encode_frame as frame,
         encode_unnumbered_frame,
     };
     use pyexec_testkit::kube::{FakeApi, PODS};
@@ -207,6 +241,43 @@ mod tests {
         let follows = fake.calls_to("GET", &format!("{PODS}/exe-1-pod/log"));
         assert_eq!(follows.len(), 1, "one follower however many updates");
         assert!(follows[0].query.contains("follow=true") && follows[0].query.contains("container=python"));
+    }
+
+    #[tokio::test]
+    async fn a_dropped_follow_is_opened_again_without_repeating_output() {
+        let (client, fake) = FakeApi::start();
+        pod(&fake, "n0nce");
+        let mut log = frame("n0nce", 0, FRAME_START, b"");
+        log += &frame("n0nce", 1, FRAME_STDOUT, b"first\n");
+        fake.set_log("exe-1-pod", MAIN_CONTAINER, &log);
+        let (watch_tx, watch_rx) = mpsc::channel(4);
+        watch_tx.send(execution("Running", Some("exe-1-pod"))).await.unwrap();
+        let pods = Api::namespaced(client, "team-a");
+        let mut events = execution_events(
+            tokio_stream::wrappers::ReceiverStream::new(watch_rx),
+            Some(pods),
+            "exe_1".into(),
+            results(),
+        );
+        let mut seen = Vec::new();
+        while !seen.iter().any(|e: &String| e == "stdout first\n") {
+            seen.push(match events.next().await.unwrap() {
+                ExecutionEvent::Output { stream, data } => format!("{stream} {}", String::from_utf8_lossy(&data)),
+                other => format!("{other:?}"),
+            });
+        }
+        // The connection drops while the program runs; it writes more, then ends.
+        fake.cut_log_follows("exe-1-pod", MAIN_CONTAINER);
+        fake.append_log("exe-1-pod", MAIN_CONTAINER, &frame("n0nce", 2, FRAME_STDOUT, b"second\n"));
+        fake.append_log("exe-1-pod", MAIN_CONTAINER, &frame("n0nce", 3, FRAME_END, br#"{"exit":0}"#));
+        fake.end_log("exe-1-pod", MAIN_CONTAINER);
+        watch_tx.send(execution("Completed", Some("exe-1-pod"))).await.unwrap();
+        drop(watch_tx);
+        seen.extend(collect(events).await);
+        let outputs: Vec<&String> = seen.iter().filter(|e| e.starts_with("stdout")).collect();
+        assert_eq!(outputs, ["stdout first\n", "stdout second\n"], "{seen:?}");
+        let follows = fake.calls_to("GET", &format!("{PODS}/exe-1-pod/log"));
+        assert!(follows.len() >= 2, "the log was followed again: {}", follows.len());
     }
 
     #[tokio::test]

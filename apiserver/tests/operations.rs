@@ -122,10 +122,14 @@ async fn sigterm_lets_runs_finish_within_the_grace_period_and_keeps_the_queue() 
     let (_, queued) =
         s.exec("async", &[("main.py", b"print('ran after the restart')")], json!({"entrypoint": "main.py"})).await;
     let queued = queued["execution_id"].as_str().unwrap().to_owned();
+    let pid = s.pid();
     let started = Instant::now();
     let status = s.terminate();
     assert!(status.success(), "exit status {status}");
     assert!(started.elapsed() < Duration::from_secs(5), "shutdown took {:?}", started.elapsed());
+    // The idle warm sandboxes went with the server: none of its run cgroups is left.
+    let left = run_cgroups_of(pid);
+    assert!(left.is_empty(), "run cgroups left by the stopped server: {left:?}");
     s.restart().await;
     let r = s.wait_terminal(&quick).await;
     assert_eq!(
@@ -235,4 +239,25 @@ async fn bad_configuration_stops_start_up_naming_the_variable() {
         assert!(!out.status.success(), "{var}={value} was accepted");
         assert!(stderr.contains(needle), "{var}={value}: the message does not name it:\n{stderr}");
     }
+}
+
+/// Run cgroups (`run-<pid>-N`) of the server process `pid`, anywhere under /sys/fs/cgroup.
+fn run_cgroups_of(pid: u32) -> Vec<std::path::PathBuf> {
+    fn walk(dir: &std::path::Path, depth: usize, prefix: &str, out: &mut Vec<std::path::PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if !path.is_dir() {
+                continue;
+            }
+            if entry.file_name().to_string_lossy().starts_with(prefix) {
+                out.push(path);
+            } else if depth > 0 {
+                walk(&path, depth - 1, prefix, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(std::path::Path::new("/sys/fs/cgroup"), 6, &format!("run-{pid}-"), &mut out);
+    out
 }

@@ -136,6 +136,11 @@ impl Runner {
         self
     }
 
+    /// Waits until finished runs are torn down (see [`Sandbox::settle`]).
+    pub async fn settle(&self) {
+        self.sandbox.settle().await;
+    }
+
     /// The warm pools, when on.
     pub fn warm_pool(&self) -> Option<&WarmPool> {
         self.warm.as_ref()

@@ -63,6 +63,8 @@ pub struct Prepared {
     namespaces: Vec<OwnedFd>,
     /// The limits the sandbox was built with.
     built: RunLimits,
+    /// Where the destruction after a run is tracked, so that a stopping server can wait for it.
+    cleanups: tokio_util::task::TaskTracker,
 }
 
 impl std::fmt::Debug for Prepared {
@@ -72,7 +74,12 @@ impl std::fmt::Debug for Prepared {
 }
 
 impl Prepared {
-    pub(crate) fn new(cgroup: Option<RunCgroup>, lease: Option<UidLease>, built: RunLimits) -> Self {
+    pub(crate) fn new(
+        cgroup: Option<RunCgroup>,
+        lease: Option<UidLease>,
+        built: RunLimits,
+        cleanups: tokio_util::task::TaskTracker,
+    ) -> Self {
         Self {
             cgroup,
             lease,
@@ -82,6 +89,7 @@ impl Prepared {
             egress: None,
             namespaces: Vec::new(),
             built,
+            cleanups,
         }
     }
 
@@ -191,7 +199,8 @@ impl Prepared {
         let result = self.run_inner(handover, events, cancel).await;
         // Every process of the run is gone by now (pid 1 was reaped, which takes its namespace down): removing
         // the cgroups and returning the host uid need not delay the result.
-        tokio::spawn(self.destroy());
+        let cleanups = self.cleanups.clone();
+        cleanups.spawn(self.destroy());
         result
     }
 

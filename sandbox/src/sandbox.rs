@@ -61,6 +61,8 @@ struct Inner {
     last_cap: u32,
     rootfs: RootfsPlanner,
     report: IsolationReport,
+    /// Runs being torn down after their result ([`Sandbox::settle`]).
+    cleanups: tokio_util::task::TaskTracker,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -113,6 +115,7 @@ impl Sandbox {
                 last_cap,
                 rootfs,
                 report,
+                cleanups: tokio_util::task::TaskTracker::new(),
             }),
         };
         sandbox.self_test().await?;
@@ -135,6 +138,15 @@ impl Sandbox {
             );
         }
         Ok(sandbox)
+    }
+
+    /// Waits until every finished run has been torn down (its cgroups removed, its host uid returned): runs are
+    /// destroyed in the background after their result, and a stopping server must not leave them half done.
+    pub async fn settle(&self) {
+        let cleanups = &self.inner.cleanups;
+        cleanups.close();
+        cleanups.wait().await;
+        cleanups.reopen();
     }
 
     /// The isolation this host gives.
@@ -241,7 +253,7 @@ impl Sandbox {
         let run_no = RUNS.fetch_add(1, Ordering::Relaxed);
         let cgroup_name = format!("run-{}-{run_no}", std::process::id());
         let cgroup = inner.cgroups.create_run(&cgroup_name, &cgroup_limits(&spec.limits)).map_err(SandboxError::Io)?;
-        let mut prepared = Prepared::new(cgroup, lease, spec.limits);
+        let mut prepared = Prepared::new(cgroup, lease, spec.limits, inner.cleanups.clone());
 
         let pipes = Pipes::new(spec.extra_outputs)?;
         let (plan, setup_fds, labels) = self.plan(&spec, &pipes, exec)?;

@@ -535,6 +535,10 @@ impl Backend for EmbeddedBackend {
     async fn shutdown(&self, grace: Duration) {
         let inner = &self.inner;
         inner.closing.cancel();
+        // Idle warm sandboxes hold processes, cgroups and host uids: they go first (nothing will claim them).
+        if let Some(pool) = inner.runner.warm_pool() {
+            pool.shutdown().await;
+        }
         // Running executions get the grace period to finish on their own, then they are stopped (and recorded as
         // failed by their worker); pending ones stay queued in the store for the next start.
         let running = || -> Vec<(CancellationToken, tokio::sync::watch::Receiver<Option<ExecutionResult>>)> {
@@ -549,16 +553,19 @@ impl Backend for EmbeddedBackend {
         let all_done = |list: Vec<(CancellationToken, _)>| {
             futures::future::join_all(list.into_iter().map(|(_, rx)| wait_done(rx)))
         };
-        if tokio::time::timeout(grace, all_done(running())).await.is_ok() {
-            return;
+        if tokio::time::timeout(grace, all_done(running())).await.is_err() {
+            let remaining = running();
+            tracing::info!(executions = remaining.len(), "grace period over: stopping running executions");
+            for (cancel, _) in &remaining {
+                cancel.cancel();
+            }
+            if tokio::time::timeout(Duration::from_secs(10), all_done(remaining)).await.is_err() {
+                tracing::warn!("running executions did not stop in time");
+            }
         }
-        let remaining = running();
-        tracing::info!(executions = remaining.len(), "grace period over: stopping running executions");
-        for (cancel, _) in &remaining {
-            cancel.cancel();
-        }
-        if tokio::time::timeout(Duration::from_secs(10), all_done(remaining)).await.is_err() {
-            tracing::warn!("running executions did not stop in time");
+        // Finished runs are torn down after their result: wait for that too, so nothing is left behind.
+        if tokio::time::timeout(Duration::from_secs(10), inner.runner.settle()).await.is_err() {
+            tracing::warn!("finished runs were not torn down in time");
         }
     }
 }

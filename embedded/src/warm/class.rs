@@ -34,6 +34,11 @@ pub(crate) fn cold_reason(spec: &ExecutionSpec, preimports: bool) -> Option<&'st
     if spec.entrypoint.is_none() {
         return Some("the workspace runs as a package (no entrypoint)");
     }
+    if spec.network {
+        // Egress is a helper process outside the sandbox: an idle one would outlive a server that stops
+        // uncleanly (nothing kills it then), so network runs build their sandbox when they come.
+        return Some("network runs get their egress when they start");
+    }
     if preimports && !spec.env.is_empty() {
         return Some("environment variables may change how preimported modules load");
     }
@@ -100,6 +105,7 @@ mod tests {
         assert_eq!(cold_reason(&spec(r#"{"entrypoint":"main.py"}"#), false), None);
         assert!(cold_reason(&spec(r#"{"entrypoint":"main.py","pre_commands":["echo"]}"#), false).is_some());
         assert!(cold_reason(&spec(r#"{}"#), false).is_some(), "no entrypoint");
+        assert!(cold_reason(&spec(r#"{"entrypoint":"main.py","config":{"network_disabled":false}}"#), false).is_some());
         let with_env = spec(r#"{"entrypoint":"main.py","env_vars":["MODE=fast"]}"#);
         assert_eq!(cold_reason(&with_env, false), None);
         assert!(cold_reason(&with_env, true).is_some(), "preimported modules may read it");

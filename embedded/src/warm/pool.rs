@@ -355,6 +355,9 @@ impl WarmPool {
     /// returns, the pools hold no process, cgroup or host uid (until [`WarmPool::resume`]).
     pub async fn drain(&self) {
         self.inner.paused.store(true, Ordering::SeqCst);
+        // Builds end within `ready_timeout`; past that (a stuck build, a refiller gone) waiting longer helps
+        // nobody.
+        let deadline = Instant::now() + self.inner.settings.ready_timeout + TICK;
         loop {
             let ready = self.inner.ready.notified();
             tokio::pin!(ready);
@@ -367,6 +370,10 @@ impl WarmPool {
                 warm.prepared.destroy().await;
             }
             if building == 0 {
+                return;
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!(building, "warm sandboxes still being built after the pools were drained");
                 return;
             }
             let _ = tokio::time::timeout(TICK, ready).await;
@@ -435,6 +442,20 @@ async fn refill(pool: Arc<Inner>) {
             () = tokio::time::sleep(TICK) => {}
             () = pool.closing.cancelled() => break,
         }
+    }
+    // Builds under way live on this thread's runtime, which ends with this function: let them finish (each
+    // destroys its sandbox when it sees the pool closing, within `ready_timeout`), so that none is dropped
+    // half-counted.
+    let deadline = Instant::now() + pool.settings.ready_timeout + TICK;
+    loop {
+        let ready = pool.ready.notified();
+        tokio::pin!(ready);
+        ready.as_mut().enable();
+        let building = pool.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).building;
+        if building == 0 || Instant::now() >= deadline {
+            break;
+        }
+        let _ = tokio::time::timeout(TICK, ready).await;
     }
     // Idle sandboxes go with the pool.
     let idle: Vec<Warm> = {

@@ -166,6 +166,31 @@ pub struct Config {
     /// Seconds a finished execution stays queryable, counted from its end.
     #[arg(long, env = "PYEXEC_CLEANUP_TTL", default_value_t = 300)]
     pub cleanup_ttl: u64,
+    /// Largest total of `files` sent with /eval code or a session call, bytes (the code alone keeps the original's
+    /// 102400-byte limit).
+    #[arg(long, env = "PYEXEC_EVAL_FILES_MAX_BYTES", default_value_t = pyexec_core::spec::DEFAULT_EVAL_FILES_BYTES)]
+    pub eval_files_max_bytes: usize,
+    /// Bytes of files a run leaves in /work that are kept with its execution (docs/sessions.md); 0 keeps none.
+    #[arg(long, env = "PYEXEC_FILES_MAX_BYTES", default_value_t = 64 << 20)]
+    pub files_max_bytes: u64,
+    /// Most files kept with one execution.
+    #[arg(long, env = "PYEXEC_FILES_MAX_COUNT", default_value_t = 1000)]
+    pub files_max_count: usize,
+    /// Most live sessions; one more answers 429.
+    #[arg(long, env = "PYEXEC_MAX_SESSIONS", default_value_t = 16)]
+    pub max_sessions: usize,
+    /// Seconds without a call after which a session ends, unless it asks for another value.
+    #[arg(long, env = "PYEXEC_SESSION_IDLE_SECONDS", default_value_t = 600)]
+    pub session_idle_seconds: u64,
+    /// Largest idle timeout a session may ask for, seconds.
+    #[arg(long, env = "PYEXEC_SESSION_MAX_IDLE_SECONDS", default_value_t = 3600)]
+    pub session_max_idle_seconds: u64,
+    /// Seconds after its creation at which every session ends.
+    #[arg(long, env = "PYEXEC_SESSION_MAX_LIFETIME_SECONDS", default_value_t = 3600)]
+    pub session_max_lifetime_seconds: u64,
+    /// Largest file uploaded into a session, bytes.
+    #[arg(long, env = "PYEXEC_SESSION_UPLOAD_MAX_BYTES", default_value_t = 100 << 20)]
+    pub session_upload_max_bytes: u64,
     /// Detect imports in /eval code and install them (true/false).
     #[arg(long, env = "PYEXEC_AUTO_DETECT_IMPORTS", default_value = "true", value_parser = parse_bool, action = clap::ArgAction::Set)]
     pub auto_detect_imports: bool,
@@ -366,7 +391,13 @@ impl Config {
         check("memory (PYEXEC_DEFAULT_MEMORY_MB)", defaults.memory_mb, min.memory_mb, max.memory_mb)?;
         check("disk (PYEXEC_DEFAULT_DISK_MB)", defaults.disk_mb, min.disk_mb, max.disk_mb)?;
         check("CPU shares (PYEXEC_DEFAULT_CPU_SHARES)", defaults.cpu_shares, min.cpu_shares, max.cpu_shares)?;
-        Ok(Policy { defaults, max, max_eval_code_bytes: 102_400, auto_detect_imports: self.auto_detect_imports })
+        Ok(Policy {
+            defaults,
+            max,
+            max_eval_code_bytes: 102_400,
+            max_eval_files_bytes: self.eval_files_max_bytes,
+            auto_detect_imports: self.auto_detect_imports,
+        })
     }
 
     /// The default interpreter version named by `PYEXEC_DEFAULT_IMAGE`.

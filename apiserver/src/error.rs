@@ -24,6 +24,9 @@ pub enum ApiError {
     /// 404.
     #[error("{0}")]
     NotFound(String),
+    /// 409: the resource is busy (a session running another call).
+    #[error("{0}")]
+    Conflict(String),
     /// 413.
     #[error("{0}")]
     TooLarge(String),
@@ -35,6 +38,9 @@ pub enum ApiError {
         /// Suggested wait.
         retry_after: Duration,
     },
+    /// 501: this backend does not offer the operation.
+    #[error("{0}")]
+    NotImplemented(String),
     /// 503 (shutting down).
     #[error("{0}")]
     Unavailable(String),
@@ -63,7 +69,9 @@ impl ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
@@ -97,6 +105,11 @@ impl From<BackendError> for ApiError {
                 ApiError::TooManyRequests { message: e.to_string(), retry_after }
             }
             BackendError::ShuttingDown => ApiError::Unavailable(e.to_string()),
+            BackendError::NotFound(m) => ApiError::NotFound(m),
+            BackendError::Conflict(m) => ApiError::Conflict(m),
+            BackendError::Exhausted { message, retry_after } => ApiError::TooManyRequests { message, retry_after },
+            BackendError::TooLarge(m) => ApiError::TooLarge(m),
+            BackendError::Unsupported(m) => ApiError::NotImplemented(m),
             BackendError::Internal(m) => ApiError::Internal(m),
         }
     }

@@ -64,6 +64,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         api_keys,
         metrics,
         browser,
+        session_timeouts: pyexec_core::session::SessionTimeouts {
+            idle_default: config.session_idle_seconds,
+            idle_max: config.session_max_idle_seconds,
+        },
+        session_upload_max_bytes: config.session_upload_max_bytes,
     });
     if state.api_keys.is_empty() {
         tracing::warn!(
@@ -133,6 +138,14 @@ async fn start_embedded(
             preimport: config.warm_preimport.clone(),
             class_idle: Duration::from_secs(config.warm_idle_seconds),
             ..pyexec_embedded::WarmSettings::default()
+        },
+        sessions: pyexec_embedded::SessionSettings {
+            max_sessions: config.max_sessions,
+            max_lifetime: Duration::from_secs(config.session_max_lifetime_seconds),
+            file_max_bytes: config.session_upload_max_bytes,
+            files_max_bytes: config.files_max_bytes,
+            files_max_count: config.files_max_count,
+            output_limit_bytes: config.max_output_bytes,
         },
     };
     Ok(EmbeddedBackend::start(settings, Arc::new(metrics)).await?)

@@ -6,13 +6,16 @@ use std::sync::Arc;
 
 use axum::Json;
 use pyexec_core::ErrorResponse;
+use pyexec_core::model::is_execution_id;
+use pyexec_core::session::{FileList, NewSession, SessionInfo, is_session_id};
 use pyexec_core::{CodeFile, EvalRequest, ExecutionResult, ExecutionStatus, Metadata};
-use pyexec_mcp::{Executor, ExecutorError, PythonTools};
+use pyexec_mcp::{Executor, ExecutorError, FileOwner, PythonTools};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 
-use crate::backend::{KillReason, Source};
+use crate::backend::{BackendError, KillReason, Source};
 use crate::error::ApiError;
+use crate::routes::files::work_path;
 use crate::routes::sync;
 use crate::state::AppState;
 
@@ -55,6 +58,88 @@ impl Executor for InProcess {
 
     async fn kill(&self, id: &str) -> Result<Option<ExecutionStatus>, ExecutorError> {
         self.state.backend.kill(id, KillReason::Request).await.map_err(|e| refused(e.into()))
+    }
+
+    async fn create_session(&self, request: NewSession) -> Result<SessionInfo, ExecutorError> {
+        let state = &self.state;
+        let (spec, idle) = state.policy.session_spec(request, state.session_timeouts).map_err(|e| refused(e.into()))?;
+        state.backend.create_session(spec, idle).await.map_err(|e| refused(e.into()))
+    }
+
+    async fn session_run(
+        &self,
+        session_id: &str,
+        request: EvalRequest,
+    ) -> Result<Option<ExecutionResult>, ExecutorError> {
+        let state = &self.state;
+        if !is_session_id(session_id) {
+            return Ok(None);
+        }
+        let call = state.policy.session_call(request).map_err(|e| refused(e.into()))?;
+        match state.backend.session_eval(session_id, call).await {
+            Ok(result) => Ok(Some(result)),
+            Err(BackendError::NotFound(_)) => Ok(None),
+            Err(e) => Err(refused(e.into())),
+        }
+    }
+
+    async fn close_session(&self, session_id: &str) -> Result<Option<SessionInfo>, ExecutorError> {
+        if !is_session_id(session_id) {
+            return Ok(None);
+        }
+        self.state.backend.delete_session(session_id).await.map_err(|e| refused(e.into()))
+    }
+
+    async fn list_files(&self, owner: &FileOwner) -> Result<Option<FileList>, ExecutorError> {
+        let backend = &self.state.backend;
+        match owner {
+            FileOwner::Execution(id) if is_execution_id(id) => {
+                backend.execution_files(id).await.map_err(|e| refused(e.into()))
+            }
+            FileOwner::Session(id) if is_session_id(id) => match backend.session_files(id).await {
+                Ok(list) => Ok(Some(list)),
+                Err(BackendError::NotFound(_)) => Ok(None),
+                Err(e) => Err(refused(e.into())),
+            },
+            _ => Ok(None),
+        }
+    }
+
+    async fn read_file(&self, owner: &FileOwner, path: &str, max_bytes: u64) -> Result<Option<Vec<u8>>, ExecutorError> {
+        let path = work_path(path).map_err(refused)?;
+        let backend = &self.state.backend;
+        let too_large =
+            |size: u64| ExecutorError(format!("{path} has {size} bytes, over the {max_bytes} a tool reads"));
+        match owner {
+            FileOwner::Execution(id) if is_execution_id(id) => {
+                let Some(list) = backend.execution_files(id).await.map_err(|e| refused(e.into()))? else {
+                    return Ok(None);
+                };
+                match list.files.iter().find(|f| f.path == path) {
+                    None => Ok(None),
+                    Some(f) if f.size > max_bytes => Err(too_large(f.size)),
+                    Some(_) => backend.execution_file(id, &path).await.map_err(|e| refused(e.into())),
+                }
+            }
+            FileOwner::Session(id) if is_session_id(id) => {
+                // The listing says the size without reading the file.
+                let list = match backend.session_files(id).await {
+                    Ok(list) => list,
+                    Err(BackendError::NotFound(_)) => return Ok(None),
+                    Err(e) => return Err(refused(e.into())),
+                };
+                match list.files.iter().find(|f| f.path == path) {
+                    None => Ok(None),
+                    Some(f) if f.size > max_bytes => Err(too_large(f.size)),
+                    Some(_) => match backend.session_file(id, &path).await {
+                        Ok(bytes) => Ok(Some(bytes)),
+                        Err(BackendError::NotFound(_)) => Ok(None),
+                        Err(e) => Err(refused(e.into())),
+                    },
+                }
+            }
+            _ => Ok(None),
+        }
     }
 }
 

@@ -4,6 +4,7 @@ use std::ops::Deref;
 use std::sync::Arc;
 
 use pyexec_core::Policy;
+use pyexec_core::session::SessionTimeouts;
 use pyexec_core::workspace::IngestLimits;
 
 use crate::backend::Backend;
@@ -30,6 +31,10 @@ pub struct Shared {
     pub metrics: Metrics,
     /// What a page in a browser may make this server do (`Host` and `Origin` checks).
     pub browser: BrowserPolicy,
+    /// Sessions' idle timeouts: the default and the most a session may ask for.
+    pub session_timeouts: SessionTimeouts,
+    /// Largest file uploaded into a session, bytes.
+    pub session_upload_max_bytes: u64,
 }
 
 impl AppState {

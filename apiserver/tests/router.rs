@@ -116,6 +116,8 @@ fn app(backend: std::sync::Arc<FakeBackend>, keys: &[&str]) -> Router {
         api_keys: keys.iter().map(|k| k.to_string()).collect(),
         metrics: Metrics::new(),
         browser: BrowserPolicy::new(&config, !keys.is_empty()).unwrap(),
+        session_timeouts: pyexec_core::session::SessionTimeouts { idle_default: 600, idle_max: 3600 },
+        session_upload_max_bytes: 1 << 20,
     });
     routes::router(state)
 }

@@ -18,6 +18,8 @@ use std::time::Duration;
 
 use futures::Stream;
 pub use pyexec_core::ExecutionPage;
+use pyexec_core::model::OutputFile;
+use pyexec_core::session::{FileList, SessionCall, SessionInfo};
 use pyexec_core::{CodeFile, ExecutionResult, ExecutionSpec, ExecutionStatus, ValidationError};
 use serde::Serialize;
 
@@ -161,9 +163,34 @@ pub enum BackendError {
     /// The server is shutting down and accepts no new work.
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// No such session or file (the message says which).
+    #[error("{0}")]
+    NotFound(String),
+    /// The resource is in use (a session running another call).
+    #[error("{0}")]
+    Conflict(String),
+    /// A cap on live resources is reached (sessions); try again later.
+    #[error("{message}")]
+    Exhausted {
+        /// What is exhausted.
+        message: String,
+        /// Suggested wait.
+        retry_after: Duration,
+    },
+    /// More bytes than allowed.
+    #[error("{0}")]
+    TooLarge(String),
+    /// This backend does not offer the operation.
+    #[error("{0}")]
+    Unsupported(String),
     /// Something broke inside the backend.
     #[error("{0}")]
     Internal(String),
+}
+
+/// The answer of a backend without sessions or kept files.
+fn unsupported(what: &str) -> BackendError {
+    BackendError::Unsupported(format!("{what} are not available on this backend"))
 }
 
 /// Runs executions. See the crate documentation.
@@ -218,6 +245,66 @@ pub trait Backend: Send + Sync + 'static {
 
     /// What `/health` shows about the backend.
     fn health(&self) -> BackendHealth;
+
+    /// The files an execution left in `/work` (docs/sessions.md); `None` when the execution is unknown.
+    async fn execution_files(&self, id: &str) -> Result<Option<FileList>, BackendError> {
+        let _ = id;
+        Err(unsupported("kept files"))
+    }
+
+    /// One kept file's bytes; `None` when the execution or the file is unknown.
+    async fn execution_file(&self, id: &str, path: &str) -> Result<Option<Vec<u8>>, BackendError> {
+        let _ = (id, path);
+        Err(unsupported("kept files"))
+    }
+
+    /// Starts a session (validated by `Policy::session_spec`) with an idle timeout in seconds.
+    async fn create_session(&self, spec: ExecutionSpec, idle_seconds: u64) -> Result<SessionInfo, BackendError> {
+        let _ = (spec, idle_seconds);
+        Err(unsupported("sessions"))
+    }
+
+    /// A live session; `None` when unknown or ended.
+    async fn get_session(&self, id: &str) -> Result<Option<SessionInfo>, BackendError> {
+        let _ = id;
+        Err(unsupported("sessions"))
+    }
+
+    /// Live sessions, newest first.
+    async fn list_sessions(&self) -> Result<Vec<SessionInfo>, BackendError> {
+        Err(unsupported("sessions"))
+    }
+
+    /// Ends a session; `None` when unknown.
+    async fn delete_session(&self, id: &str) -> Result<Option<SessionInfo>, BackendError> {
+        let _ = id;
+        Err(unsupported("sessions"))
+    }
+
+    /// Runs a call in a session and records it as an execution. `NotFound` for an unknown session, `Conflict`
+    /// while another call runs.
+    async fn session_eval(&self, id: &str, call: SessionCall) -> Result<ExecutionResult, BackendError> {
+        let _ = (id, call);
+        Err(unsupported("sessions"))
+    }
+
+    /// The regular files in a session's `/work` now.
+    async fn session_files(&self, id: &str) -> Result<FileList, BackendError> {
+        let _ = id;
+        Err(unsupported("sessions"))
+    }
+
+    /// One file of a session's `/work`.
+    async fn session_file(&self, id: &str, path: &str) -> Result<Vec<u8>, BackendError> {
+        let _ = (id, path);
+        Err(unsupported("sessions"))
+    }
+
+    /// Writes the spooled `file` to `path` in a session's `/work`.
+    async fn session_upload(&self, id: &str, path: &str, file: StdinFile) -> Result<OutputFile, BackendError> {
+        let _ = (id, path, file);
+        Err(unsupported("sessions"))
+    }
 
     /// Stops taking work; running executions are failed with a clear error, pending ones stay for the next start.
     async fn shutdown(&self, grace: Duration);

@@ -1,5 +1,5 @@
-//! Command-line syntax: the original's commands, flags and defaults, plus `get`, `list`, `completions` and
-//! `--output json`.
+//! Command-line syntax: the original's commands, flags and defaults, plus `get`, `list`, `session`, `files`,
+//! `completions` and `--output json`.
 
 use std::path::PathBuf;
 
@@ -85,8 +85,14 @@ pub enum Command {
     },
     /// List executions, newest first.
     List(ListArgs),
+    /// Sessions: a Python interpreter on the server that keeps its state between calls.
+    #[command(subcommand)]
+    Session(SessionCommand),
+    /// The files an execution wrote under /work: a list, one file, or all of them as a tar.
+    Files(FilesArgs),
     /// Serve the Model Context Protocol on stdin/stdout for AI agents (tools: run_python, submit_python,
-    /// get_execution, kill_execution), running code on the server.
+    /// get_execution, kill_execution, create_session, session_run_python, close_session, list_files, get_file),
+    /// running code on the server.
     Mcp,
     /// Print the version.
     Version,
@@ -133,6 +139,96 @@ pub struct EvalArgs {
     /// Python version (3.10 to 3.13).
     #[arg(long)]
     pub python: Option<String>,
+    /// Save display outputs (plots, images, HTML) into this directory, as <execution id>-<n>.<ext>.
+    #[arg(long, value_name = "DIR")]
+    pub save_outputs: Option<PathBuf>,
+}
+
+/// `session` commands.
+#[derive(Debug, Subcommand)]
+pub enum SessionCommand {
+    /// Start a session and print its id (with `--output json`: the session). `--network`, `--cpu` and, as
+    /// defaults of the flags below, `--memory` and `--disk` apply.
+    New(SessionNewArgs),
+    /// Run code in a session (an argument, `-f FILE`, or `-`/nothing for stdin); prints like `eval`.
+    Eval(SessionEvalArgs),
+    /// End a session (its processes and files are gone).
+    #[command(alias = "delete")]
+    Rm {
+        /// Session id.
+        id: String,
+    },
+    /// List the live sessions, newest first.
+    #[command(alias = "list")]
+    Ls,
+    /// Upload a local file into the session's /work (streamed; parent directories are created).
+    Upload {
+        /// Session id.
+        id: String,
+        /// The local file.
+        local: PathBuf,
+        /// Path under /work (default: the local file's name).
+        remote: Option<String>,
+    },
+    /// The files in the session's /work now: a list, one file, or all of them as a tar.
+    Files(FilesArgs),
+}
+
+/// Settings of `session new`.
+#[derive(Debug, Args)]
+pub struct SessionNewArgs {
+    /// Python version (3.10 to 3.13).
+    #[arg(long, visible_alias = "python")]
+    pub python_version: Option<String>,
+    /// A requirements.txt, installed once when the session starts (imports are not detected in sessions).
+    #[arg(long, value_name = "FILE")]
+    pub requirements: Option<PathBuf>,
+    /// Environment variable of the session: VAR=value, or VAR to pass the local value.
+    #[arg(short = 'e', long = "env")]
+    pub env: Vec<String>,
+    /// Memory limit of the whole session, MiB (default: `--memory`, else the server's).
+    #[arg(long, value_name = "N")]
+    pub memory_mb: Option<i64>,
+    /// Size of the session's /work, MiB (default: `--disk`, else the server's).
+    #[arg(long, value_name = "N")]
+    pub disk_mb: Option<i64>,
+    /// End the session after this many seconds without a call (default: the server's, 600).
+    #[arg(long, value_name = "SECS")]
+    pub idle_timeout: Option<i64>,
+}
+
+/// Input of `session eval`.
+#[derive(Debug, Args)]
+pub struct SessionEvalArgs {
+    /// Session id.
+    pub id: String,
+    /// The code; `-` or nothing reads it from stdin.
+    #[arg(conflicts_with = "file")]
+    pub code: Option<String>,
+    /// Read the code from this file.
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// Do not report the value of a trailing expression.
+    #[arg(long)]
+    pub no_result: bool,
+    /// Save display outputs (plots, images, HTML) into this directory, as <execution id>-<n>.<ext>.
+    #[arg(long, value_name = "DIR")]
+    pub save_outputs: Option<PathBuf>,
+}
+
+/// Arguments of `files` and `session files`.
+#[derive(Debug, Args)]
+pub struct FilesArgs {
+    /// Execution id (`files`) or session id (`session files`).
+    pub id: String,
+    /// A file's path under /work: its bytes go to stdout (or `-o`). Without it: the list.
+    pub path: Option<String>,
+    /// Write the file (or the tar) here instead of stdout.
+    #[arg(short = 'o', long = "output-file", value_name = "FILE")]
+    pub output_file: Option<PathBuf>,
+    /// All the files as one tar archive.
+    #[arg(long, conflicts_with = "path")]
+    pub tar: bool,
 }
 
 /// Filters of `list`.
@@ -159,7 +255,8 @@ mod docs {
         let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/cli.md")).unwrap_or_default();
         let root = super::Cli::command();
         let mut missing = Vec::new();
-        for command in std::iter::once(&root).chain(root.get_subcommands()) {
+        let nested = root.get_subcommands().flat_map(|c| c.get_subcommands());
+        for command in std::iter::once(&root).chain(root.get_subcommands()).chain(nested) {
             for arg in command.get_arguments() {
                 let Some(long) = arg.get_long() else { continue };
                 if matches!(long, "help" | "version") {

@@ -1,13 +1,15 @@
 //! `python-executor`: the command line of python-executor.
 //!
 //! Compatible with the original CLI (commands, flags, input precedence, entrypoint detection, output and exit
-//! codes), plus: live `follow` through the server's event stream, `get`, `list`, `--output json`, shell
-//! completions, a spinner on terminals, streamed directory uploads, and exit code 124 on timeout.
+//! codes), plus: live `follow` through the server's event stream, `get`, `list`, sessions (`session ...`), the
+//! files of runs (`files`), display outputs (`--save-outputs`), `--output json`, shell completions, a spinner on
+//! terminals, streamed directory uploads, and exit code 124 on timeout.
 
 mod cli;
 mod input;
 mod mcp;
 mod output;
+mod sessions;
 
 use std::io::Read;
 use std::process::ExitCode;
@@ -117,9 +119,15 @@ async fn run(cli: &Cli) -> Result<i32, String> {
             let result = client(cli)?.eval(&request).await;
             spinner.stop();
             let result = result.map_err(|e| e.to_string())?;
-            output::result(output::Print::of(cli), &result, true, false);
+            let saved = match &args.save_outputs {
+                Some(dir) => output::save_outputs(&result, dir)?,
+                None => output::Saved { files: Vec::new(), can_save: true },
+            };
+            output::result_with_outputs(output::Print::of(cli), &result, true, false, &saved);
             Ok(result.exit_code)
         }
+        Command::Session(command) => sessions::session(cli, client(cli)?, command).await,
+        Command::Files(args) => sessions::files(cli, &client(cli)?, sessions::Owner::Execution, args).await,
         Command::Get { id } => {
             let result = client(cli)?.get(id).await.map_err(|e| e.to_string())?;
             if cli.output == OutputFormat::Text && !cli.quiet {

@@ -4,27 +4,17 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
+use common::{run_cli, text};
 use pyexec_testkit::Server;
 
 fn cli(server: &Server, args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_python-executor"))
-        .args(args)
-        // The original scripts pass the server with a trailing slash.
-        .env("PYEXEC_SERVER", format!("{}/", server.url))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    child.wait_with_output().unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
+    // The original scripts pass the server with a trailing slash.
+    run_cli(&format!("{}/", server.url), args, stdin)
 }
 
 fn project() -> tempfile::TempDir {

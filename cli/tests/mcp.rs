@@ -32,9 +32,23 @@ async fn exercise(session: Session) {
     assert_eq!(info.server_info.as_ref().unwrap().name, "python-executor");
     let tools = session.list_all_tools().await.unwrap();
     let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
-    assert_eq!(names.len(), 4, "{names:?}");
-    for name in ["run_python", "submit_python", "get_execution", "kill_execution"] {
+    assert_eq!(names.len(), 9, "{names:?}");
+    for name in [
+        "run_python",
+        "submit_python",
+        "get_execution",
+        "kill_execution",
+        "create_session",
+        "session_run_python",
+        "close_session",
+        "list_files",
+        "get_file",
+    ] {
         assert!(names.contains(&name), "{name} in {names:?}");
+    }
+    for tool in &tools {
+        let listed = pyexec_mcp::tools::mcp_tools().into_iter().find(|t| t.name == tool.name).unwrap();
+        assert_eq!(tool.input_schema, listed.input_schema, "{}: the schema of the tool definitions", tool.name);
     }
     let run = tools.iter().find(|t| t.name == "run_python").unwrap();
     assert!(run.description.as_deref().unwrap().contains("no network access"), "written for models");
@@ -86,7 +100,63 @@ async fn exercise(session: Session) {
     let unknown =
         call(&session, "get_execution", json!({"execution_id": "exe_00000000-0000-4000-8000-000000000000"})).await;
     assert_eq!(unknown.is_error, Some(true));
+
+    sessions_files_and_images(&session).await;
     session.cancel().await.unwrap();
+}
+
+/// Shows a 1x1 PNG with `display` (no matplotlib needed).
+const SHOW_PNG: &str = "import base64\n\
+class Dot:\n    def _repr_png_(self):\n        return base64.b64decode('iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==')\n\
+display(Dot())\n";
+
+fn images(result: &CallToolResult) -> Vec<(String, String)> {
+    result.content.iter().filter_map(|c| c.as_image().map(|i| (i.mime_type.clone(), i.data.clone()))).collect()
+}
+
+/// Sessions, files and image outputs (docs/sessions.md) through MCP.
+async fn sessions_files_and_images(session: &Session) {
+    let plot = call(session, "run_python", json!({"code": SHOW_PNG})).await;
+    assert_eq!(plot.is_error, Some(false), "{}", text(&plot));
+    let shown = images(&plot);
+    assert_eq!(shown.len(), 1, "the plot is image content: {:?}", plot.content);
+    assert_eq!(shown[0].0, "image/png");
+    assert!(shown[0].1.starts_with("iVBORw0KGgo"));
+
+    let wrote = call(session, "run_python", json!({"code": "open('report.txt', 'w').write('total: 42\\n')"})).await;
+    let id = wrote.structured_content.clone().unwrap()["execution_id"].as_str().unwrap().to_owned();
+    let list = call(session, "list_files", json!({"execution_id": id})).await;
+    assert_eq!(list.is_error, Some(false), "{}", text(&list));
+    let files = list.structured_content.clone().unwrap();
+    assert!(files["files"].as_array().unwrap().iter().any(|f| f["path"] == "report.txt"), "{files}");
+    let file = call(session, "get_file", json!({"execution_id": id, "path": "report.txt"})).await;
+    assert_eq!(text(&file), "total: 42\n");
+    let hostile = call(session, "get_file", json!({"execution_id": id, "path": "../../etc/passwd"})).await;
+    assert_eq!(hostile.is_error, Some(true));
+
+    let created = call(session, "create_session", json!({"idle_timeout_seconds": 120})).await;
+    assert_eq!(created.is_error, Some(false), "{}", text(&created));
+    let sid = created.structured_content.clone().unwrap()["session_id"].as_str().unwrap().to_owned();
+    let first = call(
+        session,
+        "session_run_python",
+        json!({"session_id": sid, "code": "rows = open('data.csv').read().splitlines()",
+               "files": [{"name": "data.csv", "content": "a\n1\n2\n"}]}),
+    )
+    .await;
+    assert_eq!(first.is_error, Some(false), "{}", text(&first));
+    let second = call(session, "session_run_python", json!({"session_id": sid, "code": "len(rows)"})).await;
+    assert_eq!(second.structured_content.clone().unwrap()["result"], "3", "state is kept: {}", text(&second));
+    let plot = call(session, "session_run_python", json!({"session_id": sid, "code": SHOW_PNG})).await;
+    assert_eq!(images(&plot).len(), 1, "{:?}", plot.content);
+    let list = call(session, "list_files", json!({"session_id": sid})).await;
+    assert!(text(&list).contains("data.csv"), "{}", text(&list));
+    let file = call(session, "get_file", json!({"session_id": sid, "path": "data.csv"})).await;
+    assert_eq!(text(&file), "a\n1\n2\n");
+    let closed = call(session, "close_session", json!({"session_id": sid})).await;
+    assert_eq!(closed.structured_content.clone().unwrap()["state"], "ended");
+    let gone = call(session, "session_run_python", json!({"session_id": sid, "code": "1"})).await;
+    assert_eq!(gone.is_error, Some(true));
 }
 
 #[tokio::test]

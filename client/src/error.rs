@@ -14,9 +14,23 @@ pub enum Error {
         #[source]
         source: reqwest::Error,
     },
-    /// The execution does not exist (or expired).
-    #[error("execution not found")]
-    NotFound,
+    /// The execution, session or file does not exist (or it expired, or the session ended): 404.
+    #[error("{what} not found")]
+    NotFound {
+        /// What was asked for: `execution`, `session ses_...`, `file "plot.png" of execution exe_...`.
+        what: String,
+    },
+    /// The session is running another call (409): sessions take one call at a time; retry when it is done.
+    #[error("{0}")]
+    Busy(String),
+    /// The server runs as many sessions as it may (429 to `POST /api/v1/sessions`): close one, or retry later.
+    #[error("too many sessions: {message}")]
+    TooManySessions {
+        /// The server's message.
+        message: String,
+        /// The server's suggested wait.
+        retry_after: Option<Duration>,
+    },
     /// The request was refused (400, 413 ...), with the server's message.
     #[error("the server refused the request ({status}): {message}")]
     Rejected {

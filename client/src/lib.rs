@@ -1,4 +1,5 @@
-//! Async client of the python-executor API (this server and the original alike).
+//! Async client of the python-executor API (this server and the original alike), with this server's sessions and
+//! files ([`Client::create_session`], [`Client::execution_files`], ...; see `docs/sessions.md`).
 //!
 //! ```no_run
 //! # async fn demo() -> pyexec_client::Result<()> {
@@ -15,6 +16,7 @@
 pub mod archive;
 mod error;
 pub mod events;
+mod sessions;
 
 use std::time::Duration;
 
@@ -28,6 +30,12 @@ use reqwest::{Response, StatusCode};
 pub use archive::Archive;
 pub use error::{Error, Result};
 pub use events::Event;
+pub use pyexec_core::model::{DisplayOutput, OutputFile};
+pub use pyexec_core::session::{FileList, NewSession, SessionConfig, SessionInfo, SessionList, SessionState};
+pub use sessions::check_file_path;
+
+/// A session, as the server shows it (`docs/sessions.md`).
+pub type Session = SessionInfo;
 
 /// Default server, as the original CLI.
 pub const DEFAULT_SERVER: &str = "http://localhost:8080";
@@ -86,14 +94,31 @@ impl Client {
         }
     }
 
+    fn transport(&self, source: reqwest::Error) -> Error {
+        Error::Transport { url: self.base.clone(), source }
+    }
+
     async fn send(&self, builder: reqwest::RequestBuilder) -> Result<Response> {
-        let response = builder.send().await.map_err(|e| Error::Transport { url: self.base.clone(), source: e })?;
-        check(response).await
+        self.send_about(builder, Subject::Execution).await
+    }
+
+    /// Sends a request about `subject`, which names what a 404 is missing and what a 429 means.
+    async fn send_about(&self, builder: reqwest::RequestBuilder, subject: Subject<'_>) -> Result<Response> {
+        let response = builder.send().await.map_err(|e| self.transport(e))?;
+        check(response, subject).await
     }
 
     async fn json<T: serde::de::DeserializeOwned>(&self, builder: reqwest::RequestBuilder) -> Result<T> {
-        let response = self.send(builder).await?;
-        let text = response.text().await.map_err(|e| Error::Transport { url: self.base.clone(), source: e })?;
+        self.json_about(builder, Subject::Execution).await
+    }
+
+    async fn json_about<T: serde::de::DeserializeOwned>(
+        &self,
+        builder: reqwest::RequestBuilder,
+        subject: Subject<'_>,
+    ) -> Result<T> {
+        let response = self.send_about(builder, subject).await?;
+        let text = response.text().await.map_err(|e| self.transport(e))?;
         serde_json::from_str(&text).map_err(|e| Error::Decode(format!("{e}: {}", truncate(&text))))
     }
 
@@ -203,7 +228,7 @@ impl Client {
                 }
                 self.wait(id, poll).await
             }
-            Err(Error::NotFound) => {
+            Err(Error::NotFound { .. }) => {
                 // The original has no event stream: its 404 is a plain-text page, ours a JSON one.
                 self.wait(id, poll).await
             }
@@ -228,8 +253,33 @@ fn truncate(text: &str) -> String {
     format!("{}…", &text[..end])
 }
 
+/// What a request is about: names what a 404 says is missing, and tells a full session table (429 to a new
+/// session) from a full queue.
+#[derive(Debug, Clone, Copy)]
+enum Subject<'a> {
+    /// An execution (and the endpoints of the original).
+    Execution,
+    /// `POST /api/v1/sessions`.
+    NewSession,
+    /// A session.
+    Session(&'a str),
+    /// A file of an execution or a session.
+    File(sessions::Owner<'a>, &'a str),
+}
+
+impl Subject<'_> {
+    fn missing(self) -> String {
+        match self {
+            Subject::Execution => "execution".to_owned(),
+            Subject::NewSession => "the sessions API".to_owned(),
+            Subject::Session(id) => format!("session {id}"),
+            Subject::File(owner, path) => format!("file {path:?} of {owner}"),
+        }
+    }
+}
+
 /// Turns non-2xx answers into errors carrying the server's message.
-async fn check(response: Response) -> Result<Response> {
+async fn check(response: Response, subject: Subject<'_>) -> Result<Response> {
     let status = response.status();
     if status.is_success() {
         return Ok(response);
@@ -246,8 +296,12 @@ async fn check(response: Response) -> Result<Response> {
         .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
         .unwrap_or_else(|| truncate(text.trim()));
     Err(match status {
-        StatusCode::NOT_FOUND => Error::NotFound,
+        StatusCode::NOT_FOUND => Error::NotFound { what: subject.missing() },
         StatusCode::UNAUTHORIZED => Error::Unauthorized(message),
+        StatusCode::CONFLICT => Error::Busy(message),
+        StatusCode::TOO_MANY_REQUESTS if matches!(subject, Subject::NewSession) => {
+            Error::TooManySessions { message, retry_after }
+        }
         StatusCode::TOO_MANY_REQUESTS => Error::QueueFull { retry_after },
         s if s.is_server_error() => Error::Server { status: s.as_u16(), message },
         s => Error::Rejected { status: s.as_u16(), message },

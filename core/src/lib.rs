@@ -16,10 +16,12 @@
 //! - [`imports`]: the packages a program needs (parsed imports, minus stdlib and local modules);
 //! - [`outcome`]: status, exit-code and error semantics of a finished run;
 //! - [`pod`]: the runner of Kubernetes Pods, its protocol, and the reading of what it reports, into the same outcome;
+//! - [`session`]: sessions' wire types and the session runner that keeps an interpreter's state between calls;
 //! - [`logging`]: the log setup the API server and the operator share.
 
 pub mod egress;
 pub mod eval;
+pub mod files_out;
 pub mod imports;
 pub mod listing;
 pub mod logging;
@@ -29,6 +31,7 @@ pub mod paths;
 pub mod pod;
 pub mod requirements;
 pub mod secret;
+pub mod session;
 pub mod spec;
 pub mod text;
 pub mod time;

@@ -60,6 +60,13 @@ pub fn summarize(result: &ExecutionResult) -> ExecutionResult {
         oom_killed: result.oom_killed,
         installed_packages,
         pre_commands_output: cap(&result.pre_commands_output),
+        // Images and file lists are unbounded in a list's terms (megabytes, a thousand entries): the whole result
+        // (`GET /api/v1/executions/{id}`) and the files endpoint carry them.
+        outputs: Vec::new(),
+        files: Vec::new(),
+        files_truncated: result.files_truncated,
+        session_id: result.session_id.clone(),
+        session_restarted: result.session_restarted,
     }
 }
 

@@ -266,6 +266,45 @@ pub struct ExecutionResult {
     /// Additive: what the `pre_commands` printed (kept apart from the program's output).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pre_commands_output: Option<String>,
+    /// Additive: rich display items (figures, `display(obj)`, a rich last expression), in the order shown.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<DisplayOutput>,
+    /// Additive: the files the run created or changed under `/work` (metadata only; the bytes are fetched apart).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<OutputFile>,
+    /// Additive: some changed files were left out of `files` (over the size or count cap).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub files_truncated: bool,
+    /// Additive: the session the run was a call of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    /// Additive: the session's sandbox was replaced during this call, and its earlier state lost.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub session_restarted: bool,
+}
+
+/// One rich display item of a run: a MIME type and its data (base64 for binary types such as `image/png`, the
+/// text itself for `image/svg+xml`, `text/html` and `text/plain`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DisplayOutput {
+    /// The MIME type, e.g. `image/png`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The content: base64 for binary types, text otherwise.
+    pub data: String,
+}
+
+/// One file a run created or changed under `/work`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct OutputFile {
+    /// Path relative to `/work`.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// SHA-256 of the content, lowercase hex.
+    pub sha256: String,
 }
 
 impl ExecutionResult {
@@ -290,6 +329,11 @@ impl ExecutionResult {
             oom_killed: false,
             installed_packages: Vec::new(),
             pre_commands_output: None,
+            outputs: Vec::new(),
+            files: Vec::new(),
+            files_truncated: false,
+            session_id: None,
+            session_restarted: false,
         }
     }
 }
@@ -333,6 +377,22 @@ mod tests {
             json,
             r#"{"execution_id":"exe_x","status":"completed","stdout":"hi\n","stderr":"warn\n","exit_code":1,"error_type":"NameError","error_line":3,"duration_ms":12,"result":"4","error_message":"boom","stdout_truncated":true}"#
         );
+    }
+
+    #[test]
+    fn session_and_output_fields_appear_only_when_set() {
+        let mut r = ExecutionResult::pending("exe_x");
+        r.outputs = vec![DisplayOutput { kind: "image/png".into(), data: "iVBO".into() }];
+        r.files = vec![OutputFile { path: "out/a.txt".into(), size: 5, sha256: "2cf2".into() }];
+        r.files_truncated = true;
+        r.session_id = Some("ses_1".into());
+        r.session_restarted = true;
+        let json = serde_json::to_string(&r).unwrap();
+        assert_eq!(
+            json,
+            r#"{"execution_id":"exe_x","status":"pending","exit_code":0,"outputs":[{"type":"image/png","data":"iVBO"}],"files":[{"path":"out/a.txt","size":5,"sha256":"2cf2"}],"files_truncated":true,"session_id":"ses_1","session_restarted":true}"#
+        );
+        assert_eq!(serde_json::from_str::<ExecutionResult>(&json).unwrap(), r);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! From what a backend observed to the [`ExecutionResult`] clients see. Both backends report a [`RunOutcome`] and
 //! call [`finalize`], so status, exit codes, error fields and eval results mean the same everywhere.
 
-use crate::eval::{apply_result_channel, split_result_marker};
+use crate::eval::{apply_report_channel, split_report_marker};
 use crate::model::{ExecutionResult, ExecutionStatus};
 use crate::spec::ExecutionSpec;
 use crate::time::Timestamp;
@@ -117,15 +117,22 @@ pub fn finalize(execution_id: &str, spec: &ExecutionSpec, outcome: RunOutcome) -
                 result.error_line = info.error_line;
                 result.error_message = info.error_message;
             }
-            if spec.eval_last_expr && result.exit_code == 0 {
-                result.result = match &outcome.result_channel {
-                    Some(channel) => apply_result_channel(&mut stdout, channel),
+            if spec.eval_last_expr {
+                // Display outputs count whatever the exit; the value only when the program succeeded.
+                let report = match &outcome.result_channel {
+                    Some(channel) => apply_report_channel(&mut stdout, channel),
                     None => {
-                        let (cleaned, value) = split_result_marker(&stdout);
+                        let (cleaned, report) = split_report_marker(&stdout);
                         stdout = cleaned;
-                        value
+                        report
                     }
                 };
+                if let Some(report) = report {
+                    if result.exit_code == 0 {
+                        result.result = report.result;
+                    }
+                    result.outputs = report.outputs;
+                }
             }
         }
     }

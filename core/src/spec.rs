@@ -152,11 +152,16 @@ pub struct Policy {
     pub defaults: Limits,
     /// Largest values a request may ask for.
     pub max: Limits,
-    /// Cap on the summed size of `/eval` files, bytes (the original: 102400).
+    /// Cap on the size of `/eval` code (`code`, or with `files` the entrypoint file), bytes (the original: 102400).
     pub max_eval_code_bytes: usize,
+    /// Cap on the summed size of `/eval` `files`, bytes: data sent with the code is limited apart from it.
+    pub max_eval_files_bytes: usize,
     /// Whether `/eval` detects imports to install when the request does not say `requirements_txt: "-"`.
     pub auto_detect_imports: bool,
 }
+
+/// Default of [`Policy::max_eval_files_bytes`]: 10 MiB.
+pub const DEFAULT_EVAL_FILES_BYTES: usize = 10 << 20;
 
 impl Default for Policy {
     fn default() -> Self {
@@ -164,6 +169,7 @@ impl Default for Policy {
             defaults: Limits::ORIGINAL_DEFAULTS,
             max: Limits { timeout_seconds: 3600, memory_mb: 16384, disk_mb: 16384, cpu_shares: 16384 },
             max_eval_code_bytes: 102_400,
+            max_eval_files_bytes: DEFAULT_EVAL_FILES_BYTES,
             auto_detect_imports: true,
         }
     }
@@ -231,6 +237,34 @@ pub struct ExecutionSpec {
 }
 
 impl Policy {
+    /// The size rules of `/eval` (docs/sessions.md, "Data in"): the code (the `code` field, or with `files` the
+    /// entrypoint, by default the first file) is limited as the original limits it; the files together are
+    /// limited apart, so data sent along does not count as code. `files` holds `(name, size)`; a lone `code` is
+    /// passed as one file named `main.py`.
+    pub fn check_eval_sizes(&self, files: &[(&str, u64)], entrypoint: Option<&str>) -> Result<(), ValidationError> {
+        let entry = entrypoint.filter(|e| !e.is_empty()).map(|e| e.trim_start_matches("./"));
+        let code = match entry {
+            Some(e) => files.iter().find(|(name, _)| name.trim_start_matches("./") == e),
+            None => files.first(),
+        };
+        let code_size = code.map_or(0, |(_, size)| *size);
+        if code_size > self.max_eval_code_bytes as u64 {
+            return Err(ValidationError::too_large(format!(
+                "total code size {code_size} bytes exceeds limit of {} bytes",
+                self.max_eval_code_bytes
+            )));
+        }
+        let total: u64 = files.iter().map(|(_, size)| size).sum();
+        if files.len() > 1 && total > self.max_eval_files_bytes as u64 {
+            return Err(ValidationError::too_large(format!(
+                "files total {total} bytes, over the limit of {} bytes for files sent with the code \
+                 (PYEXEC_EVAL_FILES_MAX_BYTES); upload an archive to /api/v1/exec/* for more",
+                self.max_eval_files_bytes
+            )));
+        }
+        Ok(())
+    }
+
     /// Validates the multipart `metadata` of `/exec/sync` and `/exec/async`.
     pub fn spec_from_metadata(&self, meta: Metadata) -> Result<ExecutionSpec, ValidationError> {
         let entrypoint = match meta.entrypoint.as_deref() {
@@ -295,13 +329,8 @@ impl Policy {
             None | Some("") => None,
             Some(v) => Some(PythonVersion::parse_supported(v)?),
         };
-        let total: usize = files.iter().map(|f| f.content.len()).sum();
-        if total > self.max_eval_code_bytes {
-            return Err(ValidationError::too_large(format!(
-                "total code size {total} bytes exceeds limit of {} bytes",
-                self.max_eval_code_bytes
-            )));
-        }
+        let sizes: Vec<(&str, u64)> = files.iter().map(|f| (f.name.as_str(), f.content.len() as u64)).collect();
+        self.check_eval_sizes(&sizes, req.entrypoint.as_deref())?;
         let mut files = files;
         let mut seen = std::collections::HashSet::new();
         for file in &mut files {
@@ -486,6 +515,35 @@ mod tests {
         assert_eq!(err.kind, Rejection::BadRequest);
         let exact = "x".repeat(102_400);
         assert!(eval(&format!(r#"{{"code":"{exact}"}}"#)).is_ok());
+    }
+
+    #[test]
+    fn data_files_are_limited_apart_from_the_code() {
+        // A 220 KB CSV next to a small program: data, not code.
+        let csv = "1,2\n".repeat(55_000);
+        let body = format!(
+            r#"{{"files":[{{"name":"main.py","content":"print(1)"}},{{"name":"data.csv","content":"{}"}}]}}"#,
+            csv.replace('\n', "\\n")
+        );
+        let (spec, files) = eval(&body).unwrap();
+        assert_eq!(spec.entrypoint.as_deref(), Some("main.py"));
+        assert_eq!(files[1].content.len(), 220_000);
+        // The entrypoint is the code, wherever it is in the list.
+        let big = "x".repeat(102_401);
+        let body = format!(
+            r#"{{"entrypoint":"run.py","files":[{{"name":"data.csv","content":"1"}},{{"name":"run.py","content":"{big}"}}]}}"#
+        );
+        let err = eval(&body).unwrap_err();
+        assert_eq!(
+            (err.kind, err.message.as_str()),
+            (Rejection::TooLarge, "total code size 102401 bytes exceeds limit of 102400 bytes")
+        );
+        // The files together stay within their own limit.
+        let policy = Policy { max_eval_files_bytes: 1000, ..Policy::default() };
+        let err = policy.check_eval_sizes(&[("main.py", 10), ("data.csv", 991)], None).unwrap_err();
+        assert_eq!(err.kind, Rejection::TooLarge);
+        assert!(err.message.contains("PYEXEC_EVAL_FILES_MAX_BYTES"), "{}", err.message);
+        assert!(policy.check_eval_sizes(&[("main.py", 10), ("data.csv", 990)], None).is_ok());
     }
 
     #[test]

@@ -12,12 +12,14 @@ pub mod environments;
 pub mod interpreters;
 mod program;
 pub mod runner;
+pub mod session;
 pub mod warm;
 
 pub use backend::{EmbeddedBackend, EmbeddedSettings, StartError, StoreError};
 pub use environments::{EnvInfo, EnvLease, Environments, InstallError, InstallerConfig, InstallerReport};
 pub use interpreters::{Discovery, Interpreter, Interpreters};
-pub use runner::{Ran, Runner, RunnerError, RunnerSettings};
+pub use runner::{Ran, Runner, RunnerError, RunnerSettings, StartedSession};
+pub use session::{CallResult, SessionError, SessionSettings, Sessions};
 pub use warm::{Preimport, WarmPool, WarmSettings, WarmStats};
 
 // Every workspace the API accepts must also be copied into `/work` by the sandbox.

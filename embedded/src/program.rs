@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use pyexec_core::ExecutionSpec;
-use pyexec_core::eval::{EVAL_RUNNER_PATH, EVAL_RUNNER_SOURCE};
+use pyexec_core::eval::{EVAL_RUNNER_PATH, EVAL_RUNNER_SOURCE, NO_EVAL_FLAG};
 use pyexec_core::paths::WORKSPACE_DIR;
 use pyexec_sandbox::GeneratedFile;
 
@@ -24,10 +24,14 @@ pub(crate) struct Invocation {
     pub result: Option<usize>,
     /// Extra output carrying the pre-commands' output.
     pub pre_log: Option<usize>,
+    /// Extra output carrying the tar of the files the run wrote (docs/sessions.md, "Files out").
+    pub files_out: Option<usize>,
 }
 
-/// Builds the invocation of `spec` with `python`.
-pub(crate) fn invocation(spec: &ExecutionSpec, python: &Path) -> Invocation {
+/// Builds the invocation of `spec` with `python`. With `collect_files` the program runs under the eval runner
+/// (evaluating or not, as the request asks), which reports the files it wrote on an extra output; the caller asks
+/// for it only when the entrypoint is a file of the workspace (a missing one gets the interpreter's own error).
+pub(crate) fn invocation(spec: &ExecutionSpec, python: &Path, collect_files: bool) -> Invocation {
     let mut inv = Invocation {
         program: python.display().to_string(),
         args: Vec::new(),
@@ -35,19 +39,28 @@ pub(crate) fn invocation(spec: &ExecutionSpec, python: &Path) -> Invocation {
         extra_outputs: 0,
         result: None,
         pre_log: None,
+        files_out: None,
     };
     let target = match &spec.entrypoint {
         Some(entry) => format!("{WORKSPACE_DIR}/{entry}"),
         None => WORKSPACE_DIR.to_string(),
     };
-    if spec.eval_last_expr {
+    if spec.eval_last_expr || collect_files {
         inv.args.push(EVAL_RUNNER_PATH.into());
         inv.files.push(GeneratedFile {
             path: EVAL_RUNNER_PATH.into(),
             content: EVAL_RUNNER_SOURCE.as_bytes().to_vec(),
             mode: 0o644,
         });
+    }
+    if spec.eval_last_expr {
         inv.result = Some(inv.extra_outputs);
+        inv.extra_outputs += 1;
+    } else if collect_files {
+        inv.args.push(NO_EVAL_FLAG.into());
+    }
+    if collect_files {
+        inv.files_out = Some(inv.extra_outputs);
         inv.extra_outputs += 1;
     }
     inv.args.push(target);
@@ -102,17 +115,24 @@ mod tests {
     #[test]
     fn plain_eval_and_wrapped_invocations() {
         let python = Path::new("/usr/bin/python3.12");
-        let inv = invocation(&spec(r#"{"entrypoint":"main.py","script_args":["a"]}"#), python);
+        let inv = invocation(&spec(r#"{"entrypoint":"main.py","script_args":["a"]}"#), python, false);
         assert_eq!(
             (inv.program.as_str(), inv.args.clone()),
             ("/usr/bin/python3.12", vec!["/work/main.py".into(), "a".into()])
         );
         let mut eval = spec(r#"{"entrypoint":"main.py"}"#);
         eval.eval_last_expr = true;
-        let inv = invocation(&eval, python);
+        let inv = invocation(&eval, python, false);
         assert_eq!(inv.args, vec![EVAL_RUNNER_PATH.to_string(), "/work/main.py".into()]);
         assert_eq!((inv.result, inv.extra_outputs), (Some(0), 1));
-        let inv = invocation(&spec(r#"{"entrypoint":"main.py","pre_commands":["echo hi","true"]}"#), python);
+        // Collecting files: the runner, evaluating or not, with one more output.
+        let inv = invocation(&eval, python, true);
+        assert_eq!((inv.result, inv.files_out, inv.extra_outputs), (Some(0), Some(1), 2));
+        let plain = spec(r#"{"entrypoint":"main.py","script_args":["a"]}"#);
+        let inv = invocation(&plain, python, true);
+        assert_eq!(inv.args, [EVAL_RUNNER_PATH, NO_EVAL_FLAG, "/work/main.py", "a"]);
+        assert_eq!((inv.result, inv.files_out, inv.extra_outputs), (None, Some(0), 1));
+        let inv = invocation(&spec(r#"{"entrypoint":"main.py","pre_commands":["echo hi","true"]}"#), python, false);
         assert_eq!(inv.program, "/bin/sh");
         assert_eq!(&inv.args[2..], ["pyexec-pre", "2", "echo hi", "true", "/usr/bin/python3.12", "/work/main.py"]);
         assert_eq!(inv.pre_log, Some(0));

@@ -6,13 +6,15 @@ use std::path::Path;
 use std::time::Duration;
 
 use pyexec_core::eval::RESULT_FD_ENV;
+use pyexec_core::eval::{EVAL_RUNNER_PATH, NO_EVAL_FLAG};
+use pyexec_core::files_out::{self, FilesOut};
 use pyexec_core::outcome::{
     Interruption, RunOutcome, Termination, failed, install_failed, killed_before_start, pre_command_failed,
 };
 use pyexec_core::{ExecutionResult, ExecutionSpec, PythonVersion, Timestamp, ValidationError, finalize};
 use pyexec_sandbox::{
-    ExitStatus, Handover, IsolationReport, Network, Outcome, OutputChunk, RunLimits, RunSpec, Sandbox, SandboxConfig,
-    SandboxError,
+    ExitStatus, GeneratedFile, Handover, Interactive, IsolationReport, Network, Outcome, OutputChunk, RunLimits,
+    RunSpec, Sandbox, SandboxConfig, SandboxError,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -23,6 +25,9 @@ use crate::program::{Invocation, invocation, pre_command_failure};
 use crate::warm::{self, ClassSpec, Warm, WarmPool, WarmSettings};
 
 const MIB: u64 = 1 << 20;
+/// What the eval runner's result (a repr of up to a million characters and display outputs of up to 8 MiB) may
+/// take on its descriptor.
+const RESULT_CHANNEL_BYTES: u64 = 16 * MIB;
 
 /// Per-run settings that are the server's, not the request's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,11 +40,22 @@ pub struct RunnerSettings {
     pub output_limit_bytes: usize,
     /// The interpreter used when a request names none (when available; else 3.12, else the newest).
     pub default_python: Option<PythonVersion>,
+    /// Bytes of files a run leaves in `/work` that are kept with its execution (0: none are kept).
+    pub files_max_bytes: u64,
+    /// Most files kept with one execution.
+    pub files_max_count: usize,
 }
 
 impl Default for RunnerSettings {
     fn default() -> Self {
-        Self { pids_max: 256, tmp_mb: 100, output_limit_bytes: MIB as usize, default_python: None }
+        Self {
+            pids_max: 256,
+            tmp_mb: 100,
+            output_limit_bytes: MIB as usize,
+            default_python: None,
+            files_max_bytes: 64 * MIB,
+            files_max_count: 1000,
+        }
     }
 }
 
@@ -72,6 +88,19 @@ pub struct Runner {
     warm: Option<WarmPool>,
 }
 
+/// A session's running sandbox, from [`Runner::start_session`].
+#[derive(Debug)]
+pub struct StartedSession {
+    /// The sandbox, its session runner ready for requests.
+    pub sandbox: Interactive,
+    /// The environment it uses, held as long as the session lives.
+    pub env: Option<EnvLease>,
+    /// Packages of that environment.
+    pub installed: Vec<String>,
+    /// The interpreter's version (`3.12`).
+    pub python_version: String,
+}
+
 /// A finished run and how it started.
 #[derive(Debug)]
 pub struct Ran {
@@ -82,6 +111,8 @@ pub struct Ran {
     pub started: bool,
     /// Whether it ran in a warm sandbox from the pools.
     pub warm: bool,
+    /// The files it wrote under `/work` (listed in the result), when it reported any.
+    pub files: Option<FilesOut>,
 }
 
 impl Runner {
@@ -125,7 +156,7 @@ impl Runner {
             pyexec_core::EvalRequest { code: Some("None".into()), eval_last_expr: Some(true), ..Default::default() };
         match (pyexec_core::Policy::default().spec_from_eval(request), self.interpreters.get(None)) {
             (Ok((spec, _)), Ok(interpreter)) => {
-                let invocation = invocation(&spec, &interpreter.sandbox_executable);
+                let invocation = invocation(&spec, &interpreter.sandbox_executable, self.collects_files());
                 let cold = self.run_spec(&spec, interpreter, None, Path::new("/"), &invocation, Vec::new());
                 let (key, class) = self.warm_class(&pool, &spec, interpreter, None, &cold);
                 pool.pin(key, class());
@@ -134,6 +165,17 @@ impl Runner {
             (_, Err(e)) => tracing::warn!(error = %e, "no default warm pool"),
         }
         self
+    }
+
+    /// Whether runs report the files they write (the server keeps some).
+    fn collects_files(&self) -> bool {
+        self.settings.files_max_bytes > 0 && self.settings.files_max_count > 0
+    }
+
+    /// Whether a run of `spec` over `workspace` reports the files it writes: the eval runner does, and hosts the
+    /// program when its entrypoint is a file of the workspace.
+    fn collect_files(&self, spec: &ExecutionSpec, workspace: &Path) -> bool {
+        self.collects_files() && (spec.eval_last_expr || entrypoint_is_file(workspace, spec))
     }
 
     /// Waits until finished runs are torn down (see [`Sandbox::settle`]).
@@ -188,7 +230,7 @@ impl Runner {
         if warm::cold_reason(spec, preimport).is_some() || !entrypoint_is_file(workspace, spec) {
             return false;
         }
-        let invocation = invocation(spec, &python_of(interpreter, env.as_ref()));
+        let invocation = invocation(spec, &python_of(interpreter, env.as_ref()), self.collect_files(spec, workspace));
         let cold = self.run_spec(spec, interpreter, env.as_ref(), workspace, &invocation, Vec::new());
         let (key, class) = self.warm_class(pool, spec, interpreter, env.as_ref(), &cold);
         pool.register(&key, class);
@@ -279,7 +321,7 @@ impl Runner {
         events: Option<mpsc::Sender<OutputChunk>>,
         cancel: CancellationToken,
     ) -> Ran {
-        let cold = |result| Ran { result, started: false, warm: false };
+        let cold = |result| Ran { result, started: false, warm: false, files: None };
         let accepted_at = Timestamp::now();
         let interpreter = match self.interpreters.get(spec.python) {
             Ok(i) => i,
@@ -295,7 +337,7 @@ impl Runner {
                 return cold(install_failed(execution_id, e, Some(accepted_at), ""));
             }
         };
-        let invocation = invocation(spec, &python_of(interpreter, env.as_ref()));
+        let invocation = invocation(spec, &python_of(interpreter, env.as_ref()), self.collect_files(spec, workspace));
         let stdin = match stdin_file {
             None => spec.stdin.clone().unwrap_or_default().into_bytes(),
             Some(path) => match tokio::fs::read(path).await {
@@ -311,8 +353,15 @@ impl Runner {
         let (outcome, warm) =
             self.start(spec, interpreter, env.as_ref(), workspace, &invocation, run, events, cancel).await;
         let finished_at = Timestamp::now();
+        let mut files = None;
         let mut result = match outcome {
-            Ok(outcome) => result_of(execution_id, spec, &invocation, outcome, started_at, finished_at),
+            Ok(mut outcome) => {
+                files = invocation
+                    .files_out
+                    .and_then(|i| outcome.extras.get_mut(i).map(std::mem::take))
+                    .and_then(|tar| self.files_of(execution_id, &tar));
+                result_of(execution_id, spec, &invocation, outcome, started_at, finished_at)
+            }
             Err(SandboxError::WorkspaceTooLarge) => failed(
                 execution_id,
                 format!("the uploaded files do not fit into /work (disk_mb {})", spec.limits.disk_mb),
@@ -328,7 +377,80 @@ impl Runner {
         if let Some(env) = env {
             result.installed_packages = env.info.packages.clone();
         }
-        Ran { result, started: true, warm }
+        if let Some(files) = &files {
+            result.files = files.files.iter().map(|(f, _)| f.clone()).collect();
+            result.files_truncated = files.truncated;
+        }
+        Ran { result, started: true, warm, files }
+    }
+
+    /// The files of a run, from the tar its runner wrote (empty when it wrote none: killed, or nothing changed).
+    fn files_of(&self, execution_id: &str, tar: &[u8]) -> Option<FilesOut> {
+        if tar.is_empty() {
+            return None;
+        }
+        match files_out::read_tar(tar, self.settings.files_max_bytes, self.settings.files_max_count) {
+            Ok(files) if files.files.is_empty() && !files.truncated => None,
+            Ok(files) => Some(files),
+            Err(e) => {
+                tracing::warn!(execution_id, error = %e, "the files a run wrote could not be read");
+                None
+            }
+        }
+    }
+
+    /// Builds a session's sandbox (docs/sessions.md): the interpreter and environment of `spec` (its listed
+    /// requirements only: later calls' imports are not installed), its limits and network for the whole session,
+    /// an empty `/work`, and the session runner waiting for requests. Fails with a message a client may see.
+    pub async fn start_session(&self, spec: &ExecutionSpec) -> Result<StartedSession, String> {
+        let interpreter = self.interpreters.get(spec.python)?;
+        let env = match spec.requirements.listed() {
+            None => None,
+            Some(_) => {
+                let requirements = pyexec_core::requirements::resolve(spec, Path::new("/nonexistent"), |m| {
+                    interpreter.stdlib.contains(m)
+                });
+                match requirements {
+                    None => None,
+                    Some(r) => Some(self.environments.get(interpreter, &r).await.map_err(|e| match e {
+                        InstallError::Failed { message, log_tail } if !log_tail.is_empty() => {
+                            format!("{message}\n{log_tail}")
+                        }
+                        other => other.to_string(),
+                    })?),
+                }
+            }
+        };
+        let python = python_of(interpreter, env.as_ref());
+        let invocation = Invocation {
+            program: python.display().to_string(),
+            args: vec![pyexec_core::session::SESSION_RUNNER_PATH.into()],
+            files: [
+                (EVAL_RUNNER_PATH, pyexec_core::eval::EVAL_RUNNER_SOURCE),
+                (pyexec_core::session::SESSION_RUNNER_PATH, pyexec_core::session::SESSION_RUNNER_SOURCE),
+            ]
+            .into_iter()
+            .map(|(path, source)| GeneratedFile { path: path.into(), content: source.as_bytes().to_vec(), mode: 0o644 })
+            .collect(),
+            extra_outputs: 1,
+            result: None,
+            pre_log: None,
+            files_out: None,
+        };
+        let mut run = self.run_spec(spec, interpreter, env.as_ref(), Path::new("/"), &invocation, Vec::new());
+        run.workspace = None;
+        run.env.push(("PYEXEC_CONTROL_FD".into(), "3".into()));
+        let building = async {
+            let mut prepared = self.sandbox.prepare(run).await?;
+            prepared.wait_ready(0, b"ready\n", Duration::from_secs(60)).await?;
+            prepared.into_interactive()
+        };
+        let sandbox = building.await.map_err(|e| {
+            tracing::error!(error = %e, "a session's sandbox could not be built");
+            format!("sandbox error: {} (the server log has the details)", e.client_message())
+        })?;
+        let installed = env.as_ref().map(|e| e.info.packages.clone()).unwrap_or_default();
+        Ok(StartedSession { sandbox, env, installed, python_version: interpreter.version.to_string() })
     }
 
     /// Runs `run` in a warm sandbox when one fits, else in a sandbox built now. True when it ran warm.
@@ -348,7 +470,7 @@ impl Runner {
             let (sandbox, preamble) = warm;
             let handover = Handover { preamble, stdin: run.stdin, limits: run.limits };
             let outcome = sandbox.prepared.run(handover, events, cancel).await;
-            return (outcome.and_then(warm_outcome), true);
+            return (outcome.and_then(|o| warm_outcome(o, invocation)), true);
         }
         (self.sandbox.run(run, events, cancel).await, false)
     }
@@ -372,8 +494,19 @@ impl Runner {
         // The work is encoded before a sandbox is claimed, so a workspace that cannot be handed over never
         // takes one from the pool.
         let evaluate = invocation.result.is_some();
-        let argv: Vec<String> = invocation.args.iter().skip(usize::from(evaluate)).cloned().collect();
-        let (dir, vars, max) = (workspace.to_owned(), run.env.clone(), pool.settings().max_workspace_bytes);
+        // The warm interpreter is the runner already: the program's own arguments only.
+        let runner_args = invocation.args.iter().take_while(|a| *a == EVAL_RUNNER_PATH || *a == NO_EVAL_FLAG).count();
+        let argv: Vec<String> = invocation.args.iter().skip(runner_args).cloned().collect();
+        let mut vars = run.env.clone();
+        if invocation.files_out.is_some() {
+            // The warm sandbox's descriptor for the files, not the cold invocation's.
+            for (key, value) in &mut vars {
+                if key == files_out::FILES_FD_ENV {
+                    *value = (3 + warm::FILES_INDEX).to_string();
+                }
+            }
+        }
+        let (dir, max) = (workspace.to_owned(), pool.settings().max_workspace_bytes);
         let spec_copy = spec.clone();
         let message = tokio::task::spawn_blocking(move || {
             if !entrypoint_is_file(&dir, &spec_copy) {
@@ -436,6 +569,12 @@ impl Runner {
         run.files = invocation.files.clone();
         run.extra_outputs = invocation.extra_outputs;
         run.env = environment(&spec.env, interpreter, env, invocation.result);
+        if let Some(index) = invocation.files_out {
+            run.env.retain(|(k, _)| !k.starts_with("PYEXEC_FILES_"));
+            run.env.push((files_out::FILES_FD_ENV.into(), (3 + index).to_string()));
+            run.env.push((files_out::FILES_MAX_BYTES_ENV.into(), self.settings.files_max_bytes.to_string()));
+            run.env.push((files_out::FILES_MAX_COUNT_ENV.into(), self.settings.files_max_count.to_string()));
+        }
         run.stdin = stdin;
         run.workspace = Some(workspace.to_owned());
         run.binds = interpreter.mounts.clone();
@@ -452,6 +591,12 @@ impl Runner {
             tmp_bytes: self.settings.tmp_mb * MIB,
             stdout_bytes: self.settings.output_limit_bytes,
             stderr_bytes: self.settings.output_limit_bytes,
+            // The eval result carries display outputs (up to 8 MiB of them); the files tar its own caps.
+            extra_bytes: usize::try_from(
+                files_out::max_archive_bytes(self.settings.files_max_bytes, self.settings.files_max_count)
+                    .max(RESULT_CHANNEL_BYTES),
+            )
+            .unwrap_or(usize::MAX),
             background: false,
         };
         run
@@ -471,8 +616,9 @@ fn python_of(interpreter: &Interpreter, env: Option<&EnvLease>) -> std::path::Pa
 
 /// A warm run's outcome, with what its interpreter reported on the control descriptor before the program: a
 /// full `/work` while writing the files reads as the cold path's.
-fn warm_outcome(mut outcome: Outcome) -> Result<Outcome, SandboxError> {
-    let control = outcome.extras.pop().unwrap_or_default();
+fn warm_outcome(mut outcome: Outcome, invocation: &Invocation) -> Result<Outcome, SandboxError> {
+    let mut take = |i: usize| outcome.extras.get_mut(i).map(std::mem::take).unwrap_or_default();
+    let (result, control, files) = (take(0), take(warm::CONTROL_INDEX), take(warm::FILES_INDEX));
     if control.starts_with(warm::NO_SPACE) {
         return Err(SandboxError::WorkspaceTooLarge);
     }
@@ -480,6 +626,14 @@ fn warm_outcome(mut outcome: Outcome) -> Result<Outcome, SandboxError> {
         let text = String::from_utf8_lossy(&control).trim().to_owned();
         return Err(SandboxError::Setup(format!("handing the work to a warm sandbox: {text}")));
     }
+    // The outputs as the cold run's invocation numbers them.
+    let mut extras = vec![Vec::new(); invocation.extra_outputs];
+    for (index, bytes) in [(invocation.result, result), (invocation.files_out, files)] {
+        if let Some(slot) = index.and_then(|i| extras.get_mut(i)) {
+            *slot = bytes;
+        }
+    }
+    outcome.extras = extras;
     Ok(outcome)
 }
 
@@ -550,6 +704,8 @@ fn environment(
         ("TMPDIR".into(), "/tmp".into()),
         // Output reaches the result (and live followers) even when the program is killed at its timeout.
         ("PYTHONUNBUFFERED".into(), "1".into()),
+        // No `__pycache__` in `/work`: it would be reported as files the run wrote.
+        ("PYTHONDONTWRITEBYTECODE".into(), "1".into()),
     ];
     if env.is_some() {
         vars.push(("VIRTUAL_ENV".into(), ENV_MOUNT.into()));

@@ -1,5 +1,6 @@
-//! python-executor for AI agents: an MCP server with `run_python`, `submit_python`, `get_execution` and
-//! `kill_execution` ([`server`]), and the same `run_python` as OpenAI and Anthropic tool definitions ([`tools`]).
+//! python-executor for AI agents: an MCP server ([`server`]) with `run_python`, `submit_python`, `get_execution`,
+//! `kill_execution`, sessions (`create_session`, `session_run_python`, `close_session`) and files (`list_files`,
+//! `get_file`), and the same tools as OpenAI and Anthropic tool definitions ([`tools`]).
 //!
 //! The server runs over any [`Executor`]: the API server serves it at `/mcp` (streamable HTTP) in-process, the
 //! CLI serves it on stdio (`python-executor mcp`) over the REST API.
@@ -7,5 +8,8 @@
 pub mod server;
 pub mod tools;
 
-pub use server::{Executor, ExecutorError, PythonTools, ToolAnswer, run_python};
-pub use tools::{RunPython, tool_definitions};
+pub use server::{Executor, ExecutorError, GET_FILE_MAX_BYTES, PythonTools, ToolAnswer, run_python};
+pub use tools::{
+    CreateSession, FileOwner, GetFile, ListFiles, RunPython, SessionRef, SessionRunPython, all_tool_definitions,
+    tool_definitions,
+};

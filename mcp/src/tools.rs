@@ -1,6 +1,7 @@
 //! The tools an agent gets: their parameters (with descriptions written for models), how a result is presented to
-//! a model, and the same `run_python` definition in the OpenAI and Anthropic tool formats.
+//! a model, and the same definitions in the OpenAI and Anthropic tool formats.
 
+use pyexec_core::session::{NewSession, SessionConfig};
 use pyexec_core::{CodeFile, EvalRequest, ExecutionConfig, ExecutionResult, ExecutionStatus, Metadata};
 use rmcp::handler::server::tool::schema_for_input;
 use schemars::JsonSchema;
@@ -8,13 +9,15 @@ use serde::{Deserialize, Serialize};
 
 /// What `run_python` tells a model about the sandbox.
 pub const RUN_PYTHON_DESCRIPTION: &str = "Run Python 3 code in an isolated sandbox and return its output. \
-Each call starts fresh: no state is kept between calls, and files written (under /work or /tmp) exist only for that \
-run. The value of the last expression is returned in `result`, like a REPL (so end with an expression to see a \
-value). Third-party imports (numpy, pandas, requests, ...) are installed automatically before the run; add version \
-pins or packages that cannot be detected in `requirements`. There is no network access unless `network` is true \
-and the server allows it. The run is stopped after `timeout_seconds` (exit code 124) and is limited in memory (an \
-out-of-memory kill gives exit code 137). Output beyond the server's cap is cut, and the result says so. An uncaught \
-exception is reported in `error_type`, `error_line` and `error_message`; `exit_code` 0 means success.";
+Each call starts fresh: no state is kept between calls (a session keeps it: create_session, session_run_python). \
+Files the code writes under /work are kept with the run: the result lists them in `files`, and get_file reads one \
+by the run's execution_id. The value of the last expression is returned in `result`, like a REPL (so end with an \
+expression to see a value); matplotlib figures and display(obj) of rich objects come back as images. Third-party \
+imports (numpy, pandas, requests, ...) are installed automatically before the run; add version pins or packages \
+that cannot be detected in `requirements`. There is no network access unless `network` is true and the server \
+allows it. The run is stopped after `timeout_seconds` (exit code 124) and is limited in memory (an out-of-memory \
+kill gives exit code 137). Output beyond the server's cap is cut, and the result says so. An uncaught exception is \
+reported in `error_type`, `error_line` and `error_message`; `exit_code` 0 means success.";
 
 /// Parameters of `run_python` (and of `submit_python`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -67,6 +70,197 @@ pub struct ToolFile {
 pub struct ExecutionRef {
     /// The id returned by `submit_python` (`exe_...`).
     pub execution_id: String,
+}
+
+/// What `create_session` tells a model.
+pub const CREATE_SESSION_DESCRIPTION: &str = "Start a persistent Python session: an interpreter that keeps its \
+state between calls (variables, imports, loaded data, files in /work), like a notebook kernel. Run code in it with \
+session_run_python, and end it with close_session when done (it also ends by itself after `idle_timeout_seconds` \
+without a call). Imports are not installed automatically in a session: list the packages it needs in \
+`requirements` now. Returns the session_id.";
+
+/// What `session_run_python` tells a model.
+pub const SESSION_RUN_PYTHON_DESCRIPTION: &str = "Run Python code in a session started with create_session, as the \
+next cell of a notebook: what earlier calls defined (variables, imports, functions, files in /work) is still there, \
+and what this call defines stays for the next. The value of the last expression is returned in `result`; \
+matplotlib figures (plt.show(), or still open at the end) and display(obj) of rich objects come back as images. \
+`files` are written into /work before the code runs (data to analyse). One call at a time per session. At \
+`timeout_seconds` the code is interrupted (KeyboardInterrupt) and the session keeps its state; when the code does \
+not stop, or it kills the interpreter (os._exit, out of memory), the session restarts empty and the result says \
+`session_restarted`.";
+
+/// What `close_session` tells a model.
+pub const CLOSE_SESSION_DESCRIPTION: &str = "End a session started with create_session and free its resources; \
+its variables and files are gone.";
+
+/// What `list_files` tells a model.
+pub const LIST_FILES_DESCRIPTION: &str = "List files (path, size, sha256): those an execution created or changed \
+under /work (give `execution_id`, from run_python, session_run_python or submit_python), or those in a session's \
+/work now (give `session_id`). Read one with get_file.";
+
+/// What `get_file` tells a model.
+pub const GET_FILE_DESCRIPTION: &str = "Read one file, by `path` relative to /work, of an execution (give \
+`execution_id`) or of a session's /work now (give `session_id`). Text files come back as text, images (PNG, JPEG, \
+GIF, WebP) as images you can see, other files as a base64 resource. Files over 10 MiB are refused: work on big \
+files in the sandbox instead.";
+
+/// Parameters of `create_session`: every one optional.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CreateSession {
+    /// CPython version: "3.10", "3.11", "3.12" or "3.13". Default: the server's (usually 3.12).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub python_version: Option<String>,
+    /// Packages in requirements.txt format (one per line, e.g. "pandas\nmatplotlib"), installed once when the
+    /// session starts. Imports are not detected in sessions: name everything the session will import.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requirements: Option<String>,
+    /// Environment variables of the session's interpreter, as "NAME=value".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<Vec<String>>,
+    /// Memory limit of the whole session in MiB. Default: the server's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 16))]
+    pub memory_mb: Option<u64>,
+    /// Size limit of the session's /work in MiB. Default: the server's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub disk_mb: Option<u64>,
+    /// Allow access to the public internet (never private networks). Off by default; a server that cannot give
+    /// it safely refuses the call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<bool>,
+    /// Seconds without a call after which the session ends by itself. Default: the server's (600; the server
+    /// also caps it, at 3600 unless configured otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub idle_timeout_seconds: Option<u64>,
+}
+
+impl CreateSession {
+    /// The `POST /api/v1/sessions` body of the call.
+    pub fn to_new_session(&self) -> NewSession {
+        let set = self.memory_mb.is_some()
+            || self.disk_mb.is_some()
+            || self.network.is_some()
+            || self.idle_timeout_seconds.is_some();
+        NewSession {
+            python_version: self.python_version.clone(),
+            requirements_txt: self.requirements.clone(),
+            env_vars: self.env.clone().filter(|e| !e.is_empty()),
+            config: set.then(|| SessionConfig {
+                memory_mb: self.memory_mb.map(saturate),
+                disk_mb: self.disk_mb.map(saturate),
+                network_disabled: self.network.map(|n| !n),
+                idle_timeout_seconds: self.idle_timeout_seconds.map(saturate),
+                ..SessionConfig::default()
+            }),
+        }
+    }
+}
+
+fn saturate(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// Parameters of `session_run_python`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SessionRunPython {
+    /// The id returned by `create_session` (`ses_...`).
+    pub session_id: String,
+    /// Python code to run as the session's next cell.
+    pub code: String,
+    /// Files to write into /work before the code runs (e.g. data to analyse); they stay in the session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<Vec<ToolFile>>,
+    /// Seconds before the call is interrupted. Default: the server's default timeout (300 unless configured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub timeout_seconds: Option<u64>,
+}
+
+impl SessionRunPython {
+    /// The `POST /api/v1/sessions/{id}/eval` body of the call (the last expression's value is returned).
+    pub fn to_eval(&self) -> EvalRequest {
+        EvalRequest {
+            code: Some(self.code.clone()),
+            files: self.files.as_ref().map(|files| {
+                files.iter().map(|f| CodeFile { name: f.name.clone(), content: f.content.clone() }).collect()
+            }),
+            eval_last_expr: Some(true),
+            config: self
+                .timeout_seconds
+                .map(|t| ExecutionConfig { timeout_seconds: Some(saturate(t)), ..Default::default() }),
+            ..EvalRequest::default()
+        }
+    }
+}
+
+/// Parameters of `close_session`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SessionRef {
+    /// The id returned by `create_session` (`ses_...`).
+    pub session_id: String,
+}
+
+/// Parameters of `list_files`: give exactly one of the two ids.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ListFiles {
+    /// An execution's id (`exe_...`, in every run's result): the files it created or changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution_id: Option<String>,
+    /// A session's id (`ses_...`): the files in its /work now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+}
+
+/// Parameters of `get_file`: give exactly one of the two ids.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct GetFile {
+    /// An execution's id (`exe_...`): read a file it wrote.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution_id: Option<String>,
+    /// A session's id (`ses_...`): read a file in its /work now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    /// The file's path relative to /work, e.g. "plot.png" or "out/summary.csv".
+    pub path: String,
+}
+
+/// Whose files a `list_files` or `get_file` call means.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum FileOwner {
+    /// The files an execution created or changed under `/work`, kept with it.
+    Execution(String),
+    /// The files in a session's `/work` now.
+    Session(String),
+}
+
+impl FileOwner {
+    /// From the two optional ids of a call: exactly one must be given.
+    pub fn of(execution_id: Option<&str>, session_id: Option<&str>) -> Result<FileOwner, String> {
+        match (execution_id.filter(|s| !s.is_empty()), session_id.filter(|s| !s.is_empty())) {
+            (Some(e), None) => Ok(FileOwner::Execution(e.to_owned())),
+            (None, Some(s)) => Ok(FileOwner::Session(s.to_owned())),
+            (Some(_), Some(_)) => Err("give either execution_id or session_id, not both".into()),
+            (None, None) => Err("give execution_id (an execution's files) or session_id (a session's /work)".into()),
+        }
+    }
+
+    /// The id, `exe_...` or `ses_...`.
+    pub fn id(&self) -> &str {
+        match self {
+            FileOwner::Execution(id) | FileOwner::Session(id) => id,
+        }
+    }
+}
+
+impl std::fmt::Display for FileOwner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FileOwner::Execution(id) => write!(f, "execution {id}"),
+            FileOwner::Session(id) => write!(f, "session {id}"),
+        }
+    }
 }
 
 impl RunPython {
@@ -146,6 +340,16 @@ pub fn summarize(result: &ExecutionResult) -> String {
     if !result.installed_packages.is_empty() {
         out.push_str(&format!("installed: {}\n", result.installed_packages.join(", ")));
     }
+    if result.session_restarted {
+        out.push_str("note: the session was restarted during this call: what earlier calls defined is gone\n");
+    }
+    if !result.files.is_empty() {
+        let files: Vec<String> = result.files.iter().map(|f| format!("{} ({} bytes)", f.path, f.size)).collect();
+        let more = if result.files_truncated { ", and more not kept (over the server's cap)" } else { "" };
+        out.push_str(&format!("files written: {}{more} (read one with get_file)\n", files.join(", ")));
+    } else if result.files_truncated {
+        out.push_str("files written: too many or too large to keep\n");
+    }
     for (name, text, cut) in
         [("stdout", &result.stdout, result.stdout_truncated), ("stderr", &result.stderr, result.stderr_truncated)]
     {
@@ -156,7 +360,47 @@ pub fn summarize(result: &ExecutionResult) -> String {
             }
         }
     }
+    for (n, output) in result.outputs.iter().enumerate() {
+        let n = n + 1;
+        if is_image(&output.kind) {
+            let size = base64_size(&output.data);
+            out.push_str(&format!("--- output {n}: {}, {size} bytes (an image) ---\n", output.kind));
+        } else {
+            let text = cut(&output.data, OUTPUT_TEXT_MAX);
+            out.push_str(&format!("--- output {n}: {} ---\n{text}", output.kind));
+            if !text.ends_with('\n') {
+                out.push('\n');
+            }
+        }
+    }
     out
+}
+
+/// The most of one text display item (HTML, SVG, text) put in a summary.
+const OUTPUT_TEXT_MAX: usize = 20 << 10;
+
+/// Display items a model sees as images (the MCP image content types).
+pub fn is_image(kind: &str) -> bool {
+    matches!(kind, "image/png" | "image/jpeg" | "image/gif" | "image/webp")
+}
+
+/// Decoded size of base64 text.
+fn base64_size(data: &str) -> usize {
+    let data = data.trim_end();
+    let pad = data.bytes().rev().take_while(|b| *b == b'=').count();
+    (data.len() / 4 * 3).saturating_sub(pad)
+}
+
+/// `text`, cut at a character boundary after `max` bytes with a note saying so.
+fn cut(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}\n[... cut: {} bytes in all]\n", &text[..end], text.len())
 }
 
 /// The JSON Schema of `run_python`'s parameters, exactly as the MCP server lists it.
@@ -169,18 +413,33 @@ pub fn run_python_schema() -> serde_json::Value {
 /// `run_python` for the OpenAI (function calling) and Anthropic (tool use) APIs, from the same schema as the MCP
 /// tool: `{"openai": [...], "anthropic": [...]}`.
 pub fn tool_definitions() -> serde_json::Value {
-    let schema = run_python_schema();
-    serde_json::json!({
-        "openai": [{
+    definitions(mcp_tools().into_iter().filter(|t| t.name == "run_python"))
+}
+
+/// Every MCP tool (sessions and files included) for the OpenAI and Anthropic APIs, from the very list the MCP
+/// server answers `tools/list` with (same names, descriptions and schemas), in the same shape as
+/// [`tool_definitions`]. For tool-calling loops that run the other tools themselves (over the REST API).
+pub fn all_tool_definitions() -> serde_json::Value {
+    definitions(mcp_tools())
+}
+
+/// The tools as the MCP server lists them, sorted by name.
+pub fn mcp_tools() -> Vec<rmcp::model::Tool> {
+    crate::server::PythonTools::tool_list()
+}
+
+fn definitions(tools: impl IntoIterator<Item = rmcp::model::Tool>) -> serde_json::Value {
+    let (mut openai, mut anthropic) = (Vec::new(), Vec::new());
+    for tool in tools {
+        let schema = serde_json::Value::Object((*tool.input_schema).clone());
+        let description = tool.description.as_deref().unwrap_or_default();
+        openai.push(serde_json::json!({
             "type": "function",
-            "function": {"name": "run_python", "description": RUN_PYTHON_DESCRIPTION, "parameters": schema},
-        }],
-        "anthropic": [{
-            "name": "run_python",
-            "description": RUN_PYTHON_DESCRIPTION,
-            "input_schema": schema,
-        }],
-    })
+            "function": {"name": tool.name, "description": description, "parameters": schema},
+        }));
+        anthropic.push(serde_json::json!({"name": tool.name, "description": description, "input_schema": schema}));
+    }
+    serde_json::json!({"openai": openai, "anthropic": anthropic})
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ mod cgroup;
 mod child;
 pub mod config;
 mod disguise;
+mod interactive;
 mod io;
 mod landlock;
 mod launcher;
@@ -36,6 +37,7 @@ mod stage;
 mod uid;
 
 pub use config::{NetworkConfig, SandboxConfig};
+pub use interactive::{Interactive, Outputs};
 pub use prepared::{Handover, Prepared};
 pub use report::{IsolationLevel, IsolationReport};
 pub use sandbox::Sandbox;

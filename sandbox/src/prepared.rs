@@ -138,6 +138,27 @@ impl Prepared {
         self.pipes.as_ref().ok_or_else(|| SandboxError::Io(std::io::Error::other("the sandbox's pipes are gone")))
     }
 
+    /// The program's standard input, output and error and its extra outputs, for an owner that talks with it
+    /// (the set-up pipes stay here, so that the sandbox's init keeps running).
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn take_program_pipes(&mut self) -> Result<(OwnedFd, OwnedFd, OwnedFd, Vec<OwnedFd>), SandboxError> {
+        let pipes = self.pipes.as_mut().ok_or_else(|| SandboxError::Io(std::io::Error::other("no pipes")))?;
+        // Each taken descriptor leaves /dev/null in its place, which the sandbox's teardown closes harmlessly.
+        let take = |fd: &mut OwnedFd| -> Result<OwnedFd, SandboxError> {
+            let null = rustix::fs::open(
+                "/dev/null",
+                rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+            )
+            .map_err(|e| SandboxError::Io(e.into()))?;
+            Ok(std::mem::replace(fd, null))
+        };
+        let (stdin, stdout, stderr) =
+            (take(&mut pipes.stdin_w)?, take(&mut pipes.stdout_r)?, take(&mut pipes.stderr_r)?);
+        let extras = std::mem::take(&mut pipes.extra_r);
+        Ok((stdin, stdout, stderr, extras))
+    }
+
     /// The limits the sandbox was built with.
     pub fn built_limits(&self) -> &RunLimits {
         &self.built
@@ -230,7 +251,7 @@ impl Prepared {
         let stdout = tokio::spawn(io::capture(stdout_r, limits.stdout_bytes, Stream::Stdout, events.clone()));
         let stderr = tokio::spawn(io::capture(stderr_r, limits.stderr_bytes, Stream::Stderr, events));
         let report = tokio::spawn(io::read_small(report_r, REPORT_BYTES));
-        let extra_cap = limits.stdout_bytes.max(1 << 20) + 64;
+        let extra_cap = limits.stdout_bytes.max(1 << 20).max(limits.extra_bytes) + 64;
         let extras: Vec<_> = extra_r.into_iter().map(|r| tokio::spawn(io::read_small(r, extra_cap))).collect();
         let stdin = tokio::spawn(io::feed_stdin(stdin_w, preamble, stdin));
         let started = Instant::now();

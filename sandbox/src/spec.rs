@@ -100,6 +100,9 @@ pub struct RunLimits {
     pub stdout_bytes: usize,
     /// Standard error kept; the rest is read and dropped.
     pub stderr_bytes: usize,
+    /// Bytes kept of each extra output (at least 1 MiB and the standard output's cap): what a result channel,
+    /// or a tar of the files a run wrote, may take.
+    pub extra_bytes: usize,
     /// The lowest CPU weight (the quota stays): a sandbox built ahead of demand never slows running programs.
     /// A hand-over with `false` restores the normal weight.
     pub background: bool,
@@ -116,6 +119,7 @@ impl Default for RunLimits {
             tmp_bytes: 100 << 20,
             stdout_bytes: 1 << 20,
             stderr_bytes: 1 << 20,
+            extra_bytes: 1 << 20,
             background: false,
         }
     }

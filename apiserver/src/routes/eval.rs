@@ -8,8 +8,7 @@
 use axum::Json;
 use axum::extract::{Request, State};
 use pyexec_core::{
-    CodeFile, ErrorResponse, EvalRequest, ExecutionConfig, ExecutionResult, ExecutionSpec, PythonVersion,
-    ValidationError,
+    CodeFile, ErrorResponse, EvalRequest, ExecutionConfig, ExecutionResult, ExecutionSpec, Policy, PythonVersion,
 };
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -31,7 +30,7 @@ use crate::upload::{self, InputError};
         (status = 200, description = "The execution ended (any status: a timeout is `failed`)", body = ExecutionResult),
         (status = 400, description = "Invalid JSON or request", body = ErrorResponse),
         (status = 401, description = "Missing or invalid API key", body = ErrorResponse),
-        (status = 413, description = "More than 102400 bytes of code, or body over the upload limit", body = ErrorResponse),
+        (status = 413, description = "More than 102400 bytes of code, files over their own limit, or body over the upload limit", body = ErrorResponse),
         (status = 429, description = "Queue full; see Retry-After", body = ErrorResponse),
     ),
     security((), ("bearer" = []))
@@ -87,7 +86,7 @@ fn json_error(e: InputError) -> ApiError {
 /// Validates the body into a spec, its files and its spooled stdin; the body is gone when this returns.
 fn prepare(state: &AppState, body: Vec<u8>) -> Result<(ExecutionSpec, Vec<CodeFile>, Option<StdinFile>), ApiError> {
     let fields = parse(&body)?;
-    let request = decode_code(&fields, state.policy.max_eval_code_bytes)?;
+    let request = decode_code(&fields, &state.policy)?;
     // A stdin of the wrong type is a JSON error, which comes before any rule.
     if let Some(stdin) = fields.stdin.filter(|r| r.get() != "null") {
         upload::expect_string(stdin).map_err(json_error)?;
@@ -112,26 +111,25 @@ fn parse(body: &[u8]) -> Result<EvalFields<'_>, ApiError> {
 /// The request without stdin, its code decoded. Code over the size limit is refused from its decoded length,
 /// without decoding it, with the answer [`pyexec_core::Policy::spec_from_eval`] gives: after the checks that
 /// come before the size in the original (presence, which a non-empty code passes, and `python_version`).
-fn decode_code(fields: &EvalFields<'_>, max_code_bytes: usize) -> Result<EvalRequest, ApiError> {
-    let mut size = |raw: &RawValue| -> Result<u64, ApiError> {
+fn decode_code(fields: &EvalFields<'_>, policy: &Policy) -> Result<EvalRequest, ApiError> {
+    let size = |raw: &RawValue| -> Result<u64, ApiError> {
         upload::expect_string(raw).map_err(json_error)?;
         upload::decode_json_string(raw.get(), &mut std::io::sink()).map_err(json_error)
     };
     let code = fields.code.filter(|r| r.get() != "null");
-    let code_size = code.map(&mut size).transpose()?.unwrap_or(0);
-    let mut files_size = 0;
-    for file in fields.files.iter().flatten() {
-        files_size += size(file.content)?;
+    let mut sizes = Vec::new();
+    if let Some(files) = fields.files.as_ref().filter(|f| !f.is_empty()) {
+        for file in files {
+            sizes.push((file.name.as_str(), size(file.content)?));
+        }
+    } else if let Some(code) = code {
+        sizes.push(("main.py", size(code)?));
     }
-    let total = if fields.files.as_ref().is_some_and(|f| !f.is_empty()) { files_size } else { code_size };
-    if total > max_code_bytes as u64 {
+    if let Err(too_large) = policy.check_eval_sizes(&sizes, fields.entrypoint.as_deref()) {
         if let Some(v) = fields.python_version.as_deref().filter(|v| !v.is_empty()) {
             PythonVersion::parse_supported(v)?;
         }
-        return Err(ValidationError::too_large(format!(
-            "total code size {total} bytes exceeds limit of {max_code_bytes} bytes"
-        ))
-        .into());
+        return Err(too_large.into());
     }
     let decode = |raw: &RawValue| upload::decode_string(raw).map_err(json_error);
     let files = match &fields.files {
@@ -158,10 +156,9 @@ fn decode_code(fields: &EvalFields<'_>, max_code_bytes: usize) -> Result<EvalReq
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pyexec_core::Policy;
 
     fn request(body: &str) -> Result<EvalRequest, ApiError> {
-        decode_code(&parse(body.as_bytes())?, 102_400)
+        decode_code(&parse(body.as_bytes())?, &Policy::default())
     }
 
     fn message(body: &str) -> String {

@@ -4,7 +4,9 @@ mod docs;
 mod eval;
 mod exec;
 mod executions;
+pub(crate) mod files;
 mod health;
+mod sessions;
 pub(crate) mod sync;
 
 use axum::Router;
@@ -32,6 +34,13 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/executions", get(executions::list))
         .route("/api/v1/executions/{id}", get(executions::get).delete(executions::kill))
         .route("/api/v1/executions/{id}/events", get(executions::events))
+        .route("/api/v1/executions/{id}/files", get(files::execution_list))
+        .route("/api/v1/executions/{id}/files/{*path}", get(files::execution_file))
+        .route("/api/v1/sessions", post(sessions::create).get(sessions::list))
+        .route("/api/v1/sessions/{id}", get(sessions::get).delete(sessions::delete))
+        .route("/api/v1/sessions/{id}/eval", post(sessions::eval))
+        .route("/api/v1/sessions/{id}/files", get(files::session_list))
+        .route("/api/v1/sessions/{id}/files/{*path}", get(files::session_file).put(files::session_upload))
         .route("/api/v1/tools", get(crate::mcp::tools))
         .route("/api/v1/tools/run_python", post(crate::mcp::call_run_python))
         .route_service("/mcp", crate::mcp::service(state.clone()))

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Any, AsyncIterator, Callable, Dict, Optional
+from typing import Any, AsyncIterator, Callable, Dict, List, Optional
 
 from .client import PythonExecutorClient
-from .models import Event, ExecutionResult, ExecutionStatus
+from .models import Event, ExecutionResult, ExecutionStatus, FileInfo, FileList, SessionInfo
+from .sessions import AsyncSession
 
 
 class AsyncPythonExecutorClient:
@@ -83,6 +84,53 @@ class AsyncPythonExecutorClient:
             elif event.kind == "result" and event.result is not None:
                 return event.result
         return await self.wait_for_completion(execution_id)
+
+    # -- files out and sessions: the synchronous client's methods, on worker threads ---------------------------
+
+    async def execution_files(self, execution_id: str) -> FileList:
+        return await asyncio.to_thread(self._sync.execution_files, execution_id)
+
+    async def download_file(self, execution_id: str, path: str, dest: Any = None) -> Any:
+        """The file's bytes, or streamed into `dest` (a path or a binary file) with the byte count returned."""
+        return await asyncio.to_thread(self._sync.download_file, execution_id, path, dest)
+
+    async def download_files_tar(self, execution_id: str, dest: Any = None) -> Any:
+        return await asyncio.to_thread(self._sync.download_files_tar, execution_id, dest)
+
+    async def create_session(self, python_version: Optional[str] = None, requirements_txt: Optional[str] = None,
+                             env_vars: Any = None, **config: Any) -> SessionInfo:
+        return await asyncio.to_thread(self._sync.create_session, python_version, requirements_txt, env_vars,
+                                       **config)
+
+    def open_session(self, python_version: Optional[str] = None, requirements_txt: Optional[str] = None,
+                     env_vars: Any = None, **config: Any) -> AsyncSession:
+        """A session handle: `async with client.open_session() as s:` (deleted at the end of the block) or
+        `s = await client.open_session()`. Takes the arguments of `create_session`."""
+        create: Dict[str, Any] = dict(config, python_version=python_version, requirements_txt=requirements_txt,
+                                      env_vars=env_vars)
+        return AsyncSession(self, create=create)
+
+    async def get_session(self, session_id: str) -> SessionInfo:
+        return await asyncio.to_thread(self._sync.get_session, session_id)
+
+    async def list_sessions(self) -> List[SessionInfo]:
+        return await asyncio.to_thread(self._sync.list_sessions)
+
+    async def delete_session(self, session_id: str) -> SessionInfo:
+        return await asyncio.to_thread(self._sync.delete_session, session_id)
+
+    async def session_eval(self, session_id: str, code: str, **kwargs: Any) -> ExecutionResult:
+        """Keyword arguments: `files`, `stdin`, `eval_last_expr`, `timeout_seconds`."""
+        return await asyncio.to_thread(self._sync.session_eval, session_id, code, **kwargs)
+
+    async def session_files(self, session_id: str) -> FileList:
+        return await asyncio.to_thread(self._sync.session_files, session_id)
+
+    async def session_download(self, session_id: str, path: str, dest: Any = None) -> Any:
+        return await asyncio.to_thread(self._sync.session_download, session_id, path, dest)
+
+    async def session_upload(self, session_id: str, path: str, data: Any) -> FileInfo:
+        return await asyncio.to_thread(self._sync.session_upload, session_id, path, data)
 
     async def close(self) -> None:
         self._sync.close()

@@ -8,14 +8,66 @@ import os
 import tarfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Union
+from typing import IO, Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Union, overload
+from urllib.parse import quote
 
 import requests
 
-from .models import Event, ExecutionConfig, ExecutionResult, ExecutionStatus, Metadata
+from .errors import error_for
+from .models import (
+    Event,
+    ExecutionConfig,
+    ExecutionResult,
+    ExecutionStatus,
+    FileInfo,
+    FileList,
+    Metadata,
+    SessionInfo,
+)
+from .sessions import Session
 
 FileSpec = Union[Mapping[str, Union[str, bytes]], str, Path, None]
+# Where a download goes: a local path, or a binary file object.
+Destination = Union[str, "os.PathLike[str]", IO[bytes]]
+# What an upload sends: bytes, text (UTF-8), a local file given as a `pathlib.Path`, or a binary file object.
+UploadData = Union[bytes, bytearray, memoryview, str, "os.PathLike[str]", IO[bytes]]
+# Files of an eval: a list of {"name", "content"} or a dict of name -> text.
+EvalFiles = Union[Sequence[Mapping[str, str]], Mapping[str, str], None]
 _CONFIG_KEYS = {f for f in ExecutionConfig.__dataclass_fields__}
+_CHUNK = 1 << 16
+
+
+def quote_path(path: Union[str, "os.PathLike[str]"]) -> str:
+    """A file path relative to `/work`, URL-encoded per segment (`/` kept). `ValueError` for the paths the server
+    refuses anyway (empty, a leading `/`, an empty, `.` or `..` component, a NUL byte), which also keeps a path
+    from reaching another endpoint."""
+    text = os.fspath(path)
+    if not text or "\0" in text or text.startswith("/"):
+        raise ValueError(f"invalid file path {text!r}: must be relative to /work")
+    segments = text.split("/")
+    if any(segment in ("", ".", "..") for segment in segments):
+        raise ValueError(f"invalid file path {text!r}: empty, '.' and '..' components are not allowed")
+    return "/".join(quote(segment, safe="") for segment in segments)
+
+
+def _id(value: str) -> str:
+    return quote(str(value), safe="")
+
+
+def _eval_files(files: EvalFiles) -> Optional[List[Dict[str, str]]]:
+    if not files:
+        return None
+    if isinstance(files, Mapping):
+        return [{"name": name, "content": content} for name, content in files.items()]
+    return [dict(f) for f in files]
+
+
+def _copy(response: requests.Response, out: IO[bytes]) -> int:
+    written = 0
+    for chunk in response.iter_content(chunk_size=_CHUNK):
+        out.write(chunk)
+        written += len(chunk)
+    return written
 
 
 def _add_bytes(tar: tarfile.TarFile, name: str, content: bytes) -> None:
@@ -65,7 +117,9 @@ class PythonExecutorClient:
     """Client of a python-executor server.
 
     `api_key` (or the `PYEXEC_API_KEY` environment variable) is sent as `Authorization: Bearer <key>`.
-    Every call raises `requests.HTTPError` on a non-2xx answer; the server's message is in the exception.
+    Every call raises `requests.HTTPError` on a non-2xx answer; the server's message is in the exception. 404,
+    409 and 429 raise its subclasses `NotFoundError`, `SessionBusyError` and `TooManyRequestsError` (see
+    `python_executor_client.errors`).
     """
 
     def __init__(self, base_url: str, timeout: float = 300, api_key: Optional[str] = None) -> None:
@@ -84,12 +138,29 @@ class PythonExecutorClient:
     @staticmethod
     def _check(response: requests.Response) -> requests.Response:
         if response.status_code >= 400:
-            try:
-                message = response.json().get("error", response.text)
-            except ValueError:
-                message = response.text
-            raise requests.HTTPError(f"{response.status_code} {response.reason}: {message}", response=response)
+            raise error_for(response)
         return response
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self._check(self.session.request(method, self._url(path), timeout=self.timeout, **kwargs)).json()
+
+    def _download(self, path: str, dest: Optional[Destination], params: Optional[Dict[str, str]] = None
+                  ) -> Union[bytes, int]:
+        """The body of GET `path`: its bytes, or streamed into `dest` (a path or a binary file) with the number of
+        bytes written. A partly written local file is removed when the download fails."""
+        with self.session.get(self._url(path), params=params, stream=True, timeout=self.timeout) as response:
+            self._check(response)
+            if dest is None:
+                return response.content
+            if hasattr(dest, "write"):
+                return _copy(response, dest)  # type: ignore[arg-type]
+            target = Path(dest)  # type: ignore[arg-type]
+            try:
+                with open(target, "wb") as out:
+                    return _copy(response, out)
+            except BaseException:
+                target.unlink(missing_ok=True)
+                raise
 
     def _metadata(self, tar_data: bytes, metadata: Optional[Metadata], kwargs: Dict[str, Any]) -> Metadata:
         if metadata is None:
@@ -228,6 +299,123 @@ class PythonExecutorClient:
             if e.response is None or e.response.status_code != 404:
                 raise
         return self.wait_for_completion(execution_id, poll_interval=poll_interval)
+
+    # -- files out -------------------------------------------------------------------------------------------
+
+    def execution_files(self, execution_id: str) -> FileList:
+        """The files the execution created or changed under `/work` (no bytes)."""
+        return FileList.from_dict(self._json("GET", f"/api/v1/executions/{_id(execution_id)}/files"))
+
+    @overload
+    def download_file(self, execution_id: str, path: str) -> bytes: ...
+    @overload
+    def download_file(self, execution_id: str, path: str, dest: Destination) -> int: ...
+
+    def download_file(self, execution_id: str, path: str, dest: Optional[Destination] = None) -> Union[bytes, int]:
+        """One file of an execution (`path` relative to `/work`): its bytes, or, given `dest` (a local path or a
+        binary file), streamed there, returning the number of bytes."""
+        return self._download(f"/api/v1/executions/{_id(execution_id)}/files/{quote_path(path)}", dest)
+
+    @overload
+    def download_files_tar(self, execution_id: str) -> bytes: ...
+    @overload
+    def download_files_tar(self, execution_id: str, dest: Destination) -> int: ...
+
+    def download_files_tar(self, execution_id: str, dest: Optional[Destination] = None) -> Union[bytes, int]:
+        """All the execution's files as one tar: its bytes, or streamed into `dest` (returns the byte count)."""
+        return self._download(f"/api/v1/executions/{_id(execution_id)}/files", dest, params={"format": "tar"})
+
+    # -- sessions --------------------------------------------------------------------------------------------
+
+    def create_session(self, python_version: Optional[str] = None, requirements_txt: Optional[str] = None,
+                       env_vars: Optional[Union[Sequence[str], Mapping[str, str]]] = None, *,
+                       memory_mb: Optional[int] = None, disk_mb: Optional[int] = None,
+                       cpu_shares: Optional[int] = None, network_disabled: Optional[bool] = None,
+                       idle_timeout_seconds: Optional[int] = None) -> SessionInfo:
+        """Starts a session: one interpreter that keeps its state between calls. Unset options take the server's
+        defaults; `requirements_txt` is installed once, at the start. `env_vars` is a list of `KEY=value` or a
+        dict. 429 (`TooManyRequestsError`) when the server runs as many sessions as it may."""
+        body: Dict[str, Any] = {}
+        if python_version:
+            body["python_version"] = python_version
+        if requirements_txt:
+            body["requirements_txt"] = requirements_txt
+        if env_vars:
+            body["env_vars"] = ([f"{k}={v}" for k, v in env_vars.items()] if isinstance(env_vars, Mapping)
+                                else list(env_vars))
+        config = {k: v for k, v in (("memory_mb", memory_mb), ("disk_mb", disk_mb), ("cpu_shares", cpu_shares),
+                                    ("network_disabled", network_disabled),
+                                    ("idle_timeout_seconds", idle_timeout_seconds)) if v is not None}
+        if config:
+            body["config"] = config
+        return SessionInfo.from_dict(self._json("POST", "/api/v1/sessions", json=body))
+
+    def open_session(self, python_version: Optional[str] = None, requirements_txt: Optional[str] = None,
+                     env_vars: Optional[Union[Sequence[str], Mapping[str, str]]] = None, **config: Any) -> Session:
+        """`create_session`, returned as a `Session` handle (`with client.open_session() as s: s.eval(...)`; the
+        session is deleted when the block ends)."""
+        return Session(self, self.create_session(python_version, requirements_txt, env_vars, **config))
+
+    def get_session(self, session_id: str) -> SessionInfo:
+        """A session's state; `NotFoundError` once it ended (deleted, expired, or the server restarted)."""
+        return SessionInfo.from_dict(self._json("GET", f"/api/v1/sessions/{_id(session_id)}"))
+
+    def list_sessions(self) -> List[SessionInfo]:
+        """The server's sessions, newest first."""
+        return [SessionInfo.from_dict(s) for s in self._json("GET", "/api/v1/sessions").get("sessions") or []]
+
+    def delete_session(self, session_id: str) -> SessionInfo:
+        """Ends a session (its processes are gone when this returns); answers its state, `ended`."""
+        return SessionInfo.from_dict(self._json("DELETE", f"/api/v1/sessions/{_id(session_id)}"))
+
+    def session_eval(self, session_id: str, code: str, files: EvalFiles = None, stdin: Optional[str] = None,
+                     eval_last_expr: bool = True, timeout_seconds: Optional[int] = None) -> ExecutionResult:
+        """Runs `code` as the session's next cell: what it defines stays for the next call. `files` (a dict of
+        name -> text, or a list of {"name", "content"}) are written into `/work` first. With `eval_last_expr`,
+        `result` is the repr of the last expression. One call at a time: `SessionBusyError` (409) while another
+        runs. At the timeout the code is interrupted; `session_restarted` tells when the session had to start
+        over (earlier state lost)."""
+        body: Dict[str, Any] = {"code": code, "eval_last_expr": eval_last_expr}
+        listed = _eval_files(files)
+        if listed:
+            body["files"] = listed
+        if stdin:
+            body["stdin"] = stdin
+        if timeout_seconds:
+            body["config"] = {"timeout_seconds": timeout_seconds}
+        return ExecutionResult.from_dict(self._json("POST", f"/api/v1/sessions/{_id(session_id)}/eval", json=body))
+
+    def session_files(self, session_id: str) -> FileList:
+        """The regular files in the session's `/work` now."""
+        return FileList.from_dict(self._json("GET", f"/api/v1/sessions/{_id(session_id)}/files"))
+
+    @overload
+    def session_download(self, session_id: str, path: str) -> bytes: ...
+    @overload
+    def session_download(self, session_id: str, path: str, dest: Destination) -> int: ...
+
+    def session_download(self, session_id: str, path: str, dest: Optional[Destination] = None) -> Union[bytes, int]:
+        """A file of the session's `/work`: its bytes, or streamed into `dest` (returns the byte count)."""
+        return self._download(f"/api/v1/sessions/{_id(session_id)}/files/{quote_path(path)}", dest)
+
+    def session_upload(self, session_id: str, path: str, data: UploadData) -> FileInfo:
+        """Writes a file into the session's `/work` (parent directories are created). `data` is bytes, text
+        (sent as UTF-8), a local file given as a `pathlib.Path` (or any `os.PathLike`), or a binary file object;
+        files are streamed, not read into memory. 413 beyond the server's upload limit."""
+        url = self._url(f"/api/v1/sessions/{_id(session_id)}/files/{quote_path(path)}")
+        headers = {"Content-Type": "application/octet-stream"}
+        if isinstance(data, os.PathLike):
+            with open(data, "rb") as body:
+                response = self.session.put(url, data=body, headers=headers, timeout=self.timeout)
+        else:
+            if isinstance(data, str):
+                body: Any = data.encode()
+            elif isinstance(data, (bytearray, memoryview)):
+                body = bytes(data)
+            else:
+                body = data
+            response = self.session.put(url, data=body, headers=headers, timeout=self.timeout)
+        return FileInfo.from_dict(self._check(response).json())
 
     def close(self) -> None:
         self.session.close()

@@ -1,11 +1,14 @@
 """The Python client against a live server (PYEXEC_SERVER, with PYEXEC_API_KEY when the server wants one)."""
 
 import asyncio
+import hashlib
 import io
 import os
 import subprocess
 import sys
 import tarfile
+import threading
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -18,7 +21,9 @@ from python_executor_client import (
     ExecutionResult,
     ExecutionStatus,
     Metadata,
+    NotFoundError,
     PythonExecutorClient,
+    SessionBusyError,
 )
 
 SERVER = os.environ.get("PYEXEC_SERVER", "http://localhost:8080")
@@ -165,3 +170,111 @@ def test_the_examples_module_runs():
     assert out.returncode == 0, out.stderr
     assert "1. eval with a result: 5050" in out.stdout
     assert "7. timeout: failed 124" in out.stdout
+
+
+# -- sessions, files out, rich outputs (docs/sessions.md) -------------------------------------------------------
+
+PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d49444154789c6360000002000001e221bc330000000049454e44ae426082"
+)
+
+
+def test_sessions_keep_state_and_files(client, tmp_path):
+    with client.open_session(env_vars={"MODE": "test"}, idle_timeout_seconds=120) as s:
+        assert s.id.startswith("ses_") and s.info.state == "idle" and s.info.idle_timeout_seconds == 120
+        first = s.eval("import os\nx = 21\nos.environ['MODE']")
+        assert (first.status, first.result, first.session_id) == (ExecutionStatus.COMPLETED, "'test'", s.id)
+        assert s.eval("x * 2").result == "42"
+        stored = s.upload("data/in.csv", "a,b\n1,2\n")
+        assert (stored.path, stored.size) == ("data/in.csv", 8)
+        assert stored.sha256 == hashlib.sha256(b"a,b\n1,2\n").hexdigest()
+        local = tmp_path / "blob.bin"
+        local.write_bytes(os.urandom(3 << 20))
+        assert s.upload("data/blob one.bin", local).size == 3 << 20  # a local file, streamed
+        r = s.eval("import csv\nrows = list(csv.reader(open('/work/data/in.csv')))\n"
+                   "open('/work/out.txt', 'w').write(str(len(rows)))\nlen(rows)")
+        assert r.result == "2", r
+        assert "out.txt" in [f.path for f in r.files]
+        assert s.download("out.txt") == b"2"
+        assert s.download("data/blob one.bin", tmp_path / "back.bin") == 3 << 20
+        assert (tmp_path / "back.bin").read_bytes() == local.read_bytes()
+        assert {"data/in.csv", "data/blob one.bin", "out.txt"} <= set(s.files().paths)
+        assert s.id in [info.session_id for info in client.list_sessions()]
+        assert client.get_session(s.id).calls >= 3
+        assert client.get_execution(r.execution_id).session_id == s.id
+        with pytest.raises(NotFoundError):
+            s.download("no/such/file")
+        with pytest.raises(ValueError):
+            s.download("../etc/passwd")
+    assert s.info.state == "ended"
+    with pytest.raises(NotFoundError):
+        client.get_session(s.id)
+
+
+def test_session_calls_are_one_at_a_time_and_survive_timeouts(client):
+    with client.open_session() as s:
+        s.eval("kept = 'yes'")
+        slow = threading.Thread(target=s.eval, args=("import time\ntime.sleep(3)",))
+        slow.start()
+        time.sleep(1)
+        with pytest.raises(SessionBusyError) as busy:
+            s.eval("1")
+        assert busy.value.status_code == 409
+        slow.join()
+        r = s.eval("import time\ntime.sleep(30)", timeout_seconds=1)
+        # sessions.md: the call ends at its timeout (status "timeout"), interrupted; the session keeps its state.
+        assert r.status.is_terminal and r.status != ExecutionStatus.COMPLETED, r
+        assert (r.error_type, r.session_restarted) == ("KeyboardInterrupt", False), r
+        assert s.eval("kept").result == "'yes'"
+        r = s.eval("import os\nos._exit(3)")
+        assert r.session_restarted, r
+        assert s.eval("'kept' in globals()").result == "False"
+
+
+def test_execution_files_and_downloads(client, tmp_path):
+    code = ("import os\nos.makedirs('/work/out', exist_ok=True)\n"
+            "open('/work/out/a b.txt', 'w').write('hello')\nopen('/work/n.bin', 'wb').write(bytes(range(256)))")
+    r = client.eval(code)
+    assert r.status == ExecutionStatus.COMPLETED, r
+    paths = {f.path: f for f in r.files}
+    assert {"out/a b.txt", "n.bin"} <= set(paths) and not r.files_truncated
+    assert paths["n.bin"].sha256 == hashlib.sha256(bytes(range(256))).hexdigest()
+    listed = client.execution_files(r.execution_id)
+    assert {f.path for f in listed} == set(paths) and not listed.truncated
+    assert client.download_file(r.execution_id, "out/a b.txt") == b"hello"
+    assert client.download_file(r.execution_id, "n.bin", tmp_path / "n.bin") == 256
+    assert client.download_files_tar(r.execution_id, tmp_path / "all.tar") > 0
+    with tarfile.open(tmp_path / "all.tar") as tar:
+        names = {name[2:] if name.startswith("./") else name for name in tar.getnames()}
+    assert {"out/a b.txt", "n.bin"} <= names
+    with pytest.raises(NotFoundError):
+        client.download_file(r.execution_id, "missing.txt")
+
+
+def test_rich_outputs(client):
+    code = (f"class Png:\n    def _repr_png_(self):\n        return {PNG!r}\n"
+            "class Html:\n    def _repr_html_(self):\n        return '<b>hi</b>'\n"
+            "display(Html())\ndisplay(42)\nPng()")
+    r = client.eval(code)
+    assert [o.type for o in r.outputs] == ["text/html", "text/plain", "image/png"], r
+    assert (r.outputs[0].data, r.outputs[1].data) == ("<b>hi</b>", "42")
+    assert r.images() == [PNG]
+    r = client.eval("import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nplt.show()")
+    assert len(r.images()) == 1 and r.images()[0].startswith(b"\x89PNG"), r
+
+
+def test_asyncio_sessions():
+    async def main():
+        async with AsyncPythonExecutorClient(SERVER) as c:
+            async with c.open_session() as s:
+                await s.eval("a = 20")
+                assert (await s.eval("a + 22")).result == "42"
+                await s.upload("x.txt", b"x")
+                assert await s.download("x.txt") == b"x"
+            assert s.info.state == "ended"
+            other = await c.open_session()
+            assert (await c.get_session(other.id)).state == "idle"
+            await other.close()
+
+    asyncio.run(main())

@@ -139,7 +139,7 @@ pub const FRAME_END: &str = "x";
 /// its beginning (the kubelet rotated the container log away): its output is incomplete ([`EndFrame::frames`]).
 pub const FRAME_START: &str = "s";
 /// Most bytes of the eval result the runner keeps.
-pub const RESULT_LIMIT_BYTES: usize = 1 << 20;
+pub const RESULT_LIMIT_BYTES: usize = 10 << 20;
 /// The exit code the runner reports when it stopped the program at its timeout.
 pub const EXIT_TIMEOUT: i32 = crate::outcome::EXIT_TIMEOUT;
 

@@ -15,6 +15,7 @@
 //! What happens is reported to an [`ExecutionMetrics`] (queue depth, executions in flight, accepted and finished
 //! executions), which the API server backs with its Prometheus registry.
 
+mod files;
 mod live;
 mod settings;
 mod store;
@@ -28,18 +29,22 @@ use pyexec_backend::{
     Backend, BackendError, BackendHealth, EventStream, ExecutionEvent, ExecutionMetrics, ExecutionPage, KillReason,
     ListQuery, QueueHealth, Source, StdinFile,
 };
+use pyexec_core::model::OutputFile;
+use pyexec_core::session::{FileList, SessionCall, SessionInfo};
 use pyexec_core::{ExecutionResult, ExecutionSpec, ExecutionStatus, Timestamp, ValidationError};
 use pyexec_core::{outcome, workspace};
 use pyexec_sandbox::{OutputChunk, Stream};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use self::files::FileKeeper;
 use self::live::{Live, wait_done};
 use self::settings::QueueConfig;
 pub use self::settings::{EmbeddedSettings, StartError};
 use self::store::Store;
 pub use self::store::StoreError;
-use crate::Runner;
+use crate::session::SessionError;
+use crate::{Runner, Sessions};
 
 /// See the module documentation.
 pub struct EmbeddedBackend {
@@ -49,6 +54,8 @@ pub struct EmbeddedBackend {
 struct Inner {
     runner: Runner,
     store: Store,
+    files: FileKeeper,
+    sessions: Sessions,
     config: QueueConfig,
     workspaces: PathBuf,
     stdin: PathBuf,
@@ -102,6 +109,8 @@ impl EmbeddedBackend {
         // Half-received uploads of a previous run are useless.
         remove_entries(&staging, |_| false);
         let store = Store::open(&data.join("executions.db")).map_err(StartError::Store)?;
+        let files = FileKeeper::new(data.join("files")).map_err(StartError::DataDir)?;
+        let sessions = Sessions::new(runner.clone(), config.sessions);
         let (interrupted, queued) = store.recover().await.map_err(StartError::Store)?;
         for path in interrupted {
             remove_path(&path).await;
@@ -115,6 +124,8 @@ impl EmbeddedBackend {
         let inner = Arc::new(Inner {
             runner,
             store,
+            files,
+            sessions,
             workspaces,
             stdin,
             staging,
@@ -241,7 +252,15 @@ async fn run(inner: &Arc<Inner>, id: &str) {
             }
         })
     };
-    let mut result = inner.runner.run_with_stdin_file(id, &spec, stdin.as_deref(), &workspace, Some(tx), cancel).await;
+    let ran = inner.runner.run_reporting(id, &spec, stdin.as_deref(), &workspace, Some(tx), cancel).await;
+    let mut result = ran.result;
+    if let Some(files) = &ran.files
+        && let Err(e) = inner.files.save(id, files).await
+    {
+        tracing::error!(execution_id = id, error = %e, "could not keep an execution's files");
+        result.files.clear();
+        result.files_truncated = true;
+    }
     let _ = forward.await;
     let _ = recorded_start.await;
 
@@ -285,10 +304,33 @@ async fn sweeper(inner: Arc<Inner>) {
         if let Some(cutoff) = cutoff {
             match inner.store.sweep(cutoff).await {
                 Ok(0) => {}
-                Ok(n) => tracing::debug!(removed = n, "expired finished executions"),
+                Ok(n) => {
+                    tracing::debug!(removed = n, "expired finished executions");
+                    // Files go with their execution.
+                    for id in inner.files.executions() {
+                        if matches!(inner.store.get(&id).await, Ok(None)) {
+                            inner.files.remove(&id).await;
+                        }
+                    }
+                }
                 Err(e) => tracing::warn!(error = %e, "could not expire executions"),
             }
         }
+    }
+}
+
+/// The API's error for a session's.
+fn session_error(e: SessionError) -> BackendError {
+    match e {
+        SessionError::NotFound(_) | SessionError::NoFile(_) => BackendError::NotFound(e.to_string()),
+        SessionError::Busy(_) => BackendError::Conflict(e.to_string()),
+        SessionError::TooMany(_) => {
+            BackendError::Exhausted { message: e.to_string(), retry_after: Duration::from_secs(10) }
+        }
+        SessionError::Start(m) => BackendError::Invalid(ValidationError::bad_request(m)),
+        SessionError::Invalid(m) => BackendError::Invalid(ValidationError::bad_request(m)),
+        SessionError::TooLarge(m) => BackendError::TooLarge(m),
+        SessionError::Internal(m) => BackendError::Internal(m),
     }
 }
 
@@ -532,9 +574,114 @@ impl Backend for EmbeddedBackend {
         }
     }
 
+    async fn execution_files(&self, id: &str) -> Result<Option<FileList>, BackendError> {
+        let record = self.get(id).await?;
+        Ok(record.map(|r| FileList { files: r.files, truncated: r.files_truncated }))
+    }
+
+    async fn execution_file(&self, id: &str, path: &str) -> Result<Option<Vec<u8>>, BackendError> {
+        let Some(record) = self.get(id).await? else { return Ok(None) };
+        let Some(entry) = record.files.iter().find(|f| f.path == path) else { return Ok(None) };
+        self.inner.files.read(id, &entry.sha256).await.map_err(internal)
+    }
+
+    async fn create_session(&self, spec: ExecutionSpec, idle_seconds: u64) -> Result<SessionInfo, BackendError> {
+        if self.inner.closing.is_cancelled() {
+            return Err(BackendError::ShuttingDown);
+        }
+        self.inner.runner.check(&spec)?;
+        self.inner.sessions.create(spec, Duration::from_secs(idle_seconds)).await.map_err(session_error)
+    }
+
+    async fn get_session(&self, id: &str) -> Result<Option<SessionInfo>, BackendError> {
+        Ok(self.inner.sessions.get(id))
+    }
+
+    async fn list_sessions(&self) -> Result<Vec<SessionInfo>, BackendError> {
+        Ok(self.inner.sessions.list())
+    }
+
+    async fn delete_session(&self, id: &str) -> Result<Option<SessionInfo>, BackendError> {
+        Ok(self.inner.sessions.delete(id).await)
+    }
+
+    async fn session_eval(&self, id: &str, call: SessionCall) -> Result<ExecutionResult, BackendError> {
+        let inner = &self.inner;
+        if inner.closing.is_cancelled() {
+            return Err(BackendError::ShuttingDown);
+        }
+        if inner.sessions.get(id).is_none() {
+            return Err(session_error(SessionError::NotFound(id.to_owned())));
+        }
+        // The call is recorded as a running execution first, so that it can be followed and listed.
+        let execution_id = pyexec_core::model::new_execution_id();
+        let mut record = ExecutionResult::pending(&execution_id);
+        record.status = ExecutionStatus::Running;
+        record.started_at = Some(Timestamp::now());
+        record.session_id = Some(id.to_owned());
+        // Kept only so that a record is complete: a call is never queued again (after a restart it is failed).
+        let timeouts = pyexec_core::session::SessionTimeouts { idle_default: 1, idle_max: 1 };
+        let (spec, _) = pyexec_core::Policy::default()
+            .session_spec(pyexec_core::session::NewSession::default(), timeouts)
+            .map_err(BackendError::Invalid)?;
+        let no_workspace = inner.workspaces.join(&execution_id);
+        let called = inner.sessions.call(id, &execution_id, &call);
+        inner.store.insert(&record, &spec, &no_workspace, None).await.map_err(internal)?;
+        inner.metrics.submitted();
+        let outcome = called.await;
+        let result = match outcome {
+            Ok(done) => {
+                if let Some(files) = &done.files
+                    && let Err(e) = inner.files.save(&execution_id, files).await
+                {
+                    tracing::error!(execution_id, error = %e, "could not keep a call's files");
+                }
+                done.result
+            }
+            Err(e) => {
+                // Nothing ran (busy, or the session ended meanwhile): the record must not stay behind.
+                let mut gone = record.clone();
+                gone.status = ExecutionStatus::Failed;
+                gone.exit_code = 1;
+                gone.error = Some(e.to_string());
+                let _ = inner.store.update(&gone).await;
+                return Err(session_error(e));
+            }
+        };
+        if let Err(e) = inner.store.update(&result).await {
+            tracing::error!(execution_id, error = %e, "could not store a result");
+        }
+        inner.metrics.finished(&result);
+        tracing::info!(
+            execution_id,
+            session_id = id,
+            status = %result.status,
+            exit_code = result.exit_code,
+            duration_ms = result.duration_ms,
+            "session call finished"
+        );
+        Ok(result)
+    }
+
+    async fn session_files(&self, id: &str) -> Result<FileList, BackendError> {
+        let (files, truncated) = self.inner.sessions.files(id).await.map_err(session_error)?;
+        Ok(FileList { files, truncated })
+    }
+
+    async fn session_file(&self, id: &str, path: &str) -> Result<Vec<u8>, BackendError> {
+        self.inner.sessions.file(id, path).await.map_err(session_error)
+    }
+
+    async fn session_upload(&self, id: &str, path: &str, file: StdinFile) -> Result<OutputFile, BackendError> {
+        let opened = tokio::fs::File::open(file.path()).await.map_err(internal)?;
+        let size = opened.metadata().await.map_err(internal)?.len();
+        self.inner.sessions.upload(id, path, size, opened).await.map_err(session_error)
+    }
+
     async fn shutdown(&self, grace: Duration) {
         let inner = &self.inner;
         inner.closing.cancel();
+        inner.sessions.shutdown().await;
         // Idle warm sandboxes hold processes, cgroups and host uids: they go first (nothing will claim them).
         if let Some(pool) = inner.runner.warm_pool() {
             pool.shutdown().await;

@@ -11,7 +11,7 @@ use pyexec_core::PythonVersion;
 use pyexec_sandbox::SandboxConfig;
 
 use super::store::StoreError;
-use crate::{Discovery, InstallerConfig, Runner, RunnerError, RunnerSettings, WarmSettings};
+use crate::{Discovery, InstallerConfig, Runner, RunnerError, RunnerSettings, SessionSettings, WarmSettings};
 
 /// Settings of the embedded backend.
 #[derive(Debug, Clone)]
@@ -57,6 +57,8 @@ pub struct EmbeddedSettings {
     pub install_memory_mb: u64,
     /// The warm pools.
     pub warm: WarmSettings,
+    /// Sessions, and the files kept with executions (docs/sessions.md).
+    pub sessions: SessionSettings,
 }
 
 /// The settings of the queue in front of the runner.
@@ -66,6 +68,7 @@ pub(super) struct QueueConfig {
     pub max_concurrent: usize,
     pub max_queue: usize,
     pub ttl: Duration,
+    pub sessions: SessionSettings,
 }
 
 /// Why the embedded backend could not start.
@@ -97,6 +100,8 @@ impl EmbeddedSettings {
             tmp_mb: self.tmp_mb,
             output_limit_bytes: self.max_output_bytes,
             default_python: self.default_python,
+            files_max_bytes: self.sessions.files_max_bytes,
+            files_max_count: self.sessions.files_max_count,
         };
         let installer = InstallerConfig {
             uv: self.uv.clone(),
@@ -139,6 +144,7 @@ impl EmbeddedSettings {
             max_concurrent: self.max_concurrent,
             max_queue: self.max_queue,
             ttl: self.ttl,
+            sessions: self.sessions,
         }
     }
 }

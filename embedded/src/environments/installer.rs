@@ -176,6 +176,7 @@ impl Install<'_> {
             tmp_bytes: 2048 * MIB,
             stdout_bytes: 256 << 10,
             stderr_bytes: 256 << 10,
+            extra_bytes: 1 << 20,
             background: false,
         };
         run

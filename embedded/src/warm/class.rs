@@ -12,6 +12,8 @@ use pyexec_sandbox::RunSpec;
 
 /// The warm interpreter's control descriptor (extra output 1; 0 carries the eval result).
 pub(crate) const CONTROL_INDEX: usize = 1;
+/// The warm interpreter's descriptor for the files the program wrote (extra output 2), when they are collected.
+pub(crate) const FILES_INDEX: usize = 2;
 /// What the warm interpreter writes on its control descriptor once it waits for work.
 pub(crate) const READY: &[u8] = b"ready\n";
 /// The control descriptor's report of a full `/work` while writing the files.
@@ -80,7 +82,7 @@ pub(crate) fn template(cold: &RunSpec, base_env: Vec<(String, String)>, preimpor
     spec.network = cold.network.clone();
     spec.cwd = cold.cwd.clone();
     spec.identity = cold.identity;
-    spec.extra_outputs = CONTROL_INDEX + 1;
+    spec.extra_outputs = FILES_INDEX + 1;
     spec.limits = cold.limits;
     spec.limits.background = true;
     spec.env = base_env;
@@ -133,6 +135,6 @@ mod tests {
         assert_ne!(key(&a, false), key(&c, false));
         let d = template(&cold, vec![("PATH".into(), "/usr/bin".into())], "numpy".into());
         assert_ne!(key(&a, false), key(&d, false), "preimports are part of the class");
-        assert!(a.limits.background && a.extra_outputs == 2 && a.args[1] == "--warm");
+        assert!(a.limits.background && a.extra_outputs == 3 && a.args[1] == "--warm");
     }
 }

@@ -18,7 +18,7 @@ mod pool;
 mod settings;
 mod sizing;
 
-pub(crate) use class::{NO_SPACE, cold_reason, key, template};
+pub(crate) use class::{CONTROL_INDEX, FILES_INDEX, NO_SPACE, cold_reason, key, template};
 pub(crate) use handover::{HandoverError, message};
 pub(crate) use pool::{ClassSpec, Warm};
 pub use pool::{PoolStats, WarmPool, WarmStats};

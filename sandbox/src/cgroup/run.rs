@@ -247,6 +247,11 @@ impl RunCgroup {
 
     /// Whether the kernel's OOM killer killed a process of this run.
     pub fn oom_killed(&self) -> bool {
+        self.oom_kills() > 0
+    }
+
+    /// How many processes of this run the kernel's OOM killer killed so far.
+    pub fn oom_kills(&self) -> u64 {
         let (file, key) = match self.memory_hierarchy {
             Hierarchy::V1 => ("memory.oom_control", "oom_kill"),
             Hierarchy::V2 => ("memory.events", "oom_kill"),
@@ -259,7 +264,7 @@ impl RunCgroup {
                     (k == key).then(|| v.trim().parse::<u64>().ok()).flatten()
                 })
             })
-            .is_some_and(|n| n > 0)
+            .unwrap_or(0)
     }
 
     /// Removes the directories. Processes being torn down keep a cgroup busy for a moment, so busy directories

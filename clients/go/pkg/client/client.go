@@ -21,8 +21,46 @@ import (
 	"time"
 )
 
-// ErrNotFound is returned for unknown (or expired) executions; its text is the original's.
+// ErrNotFound is returned for unknown (or expired) executions; its text is the original's. The calls on sessions
+// and files answer a 404 with an *APIError for which errors.Is(err, ErrNotFound) holds.
 var ErrNotFound = errors.New("execution not found")
+
+// ErrSessionBusy matches (errors.Is) the 409 of a session call made while another runs in the same session.
+// Additive.
+var ErrSessionBusy = errors.New("session is busy with another call")
+
+// ErrTooManyRequests matches (errors.Is) a 429: the server's queue, or its number of sessions, is full. Additive.
+var ErrTooManyRequests = errors.New("too many requests")
+
+// APIError is a non-2xx answer: its status and the server's message. Its text is "server returned N: message",
+// as the original's errors. errors.Is matches ErrNotFound (404), ErrSessionBusy (409) and ErrTooManyRequests
+// (429). Additive.
+type APIError struct {
+	StatusCode int
+	Message    string
+	// RetryAfter is the server's Retry-After hint (zero when none was sent).
+	RetryAfter time.Duration
+}
+
+func (e *APIError) Error() string {
+	if e.Message == "" {
+		return fmt.Sprintf("server returned %d", e.StatusCode)
+	}
+	return fmt.Sprintf("server returned %d: %s", e.StatusCode, e.Message)
+}
+
+// Is matches the sentinel errors of the status.
+func (e *APIError) Is(target error) bool {
+	switch target {
+	case ErrNotFound:
+		return e.StatusCode == http.StatusNotFound
+	case ErrSessionBusy:
+		return e.StatusCode == http.StatusConflict
+	case ErrTooManyRequests:
+		return e.StatusCode == http.StatusTooManyRequests
+	}
+	return false
+}
 
 // Client talks to one python-executor server.
 type Client struct {
@@ -76,11 +114,11 @@ func serverError(resp *http.Response) string {
 }
 
 func unexpected(resp *http.Response) error {
-	msg := serverError(resp)
-	if msg == "" {
-		return fmt.Errorf("server returned %d", resp.StatusCode)
+	e := &APIError{StatusCode: resp.StatusCode, Message: serverError(resp)}
+	if seconds, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && seconds > 0 {
+		e.RetryAfter = time.Duration(seconds) * time.Second
 	}
-	return fmt.Errorf("server returned %d: %s", resp.StatusCode, msg)
+	return e
 }
 
 func decode(resp *http.Response, into interface{}) error {
@@ -105,6 +143,37 @@ func (c *Client) call(req *http.Request, want int, notFound bool, into interface
 		return unexpected(resp)
 	}
 	return decode(resp, into)
+}
+
+// jsonRequest is a request whose body is `body` as JSON.
+func (c *Client) jsonRequest(ctx context.Context, method, path string, body interface{}) (*http.Request, error) {
+	data, err := json.Marshal(body)
+	if err != nil {
+		return nil, fmt.Errorf("encoding request: %w", err)
+	}
+	req, err := c.newRequest(ctx, method, path, bytes.NewReader(data))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	return req, nil
+}
+
+// download sends req and copies a 200 answer's body into w; any other status is the server's error.
+func (c *Client) download(req *http.Request, w io.Writer) (int64, error) {
+	resp, err := c.do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, unexpected(resp)
+	}
+	n, err := io.Copy(w, resp.Body)
+	if err != nil {
+		return n, fmt.Errorf("downloading: %w", err)
+	}
+	return n, nil
 }
 
 func (c *Client) multipartRequest(ctx context.Context, path string, tarData []byte, metadata *Metadata) (*http.Request, error) {
@@ -225,15 +294,10 @@ func (c *Client) WaitForCompletion(ctx context.Context, executionID string, poll
 
 // Eval runs code through /api/v1/eval and waits for the result.
 func (c *Client) Eval(ctx context.Context, request *SimpleExecRequest) (*ExecutionResult, error) {
-	body, err := json.Marshal(request)
-	if err != nil {
-		return nil, fmt.Errorf("encoding request: %w", err)
-	}
-	req, err := c.newRequest(ctx, http.MethodPost, "/api/v1/eval", bytes.NewReader(body))
+	req, err := c.jsonRequest(ctx, http.MethodPost, "/api/v1/eval", request)
 	if err != nil {
 		return nil, err
 	}
-	req.Header.Set("Content-Type", "application/json")
 	resp, err := c.do(req)
 	if err != nil {
 		return nil, err

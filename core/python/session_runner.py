@@ -1,0 +1,381 @@
+"""python-executor session runner: python session_runner.py
+
+Keeps one interpreter, and the __main__ namespace of its calls, alive for a session (docs/sessions.md). It says
+"ready" on the descriptor named by PYEXEC_CONTROL_FD, then serves requests from standard input until it ends.
+Requests and replies are frames: a line with the byte length of a JSON header, the header, then as many raw bytes
+as the header's "n" says (0 when absent).
+
+Requests (header "op"):
+- "eval": run a cell. Header: code, eval (evaluate the last expression), files ([{p, n, m}] written into /work
+  first, their bytes first in the payload), stdin_n (the call's standard input, after the files' bytes), nonce,
+  files_max_bytes, files_max_count. When the cell ends, standard output and error each get the end marker
+  ___PYEXEC_CALL_END_<nonce>___ (so the backend knows where the call's output ends), then the reply: exit (0, 1
+  for an exception, 130 when interrupted, a SystemExit's code), result_n bytes of the eval result (the eval
+  runner's result object, JSON) and files_n bytes of a tar of the files the cell created or changed.
+- "list": the regular files under /work with size and sha256 (at most max_count; "truncated" beyond).
+- "get": one file's bytes (path; at most max bytes).
+- "put": the payload becomes the file at path (parent directories created).
+Paths are relative to /work; no component may be a link (nothing is followed out of /work).
+
+The requests arrive on a private copy of standard input: descriptor 0 reads /dev/null, so programs a cell starts
+never read the backend's requests. SIGINT (the backend's interrupt at a call's timeout) raises KeyboardInterrupt
+in the cell, and is ignored between cells.
+"""
+
+import sys
+
+from eval_runner import _read_exact
+
+WORK = "/work"
+CHUNK = 1 << 20
+
+
+def _read_header(fd):
+    import json
+    import os
+
+    line = b""
+    while not line.endswith(b"\n"):
+        byte = os.read(fd, 1)
+        if not byte:
+            raise EOFError("the backend went away")
+        if len(line) > 20:
+            raise ValueError("bad frame")
+        line += byte
+    return json.loads(_read_exact(fd, int(line)))
+
+
+def _write_all(fd, data):
+    import os
+
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _reply(fd, header, payload=b""):
+    import json
+
+    header["n"] = len(payload)
+    body = json.dumps(header).encode()
+    _write_all(fd, b"%d\n" % len(body) + body)
+    if payload:
+        _write_all(fd, payload)
+
+
+def _parts(path):
+    parts = path.split("/")
+    if not path or path.startswith("/") or "\0" in path or any(p in ("", ".", "..") for p in parts):
+        raise ValueError("invalid path %r" % path)
+    return parts
+
+
+def _open_dir(parts, create):
+    """The directory holding the last of `parts`, walked from /work one component at a time, never through a
+    link."""
+    import os
+
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(WORK, flags)
+    try:
+        for part in parts[:-1]:
+            try:
+                nxt = os.open(part, flags, dir_fd=fd)
+            except FileNotFoundError:
+                if not create:
+                    raise
+                os.mkdir(part, 0o755, dir_fd=fd)
+                nxt = os.open(part, flags, dir_fd=fd)
+            os.close(fd)
+            fd = nxt
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _open_file(path, write):
+    import os
+
+    parts = _parts(path)
+    parent = _open_dir(parts, create=write)
+    try:
+        if write:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+            return os.open(parts[-1], flags, 0o644, dir_fd=parent)
+        fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=parent)
+        import stat
+
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise IsADirectoryError("not a regular file")
+        return fd
+    finally:
+        os.close(parent)
+
+
+def _why(exc):
+    import errno
+
+    # A link (ELOOP with O_NOFOLLOW) or a file where a directory should be is not a file of /work either.
+    if isinstance(exc, FileNotFoundError) or getattr(exc, "errno", None) in (errno.ELOOP, errno.ENOTDIR):
+        return "not_found"
+    if isinstance(exc, ValueError):
+        return "invalid_path"
+    if isinstance(exc, OSError) and exc.errno in (28, 122):
+        return "no_space"
+    return "error: %s" % (getattr(exc, "strerror", None) or exc)
+
+
+def _sha256_of(fd):
+    import hashlib
+    import os
+
+    h = hashlib.sha256()
+    while True:
+        chunk = os.read(fd, CHUNK)
+        if not chunk:
+            return h.hexdigest()
+        h.update(chunk)
+
+
+def op_list(control, header):
+    import os
+    import stat
+
+    max_count = int(header.get("max_count", 1000))
+    files, truncated = [], False
+    stack = [""]
+    while stack:
+        rel = stack.pop()
+        try:
+            entries = sorted(os.scandir(os.path.join(WORK, rel)), key=lambda e: e.name)
+        except OSError:
+            continue
+        for entry in entries:
+            path = rel + entry.name
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                stack.append(path + "/")
+            elif stat.S_ISREG(st.st_mode):
+                if len(files) >= max_count:
+                    truncated = True
+                    continue
+                try:
+                    fd = _open_file(path, write=False)
+                    try:
+                        digest = _sha256_of(fd)
+                    finally:
+                        os.close(fd)
+                except OSError:
+                    continue
+                files.append({"path": path, "size": st.st_size, "sha256": digest})
+    files.sort(key=lambda f: f["path"])
+    _reply(control, {"files": files, "truncated": truncated})
+
+
+def op_get(control, header):
+    import os
+
+    try:
+        fd = _open_file(header["path"], write=False)
+    except (OSError, ValueError) as exc:
+        _reply(control, {"error": _why(exc)})
+        return
+    try:
+        size = os.fstat(fd).st_size
+        if size > int(header.get("max", 1 << 62)):
+            _reply(control, {"error": "too_large", "size": size})
+            return
+        data = _read_exact(fd, size) if size else b""
+    except (OSError, EOFError) as exc:
+        _reply(control, {"error": _why(exc)})
+        return
+    finally:
+        os.close(fd)
+    _reply(control, {"ok": True}, data)
+
+
+def op_put(control, requests, header):
+    import hashlib
+    import os
+
+    remaining = int(header.get("n", 0))
+    h = hashlib.sha256()
+    failure = None
+    fd = None
+    try:
+        fd = _open_file(header["path"], write=True)
+    except (OSError, ValueError) as exc:
+        failure = exc
+    while remaining > 0:
+        chunk = _read_exact(requests, min(remaining, CHUNK))
+        remaining -= len(chunk)
+        if failure is None:
+            try:
+                _write_all(fd, chunk)
+                h.update(chunk)
+            except OSError as exc:
+                failure = exc
+    if fd is not None:
+        os.close(fd)
+    if failure is not None:
+        _reply(control, {"error": _why(failure)})
+    else:
+        _reply(control, {"ok": True, "size": int(header.get("n", 0)), "sha256": h.hexdigest()})
+
+
+def _write_call_files(entries, data):
+    import os
+
+    offset = 0
+    for entry in entries:
+        size = int(entry["n"])
+        fd = _open_file(entry["p"], write=True)
+        try:
+            _write_all(fd, memoryview(data)[offset : offset + size])
+            os.fchmod(fd, int(entry.get("m", 0o644)) & 0o777)
+        finally:
+            os.close(fd)
+        offset += size
+
+
+def _flush():
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        try:
+            if stream is not None:
+                stream.flush()
+        except BaseException:
+            pass
+
+
+def op_eval(control, requests, header, namespace, count, runner):
+    import io
+    import json
+    import linecache
+    import os
+    import signal
+
+    files = header.get("files", [])
+    files_n = sum(int(f["n"]) for f in files)
+    data = _read_exact(requests, files_n) if files_n else b""
+    stdin = _read_exact(requests, int(header.get("stdin_n", 0))) if header.get("stdin_n") else b""
+    nonce = header["nonce"]
+    try:
+        _write_call_files(files, data)
+    except (OSError, ValueError) as exc:
+        _reply(control, {"nonce": nonce, "write_error": _why(exc)})
+        return
+    del data
+    sys.stdin = io.TextIOWrapper(io.BytesIO(stdin), encoding="utf-8", errors="replace")
+    before = runner.snapshot_work(WORK)
+
+    filename = "<cell-%d>" % count
+    source = header["code"]
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    value, code, interrupted = None, 0, False
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        try:
+            value = runner.run_cell(source, filename, namespace, bool(header.get("eval", True)))
+        finally:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except SystemExit as exc:
+        code = runner._exit_code(exc)
+    except BaseException as exc:
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        code = 130 if interrupted else 1
+        try:
+            runner._report(exc, filename)
+        except BaseException:
+            pass
+    try:
+        outputs = runner.take_outputs(value)
+    except BaseException:
+        outputs = []
+    result = None
+    if value is not None and code == 0:
+        try:
+            result = repr(value)
+        except BaseException as exc:
+            result = "<repr failed: %s>" % type(exc).__name__
+        if len(result) > runner.MAX_RESULT_CHARS:
+            result = result[: runner.MAX_RESULT_CHARS] + "...[truncated]"
+    channel = b""
+    if result is not None or outputs:
+        channel = json.dumps({"result": result, "outputs": outputs}).encode()
+    archive = b""
+    try:
+        changed = runner.changed_files(before, WORK)
+        if changed and int(header.get("files_max_count", 0)) > 0:
+            buf = io.BytesIO()
+            runner.write_tar(
+                buf, WORK, changed, int(header.get("files_max_bytes", 0)), int(header.get("files_max_count", 0))
+            )
+            archive = buf.getvalue()
+    except BaseException:
+        archive = b""
+    _flush()
+    marker = ("___PYEXEC_CALL_END_%s___" % nonce).encode()
+    for fd in (1, 2):
+        try:
+            _write_all(fd, marker)
+        except OSError:
+            pass
+    _reply(
+        control,
+        {"nonce": nonce, "exit": code, "interrupted": interrupted, "result_n": len(channel), "files_n": len(archive)},
+        channel + archive,
+    )
+
+
+def main():
+    import builtins
+    import os
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    control = int(os.environ.pop("PYEXEC_CONTROL_FD"))
+    os.set_inheritable(control, False)
+    requests = os.dup(0)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+
+    import eval_runner as runner
+
+    runner.install_display()
+    # The cells' own modules come from /work, as a script's come from its directory.
+    sys.path[0] = WORK
+    os.chdir(WORK)
+    module = type(sys)("__main__")
+    module.__builtins__ = builtins
+    sys.modules["__main__"] = module
+    namespace = module.__dict__
+    os.write(control, b"ready\n")
+
+    count = 0
+    while True:
+        try:
+            header = _read_header(requests)
+        except EOFError:
+            os._exit(0)
+        op = header.get("op")
+        if op == "eval":
+            count += 1
+            op_eval(control, requests, header, namespace, count, runner)
+        elif op == "list":
+            op_list(control, header)
+        elif op == "get":
+            op_get(control, header)
+        elif op == "put":
+            op_put(control, requests, header)
+        else:
+            _reply(control, {"error": "unknown op %r" % op})
+
+
+if __name__ == "__main__":
+    main()

@@ -7,10 +7,14 @@
 //! Everything here is in the API's terms: live output is an [`ExecutionEvent::Output`] named after its wire stream,
 //! never a sandbox's output chunk, so the API server depends on this crate and on no backend's internals.
 //!
+//! [`session`] holds what every backend's sessions share: the link to a session runner and the result of a call.
+//!
 //! Why a crate of its own rather than a module of `pyexec-core`: core is the execution model shared by every
 //! component, the operator included, and stays free of I/O and of an async runtime. This boundary is neither: it
 //! is an async trait returning streams, and the spooled stdin it hands over is a file that it reads and removes.
 //! Only the API server and the backends need it.
+
+pub mod session;
 
 use std::path::{Path, PathBuf};
 use std::pin::Pin;

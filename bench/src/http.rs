@@ -5,9 +5,10 @@
 //! against two real `pyexec-apiserver` processes, one with warm pools off (every sandbox built on demand) and one
 //! with the defaults (warm pools on, sent requests as fast as they come). At concurrency 1 a fourth variant waits,
 //! untimed, until the warm pool has an idle sandbox before each request: the latency of a warm start. Variants
-//! alternate in two halves to spread the machine's noise. Then the memory of the warm pools (one idle sandbox and
-//! the default pool, from `/health`), and the server's: idle after start, and its peak while a large archive
-//! (1 GiB by default) is streamed to `/api/v1/exec/async`.
+//! alternate in two halves to spread the machine's noise. Then calls of `x + 1` in a session (its interpreter
+//! already running) and the session's memory while idle, the memory of the warm pools (one idle sandbox and the
+//! default pool, from `/health`), and the server's: idle after start, and its peak while a large archive (1 GiB by
+//! default) is streamed to `/api/v1/exec/async`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -249,6 +250,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             }
         }
     }
+    let session = session_calls(&ctx, args.requests).await?;
     let (after_rss, _) = server.memory_mib();
     drop(server);
     drop(cold_server);
@@ -291,6 +293,24 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             ratio >= 0.95,
         );
     }
+    let (session_lat, session_memory) = session;
+    let session_stats = stats(session_lat);
+    targets.row(
+        "session call `x + 1` p50 <= 5 ms (interpreter running)",
+        format!(
+            "{:.2} ms (p95 {:.2}); warm eval print(1) {warm_p50:.2} ms, {:.1}x the session call",
+            session_stats.p50,
+            session_stats.p95,
+            warm_p50 / session_stats.p50
+        ),
+        session_stats.p50 <= 5.0,
+    );
+    match session_memory {
+        Some(bytes) => {
+            println!("idle session memory: {:.1} MiB (its cgroup, after `x = 1`)", bytes as f64 / f64::from(1 << 20))
+        }
+        None => println!("idle session memory: not measured (no cgroups on this host)"),
+    }
     targets.row("trivial executions/s at concurrency 8 >= 40", format!("{http_rate_max:.1}/s"), http_rate_max >= 40.0);
     targets.row(
         "idle RSS <= 30 MiB",
@@ -306,6 +326,33 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     targets.finish(args.check)
+}
+
+/// `requests` calls of `x + 1` in one session, one after another, and the session's memory while idle.
+async fn session_calls(ctx: &BenchContext, requests: usize) -> anyhow::Result<(Vec<Duration>, Option<u64>)> {
+    let url = &ctx.url;
+    let created: serde_json::Value =
+        ctx.client.post(format!("{url}/api/v1/sessions")).json(&serde_json::json!({})).send().await?.json().await?;
+    let Some(id) = created["session_id"].as_str() else { bail!("no session: {created}") };
+    let call = |code: &'static str| {
+        ctx.client.post(format!("{url}/api/v1/sessions/{id}/eval")).json(&serde_json::json!({"code": code})).send()
+    };
+    call("x = 1").await?.error_for_status()?;
+    for _ in 0..10 {
+        call("x + 1").await?.error_for_status()?;
+    }
+    let mut latencies = Vec::with_capacity(requests);
+    for _ in 0..requests {
+        let t = Instant::now();
+        let answer: serde_json::Value = call("x + 1").await?.json().await?;
+        latencies.push(t.elapsed());
+        if answer["result"] != "2" {
+            bail!("a session call answered {answer}");
+        }
+    }
+    let info: serde_json::Value = ctx.client.get(format!("{url}/api/v1/sessions/{id}")).send().await?.json().await?;
+    ctx.client.delete(format!("{url}/api/v1/sessions/{id}")).send().await?;
+    Ok((latencies, info["memory_used_bytes"].as_u64()))
 }
 
 /// The archive size for the memory check: the asked size, or less when the temporary directory (where the

@@ -1,32 +1,39 @@
-"""python-executor session runner: python session_runner.py
+"""python-executor session runner: python session_runner.py [--mux]
 
-Keeps one interpreter, and the __main__ namespace of its calls, alive for a session (docs/sessions.md). It says
-"ready" on the descriptor named by PYEXEC_CONTROL_FD, then serves requests from standard input until it ends.
-Requests and replies are frames: a line with the byte length of a JSON header, the header, then as many raw bytes
-as the header's "n" says (0 when absent).
+Keeps one interpreter, and the __main__ namespace of its calls, alive for a session (docs/sessions.md), serving
+requests from standard input until it ends. Requests and replies are frames: a line with the byte length of a JSON
+header, the header, then as many raw bytes as the header's "n" says (0 when absent).
 
 Requests (header "op"):
 - "eval": run a cell. Header: code, eval (evaluate the last expression), files ([{p, n, m}] written into /work
   first, their bytes first in the payload), stdin_n (the call's standard input, after the files' bytes), nonce,
   files_max_bytes, files_max_count. When the cell ends, standard output and error each get the end marker
   ___PYEXEC_CALL_END_<nonce>___ (so the backend knows where the call's output ends), then the reply: exit (0, 1
-  for an exception, 130 when interrupted, a SystemExit's code), result_n bytes of the eval result (the eval
+  for an exception, 130 when interrupted, a SystemExit's code), result_n bytes of the eval report (the eval
   runner's result object, JSON) and files_n bytes of a tar of the files the cell created or changed.
+- "interrupt": raises KeyboardInterrupt in the running cell (no reply; ignored between cells).
 - "list": the regular files under /work with size and sha256 (at most max_count; "truncated" beyond).
 - "get": one file's bytes (path; at most max bytes).
 - "put": the payload becomes the file at path (parent directories created).
 Paths are relative to /work; no component may be a link (nothing is followed out of /work).
 
-The requests arrive on a private copy of standard input: descriptor 0 reads /dev/null, so programs a cell starts
-never read the backend's requests. SIGINT (the backend's interrupt at a call's timeout) raises KeyboardInterrupt
-in the cell, and is ignored between cells.
+A reader thread takes the requests: it serves files and interrupts itself and queues cells for the main thread,
+where they run (and where signals arrive: SIGINT, the embedded backend's interrupt, raises KeyboardInterrupt in a
+cell and is ignored between cells). The requests arrive on a private copy of standard input: descriptor 0 reads
+/dev/null, so programs a cell starts never read them.
+
+Replies go to the descriptor named by PYEXEC_CONTROL_FD, which first gets "ready". With --mux (a Pod, whose only
+output is its attached standard output) everything goes to standard output as frames naming their stream,
+{"s": "out" | "err" | "ctl", "n": N}: what the program writes to descriptors 1 and 2 (pumped from pipes) and the
+replies.
 """
 
 import sys
 
 from eval_runner import _read_exact
 
-WORK = "/work"
+# /work in every sandbox and Pod; tests that run the runner on its own point it elsewhere.
+WORK = __import__("os").environ.pop("PYEXEC_WORK_DIR", "/work")
 CHUNK = 1 << 20
 
 
@@ -53,14 +60,63 @@ def _write_all(fd, data):
         view = view[os.write(fd, view) :]
 
 
-def _reply(fd, header, payload=b""):
+def _reply(control, header, payload=b""):
     import json
 
     header["n"] = len(payload)
     body = json.dumps(header).encode()
-    _write_all(fd, b"%d\n" % len(body) + body)
-    if payload:
-        _write_all(fd, payload)
+    with control.lock:
+        control.write(b"%d\n" % len(body) + body)
+        if payload:
+            control.write(payload)
+
+
+class _Descriptor:
+    """Replies written to a descriptor of their own (the embedded backend's control pipe)."""
+
+    def __init__(self, fd, lock):
+        self.fd, self.lock = fd, lock
+
+    def write(self, data):
+        with self.lock:
+            _write_all(self.fd, data)
+
+
+class _Piece:
+    """One stream of the mux: its bytes go out as frames `{"s": stream, "n": N}` on the shared descriptor."""
+
+    CHUNK = 64 * 1024
+
+    def __init__(self, fd, stream, lock):
+        self.fd, self.stream, self.lock = fd, stream, lock
+
+    def write(self, data):
+        import json
+
+        view = memoryview(data)
+        while view:
+            chunk, view = view[: self.CHUNK], view[self.CHUNK :]
+            body = json.dumps({"s": self.stream, "n": len(chunk)}).encode()
+            with self.lock:
+                _write_all(self.fd, b"%d\n" % len(body) + body)
+                _write_all(self.fd, chunk)
+
+
+def _pump(fd, piece):
+    """Moves what the program writes to `fd` (its standard output or error) into the mux."""
+    import os
+
+    while True:
+        try:
+            data = os.read(fd, _Piece.CHUNK)
+        except OSError:
+            return
+        if not data:
+            return
+        try:
+            piece.write(data)
+        except OSError:
+            return
 
 
 def _parts(path):
@@ -252,7 +308,7 @@ def _flush():
             pass
 
 
-def op_eval(control, requests, header, namespace, count, runner):
+def op_eval(control, header, payload, namespace, count, runner, running):
     import io
     import json
     import linecache
@@ -261,8 +317,7 @@ def op_eval(control, requests, header, namespace, count, runner):
 
     files = header.get("files", [])
     files_n = sum(int(f["n"]) for f in files)
-    data = _read_exact(requests, files_n) if files_n else b""
-    stdin = _read_exact(requests, int(header.get("stdin_n", 0))) if header.get("stdin_n") else b""
+    data, stdin = payload[:files_n], payload[files_n:]
     nonce = header["nonce"]
     try:
         _write_call_files(files, data)
@@ -278,10 +333,12 @@ def op_eval(control, requests, header, namespace, count, runner):
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     value, code, interrupted = None, 0, False
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    running.set()
     try:
         try:
             value = runner.run_cell(source, filename, namespace, bool(header.get("eval", True)))
         finally:
+            running.clear()
             signal.signal(signal.SIGINT, signal.SIG_IGN)
     except SystemExit as exc:
         code = runner._exit_code(exc)
@@ -332,18 +389,66 @@ def op_eval(control, requests, header, namespace, count, runner):
     )
 
 
+def _serve_requests(requests, control, cells, running):
+    """The reader thread: file requests are served here, interrupts sent to the running cell, and cells queued
+    for the main thread (where signals arrive and where user code expects to run)."""
+    import os
+    import signal
+    import threading
+
+    main = threading.main_thread().ident
+    while True:
+        try:
+            header = _read_header(requests)
+            op = header.get("op")
+            if op == "eval":
+                cells.put((header, _read_exact(requests, int(header.get("n", 0)))))
+            elif op == "interrupt":
+                _read_exact(requests, int(header.get("n", 0)))
+                if running.is_set():
+                    signal.pthread_kill(main, signal.SIGINT)
+            elif op == "list":
+                op_list(control, header)
+            elif op == "get":
+                op_get(control, header)
+            elif op == "put":
+                op_put(control, requests, header)
+            else:
+                _read_exact(requests, int(header.get("n", 0)))
+                _reply(control, {"error": "unknown op %r" % op})
+        except (EOFError, ValueError, OSError):
+            # The backend went away (or spoke garbage): nothing is left to serve.
+            os._exit(0)
+
+
 def main():
     import builtins
     import os
+    import queue
     import signal
+    import threading
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    control = int(os.environ.pop("PYEXEC_CONTROL_FD"))
-    os.set_inheritable(control, False)
+    mux = sys.argv[1:] == ["--mux"]
     requests = os.dup(0)
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
+    lock = threading.RLock()
+    if mux:
+        # One stream out (a Pod's attached standard output): the program's output and error are pumped into it
+        # as frames, and so are the replies.
+        out = os.dup(1)
+        control = _Piece(out, "ctl", lock)
+        for fd, stream in ((1, "out"), (2, "err")):
+            r, w = os.pipe()
+            os.dup2(w, fd)
+            os.close(w)
+            threading.Thread(target=_pump, args=(r, _Piece(out, stream, lock)), daemon=True).start()
+    else:
+        fd = int(os.environ.pop("PYEXEC_CONTROL_FD"))
+        os.set_inheritable(fd, False)
+        control = _Descriptor(fd, lock)
 
     import eval_runner as runner
 
@@ -355,26 +460,16 @@ def main():
     module.__builtins__ = builtins
     sys.modules["__main__"] = module
     namespace = module.__dict__
-    os.write(control, b"ready\n")
+    cells, running = queue.Queue(), threading.Event()
+    threading.Thread(target=_serve_requests, args=(requests, control, cells, running), daemon=True).start()
+    if not mux:
+        control.write(b"ready\n")
 
     count = 0
     while True:
-        try:
-            header = _read_header(requests)
-        except EOFError:
-            os._exit(0)
-        op = header.get("op")
-        if op == "eval":
-            count += 1
-            op_eval(control, requests, header, namespace, count, runner)
-        elif op == "list":
-            op_list(control, header)
-        elif op == "get":
-            op_get(control, header)
-        elif op == "put":
-            op_put(control, requests, header)
-        else:
-            _reply(control, {"error": "unknown op %r" % op})
+        header, payload = cells.get()
+        count += 1
+        op_eval(control, header, payload, namespace, count, runner, running)
 
 
 if __name__ == "__main__":

@@ -106,6 +106,10 @@ pub struct SessionInfo {
     pub network_disabled: bool,
     /// Seconds without a call after which it ends.
     pub idle_timeout_seconds: i64,
+    /// Memory the session holds now (its interpreter, what it defined, its files in `/work` and `/tmp`), when
+    /// the server measures it (cgroups) and no call is running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_used_bytes: Option<u64>,
 }
 
 /// Answer of `GET /api/v1/sessions`.

@@ -508,6 +508,7 @@ mod tests {
             disk_mb: 1024,
             network_disabled: true,
             idle_timeout_seconds: 600,
+            memory_used_bytes: None,
         }
     }
 

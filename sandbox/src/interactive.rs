@@ -18,8 +18,8 @@ use crate::prepared::Prepared;
 pub struct Interactive {
     /// Still owns the child, its cgroups, uid and namespaces; destroying it tears all of them down.
     prepared: Prepared,
-    /// The program's standard input.
-    pub stdin: pipe::Sender,
+    /// The program's standard input, until the owner takes it.
+    stdin: Option<pipe::Sender>,
     /// The program's outputs, until the owner takes them.
     outputs: Option<Outputs>,
 }
@@ -44,7 +44,12 @@ impl Interactive {
         stderr: pipe::Receiver,
         extras: Vec<pipe::Receiver>,
     ) -> Self {
-        Self { prepared, stdin, outputs: Some(Outputs { stdout, stderr, extras }) }
+        Self { prepared, stdin: Some(stdin), outputs: Some(Outputs { stdout, stderr, extras }) }
+    }
+
+    /// The program's standard input, for the owner's requests (`None` once taken).
+    pub fn take_stdin(&mut self) -> Option<pipe::Sender> {
+        self.stdin.take()
     }
 
     /// The program's outputs, for reader tasks (`None` once taken).

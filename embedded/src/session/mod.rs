@@ -5,24 +5,20 @@
 //! [`Sessions`] only runs sessions; recording each call as an execution (and keeping its files) is the backend's.
 
 mod live;
-mod protocol;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pyexec_core::files_out::{FilesOut, read_tar};
+use pyexec_backend::session::{CallCaps, CallObserved, FileOpError, call_result};
+use pyexec_core::files_out::FilesOut;
 use pyexec_core::model::OutputFile;
-use pyexec_core::outcome::{Interruption, RunOutcome, Termination, finalize};
 use pyexec_core::session::{SessionCall, SessionInfo, SessionState, new_session_id};
 use pyexec_core::{ExecutionResult, ExecutionSpec, Timestamp};
 use tokio_util::sync::CancellationToken;
 
 use crate::runner::Runner;
-
-/// The signal the kernel's OOM killer sends.
-const SIGKILL: i32 = 9;
-use live::{CallObserved, FileOpError, LiveSession};
+use live::LiveSession;
 
 /// The server's settings for sessions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -195,6 +191,7 @@ impl Sessions {
             disk_mb: spec.limits.disk_mb as i64,
             network_disabled: !spec.network,
             idle_timeout_seconds: idle.as_secs() as i64,
+            memory_used_bytes: None,
         };
         let entry = Arc::new(Entry {
             info: Mutex::new(info.clone()),
@@ -216,7 +213,13 @@ impl Sessions {
 
     /// A live session.
     pub fn get(&self, id: &str) -> Option<SessionInfo> {
-        self.inner.lock().get(id).map(|e| e.snapshot())
+        let entry = self.inner.lock().get(id).cloned()?;
+        let mut info = entry.snapshot();
+        // Measured only between calls (a running call holds the interpreter).
+        if let Ok(live) = entry.live.try_lock() {
+            info.memory_used_bytes = live.as_ref().and_then(LiveSession::memory_bytes);
+        }
+        Some(info)
     }
 
     /// Live sessions, newest first.
@@ -243,16 +246,15 @@ impl Sessions {
         let settings = self.inner.settings;
         let started_at = Timestamp::now();
         let mut restarted = false;
+        let caps = self.inner.caps();
         let observed = match guard.as_mut() {
             Some(live) => {
-                let running =
-                    live.call(call, settings.output_limit_bytes, settings.files_max_bytes, settings.files_max_count);
                 tokio::select! {
-                    o = running => o,
-                    () = entry.ended.cancelled() => CallObserved { lost: true, ..Default::default() },
+                    o = live.call(call, caps) => o,
+                    () = entry.ended.cancelled() => CallObserved::lost(),
                 }
             }
-            None => CallObserved { lost: true, ..Default::default() },
+            None => CallObserved::lost(),
         };
         let finished_at = Timestamp::now();
         if observed.lost && !entry.ended.is_cancelled() {
@@ -283,7 +285,9 @@ impl Sessions {
             i.expires_at = now.plus(entry.idle).min(lifetime_end);
         });
         drop(guard);
-        Ok(self.inner.result_of(id, execution_id, call, &entry.spec, observed, restarted, started_at, finished_at))
+        let (result, files) =
+            call_result(id, execution_id, call, &entry.spec, observed, restarted, caps, started_at, finished_at);
+        Ok(CallResult { result, files })
     }
 
     /// The regular files in the session's `/work` now.
@@ -365,7 +369,17 @@ impl Inner {
         let started = self.runner.start_session(spec).await.map_err(SessionError::Start)?;
         // A reply carries at most a file of the largest size moved, or a call's result and files.
         let max_payload = self.settings.file_max_bytes.max(self.settings.files_max_bytes + (16 << 20)) + (1 << 20);
-        Ok((LiveSession::new(started.sandbox, started.env, max_payload), started.python_version))
+        let live = LiveSession::new(started.sandbox, started.env, max_payload)
+            .ok_or_else(|| SessionError::Internal("a session's sandbox came without its pipes".into()))?;
+        Ok((live, started.python_version))
+    }
+
+    fn caps(&self) -> CallCaps {
+        CallCaps {
+            output_bytes: self.settings.output_limit_bytes,
+            files_bytes: self.settings.files_max_bytes,
+            files_count: self.settings.files_max_count,
+        }
     }
 
     /// Stops a removed session's call (if any) and tears its sandbox down.
@@ -376,77 +390,6 @@ impl Inner {
             live.destroy().await;
         }
         tracing::info!(session_id = %entry.snapshot().session_id, "session ended");
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn result_of(
-        &self,
-        id: &str,
-        execution_id: &str,
-        call: &SessionCall,
-        spec: &ExecutionSpec,
-        observed: CallObserved,
-        restarted: bool,
-        started_at: Timestamp,
-        finished_at: Timestamp,
-    ) -> CallResult {
-        let mut spec = spec.clone();
-        spec.eval_last_expr = call.eval_last_expr;
-        spec.limits.timeout_seconds = call.timeout.as_secs();
-        let termination = match observed.exit {
-            Some(code) => Termination::Exited(code),
-            None if observed.oom_killed => Termination::Signaled(SIGKILL),
-            None => Termination::Exited(1),
-        };
-        let ended = observed.exit.is_none() && !observed.timed_out;
-        let outcome = RunOutcome {
-            termination,
-            interruption: observed.timed_out.then_some(Interruption::TimedOut),
-            oom_killed: observed.oom_killed,
-            stdout: observed.stdout.bytes,
-            stderr: observed.stderr.bytes,
-            stdout_truncated: observed.stdout.truncated,
-            stderr_truncated: observed.stderr.truncated,
-            result_channel: observed.result_channel,
-            started_at,
-            finished_at,
-        };
-        let mut result = finalize(execution_id, &spec, outcome);
-        if observed.timed_out && !restarted {
-            // Interrupted, the cell printed where it stopped: say so as for any error.
-            if let Some(info) = pyexec_core::traceback::parse_error(&result.stderr) {
-                result.error_type = Some(info.error_type);
-                result.error_line = info.error_line;
-            }
-        }
-        result.session_id = Some(id.to_owned());
-        result.session_restarted = restarted;
-        if ended && result.error.is_none() {
-            result.error = Some(if restarted {
-                "the session's interpreter exited during the call; the session was restarted and its state is lost"
-                    .into()
-            } else {
-                "the session's interpreter exited during the call; the session ended".into()
-            });
-        } else if restarted && let Some(error) = &mut result.error {
-            error.push_str(
-                "; the call did not stop when interrupted, so the session was restarted and its state is lost",
-            );
-        }
-        let files = observed.files_tar.and_then(|tar| {
-            match read_tar(&tar, self.settings.files_max_bytes, self.settings.files_max_count) {
-                Ok(files) => Some(files),
-                Err(e) => {
-                    tracing::warn!(session_id = id, error = %e, "a call's files could not be read");
-                    None
-                }
-            }
-        });
-        if let Some(files) = &files {
-            result.files = files.files.iter().map(|(f, _)| f.clone()).collect();
-            result.files_truncated = files.truncated;
-        }
-        CallResult { result, files }
     }
 }
 

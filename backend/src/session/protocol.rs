@@ -3,12 +3,13 @@
 //!
 //! A frame is a line with the byte length of a JSON header, the header, then as many raw bytes as the header's
 //! `n` says. A call's output ends with a marker that names the call's random nonce; everything before it belongs
-//! to the call (up to the output cap), anything after it to what comes next.
+//! to the call (up to the output cap), anything after it to what comes next. In mux mode (where the runner has
+//! one output stream only, a Pod's attached standard output) every piece of output travels in a frame too, its
+//! header naming the stream: `{"s": "out" | "err" | "ctl", "n": N}`.
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
-use tokio::net::unix::pipe;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 
 /// Largest JSON header accepted from the runner.
 const MAX_HEADER: usize = 16 << 20;
@@ -26,7 +27,7 @@ pub(crate) fn frame(mut header: Value, payload_len: usize) -> Vec<u8> {
 
 /// Why a reply could not be read.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum FrameError {
+pub enum FrameError {
     /// The runner closed its side (it exited).
     #[error("the session's interpreter is gone")]
     Closed,
@@ -37,13 +38,13 @@ pub(crate) enum FrameError {
     Io(#[from] std::io::Error),
 }
 
-/// Replies from the runner's control descriptor.
-pub(crate) struct Replies {
-    reader: BufReader<pipe::Receiver>,
+/// Frames read from a stream of them (the runner's control descriptor, or its muxed output).
+pub(crate) struct Replies<R> {
+    reader: BufReader<R>,
 }
 
-impl Replies {
-    pub(crate) fn new(rx: pipe::Receiver) -> Self {
+impl<R: AsyncRead + Unpin> Replies<R> {
+    pub(crate) fn new(rx: R) -> Self {
         Self { reader: BufReader::new(rx) }
     }
 
@@ -71,8 +72,12 @@ impl Replies {
         if n > max {
             return Err(FrameError::Garbage(format!("a payload of {n} bytes")));
         }
-        let mut data = vec![0u8; usize::try_from(n).unwrap_or(usize::MAX)];
-        self.reader.read_exact(&mut data).await.map_err(closed)?;
+        // Grown as bytes arrive: a header that announces more than it sends costs nothing.
+        let mut data = Vec::new();
+        (&mut self.reader).take(n).read_to_end(&mut data).await?;
+        if (data.len() as u64) < n {
+            return Err(FrameError::Closed);
+        }
         Ok(data)
     }
 }
@@ -92,11 +97,11 @@ pub(crate) struct CallOutput {
     marker: Vec<u8>,
     cap: usize,
     /// Kept bytes.
-    pub kept: Vec<u8>,
+    pub(crate) kept: Vec<u8>,
     /// Bytes not yet known not to start the marker.
     pending: Vec<u8>,
     /// Output beyond the cap was dropped.
-    pub truncated: bool,
+    pub(crate) truncated: bool,
 }
 
 impl CallOutput {

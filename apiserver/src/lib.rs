@@ -151,6 +151,20 @@ async fn start_embedded(
     Ok(EmbeddedBackend::start(settings, Arc::new(metrics)).await?)
 }
 
+/// The sessions' settings of the Kubernetes backend.
+fn kubernetes_sessions(config: &Config) -> crate::backend::kubernetes::SessionSettings {
+    crate::backend::kubernetes::SessionSettings {
+        max_sessions: config.max_sessions,
+        max_lifetime: Duration::from_secs(config.session_max_lifetime_seconds),
+        file_max_bytes: config.session_upload_max_bytes,
+        caps: pyexec_backend::session::CallCaps {
+            output_bytes: config.max_output_bytes,
+            files_bytes: config.files_max_bytes,
+            files_count: config.files_max_count,
+        },
+    }
+}
+
 /// The Kubernetes backend: PythonExecution resources for the operator.
 async fn start_kubernetes(
     config: &Config,
@@ -194,6 +208,7 @@ async fn start_kubernetes(
         kill_wait: Duration::from_secs(10),
         max_in_flight: usize::try_from(config.k8s_max_in_flight).unwrap_or(usize::MAX),
         max_queue: config.k8s_max_queue,
+        sessions: kubernetes_sessions(config),
     };
     if k8s.archive_token.is_none() {
         tracing::warn!("PYEXEC_ARCHIVE_TOKEN_FILE is not set: uploaded projects cannot be fetched by the operator");

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use pyexec_apiserver::backend::kubernetes::{KubernetesBackend, KubernetesConfig};
+use pyexec_apiserver::backend::kubernetes::{KubernetesBackend, KubernetesConfig, SessionSettings};
 use pyexec_apiserver::backend::{Backend, BackendError, ExecutionEvent, KillReason, ListQuery, Source};
 use pyexec_apiserver::metrics::Metrics;
 use pyexec_core::{CodeFile, ExecutionResult, ExecutionStatus, Policy, PythonVersion};
@@ -46,6 +46,12 @@ async fn backend_capped(
         kill_wait: Duration::from_millis(600),
         max_in_flight,
         max_queue,
+        sessions: SessionSettings {
+            max_sessions: 2,
+            max_lifetime: Duration::from_secs(3600),
+            file_max_bytes: 1 << 20,
+            caps: pyexec_backend::session::CallCaps { output_bytes: 1 << 20, files_bytes: 1 << 20, files_count: 100 },
+        },
     };
     let metrics = Metrics::new();
     (KubernetesBackend::start(client, config, Arc::new(metrics.clone())).await.unwrap(), fake, metrics)

@@ -31,7 +31,8 @@
 //! would. Every request is recorded ([`Call`]) for assertions. Attach answers 400, as a broken attach would, unless
 //! a test asks for it ([`FakeApi::serve_attach`]): then it is a real WebSocket upgrade speaking the
 //! `v5.channel.k8s.io` protocol ([`attach`]), and what was written to a container's stdin is kept
-//! ([`FakeApi::attached`]). The test's own changes ([`FakeApi::put`], [`FakeApi::set_status`]) bypass all checks,
+//! ([`FakeApi::attached`]); a container can have a real process behind it ([`FakeApi::run_container`]), which
+//! attaches then talk to. The test's own changes ([`FakeApi::put`], [`FakeApi::set_status`]) bypass all checks,
 //! as a kubelet or another controller with its own rights would.
 
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
@@ -104,6 +105,8 @@ struct State {
     attach: bool,
     /// What each attach wrote to a container's stdin, by (pod, container), in order.
     attached: BTreeMap<(String, String), Vec<Vec<u8>>>,
+    /// The processes behind containers ([`FakeApi::run_container`]), by (pod, container).
+    processes: BTreeMap<(String, String), attach::Process>,
 }
 
 /// A container's log as the kubelet keeps it: everything written, of which the current file is what follows the
@@ -245,11 +248,12 @@ fn without_rv(object: &Value) -> Value {
     object
 }
 
-/// Whether the kind in this collection has a status subresource (Pods, and the PythonExecution CRD).
+/// Whether the kind in this collection has a status subresource (Pods, and the CRDs).
 fn has_status_subresource(collection: &str) -> bool {
     collection.ends_with("/pods")
         || collection.ends_with("/pythonexecutions")
         || collection.ends_with("/pythonexecutionpools")
+        || collection.ends_with("/pythonsessions")
 }
 
 /// Whether the kind in this collection has a scale subresource (the PythonExecutionPool CRD: `.spec.replicas`,
@@ -439,7 +443,27 @@ impl FakeApi {
         self.state().attach = true;
     }
 
-    /// What the attaches to this Pod's container wrote to its stdin, one entry per attach that closed its stdin.
+    /// Puts a real process behind the container `container` of the Pod `pod`, as its main process: `command` is
+    /// started now (stdin and stdout piped, stderr inherited; what it sets up, such as arguments, environment and
+    /// working directory, is kept) and runs as long as the fake (it is killed when the last clone of the fake is
+    /// dropped), or until it exits. Attaches to that container ([`FakeApi::serve_attach`]; the attach must name the
+    /// container, as `AttachParams::container` does) then talk to it: with `stdin=true`, what the client writes
+    /// goes to the process's stdin, which the attaches share and none closes (closing an attach's stdin ends that
+    /// attach only, as with `stdinOnce: false`); with `stdout=true`, what the process writes to stdout while the
+    /// attach is open comes back on the stdout channel. Output written while no attach is open is dropped, as
+    /// Kubernetes drops it. An attach ends when the client closes it or its stdin, or when the process's stdout
+    /// ends. [`FakeApi::attached`] keeps what each attach wrote, as for a container without a process. A second
+    /// call for the same container replaces the process (killing the first). Must be called within a Tokio
+    /// runtime; panics when `command` cannot be started.
+    pub fn run_container(&self, pod: &str, container: &str, command: std::process::Command) {
+        let program = command.get_program().to_owned();
+        let process = attach::Process::spawn(command)
+            .unwrap_or_else(|e| panic!("cannot start {program:?} behind {pod}/{container}: {e}"));
+        self.state().processes.insert((pod.to_owned(), container.to_owned()), process);
+    }
+
+    /// What the attaches to this Pod's container wrote to its stdin, one entry per attach that ended (for a
+    /// container without a process, once it closed its stdin).
     pub fn attached(&self, pod: &str, container: &str) -> Vec<Vec<u8>> {
         self.state().attached.get(&(pod.to_owned(), container.to_owned())).cloned().unwrap_or_default()
     }
@@ -552,9 +576,11 @@ impl FakeApi {
                 return not_found();
             }
             let key = (pod.to_owned(), param(query, "container").unwrap_or_default());
+            let asks = |name| matches!(param(query, name).as_deref(), Some("true" | "1"));
+            let bridge = self.state().processes.get(&key).map(|process| process.attach(asks("stdin"), asks("stdout")));
             let state = self.state.clone();
             let done = move |stdin: Vec<u8>| state.lock().unwrap().attached.entry(key).or_default().push(stdin);
-            return attach::upgrade(headers, uri, done).await;
+            return attach::upgrade(headers, uri, bridge, done).await;
         }
         self.route(method, path, query, content_type, body).await
     }

@@ -14,6 +14,7 @@ mod admission;
 pub mod archives;
 mod events;
 mod results;
+pub mod sessions;
 mod tracker;
 
 use std::path::{Path, PathBuf};
@@ -25,6 +26,8 @@ use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::wait::await_condition;
 use kube::{Api, Client, ResourceExt};
 use pyexec_core::listing::{self, PageBudget};
+use pyexec_core::model::OutputFile;
+use pyexec_core::session::{FileList, SessionCall, SessionInfo};
 use pyexec_core::{
     CodeFile, ExecutionPage, ExecutionResult, ExecutionSpec, ExecutionStatus, PythonVersion, ValidationError,
 };
@@ -40,7 +43,7 @@ use self::results::Results;
 use self::tracker::Tracker;
 use super::{
     Backend, BackendError, BackendHealth, EventStream, ExecutionEvent, ExecutionMetrics, KillReason, ListQuery,
-    QueueHealth, Source,
+    QueueHealth, Source, StdinFile,
 };
 
 /// Largest total of `/eval` files sent inline in the resource; larger projects go as archives.
@@ -73,11 +76,37 @@ pub struct KubernetesConfig {
     pub max_in_flight: usize,
     /// Most submissions that may wait for a slot; beyond that they are refused (429).
     pub max_queue: usize,
+    /// Sessions: how long one may live, the largest file moved, and the caps of a call (output, files).
+    pub sessions: SessionSettings,
+}
+
+/// The sessions' part of [`KubernetesConfig`].
+#[derive(Debug, Clone, Copy)]
+pub struct SessionSettings {
+    /// Most live sessions created through this API (counted from the resources, so across replicas).
+    pub max_sessions: usize,
+    /// Every session ends this long after its creation.
+    pub max_lifetime: Duration,
+    /// Largest file moved into or out of a session, bytes.
+    pub file_max_bytes: u64,
+    /// Caps of one call.
+    pub caps: pyexec_backend::session::CallCaps,
+}
+
+/// The spec a session call's result is finished against (its limits and eval mode are the call's).
+fn session_call_spec() -> ExecutionSpec {
+    let timeouts = pyexec_core::session::SessionTimeouts { idle_default: 1, idle_max: 1 };
+    match pyexec_core::Policy::default().session_spec(pyexec_core::session::NewSession::default(), timeouts) {
+        Ok((spec, _)) => spec,
+        // The defaults always validate; a spec is still needed if they ever did not.
+        Err(_) => pyexec_crds::convert::execution_spec(&pyexec_crds::PythonExecutionSpec::default()),
+    }
 }
 
 /// See the module documentation.
 pub struct KubernetesBackend {
     api: Api<PythonExecution>,
+    sessions: sessions::KubeSessions,
     config: KubernetesConfig,
     archives: Archives,
     staging: PathBuf,
@@ -118,6 +147,12 @@ impl KubernetesBackend {
                 tokio::time::sleep(Duration::from_secs(600)).await;
             }
         });
+        let sessions = sessions::KubeSessions::new(
+            client.clone(),
+            &config.namespace,
+            config.sessions.caps,
+            config.sessions.file_max_bytes,
+        );
         let api = Api::namespaced(client, &config.namespace);
         let tracker = Arc::new(Tracker::new(metrics));
         let following = tokio::spawn(tracker::follow(api.clone(), tracker.clone())).abort_handle();
@@ -128,7 +163,18 @@ impl KubernetesBackend {
             Duration::from_secs(u64::from(config.ttl_seconds)),
         ));
         let dispatching = tokio::spawn(dispatch(api.clone(), tracker.clone(), admission.clone())).abort_handle();
-        Ok(KubernetesBackend { api, config, archives, staging, results, tracker, admission, following, dispatching })
+        Ok(KubernetesBackend {
+            api,
+            sessions,
+            config,
+            archives,
+            staging,
+            results,
+            tracker,
+            admission,
+            following,
+            dispatching,
+        })
     }
 
     /// The route the operator fetches archives from.
@@ -480,6 +526,54 @@ impl Backend for KubernetesBackend {
             // Warm Pods are the operator's (PythonExecutionPool resources): `kubectl get pythonexecutionpools`.
             warm_pools: serde_json::Value::Null,
         }
+    }
+
+    async fn create_session(&self, spec: ExecutionSpec, idle_seconds: u64) -> Result<SessionInfo, BackendError> {
+        self.check(&spec)?;
+        let max = self.config.sessions.max_sessions;
+        if self.sessions.list().await?.len() >= max {
+            return Err(BackendError::Exhausted {
+                message: format!(
+                    "{max} sessions are live, the most this server runs (PYEXEC_MAX_SESSIONS); delete one or retry later"
+                ),
+                retry_after: Duration::from_secs(10),
+            });
+        }
+        let lifetime = self.config.sessions.max_lifetime;
+        self.sessions.create(&spec, idle_seconds, self.config.default_python, lifetime).await
+    }
+
+    async fn get_session(&self, id: &str) -> Result<Option<SessionInfo>, BackendError> {
+        self.sessions.get(id).await
+    }
+
+    async fn list_sessions(&self) -> Result<Vec<SessionInfo>, BackendError> {
+        self.sessions.list().await
+    }
+
+    async fn delete_session(&self, id: &str) -> Result<Option<SessionInfo>, BackendError> {
+        self.sessions.delete(id).await
+    }
+
+    /// A call's result is answered, not kept: on this backend `/api/v1/executions/{id}` knows only
+    /// PythonExecution resources (docs/kubernetes.md, "Sessions").
+    async fn session_eval(&self, id: &str, call: SessionCall) -> Result<ExecutionResult, BackendError> {
+        let execution_id = pyexec_core::model::new_execution_id();
+        let spec = ExecutionSpec { eval_last_expr: call.eval_last_expr, ..session_call_spec() };
+        let (result, _files) = self.sessions.call(id, &execution_id, &call, &spec).await?;
+        Ok(result)
+    }
+
+    async fn session_files(&self, id: &str) -> Result<FileList, BackendError> {
+        self.sessions.files(id).await
+    }
+
+    async fn session_file(&self, id: &str, path: &str) -> Result<Vec<u8>, BackendError> {
+        self.sessions.file(id, path).await
+    }
+
+    async fn session_upload(&self, id: &str, path: &str, file: StdinFile) -> Result<OutputFile, BackendError> {
+        self.sessions.upload(id, path, file.path()).await
     }
 
     async fn shutdown(&self, _grace: Duration) {

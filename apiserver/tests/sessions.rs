@@ -372,3 +372,76 @@ async fn a_csv_analysed_with_pandas_over_calls_gives_a_chart_back() {
     assert_eq!((open["result"].as_str(), open["outputs"].as_array().map(Vec::len)), (Some("'drawn'"), Some(1)));
     s.delete(&format!("/api/v1/sessions/{id}")).send().await.unwrap();
 }
+
+/// Files a one-shot run leaves in `/work` are kept with its execution, warm or cold, eval or exec; links, unchanged
+/// inputs and what is over the caps are not; they expire with the execution.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_a_run_leaves_are_kept_with_its_execution_and_expire_with_it() {
+    if Server::external() {
+        eprintln!("!!! SKIPPED files_a_run_leaves_are_kept_with_its_execution_and_expire_with_it: it configures its own server");
+        return;
+    }
+    let s = Server::start_with(&[("PYEXEC_FILES_MAX_COUNT", "3"), ("PYEXEC_CLEANUP_TTL", "2")]).await;
+    let list = |id: String| {
+        let s = &s;
+        async move { json_of(s.get(&format!("/api/v1/executions/{id}/files")).send().await.unwrap()).await }
+    };
+    // /eval (through a warm sandbox when one is idle): the new and changed files only, never a link.
+    let code = "import os\nopen('data.csv', 'a').write('3,4\\n')\nos.makedirs('out')\nopen('out/r.txt', 'w').write('r')\nos.symlink('/etc/passwd', 'link')";
+    let (code_status, r) = s
+        .eval(json!({"files": [{"name": "main.py", "content": code}, {"name": "data.csv", "content": "1,2\n"}, {"name": "same.txt", "content": "x"}]}))
+        .await;
+    assert_eq!((code_status, r["status"].as_str()), (200, Some("completed")), "{r}");
+    let paths: Vec<&str> = r["files"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap()).collect();
+    assert_eq!(paths, ["data.csv", "out/r.txt"], "{r}");
+    let id = r["execution_id"].as_str().unwrap().to_owned();
+    let (code_status, listing) = list(id.clone()).await;
+    assert_eq!((code_status, listing["truncated"].as_bool()), (200, Some(false)));
+    let csv = s.get(&format!("/api/v1/executions/{id}/files/data.csv")).send().await.unwrap();
+    assert_eq!(csv.headers()["content-type"], "text/csv");
+    assert_eq!(csv.text().await.unwrap(), "1,2\n3,4\n");
+
+    // An uploaded project run without evaluation (exec): the same; over the count cap the list says truncated.
+    let main = b"for i in range(5):\n    open(f'f{i}.txt', 'w').write(str(i))\nprint('done')";
+    let (code_status, r) = s.exec("sync", &[("main.py", main)], json!({"entrypoint": "main.py"})).await;
+    assert_eq!((code_status, r["stdout"].as_str()), (200, Some("done\n")), "{r}");
+    assert_eq!(r["files"].as_array().unwrap().len(), 3, "{r}");
+    assert_eq!(r["files_truncated"], true);
+    let id2 = r["execution_id"].as_str().unwrap().to_owned();
+    let tar = s.get(&format!("/api/v1/executions/{id2}/files?format=tar")).send().await.unwrap().bytes().await.unwrap();
+    assert_eq!(tar::Archive::new(tar.as_ref()).entries().unwrap().count(), 3);
+
+    // A run that writes nothing has no files; an unknown execution is a 404.
+    let (_, r) = s.eval(json!({"code": "print(1)"})).await;
+    assert!(r.get("files").is_none(), "{r}");
+    let (code_status, _) = list("exe_00000000-0000-0000-0000-000000000000".into()).await;
+    assert_eq!(code_status, 404);
+
+    // Files expire with their execution.
+    let mut expired = false;
+    for _ in 0..100 {
+        if list(id.clone()).await.0 == 404 {
+            expired = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(expired, "files outlived their execution");
+    let r = s.get(&format!("/api/v1/executions/{id}/files/data.csv")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+/// Display outputs of a one-shot eval: `display()` and a rich last value, bounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eval_results_carry_display_outputs() {
+    let s = Server::start().await;
+    let code = "class Table:\n    def _repr_html_(self):\n        return '<table></table>'\ndisplay('plain')\nfor i in range(30):\n    display(Table())\nTable()";
+    let (code_status, r) = s.eval(json!({"code": code, "eval_last_expr": true})).await;
+    assert_eq!(code_status, 200, "{r}");
+    let outputs = r["outputs"].as_array().unwrap();
+    assert_eq!(outputs.len(), 17, "16 items and the note that more were dropped");
+    assert_eq!(outputs[0], json!({"type": "text/plain", "data": "'plain'"}));
+    assert_eq!(outputs[1], json!({"type": "text/html", "data": "<table></table>"}));
+    assert!(outputs[16]["data"].as_str().unwrap().contains("truncated"), "{}", outputs[16]);
+    assert!(r["result"].as_str().unwrap().contains("Table object"), "{r}");
+}

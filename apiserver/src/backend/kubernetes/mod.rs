@@ -93,6 +93,15 @@ pub struct SessionSettings {
     pub caps: pyexec_backend::session::CallCaps,
 }
 
+/// Why `/api/v1/executions/{id}/files` answers 501 here.
+fn files_not_kept() -> BackendError {
+    BackendError::Unsupported(
+        "the Kubernetes backend does not keep the files executions write yet; run in a session and fetch them from \
+         its /work (GET /api/v1/sessions/{id}/files)"
+            .into(),
+    )
+}
+
 /// The spec a session call's result is finished against (its limits and eval mode are the call's).
 fn session_call_spec() -> ExecutionSpec {
     let timeouts = pyexec_core::session::SessionTimeouts { idle_default: 1, idle_max: 1 };
@@ -526,6 +535,14 @@ impl Backend for KubernetesBackend {
             // Warm Pods are the operator's (PythonExecutionPool resources): `kubectl get pythonexecutionpools`.
             warm_pools: serde_json::Value::Null,
         }
+    }
+
+    async fn execution_files(&self, _id: &str) -> Result<Option<FileList>, BackendError> {
+        Err(files_not_kept())
+    }
+
+    async fn execution_file(&self, _id: &str, _path: &str) -> Result<Option<Vec<u8>>, BackendError> {
+        Err(files_not_kept())
     }
 
     async fn create_session(&self, spec: ExecutionSpec, idle_seconds: u64) -> Result<SessionInfo, BackendError> {

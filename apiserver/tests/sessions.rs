@@ -378,7 +378,9 @@ async fn a_csv_analysed_with_pandas_over_calls_gives_a_chart_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_a_run_leaves_are_kept_with_its_execution_and_expire_with_it() {
     if Server::external() {
-        eprintln!("!!! SKIPPED files_a_run_leaves_are_kept_with_its_execution_and_expire_with_it: it configures its own server");
+        eprintln!(
+            "!!! SKIPPED files_a_run_leaves_are_kept_with_its_execution_and_expire_with_it: it configures its own server"
+        );
         return;
     }
     let s = Server::start_with(&[("PYEXEC_FILES_MAX_COUNT", "3"), ("PYEXEC_CLEANUP_TTL", "2")]).await;
@@ -444,4 +446,24 @@ async fn eval_results_carry_display_outputs() {
     assert_eq!(outputs[1], json!({"type": "text/html", "data": "<table></table>"}));
     assert!(outputs[16]["data"].as_str().unwrap().contains("truncated"), "{}", outputs[16]);
     assert!(r["result"].as_str().unwrap().contains("Table object"), "{r}");
+}
+
+/// A cell can write to the runner's reply descriptor: forged or endless replies break only its own session, which
+/// is restarted; the server holds nothing of what it wrote between calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_replies_only_break_their_own_session() {
+    let s = Server::start().await;
+    let id = new_session(&s, json!({})).await;
+    let other = new_session(&s, json!({})).await;
+    run(&s, &other, "kept = 1").await;
+    let forged = run(&s, &id, "import os\nos.write(3, b'garbage\\n')\n'ok'").await;
+    assert_eq!(forged["session_restarted"], true, "{forged}");
+    assert_eq!(run(&s, &id, "1 + 1").await["result"], "2");
+    // Writing replies without end between calls: the writes block, the next call finds the stream broken.
+    let flood = "import os, threading\ndef spam():\n    while True:\n        os.write(3, b'x' * 65536)\nthreading.Thread(target=spam, daemon=True).start()";
+    run(&s, &id, flood).await;
+    let next = run(&s, &id, "2 + 2").await;
+    assert!(next["result"] == "4" || next["session_restarted"] == true, "{next}");
+    assert_eq!(run(&s, &id, "3 + 3").await["result"], "6");
+    assert_eq!(run(&s, &other, "kept").await["result"], "1", "the other session is untouched");
 }

@@ -38,7 +38,12 @@ pub trait SessionControl: Send + Sync {
 /// See the module documentation.
 pub struct SessionLink {
     requests: Requests,
+    /// One token per reply awaited: replies are read only when one is awaited, so a program that writes frames of
+    /// its own between calls makes the backend hold nothing (its writes just block).
+    want: mpsc::Sender<()>,
     replies: mpsc::Receiver<Reply>,
+    /// A request went unanswered in time: a late reply could be taken for the next one's, so the link is done.
+    broken: bool,
     stdout: mpsc::Receiver<Vec<u8>>,
     stderr: mpsc::Receiver<Vec<u8>>,
     /// Output that came after the last call's marker (from processes it left running).
@@ -99,6 +104,8 @@ pub struct CallCaps {
 #[derive(Deserialize)]
 struct EvalReply {
     #[serde(default)]
+    nonce: String,
+    #[serde(default)]
     exit: i32,
     #[serde(default)]
     result_n: u64,
@@ -138,15 +145,17 @@ impl SessionLink {
         E: AsyncRead + Unpin + Send + 'static,
         C: AsyncRead + Unpin + Send + 'static,
     {
-        let (reply_tx, replies) = mpsc::channel(4);
+        let (want, want_rx) = mpsc::channel(1);
+        let (reply_tx, replies) = mpsc::channel(1);
         let (out_tx, out_rx) = mpsc::channel(64);
         let (err_tx, err_rx) = mpsc::channel(64);
         let tasks = vec![
             tokio::spawn(forward(stdout, out_tx)),
             tokio::spawn(forward(stderr, err_tx)),
-            tokio::spawn(read_replies(Replies::new(control), reply_tx, max_payload)),
+            tokio::spawn(read_replies(Replies::new(control), want_rx, reply_tx, max_payload)),
         ];
-        Self { requests, replies, stdout: out_rx, stderr: err_rx, early: Default::default(), tasks, max_payload }
+        let (stdout, stderr) = (out_rx, err_rx);
+        Self { requests, want, replies, broken: false, stdout, stderr, early: Default::default(), tasks, max_payload }
     }
 
     /// A link over a runner in mux mode: one stream of frames carries its output, error and replies.
@@ -154,16 +163,18 @@ impl SessionLink {
     where
         M: AsyncRead + Unpin + Send + 'static,
     {
-        let (reply_tx, replies) = mpsc::channel(4);
+        let (want, want_rx) = mpsc::channel(1);
+        let (reply_tx, replies) = mpsc::channel(1);
         let (out_tx, out_rx) = mpsc::channel(64);
         let (err_tx, err_rx) = mpsc::channel(64);
         // The control stream comes out of the mux as bytes, read by the same frame reader as a descriptor's.
         let (control_w, control_r) = tokio::io::duplex(1 << 20);
         let tasks = vec![
             tokio::spawn(demux(muxed, out_tx, err_tx, control_w, max_payload)),
-            tokio::spawn(read_replies(Replies::new(control_r), reply_tx, max_payload)),
+            tokio::spawn(read_replies(Replies::new(control_r), want_rx, reply_tx, max_payload)),
         ];
-        Self { requests, replies, stdout: out_rx, stderr: err_rx, early: Default::default(), tasks, max_payload }
+        let (stdout, stderr) = (out_rx, err_rx);
+        Self { requests, want, replies, broken: false, stdout, stderr, early: Default::default(), tasks, max_payload }
     }
 
     /// Largest payload a reply may carry.
@@ -201,6 +212,9 @@ impl SessionLink {
             }
         }
 
+        if self.broken || self.want.send(()).await.is_err() {
+            return CallObserved::lost();
+        }
         let deadline = tokio::time::Instant::now() + call.timeout;
         let sent = tokio::time::timeout_at(deadline, self.send(header, &payload)).await;
         let mut reply: Option<(EvalReply, Vec<u8>)> = None;
@@ -223,8 +237,9 @@ impl SessionLink {
                 },
                 r = self.replies.recv(), if reply.is_none() => match r {
                     Some(Ok((header, data))) => match serde_json::from_value::<EvalReply>(header) {
-                        Ok(parsed) => reply = Some((parsed, data)),
-                        Err(_) => observed.lost = true,
+                        // Another call's reply (a program can write frames of its own): the link is out of step.
+                        Ok(parsed) if parsed.nonce == nonce => reply = Some((parsed, data)),
+                        Ok(_) | Err(_) => observed.lost = true,
                     },
                     Some(Err(_)) | None => observed.lost = true,
                 },
@@ -243,6 +258,7 @@ impl SessionLink {
         }
         observed.oom_killed = control.oom_kills() > oom_before;
         if observed.lost {
+            self.broken = true;
             // What is still in the streams belongs to this call.
             for (i, rx) in [&mut self.stdout, &mut self.stderr].into_iter().enumerate() {
                 while let Ok(c) = rx.try_recv() {
@@ -297,6 +313,7 @@ impl SessionLink {
         size: u64,
         mut source: impl AsyncRead + Unpin,
     ) -> Result<OutputFile, FileOpError> {
+        self.expect_reply().await?;
         let head = frame(json!({"op": "put", "path": path}), usize::try_from(size).unwrap_or(usize::MAX));
         let requests = &mut self.requests;
         let writing = async {
@@ -307,8 +324,12 @@ impl SessionLink {
             }
             requests.flush().await
         };
-        tokio::time::timeout(FILE_OP_TIMEOUT, writing)
-            .await
+        let written = tokio::time::timeout(FILE_OP_TIMEOUT, writing).await;
+        if !matches!(written, Ok(Ok(()))) {
+            // Part of the payload may be in the pipe: the runner would read the next request as file bytes.
+            self.broken = true;
+        }
+        written
             .map_err(|_| FileOpError::Failed("the session did not take the upload in time".into()))?
             .map_err(FrameError::Io)?;
         let (header, _) = self.reply().await?;
@@ -329,19 +350,34 @@ impl SessionLink {
         header: serde_json::Value,
         payload: &[u8],
     ) -> Result<(serde_json::Value, Vec<u8>), FileOpError> {
-        tokio::time::timeout(FILE_OP_TIMEOUT, self.send(header, payload))
-            .await
-            .map_err(|_| FileOpError::Failed("the session did not take the request in time".into()))?
+        self.expect_reply().await?;
+        let sent = tokio::time::timeout(FILE_OP_TIMEOUT, self.send(header, payload)).await;
+        if !matches!(sent, Ok(Ok(()))) {
+            self.broken = true;
+        }
+        sent.map_err(|_| FileOpError::Failed("the session did not take the request in time".into()))?
             .map_err(FrameError::Io)?;
         self.reply().await
     }
 
+    /// Asks the reader for the next reply; fails when the link is done.
+    async fn expect_reply(&mut self) -> Result<(), FileOpError> {
+        if self.broken || self.want.send(()).await.is_err() {
+            return Err(FileOpError::Lost(FrameError::Closed));
+        }
+        Ok(())
+    }
+
     async fn reply(&mut self) -> Result<(serde_json::Value, Vec<u8>), FileOpError> {
-        match tokio::time::timeout(FILE_OP_TIMEOUT, self.replies.recv()).await {
+        let reply = match tokio::time::timeout(FILE_OP_TIMEOUT, self.replies.recv()).await {
             Err(_) => Err(FileOpError::Failed("the session did not answer in time".into())),
             Ok(None) => Err(FileOpError::Lost(FrameError::Closed)),
-            Ok(Some(r)) => Ok(r?),
+            Ok(Some(r)) => r.map_err(FileOpError::from),
+        };
+        if reply.is_err() {
+            self.broken = true;
         }
+        reply
     }
 }
 
@@ -395,9 +431,14 @@ async fn forward(mut rx: impl AsyncRead + Unpin, tx: mpsc::Sender<Vec<u8>>) {
     }
 }
 
-/// Reads replies whole and passes them on, until the runner closes its side.
-async fn read_replies<R: AsyncRead + Unpin>(mut replies: Replies<R>, tx: mpsc::Sender<Reply>, max_payload: u64) {
-    loop {
+/// Reads one reply whole per reply awaited and passes it on, until the runner closes its side.
+async fn read_replies<R: AsyncRead + Unpin>(
+    mut replies: Replies<R>,
+    mut want: mpsc::Receiver<()>,
+    tx: mpsc::Sender<Reply>,
+    max_payload: u64,
+) {
+    while want.recv().await.is_some() {
         let reply = match replies.header::<serde_json::Value>().await {
             Ok((header, n)) => replies.payload(n, max_payload).await.map(|data| (header, data)),
             Err(e) => Err(e),

@@ -1,12 +1,13 @@
 //! The CRD reference (`docs/crd-reference.md`), generated from the same schemas the API server enforces, so it
-//! cannot drift: for PythonExecution and PythonExecutionPool, every field of spec and status with its type, default,
-//! bounds, rules and description, and the pool's scale subresource and printer columns; the few paragraphs that a
-//! schema cannot say (how executions meet pools) are written here, next to the generator.
+//! cannot drift: for PythonExecution, PythonExecutionPool and PythonSession, every field of spec and status with its type, default,
+//! bounds, rules and description, and the subresources and printer columns of the pool and the session; the few
+//! paragraphs that a schema cannot say (how executions meet pools, a session's lifecycle) are written here, next to
+//! the generator.
 
 use kube::CustomResourceExt;
 use serde_json::Value;
 
-use crate::{PythonExecution, PythonExecutionPool};
+use crate::{PythonExecution, PythonExecutionPool, PythonSession};
 
 /// What the schema of PythonExecutionPool cannot say: how executions are matched to a pool, and how one that ran
 /// warm shows it. Kept in step with the operator's `pool::fit` and `pool::claim`.
@@ -77,6 +78,53 @@ spec:
 `kubectl scale pyexecpool/small --replicas 5` (or a HorizontalPodAutoscaler) resizes it.
 ";
 
+/// What the schema of PythonSession cannot say: its lifecycle, and how the API server and the operator share it.
+/// Kept in step with the operator's `session` module.
+const SESSION_LIFECYCLE: &str = "\
+### Lifecycle
+
+The operator gives each session a ConfigMap `pyexec-session-<name>` (the session runner and the eval runner,
+mounted read-only at `/opt/pyexec`), a NetworkPolicy of the same name (an execution's of the session's `network`
+mode, selecting the session's Pods by its uid) and one Pod at a time, named `<name>-xxxxx`, labelled
+`pyexec.io/session: <name>` and `pyexec.io/session-uid: <uid>`. Its one container, `python`, runs
+`python /opt/pyexec/session_runner.py --mux` with stdin open (`stdin: true`, `stdinOnce: false`, no TTY), and is
+locked down as an execution's (Pod Security \"restricted\", uid 1000, read-only root, `/work` sized by
+`limits.diskMB`, no service account token).
+
+- `Pending` until the Pod runs and its container is ready; then `Ready`, with `status.podName` the Pod to attach
+  to and `status.readyAt` set. A Pod that ends or fails before it was ready fails the session (`PodFailed`), and so
+  does one not ready within the operator's `startupSeconds` (`StartupTimeout`).
+- While the session is `Ready`, a Pod that disappears (deleted: that is how the API server restarts the
+  interpreter) or ends (out of memory, `os._exit`) is replaced by a new one: `restarts` counts them, and the phase
+  is `Pending` (reason `Restarting`) until the new Pod is ready.
+- `Ended` once `maxLifetimeSeconds` passed since the resource's creation (`LifetimeExceeded`), or
+  `idleTimeoutSeconds` since the later of `status.lastActivityAt` and `status.readyAt` (`IdleTimeout`: before the
+  first call, and after a restart, the count starts when the Pod became ready); its Pod is deleted and
+  `status.message` says why. The operator looks at each session again at its next expiry. The API server deletes ended sessions; the operator deletes `Ended` and
+  `Failed` ones 10 minutes after they ended.
+- `status.lastActivityAt` is the API server's: it writes it with a merge patch of the status after each call,
+  and the operator never writes it.
+- `requirementsTxt` is refused (`Failed`, reason `RequirementsNotSupported`): a session Pod has no install stage.
+  Other refusals are an execution's of the same class (`ImageNotAllowed`, `RuntimeClassNotAllowed`,
+  `LimitTooHigh`, ...), with that reason.
+
+### Example
+
+```yaml
+apiVersion: pyexec.io/v1alpha1
+kind: PythonSession
+metadata:
+  name: analysis               # at most 63 characters (it labels the Pod)
+spec:
+  pythonVersion: \"3.12\"
+  env: [{name: MODE, value: test}]
+  limits: {memoryMB: 1024, cpu: \"1\", diskMB: 1024}
+  network: none
+  idleTimeoutSeconds: 600
+  maxLifetimeSeconds: 3600
+```
+";
+
 /// The reference as Markdown.
 pub fn markdown() -> String {
     let mut out = String::from(
@@ -99,6 +147,16 @@ pub fn markdown() -> String {
     out.push('\n');
     out.push_str(POOL_MATCHING);
     tables(&pool, &mut out);
+    out.push_str(
+        "\n## PythonSession\n\n\
+         Group `pyexec.io`, version `v1alpha1`, kind `PythonSession`, namespaced, short name `pyexecsession`: a \
+         Python interpreter that keeps its state between calls, in a Pod of its own ([Sessions](kubernetes.md#sessions)).\n",
+    );
+    let session = serde_json::to_value(PythonSession::crd()).unwrap_or_default();
+    subresources(&session, &mut out);
+    out.push('\n');
+    out.push_str(SESSION_LIFECYCLE);
+    tables(&session, &mut out);
     out
 }
 

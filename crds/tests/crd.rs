@@ -107,3 +107,52 @@ fn the_spec_is_immutable() {
     status_only.status = Some(PythonExecutionStatus { phase: Some(Phase::Running), ..Default::default() });
     status_only.validate_cel_update(&old).unwrap();
 }
+
+#[test]
+fn the_committed_session_crd_is_current() {
+    let committed =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/pythonsession.yaml")).unwrap_or_default();
+    assert!(
+        committed == session_crd_yaml(),
+        "crds/pythonsession.yaml is stale: run `cargo run -p pyexec-crds --bin crdgen -- --session > crds/pythonsession.yaml`"
+    );
+}
+
+fn python_session(name: &str, spec: serde_json::Value) -> PythonSession {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "pyexec.io/v1alpha1", "kind": "PythonSession",
+        "metadata": {"name": name, "namespace": "default"}, "spec": spec,
+    }))
+    .unwrap()
+}
+
+#[test]
+fn session_cel_rules_accept_good_sessions_and_refuse_bad_ones() {
+    python_session("s", serde_json::json!({})).validate_cel().unwrap();
+    let full = python_session(
+        &"s".repeat(63),
+        serde_json::json!({"pythonVersion": "3.12", "env": [{"name": "MODE", "value": "test"}],
+                           "limits": {"memoryMB": 512, "cpu": "500m", "diskMB": 100}, "network": "egress",
+                           "idleTimeoutSeconds": 60, "maxLifetimeSeconds": 600}),
+    );
+    full.validate_cel().unwrap();
+    assert_eq!((full.spec.idle_timeout_seconds, full.spec.limits.cpu.0.as_str()), (60, "500m"));
+    let both = python_session("s", serde_json::json!({"image": "python:3.12-slim", "pythonVersion": "3.12"}));
+    let err = both.validate_cel().unwrap_err().to_string();
+    assert!(err.contains("at most one of image, pythonVersion"), "{err}");
+    let long = python_session(&"s".repeat(64), serde_json::json!({}));
+    let err = long.validate_cel().unwrap_err().to_string();
+    assert!(err.contains("at most 63 characters"), "{err}");
+}
+
+#[test]
+fn a_sessions_spec_is_immutable_and_its_status_is_not() {
+    let old = python_session("s", serde_json::json!({}));
+    let mut new = old.clone();
+    new.spec.idle_timeout_seconds = 5;
+    let err = new.validate_cel_update(&old).unwrap_err().to_string();
+    assert!(err.contains("spec is immutable"), "{err}");
+    let mut status_only = old.clone();
+    status_only.status = Some(PythonSessionStatus { phase: Some(SessionPhase::Ready), ..Default::default() });
+    status_only.validate_cel_update(&old).unwrap();
+}

@@ -6,8 +6,9 @@
 //! failing the list of every object in scope. The watch's health is shared with `/readyz` ([`Readiness`]), and at
 //! most [`crate::config::OperatorConfig::concurrency`] reconciliations run at once.
 //!
-//! Beside it, with the same context, runs the warm pools' controller ([`crate::pool::controller`]), which keeps
-//! each PythonExecutionPool's idle Pods; it returns at once when the pool CRD is not installed. Executions meet the
+//! Beside it, with the same context, run the warm pools' controller ([`crate::pool::controller`]), which keeps
+//! each PythonExecutionPool's idle Pods, and the sessions' controller ([`crate::session::controller`]), which keeps
+//! each PythonSession's Pod; each returns at once when its CRD is not installed. Executions meet the
 //! pools only in their own reconciliation: before creating a Pod, [`crate::reconcile`] tries to claim an idle Ready
 //! Pod of a pool that fits ([`crate::pool::claim`]: one merge patch, at the Pod's `resourceVersion`, that moves its
 //! controller owner reference to the execution). From then on the claimed Pod is the execution's child, and its
@@ -65,6 +66,9 @@ pub async fn run(client: Client, ctx: Arc<Context>, namespace: Option<&str>, rea
     let sweeper = tokio::spawn(sweep(controller.store(), ctx.clone()));
     // The warm pools' controller runs beside this one, with the same context, and stops with it.
     let pools = tokio::spawn(crate::pool::controller::run(client.clone(), ctx.clone(), namespace.map(str::to_owned)));
+    // So does the sessions' controller.
+    let sessions =
+        tokio::spawn(crate::session::controller::run(client.clone(), ctx.clone(), namespace.map(str::to_owned)));
     let metrics = ctx.metrics.clone();
     controller
         .with_config(config)
@@ -90,6 +94,7 @@ pub async fn run(client: Client, ctx: Arc<Context>, namespace: Option<&str>, rea
         .await;
     sweeper.abort();
     pools.abort();
+    sessions.abort();
 }
 
 /// How often the context's per-object state is swept against the store of executions.

@@ -16,7 +16,8 @@
 //! - [`attach`]: streaming archives and the go-ahead into Pods through the attach API;
 //! - [`logs`]: the store of full outputs, and [`server`] its HTTP endpoint with metrics and health;
 //! - [`metrics`]: Prometheus metrics;
-//! - [`pool`]: warm pools (`PythonExecutionPool`): their idle Pods, and the claim of one by an execution that fits.
+//! - [`pool`]: warm pools (`PythonExecutionPool`): their idle Pods, and the claim of one by an execution that fits;
+//! - [`session`]: sessions (`PythonSession`): one interpreter that keeps its state between calls, in a Pod of its own.
 
 pub mod admission;
 pub mod attach;
@@ -35,4 +36,5 @@ pub mod pool;
 pub mod reconcile;
 pub mod retry;
 pub mod server;
+pub mod session;
 pub mod status;

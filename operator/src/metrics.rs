@@ -36,6 +36,11 @@ struct PoolLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FinishLabels {
     phase: String,
     reason: String,
@@ -68,6 +73,8 @@ pub struct Metrics {
     claims: Family<Outcome, Counter>,
     pool_idle: Family<PoolLabels, Gauge>,
     pool_claimed: Family<PoolLabels, Gauge>,
+    session_pods: Family<KindLabel, Counter>,
+    sessions_ended: Family<FinishLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -137,6 +144,19 @@ impl Metrics {
             "Pods claimed from each warm pool that still exist (running their executions)",
             pool_claimed.clone(),
         );
+        let session_pods = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "session_pods_created",
+            "Session Pods created, by kind (start: a session's first; restart: one replacing a Pod that was lost, \
+             ended or deleted to restart the interpreter)",
+            session_pods.clone(),
+        );
+        let sessions_ended = Family::<FinishLabels, Counter>::default();
+        registry.register(
+            "sessions_ended",
+            "Sessions ended, by final phase (Ended, Failed) and the reason of their Ready condition",
+            sessions_ended.clone(),
+        );
         Metrics {
             registry: Arc::new(registry),
             reconciles,
@@ -154,7 +174,19 @@ impl Metrics {
             claims,
             pool_idle,
             pool_claimed,
+            session_pods,
+            sessions_ended,
         }
+    }
+
+    /// A session's Pod was created: its first (`start`) or a replacement (`restart`).
+    pub fn session_pod_created(&self, kind: &str) {
+        self.session_pods.get_or_create(&KindLabel { kind: kind.into() }).inc();
+    }
+
+    /// A session reached a final phase (`Ended`, `Failed`) for this reason.
+    pub fn session_ended(&self, phase: &str, reason: &str) {
+        self.sessions_ended.get_or_create(&FinishLabels { phase: phase.into(), reason: reason.into() }).inc();
     }
 
     /// One reconciliation ended.

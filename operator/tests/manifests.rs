@@ -193,3 +193,37 @@ fn the_crd_and_the_examples_are_valid() {
     assert!(ok, "{out}");
     assert!(!out.contains("SKIP"), "every example was checked: {out}");
 }
+
+#[test]
+fn session_objects_pass_the_schemas_and_pod_security_restricted() {
+    let Some(python) = validator() else { return };
+    use pyexec_operator::session::desired as session;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config();
+    let mut files = Vec::new();
+    let specs = [
+        ("plain", serde_json::json!({"env": [{"name": "MODE", "value": "test"}]})),
+        ("egress", serde_json::json!({"network": "egress", "runtimeClassName": "gvisor", "limits": {"cpu": "500m"}})),
+    ];
+    for (name, spec) in specs {
+        let cr: pyexec_crds::PythonSession = serde_json::from_value(serde_json::json!({
+            "apiVersion": "pyexec.io/v1alpha1", "kind": "PythonSession",
+            "metadata": {"name": name, "namespace": "team-a", "uid": "5e55-0001", "generation": 1},
+            "spec": spec,
+        }))
+        .unwrap();
+        let admitted = session::admit(&cr, &config).unwrap();
+        let mut pod = session::pod(&cr, &admitted, &config, 0, 3720);
+        // The API server names it from generateName; the validator needs a name.
+        pod.metadata.name = Some(format!("{name}-x1y2z"));
+        files.push(write_yaml(dir.path(), &format!("session-{name}-pod"), &pod));
+        files.push(write_yaml(dir.path(), &format!("session-{name}-cm"), &session::config_map(&cr)));
+        files.push(write_yaml(dir.path(), &format!("session-{name}-np"), &session::network_policy(&cr, &config)));
+    }
+    let (ok, out) = validate(&python, &["--pss", "restricted", "--sandbox-extras"], &files);
+    assert!(ok, "{out}");
+    assert_eq!(out.lines().filter(|l| l.starts_with("OK ")).count(), files.len(), "{out}");
+    let crd = root().join("crds/pythonsession.yaml");
+    let (ok, out) = validate(&python, &[], std::slice::from_ref(&crd));
+    assert!(ok, "the session CRD object: {out}");
+}

@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "python-executor"
 CRD = ROOT / "crds" / "pythonexecution.yaml"
 POOL_CRD = ROOT / "crds" / "pythonexecutionpool.yaml"
+SESSION_CRD = ROOT / "crds" / "pythonsession.yaml"
 HELM = ROOT / "target" / "k8s-tools" / "bin" / "helm"
 VALIDATOR = ROOT / "scripts" / "k8s" / "validate_manifests.py"
 DOCS = ROOT / "docs" / "helm.md"
@@ -77,8 +78,11 @@ ACCEPTED_CONFIG_KEYS: dict[str, Any] = {
 # The RBAC the components need (docs/kubernetes.md), as (apiGroup, resource) -> verbs. Exactly these, no more.
 APISERVER_RULES = {
     ("pyexec.io", "pythonexecutions"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("", "pods"): {"get"},
+    ("pyexec.io", "pythonsessions"): {"get", "list", "watch", "create", "patch", "delete"},
+    ("pyexec.io", "pythonsessions/status"): {"patch"},
+    ("", "pods"): {"get", "delete"},
     ("", "pods/log"): {"get"},
+    ("", "pods/attach"): {"create"},
 }
 OPERATOR_RULES = {
     ("pyexec.io", "pythonexecutions"): {"get", "list", "watch", "patch", "update", "delete"},
@@ -87,6 +91,9 @@ OPERATOR_RULES = {
     ("pyexec.io", "pythonexecutionpools"): {"get", "list", "watch"},
     ("pyexec.io", "pythonexecutionpools/status"): {"get", "patch", "update"},
     ("pyexec.io", "pythonexecutionpools/finalizers"): {"update"},
+    ("pyexec.io", "pythonsessions"): {"get", "list", "watch", "delete"},
+    ("pyexec.io", "pythonsessions/status"): {"get", "patch", "update"},
+    ("pyexec.io", "pythonsessions/finalizers"): {"update"},
     ("", "pods"): {"get", "list", "watch", "create", "delete", "patch"},
     ("", "pods/log"): {"get"},
     ("", "pods/attach"): {"create", "get"},
@@ -303,6 +310,8 @@ def test_crd_copy_is_identical():
     pool = ROOT / "crds" / "pythonexecutionpool.yaml"
     assert (CHART / "crds" / "pythonexecutionpool.yaml").read_bytes() == pool.read_bytes(), (
         "charts/python-executor/crds/pythonexecutionpool.yaml differs from crds/pythonexecutionpool.yaml: copy it again")
+    assert (CHART / "crds" / "pythonsession.yaml").read_bytes() == SESSION_CRD.read_bytes(), (
+        "charts/python-executor/crds/pythonsession.yaml differs from crds/pythonsession.yaml: copy it again")
 
 
 @pytest.mark.parametrize("bad, words", [
@@ -894,6 +903,8 @@ def test_the_kustomize_base_is_the_chart_rendered():
     assert committed == rendered.stdout, (
         "deploy/kustomize/base/python-executor.yaml is stale: regenerate it (deploy/kustomize/README.md)")
     assert (KUSTOMIZE / "base" / "pythonexecution-crd.yaml").read_bytes() == CRD.read_bytes()
+    assert (KUSTOMIZE / "base" / "pythonexecutionpool-crd.yaml").read_bytes() == POOL_CRD.read_bytes()
+    assert (KUSTOMIZE / "base" / "pythonsession-crd.yaml").read_bytes() == SESSION_CRD.read_bytes()
 
 
 def test_the_kustomize_base_builds_and_validates(tmp_path):

@@ -9,7 +9,7 @@
 
 mod config_map;
 mod network_policy;
-mod pod;
+pub(crate) mod pod;
 
 pub use config_map::config_map;
 pub use network_policy::{PolicyStage, STAGE_ANNOTATION, find_default_deny, is_default_deny, network_policy, stage_of};
@@ -26,6 +26,50 @@ use pyexec_crds::contract::{MANAGED_BY_LABEL, OPERATOR};
 pub const EXECUTION_LABEL: &str = "pyexec.io/execution";
 /// Label naming the owning resource (informational; names can exceed label length, so it is cut).
 pub const NAME_LABEL: &str = "pyexec.io/name";
+
+/// The class of a long-lived Pod, as a pool's or a session's spec gives it.
+pub struct PodClass<'a> {
+    /// CPython version, when no image is named.
+    pub python_version: Option<&'a String>,
+    /// Image, from the allow-list.
+    pub image: Option<&'a String>,
+    /// Memory, CPU and disk.
+    pub limits: &'a pyexec_crds::PoolLimits,
+    /// Network mode.
+    pub network: pyexec_crds::NetworkMode,
+    /// RuntimeClass.
+    pub runtime_class_name: Option<&'a String>,
+}
+
+/// What a long-lived Pod of a class is built like (a warm pool's idle Pod, a session's Pod): an execution of that
+/// class, named after and owned like `owner` (the execution builders and admission read its name, namespace and
+/// uid), with no source and a timeout the operator allows (the Pod's real deadline is set by its own controller).
+pub fn class_execution<K: Resource>(
+    owner: &K,
+    class: &PodClass<'_>,
+    config: &crate::config::OperatorConfig,
+) -> PythonExecution {
+    let limits = pyexec_crds::Limits {
+        timeout_seconds: pyexec_crds::Limits::default().timeout_seconds.min(config.max_limits.timeout_seconds).max(1),
+        memory_mb: class.limits.memory_mb,
+        cpu: class.limits.cpu.clone(),
+        disk_mb: class.limits.disk_mb,
+    };
+    let mut cr = PythonExecution::new(
+        &owner.meta().name.clone().unwrap_or_default(),
+        pyexec_crds::PythonExecutionSpec {
+            python_version: class.python_version.cloned(),
+            image: class.image.cloned(),
+            limits,
+            network: class.network,
+            runtime_class_name: class.runtime_class_name.cloned(),
+            ..pyexec_crds::PythonExecutionSpec::default()
+        },
+    );
+    cr.metadata.namespace = owner.meta().namespace.clone();
+    cr.metadata.uid = owner.meta().uid.clone();
+    cr
+}
 
 /// Labels of every child of `cr`.
 pub fn labels(cr: &PythonExecution) -> BTreeMap<String, String> {

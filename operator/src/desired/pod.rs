@@ -36,7 +36,7 @@ use crate::admission::Admitted;
 use crate::config::OperatorConfig;
 
 /// The uid and gid of every container.
-const UID: i64 = 1000;
+pub(crate) const UID: i64 = 1000;
 
 /// The execution's Pod. `nonce` marks the runner's frames (see `pyexec_core::pod`).
 pub fn pod(cr: &PythonExecution, admitted: &Admitted, config: &OperatorConfig, nonce: &str) -> Pod {
@@ -161,14 +161,7 @@ pub fn pod(cr: &PythonExecution, admitted: &Admitted, config: &OperatorConfig, n
             host_users: config.host_users.then_some(false),
             runtime_class_name: spec.runtime_class_name.clone(),
             termination_grace_period_seconds: Some(1),
-            security_context: Some(PodSecurityContext {
-                run_as_non_root: Some(true),
-                run_as_user: Some(UID),
-                run_as_group: Some(UID),
-                fs_group: Some(UID),
-                seccomp_profile: Some(runtime_default()),
-                ..PodSecurityContext::default()
-            }),
+            security_context: Some(pod_security_context()),
             init_containers: (!init.is_empty()).then_some(init),
             containers: vec![main],
             volumes: Some(volumes),
@@ -241,7 +234,21 @@ fn docker_sidecar(config: &OperatorConfig, disk_mb: u64) -> Container {
     }
 }
 
-fn locked_down() -> SecurityContext {
+/// The Pod-level security context of every Pod the operator runs code in (executions, idle pool Pods, sessions):
+/// uid and gid 1000 and never root, files of the volumes owned by that group, the runtime's seccomp profile.
+pub(crate) fn pod_security_context() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(UID),
+        run_as_group: Some(UID),
+        fs_group: Some(UID),
+        seccomp_profile: Some(runtime_default()),
+        ..PodSecurityContext::default()
+    }
+}
+
+/// The security context of every container that runs user code: Pod Security "restricted" and a read-only root.
+pub(crate) fn locked_down() -> SecurityContext {
     SecurityContext {
         allow_privilege_escalation: Some(false),
         privileged: Some(false),
@@ -259,7 +266,8 @@ fn runtime_default() -> SeccompProfile {
     SeccompProfile { type_: "RuntimeDefault".into(), localhost_profile: None }
 }
 
-fn resources(cpu_millis: u64, memory_mb: u64, storage_mb: u64) -> ResourceRequirements {
+/// Requests = limits: CPU (millicores), memory and ephemeral storage (MiB).
+pub(crate) fn resources(cpu_millis: u64, memory_mb: u64, storage_mb: u64) -> ResourceRequirements {
     let amounts = BTreeMap::from([
         ("cpu".to_string(), Quantity(format!("{cpu_millis}m"))),
         ("memory".to_string(), Quantity(format!("{memory_mb}Mi"))),
@@ -272,7 +280,8 @@ fn small_resources() -> ResourceRequirements {
     resources(250, 128, 64)
 }
 
-fn empty_dir(name: &str, size_mb: u64) -> Volume {
+/// A size-capped `emptyDir` volume (MiB).
+pub(crate) fn empty_dir(name: &str, size_mb: u64) -> Volume {
     Volume {
         name: name.into(),
         empty_dir: Some(EmptyDirVolumeSource { medium: None, size_limit: Some(Quantity(format!("{size_mb}Mi"))) }),
@@ -280,7 +289,8 @@ fn empty_dir(name: &str, size_mb: u64) -> Volume {
     }
 }
 
-fn mount(volume: &str, path: &str, read_only: bool) -> VolumeMount {
+/// A mount of `volume` at `path`.
+pub(crate) fn mount(volume: &str, path: &str, read_only: bool) -> VolumeMount {
     VolumeMount {
         name: volume.into(),
         mount_path: path.into(),
@@ -289,7 +299,8 @@ fn mount(volume: &str, path: &str, read_only: bool) -> VolumeMount {
     }
 }
 
-fn env(name: &str, value: &str) -> EnvVar {
+/// A plain environment variable.
+pub(crate) fn env(name: &str, value: &str) -> EnvVar {
     EnvVar { name: name.into(), value: Some(value.into()), value_from: None }
 }
 

@@ -5,11 +5,11 @@
 //! template execution, [`template`]), so a pool can never hold Pods that no execution could have had (an image off
 //! the allow-list, a RuntimeClass the operator does not allow, limits above its maximum).
 
-use kube::ResourceExt;
-use pyexec_crds::{Limits, PythonExecution, PythonExecutionPool, PythonExecutionSpec};
+use pyexec_crds::{PythonExecution, PythonExecutionPool};
 
 use crate::admission::{Admitted, Refusal, admit};
 use crate::config::OperatorConfig;
+use crate::desired::{PodClass, class_execution};
 
 /// The Pods of one pool: what an execution must have asked for to claim one.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,27 +24,15 @@ pub struct PoolClass {
 /// pool's name, namespace and uid (the builders name and label a Pod after it; the pool renames them).
 pub fn template(pool: &PythonExecutionPool, config: &OperatorConfig) -> PythonExecution {
     let spec = &pool.spec;
-    let limits = Limits {
-        // A timeout the operator allows; an idle Pod has no deadline, a claimed one gets its execution's.
-        timeout_seconds: Limits::default().timeout_seconds.min(config.max_limits.timeout_seconds).max(1),
-        memory_mb: spec.limits.memory_mb,
-        cpu: spec.limits.cpu.clone(),
-        disk_mb: spec.limits.disk_mb,
+    let class = PodClass {
+        python_version: spec.python_version.as_ref(),
+        image: spec.image.as_ref(),
+        limits: &spec.limits,
+        network: spec.network,
+        runtime_class_name: spec.runtime_class_name.as_ref(),
     };
-    let mut cr = PythonExecution::new(
-        &pool.name_any(),
-        PythonExecutionSpec {
-            python_version: spec.python_version.clone(),
-            image: spec.image.clone(),
-            limits,
-            network: spec.network,
-            runtime_class_name: spec.runtime_class_name.clone(),
-            ..PythonExecutionSpec::default()
-        },
-    );
-    cr.metadata.namespace = pool.namespace();
-    cr.metadata.uid = pool.uid();
-    cr
+    // An idle Pod has no deadline; a claimed one gets its execution's.
+    class_execution(pool, &class, config)
 }
 
 impl PoolClass {

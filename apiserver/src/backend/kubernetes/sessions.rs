@@ -30,6 +30,8 @@ pub const BUSY_ANNOTATION: &str = "pyexec.io/busy";
 pub const SESSION_CONTAINER: &str = "python";
 /// How long a new session may take to become ready (its Pod scheduled, its image pulled).
 const READY_TIMEOUT: Duration = Duration::from_secs(180);
+/// The longest idle timeout and lifetime a PythonSession takes.
+const MAX_SECONDS: u64 = 86_400;
 /// Largest reply a call or file request moves.
 const MAX_PAYLOAD: u64 = 128 << 20;
 
@@ -75,7 +77,12 @@ pub fn info_of(session: &PythonSession) -> Option<SessionInfo> {
     let name = session.metadata.name.as_deref()?;
     let status = session.status.clone().unwrap_or_default();
     let created = timestamp(session.metadata.creation_timestamp.as_ref()).unwrap_or_else(Timestamp::now);
-    let last = timestamp(status.last_activity_at.as_ref()).or(timestamp(status.ready_at.as_ref())).unwrap_or(created);
+    // The operator counts idleness from the later of the two (a restarted Pod is not idle from the start).
+    let last = [timestamp(status.last_activity_at.as_ref()), timestamp(status.ready_at.as_ref())]
+        .into_iter()
+        .flatten()
+        .max()
+        .unwrap_or(created);
     let spec = &session.spec;
     let idle = Duration::from_secs(u64::from(spec.idle_timeout_seconds));
     let lifetime_end = created.plus(Duration::from_secs(u64::from(spec.max_lifetime_seconds)));
@@ -129,8 +136,9 @@ pub fn resource(
             disk_mb: spec.limits.disk_mb,
         },
         network: if spec.network { NetworkMode::Egress } else { NetworkMode::None },
-        idle_timeout_seconds: u32::try_from(idle_seconds).unwrap_or(u32::MAX),
-        max_lifetime_seconds: u32::try_from(max_lifetime.as_secs()).unwrap_or(u32::MAX),
+        // The resource allows at most a day for either.
+        idle_timeout_seconds: u32::try_from(idle_seconds.clamp(1, MAX_SECONDS)).unwrap_or(1),
+        max_lifetime_seconds: u32::try_from(max_lifetime.as_secs().clamp(1, MAX_SECONDS)).unwrap_or(1),
         ..PythonSessionSpec::default()
     };
     let mut session = PythonSession::new(name, session_spec);

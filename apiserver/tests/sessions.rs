@@ -467,3 +467,34 @@ async fn forged_replies_only_break_their_own_session() {
     assert_eq!(run(&s, &id, "3 + 3").await["result"], "6");
     assert_eq!(run(&s, &other, "kept").await["result"], "1", "the other session is untouched");
 }
+
+/// A server that dies (SIGKILL, no clean-up) takes its sessions with it: no process of them stays, and after a
+/// restart their ids are unknown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_restart_ends_every_session() {
+    if Server::external() {
+        eprintln!("!!! SKIPPED a_server_restart_ends_every_session: it restarts its own server");
+        return;
+    }
+    let mut s = Server::start().await;
+    let id = new_session(&s, json!({})).await;
+    let marker = b"sleep\x003142\x00";
+    run(&s, &id, "import subprocess\nsubprocess.Popen(['sleep', '3142'])\nx = 1").await;
+    assert_eq!(processes(marker), 1);
+    s.kill_hard();
+    // The sandboxes die with the server (their init has the parent-death signal): give the kernel a moment.
+    let mut gone = false;
+    for _ in 0..100 {
+        if processes(marker) == 0 {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(gone, "a session's process outlived its server");
+    s.restart().await;
+    let r = s.get(&format!("/api/v1/sessions/{id}")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let r = s.post(&format!("/api/v1/sessions/{id}/eval")).json(&json!({"code": "x"})).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+}

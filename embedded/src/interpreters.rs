@@ -46,6 +46,69 @@ pub struct Interpreter {
     /// Its `sys.stdlib_module_names`: never installed as dependencies.
     #[serde(skip)]
     pub stdlib: Arc<BTreeSet<String>>,
+    /// The eval and session runners compiled by it, when that worked (see [`CompiledRunners`]).
+    #[serde(skip)]
+    pub runners: Option<Arc<CompiledRunners>>,
+}
+
+/// The runners as bytecode of one interpreter. A sandbox gets them as sourceless `.pyc` files: CPython runs and
+/// imports those without compiling, which a run would otherwise do on every start (milliseconds for the eval runner,
+/// the largest part of a trivial run's overhead over bare CPython).
+#[derive(Debug, PartialEq, Eq)]
+pub struct CompiledRunners {
+    /// `core/python/eval_runner.py`.
+    pub eval: Vec<u8>,
+    /// `core/python/session_runner.py`.
+    pub session: Vec<u8>,
+}
+
+/// Compiles the sources on stdin (`{"name": [path, source]}`) into `.pyc` images (16-byte header, then the code),
+/// base64 on stdout. The code keeps the source's path as its file name, so tracebacks read the same.
+const COMPILE: &str = r#"
+import base64, json, sys
+from importlib import _bootstrap_external as b
+out = {}
+for name, (path, text) in json.load(sys.stdin).items():
+    code = compile(text, path, "exec", dont_inherit=True)
+    out[name] = base64.b64encode(b._code_to_timestamp_pyc(code, 0, 0)).decode()
+json.dump(out, sys.stdout)
+"#;
+
+/// The runners compiled by `executable`.
+async fn compile_runners(executable: &Path) -> Result<CompiledRunners, String> {
+    use base64::Engine;
+    use tokio::io::AsyncWriteExt;
+    let sources = serde_json::json!({
+        "eval": [pyexec_core::eval::EVAL_RUNNER_PATH, pyexec_core::eval::EVAL_RUNNER_SOURCE],
+        "session": [pyexec_core::session::SESSION_RUNNER_PATH, pyexec_core::session::SESSION_RUNNER_SOURCE],
+    });
+    let mut child = tokio::process::Command::new(executable)
+        .args(["-I", "-S", "-c", COMPILE])
+        .env_clear()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let mut stdin = child.stdin.take().ok_or("no stdin")?;
+    let input = sources.to_string();
+    let writing = async move { stdin.write_all(input.as_bytes()).await };
+    let (written, output) =
+        tokio::time::timeout(Duration::from_secs(30), async { tokio::join!(writing, child.wait_with_output()) })
+            .await
+            .map_err(|_| "did not answer within 30 s".to_string())?;
+    written.map_err(|e| e.to_string())?;
+    let output = output.map_err(|e| e.to_string())?;
+    if !output.status.success() {
+        return Err(String::from_utf8_lossy(&output.stderr).trim().to_owned());
+    }
+    let answer: BTreeMap<String, String> = serde_json::from_slice(&output.stdout).map_err(|e| e.to_string())?;
+    let decode = |name: &str| -> Result<Vec<u8>, String> {
+        let text = answer.get(name).ok_or_else(|| format!("no {name} runner"))?;
+        base64::engine::general_purpose::STANDARD.decode(text).map_err(|e| e.to_string())
+    };
+    Ok(CompiledRunners { eval: decode("eval")?, session: decode("session")? })
 }
 
 impl Interpreter {
@@ -255,6 +318,13 @@ async fn probe(candidate: &Path, version: PythonVersion, source: &'static str) -
         Vec::new()
     };
     let full_version = answer.version.iter().map(ToString::to_string).collect::<Vec<_>>().join(".");
+    let runners = match compile_runners(&executable).await {
+        Ok(runners) => Some(Arc::new(runners)),
+        Err(e) => {
+            tracing::warn!(executable = %executable.display(), error = %e, "runs compile the runner on every start");
+            None
+        }
+    };
     Ok(Interpreter {
         version,
         full_version,
@@ -264,6 +334,7 @@ async fn probe(candidate: &Path, version: PythonVersion, source: &'static str) -
         sandbox_env,
         source,
         stdlib: Arc::new(answer.stdlib),
+        runners,
     })
 }
 
@@ -301,6 +372,7 @@ mod tests {
             sandbox_env: Vec::new(),
             source: "config",
             stdlib: Arc::default(),
+            runners: None,
         }
     }
 

@@ -5,6 +5,9 @@ use std::path::Path;
 
 use pyexec_core::ExecutionSpec;
 use pyexec_core::eval::{EVAL_RUNNER_PATH, EVAL_RUNNER_SOURCE, NO_EVAL_FLAG};
+use pyexec_core::session::{SESSION_RUNNER_PATH, SESSION_RUNNER_SOURCE};
+
+use crate::interpreters::Interpreter;
 use pyexec_core::paths::WORKSPACE_DIR;
 use pyexec_sandbox::GeneratedFile;
 
@@ -28,10 +31,58 @@ pub(crate) struct Invocation {
     pub files_out: Option<usize>,
 }
 
-/// Builds the invocation of `spec` with `python`. With `collect_files` the program runs under the eval runner
-/// (evaluating or not, as the request asks), which reports the files it wrote on an extra output; the caller asks
-/// for it only when the entrypoint is a file of the workspace (a missing one gets the interpreter's own error).
-pub(crate) fn invocation(spec: &ExecutionSpec, python: &Path, collect_files: bool) -> Invocation {
+/// The runners a sandbox of `interpreter` gets: the eval runner (and with `session` the session runner), as
+/// bytecode compiled by that interpreter when it could compile them, else as source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Runners {
+    /// What to run for the eval runner.
+    pub eval: String,
+    /// What to run for the session runner.
+    pub session: String,
+    /// The files that put them there.
+    pub files: Vec<GeneratedFile>,
+}
+
+/// The eval runner's path when it is bytecode (a sourceless module: importable too, by the session runner).
+pub(crate) const EVAL_RUNNER_PYC: &str = "/opt/pyexec/eval_runner.pyc";
+/// The session runner's path when it is bytecode.
+const SESSION_RUNNER_PYC: &str = "/opt/pyexec/session_runner.pyc";
+
+pub(crate) fn runners(interpreter: &Interpreter, session: bool) -> Runners {
+    let file = |path: &str, content: &[u8]| GeneratedFile { path: path.into(), content: content.to_vec(), mode: 0o644 };
+    match &interpreter.runners {
+        Some(compiled) => {
+            let mut files = vec![file(EVAL_RUNNER_PYC, &compiled.eval)];
+            if session {
+                files.push(file(SESSION_RUNNER_PYC, &compiled.session));
+            }
+            Runners { eval: EVAL_RUNNER_PYC.into(), session: SESSION_RUNNER_PYC.into(), files }
+        }
+        None => {
+            let mut files = vec![file(EVAL_RUNNER_PATH, EVAL_RUNNER_SOURCE.as_bytes())];
+            if session {
+                files.push(file(SESSION_RUNNER_PATH, SESSION_RUNNER_SOURCE.as_bytes()));
+            }
+            Runners { eval: EVAL_RUNNER_PATH.into(), session: SESSION_RUNNER_PATH.into(), files }
+        }
+    }
+}
+
+/// Whether `arg` of an invocation belongs to the eval runner (its path or its flag), not to the program.
+pub(crate) fn is_runner_arg(arg: &str) -> bool {
+    arg == EVAL_RUNNER_PATH || arg == EVAL_RUNNER_PYC || arg == NO_EVAL_FLAG
+}
+
+/// Builds the invocation of `spec` with `python` of `interpreter`. With `collect_files` the program runs under the
+/// eval runner (evaluating or not, as the request asks), which reports the files it wrote on an extra output; the
+/// caller asks for it only when the entrypoint is a file of the workspace (a missing one gets the interpreter's
+/// own error).
+pub(crate) fn invocation(
+    spec: &ExecutionSpec,
+    interpreter: &Interpreter,
+    python: &Path,
+    collect_files: bool,
+) -> Invocation {
     let mut inv = Invocation {
         program: python.display().to_string(),
         args: Vec::new(),
@@ -46,12 +97,9 @@ pub(crate) fn invocation(spec: &ExecutionSpec, python: &Path, collect_files: boo
         None => WORKSPACE_DIR.to_string(),
     };
     if spec.eval_last_expr || collect_files {
-        inv.args.push(EVAL_RUNNER_PATH.into());
-        inv.files.push(GeneratedFile {
-            path: EVAL_RUNNER_PATH.into(),
-            content: EVAL_RUNNER_SOURCE.as_bytes().to_vec(),
-            mode: 0o644,
-        });
+        let runners = runners(interpreter, false);
+        inv.args.push(runners.eval);
+        inv.files = runners.files;
     }
     if spec.eval_last_expr {
         inv.result = Some(inv.extra_outputs);
@@ -108,31 +156,64 @@ pub(crate) fn pre_command_failure(log: &str) -> Option<(usize, i32, String)> {
 mod tests {
     use super::*;
 
+    use crate::interpreters::CompiledRunners;
+
     fn spec(json: &str) -> ExecutionSpec {
         pyexec_core::Policy::default().spec_from_metadata(serde_json::from_str(json).unwrap()).unwrap()
+    }
+
+    fn interpreter(compiled: bool) -> Interpreter {
+        Interpreter {
+            version: pyexec_core::PythonVersion { minor: 12 },
+            full_version: "3.12.0".into(),
+            executable: "/usr/bin/python3.12".into(),
+            sandbox_executable: "/usr/bin/python3.12".into(),
+            mounts: Vec::new(),
+            sandbox_env: Vec::new(),
+            source: "config",
+            stdlib: std::sync::Arc::default(),
+            runners: compiled.then(|| {
+                std::sync::Arc::new(CompiledRunners { eval: b"eval-pyc".to_vec(), session: b"ses-pyc".to_vec() })
+            }),
+        }
+    }
+
+    #[test]
+    fn runners_are_bytecode_when_the_interpreter_compiled_them() {
+        let compiled = runners(&interpreter(true), true);
+        assert_eq!((compiled.eval.as_str(), compiled.session.as_str()), (EVAL_RUNNER_PYC, SESSION_RUNNER_PYC));
+        let contents: Vec<&[u8]> = compiled.files.iter().map(|f| f.content.as_slice()).collect();
+        assert_eq!(contents, [&b"eval-pyc"[..], &b"ses-pyc"[..]]);
+        let source = runners(&interpreter(false), false);
+        assert_eq!(source.eval, EVAL_RUNNER_PATH);
+        assert_eq!(source.files.len(), 1, "no session runner unless asked");
+        assert_eq!(source.files[0].content, EVAL_RUNNER_SOURCE.as_bytes());
+        assert!(is_runner_arg(EVAL_RUNNER_PYC) && is_runner_arg(NO_EVAL_FLAG) && !is_runner_arg("/work/main.py"));
     }
 
     #[test]
     fn plain_eval_and_wrapped_invocations() {
         let python = Path::new("/usr/bin/python3.12");
-        let inv = invocation(&spec(r#"{"entrypoint":"main.py","script_args":["a"]}"#), python, false);
+        let interp = interpreter(false);
+        let inv = invocation(&spec(r#"{"entrypoint":"main.py","script_args":["a"]}"#), &interp, python, false);
         assert_eq!(
             (inv.program.as_str(), inv.args.clone()),
             ("/usr/bin/python3.12", vec!["/work/main.py".into(), "a".into()])
         );
         let mut eval = spec(r#"{"entrypoint":"main.py"}"#);
         eval.eval_last_expr = true;
-        let inv = invocation(&eval, python, false);
+        let inv = invocation(&eval, &interp, python, false);
         assert_eq!(inv.args, vec![EVAL_RUNNER_PATH.to_string(), "/work/main.py".into()]);
         assert_eq!((inv.result, inv.extra_outputs), (Some(0), 1));
         // Collecting files: the runner, evaluating or not, with one more output.
-        let inv = invocation(&eval, python, true);
+        let inv = invocation(&eval, &interp, python, true);
         assert_eq!((inv.result, inv.files_out, inv.extra_outputs), (Some(0), Some(1), 2));
         let plain = spec(r#"{"entrypoint":"main.py","script_args":["a"]}"#);
-        let inv = invocation(&plain, python, true);
+        let inv = invocation(&plain, &interp, python, true);
         assert_eq!(inv.args, [EVAL_RUNNER_PATH, NO_EVAL_FLAG, "/work/main.py", "a"]);
         assert_eq!((inv.result, inv.files_out, inv.extra_outputs), (None, Some(0), 1));
-        let inv = invocation(&spec(r#"{"entrypoint":"main.py","pre_commands":["echo hi","true"]}"#), python, false);
+        let pre = spec(r#"{"entrypoint":"main.py","pre_commands":["echo hi","true"]}"#);
+        let inv = invocation(&pre, &interp, python, false);
         assert_eq!(inv.program, "/bin/sh");
         assert_eq!(&inv.args[2..], ["pyexec-pre", "2", "echo hi", "true", "/usr/bin/python3.12", "/work/main.py"]);
         assert_eq!(inv.pre_log, Some(0));

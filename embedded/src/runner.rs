@@ -6,15 +6,14 @@ use std::path::Path;
 use std::time::Duration;
 
 use pyexec_core::eval::RESULT_FD_ENV;
-use pyexec_core::eval::{EVAL_RUNNER_PATH, NO_EVAL_FLAG};
 use pyexec_core::files_out::{self, FilesOut};
 use pyexec_core::outcome::{
     Interruption, RunOutcome, Termination, failed, install_failed, killed_before_start, pre_command_failed,
 };
 use pyexec_core::{ExecutionResult, ExecutionSpec, PythonVersion, Timestamp, ValidationError, finalize};
 use pyexec_sandbox::{
-    ExitStatus, GeneratedFile, Handover, Interactive, IsolationReport, Network, Outcome, OutputChunk, RunLimits,
-    RunSpec, Sandbox, SandboxConfig, SandboxError,
+    ExitStatus, Handover, Interactive, IsolationReport, Network, Outcome, OutputChunk, RunLimits, RunSpec, Sandbox,
+    SandboxConfig, SandboxError,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -156,7 +155,7 @@ impl Runner {
             pyexec_core::EvalRequest { code: Some("None".into()), eval_last_expr: Some(true), ..Default::default() };
         match (pyexec_core::Policy::default().spec_from_eval(request), self.interpreters.get(None)) {
             (Ok((spec, _)), Ok(interpreter)) => {
-                let invocation = invocation(&spec, &interpreter.sandbox_executable, self.collects_files());
+                let invocation = invocation(&spec, interpreter, &interpreter.sandbox_executable, self.collects_files());
                 let cold = self.run_spec(&spec, interpreter, None, Path::new("/"), &invocation, Vec::new());
                 let (key, class) = self.warm_class(&pool, &spec, interpreter, None, &cold);
                 pool.pin(key, class());
@@ -199,7 +198,7 @@ impl Runner {
     ) -> (String, impl FnOnce() -> ClassSpec + 'a) {
         let preimport = pool.settings().preimport.runner_value(env.is_some());
         let base_env = environment(&[], interpreter, env, None);
-        let template = warm::template(cold, base_env, preimport);
+        let template = warm::template(cold, base_env, preimport, crate::program::runners(interpreter, false));
         let key = warm::key(&template, !self.sandbox.has_cgroups());
         let label = match env {
             // Which packages stays out of `/health`, which anyone may read: a count and the environment's key.
@@ -230,7 +229,8 @@ impl Runner {
         if warm::cold_reason(spec, preimport).is_some() || !entrypoint_is_file(workspace, spec) {
             return false;
         }
-        let invocation = invocation(spec, &python_of(interpreter, env.as_ref()), self.collect_files(spec, workspace));
+        let invocation =
+            invocation(spec, interpreter, &python_of(interpreter, env.as_ref()), self.collect_files(spec, workspace));
         let cold = self.run_spec(spec, interpreter, env.as_ref(), workspace, &invocation, Vec::new());
         let (key, class) = self.warm_class(pool, spec, interpreter, env.as_ref(), &cold);
         pool.register(&key, class);
@@ -337,7 +337,8 @@ impl Runner {
                 return cold(install_failed(execution_id, e, Some(accepted_at), ""));
             }
         };
-        let invocation = invocation(spec, &python_of(interpreter, env.as_ref()), self.collect_files(spec, workspace));
+        let invocation =
+            invocation(spec, interpreter, &python_of(interpreter, env.as_ref()), self.collect_files(spec, workspace));
         let stdin = match stdin_file {
             None => spec.stdin.clone().unwrap_or_default().into_bytes(),
             Some(path) => match tokio::fs::read(path).await {
@@ -422,16 +423,11 @@ impl Runner {
             }
         };
         let python = python_of(interpreter, env.as_ref());
+        let runners = crate::program::runners(interpreter, true);
         let invocation = Invocation {
             program: python.display().to_string(),
-            args: vec![pyexec_core::session::SESSION_RUNNER_PATH.into()],
-            files: [
-                (EVAL_RUNNER_PATH, pyexec_core::eval::EVAL_RUNNER_SOURCE),
-                (pyexec_core::session::SESSION_RUNNER_PATH, pyexec_core::session::SESSION_RUNNER_SOURCE),
-            ]
-            .into_iter()
-            .map(|(path, source)| GeneratedFile { path: path.into(), content: source.as_bytes().to_vec(), mode: 0o644 })
-            .collect(),
+            args: vec![runners.session],
+            files: runners.files,
             extra_outputs: 1,
             result: None,
             pre_log: None,
@@ -495,7 +491,7 @@ impl Runner {
         // takes one from the pool.
         let evaluate = invocation.result.is_some();
         // The warm interpreter is the runner already: the program's own arguments only.
-        let runner_args = invocation.args.iter().take_while(|a| *a == EVAL_RUNNER_PATH || *a == NO_EVAL_FLAG).count();
+        let runner_args = invocation.args.iter().take_while(|a| crate::program::is_runner_arg(a)).count();
         let argv: Vec<String> = invocation.args.iter().skip(runner_args).cloned().collect();
         let mut vars = run.env.clone();
         if invocation.files_out.is_some() {

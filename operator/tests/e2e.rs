@@ -5,7 +5,8 @@
 //! `deploy/examples/` complete with their output; a program without network cannot reach the cluster's DNS, the
 //! Kubernetes API or the chart's API server, and one with network cannot reach the cloud metadata address, the
 //! Kubernetes API or the API server either; out of memory is exit 137 with `oomKilled`; a timeout is exit 124 with
-//! reason `TimedOut`; the kill annotation ends a running execution as `Killed`. `helm test` then runs an eval
+//! reason `TimedOut`; the kill annotation ends a running execution as `Killed`; a `PythonSession` becomes Ready and
+//! keeps its state between two calls made through attach, and its Pod goes with it. `helm test` then runs an eval
 //! through the API server's Service. The release and both namespaces are removed at the end.
 //!
 //! ```sh
@@ -208,6 +209,7 @@ async fn the_chart_on_a_real_cluster() {
 }
 
 async fn checks(run: &Run, packages: bool) {
+    session(run).await;
     // The examples, as a platform team would apply them.
     let expectations = [
         ("hello.yaml", "hello", Some("Hello from 3.12")),
@@ -315,6 +317,63 @@ async fn checks(run: &Run, packages: bool) {
 
 /// Network cut-off on a real CNI: what the NetworkPolicies of the operator (and the runner's own fence check)
 /// must keep away from a program, probed by the program itself.
+/// A PythonSession becomes Ready with a Pod that runs the session runner; a call through attach (the API server's
+/// own link) keeps state; deleting the resource takes the Pod with it.
+async fn session(run: &Run) {
+    use pyexec_backend::session::{CallCaps, SessionControl, SessionLink};
+    struct InBand;
+    impl SessionControl for InBand {
+        fn interrupt(&self) -> bool {
+            false
+        }
+        fn oom_kills(&self) -> u64 {
+            0
+        }
+    }
+    let sessions: Api<pyexec_crds::PythonSession> = Api::namespaced(run.client.clone(), &run.executions);
+    let cr = pyexec_crds::PythonSession::new("e2e-session", pyexec_crds::PythonSessionSpec::default());
+    sessions.create(&PostParams::default(), &cr).await.unwrap();
+    let deadline = Instant::now() + RUN_LIMIT;
+    let pod = loop {
+        let s = sessions.get("e2e-session").await.unwrap();
+        let status = s.status.unwrap_or_default();
+        if let (Some(pyexec_crds::SessionPhase::Ready), Some(pod)) = (status.phase, status.pod_name) {
+            break pod;
+        }
+        assert!(Instant::now() < deadline, "the session was not Ready in time: {:?}", status.message);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    let pods: Api<Pod> = Api::namespaced(run.client.clone(), &run.executions);
+    let caps = CallCaps { output_bytes: 1 << 20, files_bytes: 1 << 20, files_count: 100 };
+    let mut answers = Vec::new();
+    for code in ["x = 41\nprint('hi')", "x + 1"] {
+        let params = kube::api::AttachParams::default().container("python").stdin(true).stdout(true).stderr(false);
+        let mut attached = pods.attach(&pod, &params).await.unwrap();
+        let (stdin, stdout) = (attached.stdin().unwrap(), attached.stdout().unwrap());
+        let mut link = SessionLink::from_mux(Box::new(stdin), stdout, 16 << 20);
+        let call = pyexec_core::session::SessionCall {
+            code: code.into(),
+            eval_last_expr: true,
+            timeout: Duration::from_secs(60),
+            ..Default::default()
+        };
+        let observed = link.call(&call, caps, &InBand).await;
+        drop(link);
+        attached.abort();
+        assert!(!observed.lost, "{code}: {observed:?}");
+        answers.push(observed);
+    }
+    assert_eq!(answers[0].stdout.bytes, b"hi\n");
+    let report: serde_json::Value = serde_json::from_slice(answers[1].result_channel.as_deref().unwrap()).unwrap();
+    assert_eq!(report["result"], "42", "state kept between attaches");
+    sessions.delete("e2e-session", &DeleteParams::foreground()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while pods.get_opt(&pod).await.unwrap().is_some() {
+        assert!(Instant::now() < deadline, "the session's Pod outlived it");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 async fn network_fence(run: &Run) {
     let services: Api<Service> = Api::namespaced(run.client.clone(), "default");
     let kubernetes = cluster_ip(&services.get("kubernetes").await.unwrap()).expect("the kubernetes Service's IP");

@@ -293,6 +293,7 @@ mod tests {
             sandbox_env: Vec::new(),
             source: "PATH",
             stdlib: Arc::default(),
+            runners: None,
         }
     }
 

@@ -244,6 +244,7 @@ mod tests {
             sandbox_env: vec![("LD_LIBRARY_PATH".into(), "/usr/local/lib".into())],
             source: "config",
             stdlib: Arc::default(),
+            runners: None,
         }
     }
 

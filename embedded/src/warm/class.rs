@@ -7,7 +7,7 @@
 //! is handed over at claim time. A request that cannot be handed over runs cold, exactly as without pools.
 
 use pyexec_core::ExecutionSpec;
-use pyexec_core::eval::{EVAL_RUNNER_PATH, RESULT_FD_ENV};
+use pyexec_core::eval::RESULT_FD_ENV;
 use pyexec_sandbox::RunSpec;
 
 /// The warm interpreter's control descriptor (extra output 1; 0 carries the eval result).
@@ -70,14 +70,15 @@ pub(crate) fn key(template: &RunSpec, memory_fixed: bool) -> String {
 /// The build spec of a warm sandbox for requests whose cold run is `cold`: the same interpreter, mounts,
 /// network and sizes; the interpreter's base environment `base_env` (the request's variables come with the
 /// work); the eval runner in `--warm` mode; background CPU weight until claimed.
-pub(crate) fn template(cold: &RunSpec, base_env: Vec<(String, String)>, preimport: String) -> RunSpec {
+pub(crate) fn template(
+    cold: &RunSpec,
+    base_env: Vec<(String, String)>,
+    preimport: String,
+    runners: crate::program::Runners,
+) -> RunSpec {
     let mut spec = RunSpec::new(&cold.program);
-    spec.args = vec![EVAL_RUNNER_PATH.into(), "--warm".into()];
-    spec.files = vec![pyexec_sandbox::GeneratedFile {
-        path: EVAL_RUNNER_PATH.into(),
-        content: pyexec_core::eval::EVAL_RUNNER_SOURCE.as_bytes().to_vec(),
-        mode: 0o644,
-    }];
+    spec.args = vec![runners.eval, "--warm".into()];
+    spec.files = runners.files;
     spec.binds = cold.binds.clone();
     spec.network = cold.network.clone();
     spec.cwd = cold.cwd.clone();
@@ -117,23 +118,27 @@ mod tests {
         }
     }
 
+    fn runners() -> crate::program::Runners {
+        crate::program::Runners { eval: "/opt/pyexec/eval_runner.py".into(), session: String::new(), files: Vec::new() }
+    }
+
     #[test]
     fn keys_ignore_what_a_hand_over_sets() {
         let mut cold = RunSpec::new("/usr/bin/python3");
         cold.args = vec!["/work/main.py".into()];
-        let a = template(&cold, vec![("PATH".into(), "/usr/bin".into())], String::new());
+        let a = template(&cold, vec![("PATH".into(), "/usr/bin".into())], String::new(), runners());
         let mut other = cold.clone();
         other.args = vec!["/work/other.py".into()];
         other.limits.memory_bytes *= 2;
         other.limits.timeout *= 2;
-        let b = template(&other, vec![("PATH".into(), "/usr/bin".into())], String::new());
+        let b = template(&other, vec![("PATH".into(), "/usr/bin".into())], String::new(), runners());
         assert_eq!(key(&a, false), key(&b, false));
         assert_ne!(key(&a, true), key(&b, true), "memory is fixed without cgroups");
         let mut bigger = cold.clone();
         bigger.limits.workspace_bytes *= 2;
-        let c = template(&bigger, vec![("PATH".into(), "/usr/bin".into())], String::new());
+        let c = template(&bigger, vec![("PATH".into(), "/usr/bin".into())], String::new(), runners());
         assert_ne!(key(&a, false), key(&c, false));
-        let d = template(&cold, vec![("PATH".into(), "/usr/bin".into())], "numpy".into());
+        let d = template(&cold, vec![("PATH".into(), "/usr/bin".into())], "numpy".into(), runners());
         assert_ne!(key(&a, false), key(&d, false), "preimports are part of the class");
         assert!(a.limits.background && a.extra_outputs == 3 && a.args[1] == "--warm");
     }

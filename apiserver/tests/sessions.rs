@@ -498,3 +498,49 @@ async fn a_server_restart_ends_every_session() {
     let r = s.post(&format!("/api/v1/sessions/{id}/eval")).json(&json!({"code": "x"})).send().await.unwrap();
     assert_eq!(r.status(), 404);
 }
+
+/// A running call is an execution like any other: listed as running, followed to its end, and DELETE stops it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_running_call_can_be_followed_and_killed_as_an_execution() {
+    let s = Server::start().await;
+    let id = new_session(&s, json!({})).await;
+    run(&s, &id, "before = 1").await;
+    let slow = {
+        let (client, url, id) = (s.client.clone(), s.url.clone(), id.clone());
+        tokio::spawn(async move {
+            let r = client
+                .post(format!("{url}/api/v1/sessions/{id}/eval"))
+                .json(&json!({"code": "import time\ntime.sleep(60)"}))
+                .send()
+                .await
+                .unwrap();
+            json_of(r).await
+        })
+    };
+    let mut running = None;
+    for _ in 0..200 {
+        let (_, page) = json_of(s.get("/api/v1/executions?status=running").send().await.unwrap()).await;
+        if let Some(e) = page["executions"].as_array().unwrap().iter().find(|e| e["session_id"] == id.as_str()) {
+            running = Some(e["execution_id"].as_str().unwrap().to_owned());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let exec_id = running.expect("the running call is listed");
+    let events = {
+        let (client, url, exec_id) = (s.client.clone(), s.url.clone(), exec_id.clone());
+        tokio::spawn(async move {
+            client.get(format!("{url}/api/v1/executions/{exec_id}/events")).send().await.unwrap().text().await.unwrap()
+        })
+    };
+    let (code, killed) = json_of(s.delete(&format!("/api/v1/executions/{exec_id}")).send().await.unwrap()).await;
+    assert_eq!((code, killed["status"].as_str()), (200, Some("killed")), "{killed}");
+    let (code, answer) = slow.await.unwrap();
+    assert_eq!((code, answer["status"].as_str(), answer["exit_code"].as_i64()), (200, Some("killed"), Some(137)));
+    assert_eq!(answer["session_restarted"], true, "{answer}");
+    let streamed = events.await.unwrap();
+    let (_, last) = output_and_result(&streamed);
+    assert_eq!(last.unwrap()["status"], "killed", "{streamed}");
+    // The session goes on, with a fresh interpreter.
+    assert_eq!(run(&s, &id, "'before' in globals()").await["result"], "False");
+}

@@ -625,10 +625,18 @@ impl Backend for EmbeddedBackend {
             .session_spec(pyexec_core::session::NewSession::default(), timeouts)
             .map_err(BackendError::Invalid)?;
         let no_workspace = inner.workspaces.join(&execution_id);
-        let called = inner.sessions.call(id, &execution_id, &call);
         inner.store.insert(&record, &spec, &no_workspace, None).await.map_err(internal)?;
+        // Live while it runs, so that `/events`, waits and DELETE of the execution work as for any other.
+        let live = Live::new(record.clone(), spec, no_workspace, None);
+        let kill = live.cancel.clone();
+        inner.lock().live.insert(execution_id.clone(), live);
         inner.metrics.submitted();
-        let outcome = called.await;
+        let outcome = inner.sessions.call(id, &execution_id, &call, kill).await;
+        let finish = |result: &ExecutionResult| {
+            if let Some(mut live) = inner.lock().live.remove(&execution_id) {
+                live.finish(result);
+            }
+        };
         let result = match outcome {
             Ok(done) => {
                 if let Some(files) = &done.files
@@ -645,12 +653,14 @@ impl Backend for EmbeddedBackend {
                 gone.exit_code = 1;
                 gone.error = Some(e.to_string());
                 let _ = inner.store.update(&gone).await;
+                finish(&gone);
                 return Err(session_error(e));
             }
         };
         if let Err(e) = inner.store.update(&result).await {
             tracing::error!(execution_id, error = %e, "could not store a result");
         }
+        finish(&result);
         inner.metrics.finished(&result);
         tracing::info!(
             execution_id,

@@ -238,8 +238,15 @@ impl Sessions {
         Some(info)
     }
 
-    /// Runs a call; its result is recorded under `execution_id`.
-    pub async fn call(&self, id: &str, execution_id: &str, call: &SessionCall) -> Result<CallResult, SessionError> {
+    /// Runs a call; its result is recorded under `execution_id`. Cancelling `kill` stops the call at once (the
+    /// interpreter is replaced, as for a call that would not stop) and the result is `killed`.
+    pub async fn call(
+        &self,
+        id: &str,
+        execution_id: &str,
+        call: &SessionCall,
+        kill: CancellationToken,
+    ) -> Result<CallResult, SessionError> {
         let entry = self.inner.entry(id)?;
         let mut guard = entry.live.try_lock().map_err(|_| SessionError::Busy(id.to_owned()))?;
         entry.update(|i| i.state = SessionState::Busy);
@@ -247,11 +254,16 @@ impl Sessions {
         let started_at = Timestamp::now();
         let mut restarted = false;
         let caps = self.inner.caps();
+        let mut killed = false;
         let observed = match guard.as_mut() {
             Some(live) => {
                 tokio::select! {
                     o = live.call(call, caps) => o,
                     () = entry.ended.cancelled() => CallObserved::lost(),
+                    () = kill.cancelled() => {
+                        killed = true;
+                        CallObserved::lost()
+                    }
                 }
             }
             None => CallObserved::lost(),
@@ -285,8 +297,17 @@ impl Sessions {
             i.expires_at = now.plus(entry.idle).min(lifetime_end);
         });
         drop(guard);
-        let (result, files) =
+        let (mut result, files) =
             call_result(id, execution_id, call, &entry.spec, observed, restarted, caps, started_at, finished_at);
+        if killed {
+            result.status = pyexec_core::ExecutionStatus::Killed;
+            result.exit_code = pyexec_core::outcome::EXIT_KILLED;
+            result.error = Some(if restarted {
+                "killed on request: the session was restarted and its state is lost".into()
+            } else {
+                "killed on request".into()
+            });
+        }
         Ok(CallResult { result, files })
     }
 

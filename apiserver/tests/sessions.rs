@@ -272,6 +272,22 @@ async fn files_go_in_and_out_and_hostile_paths_are_refused() {
     }
     let r = s.get(&format!("/api/v1/executions/{exec_id}/files/missing.txt")).send().await.unwrap();
     assert_eq!(r.status(), 404);
+    // A directory is not a file, to read or to write.
+    let r = s.get(&format!("/api/v1/sessions/{id}/files/data")).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let r = s.client.put(format!("{}/api/v1/sessions/{id}/files/data", s.url)).body("x").send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    // Over the upload limit: 413, and nothing of it is kept.
+    assert_eq!(
+        run(
+            &s,
+            &id,
+            "import os
+os.path.exists('data/in.csv')"
+        )
+        .await["result"],
+        "True"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -160,11 +160,15 @@ def _open_file(path, write):
             flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
             return os.open(parts[-1], flags, 0o644, dir_fd=parent)
         fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=parent)
+        import errno
         import stat
 
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
             os.close(fd)
-            raise IsADirectoryError("not a regular file")
+            if stat.S_ISDIR(mode):
+                raise IsADirectoryError(errno.EISDIR, "a directory")
+            raise FileNotFoundError(errno.ENOENT, "not a regular file")
         return fd
     finally:
         os.close(parent)
@@ -176,6 +180,8 @@ def _why(exc):
     # A link (ELOOP with O_NOFOLLOW) or a file where a directory should be is not a file of /work either.
     if isinstance(exc, FileNotFoundError) or getattr(exc, "errno", None) in (errno.ELOOP, errno.ENOTDIR):
         return "not_found"
+    if getattr(exc, "errno", None) == errno.EISDIR:
+        return "is_directory"
     if isinstance(exc, ValueError):
         return "invalid_path"
     if isinstance(exc, OSError) and exc.errno in (28, 122):

@@ -122,6 +122,9 @@ pub enum FileOpError {
     /// A path that cannot name a file of `/work`.
     #[error("invalid path")]
     InvalidPath,
+    /// A directory is there.
+    #[error("a directory, not a file")]
+    IsDirectory,
     /// Over the size a request moves.
     #[error("the file is larger than {0} bytes")]
     TooLarge(u64),
@@ -394,6 +397,7 @@ fn check_reply(header: &serde_json::Value, max: u64) -> Result<(), FileOpError> 
         None => Ok(()),
         Some("not_found") => Err(FileOpError::NotFound),
         Some("invalid_path") => Err(FileOpError::InvalidPath),
+        Some("is_directory") => Err(FileOpError::IsDirectory),
         Some("too_large") => Err(FileOpError::TooLarge(max)),
         Some("no_space") => Err(FileOpError::NoSpace),
         Some(other) => Err(FileOpError::Failed(other.to_owned())),

@@ -368,6 +368,7 @@ fn file_error(id: &str, path: &str, e: FileOpError) -> SessionError {
     match e {
         FileOpError::NotFound => SessionError::NoFile(path.to_owned()),
         FileOpError::InvalidPath => SessionError::Invalid(format!("invalid path {path:?}")),
+        FileOpError::IsDirectory => SessionError::Invalid(format!("{path:?} is a directory of the session's /work")),
         FileOpError::TooLarge(max) => {
             SessionError::TooLarge(format!("the file is larger than {max} bytes, the most a request moves"))
         }

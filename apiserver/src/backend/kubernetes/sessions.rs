@@ -435,6 +435,9 @@ fn file_error(id: &str, e: FileOpError) -> BackendError {
     match e {
         FileOpError::NotFound => BackendError::NotFound(format!("no such file in the /work of session {id}")),
         FileOpError::InvalidPath => BackendError::Invalid(pyexec_core::ValidationError::bad_request("invalid path")),
+        FileOpError::IsDirectory => {
+            BackendError::Invalid(pyexec_core::ValidationError::bad_request("a directory, not a file"))
+        }
         FileOpError::TooLarge(_) | FileOpError::NoSpace => BackendError::TooLarge(e.to_string()),
         FileOpError::Failed(m) => BackendError::Internal(format!("session {id}: {m}")),
         FileOpError::Lost(e) => BackendError::Internal(format!("session {id}: {e}")),

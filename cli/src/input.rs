@@ -45,6 +45,24 @@ fn is_tar(name: &str) -> bool {
 }
 
 /// `-e VAR=value` verbatim; `-e VAR` takes the local value.
+/// Code to run: `arg` (unless it is `-`), else the file, else standard input; `hint` says where code may come
+/// from when there is none.
+pub fn code(arg: Option<&str>, file: Option<&Path>, hint: &str) -> Result<String, Fail> {
+    let code = match (arg, file) {
+        (Some(code), _) if code != "-" => code.to_owned(),
+        (_, Some(file)) => std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?,
+        _ => {
+            let mut code = String::new();
+            std::io::stdin().read_to_string(&mut code).map_err(|e| format!("reading stdin: {e}"))?;
+            code
+        }
+    };
+    if code.trim().is_empty() {
+        return Err(format!("no code provided: {hint}"));
+    }
+    Ok(code)
+}
+
 pub fn env_vars(entries: &[String]) -> Result<Vec<String>, Fail> {
     entries
         .iter()

@@ -11,7 +11,6 @@ mod mcp;
 mod output;
 mod sessions;
 
-use std::io::Read;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -96,13 +95,10 @@ async fn run(cli: &Cli) -> Result<i32, String> {
             Ok(0)
         }
         Command::Eval(args) => {
+            // `eval -` is code `-` here, as in the original CLI: only a missing argument reads stdin.
             let code = match args.code.first() {
                 Some(code) => code.clone(),
-                None => {
-                    let mut code = String::new();
-                    std::io::stdin().read_to_string(&mut code).map_err(|e| format!("reading stdin: {e}"))?;
-                    code
-                }
+                None => input::code(None, None, "pass it as an argument or pipe it via stdin")?,
             };
             if code.trim().is_empty() {
                 return Err("no code provided: pass it as an argument or pipe it via stdin".into());

@@ -1,14 +1,14 @@
 //! `session ...` and `files`: sessions (an interpreter that keeps its state between calls) and the files runs
 //! wrote under `/work` (docs/sessions.md).
 
-use std::io::{IsTerminal, Read};
+use std::io::IsTerminal;
 use std::path::Path;
 
 use pyexec_client::{Client, EvalRequest, ExecutionConfig, NewSession, SessionConfig};
 use tokio::io::AsyncWrite;
 
 use crate::cli::{Cli, FilesArgs, OutputFormat, SessionCommand, SessionEvalArgs, SessionNewArgs};
-use crate::input::{Fail, env_vars};
+use crate::input::{self, Fail, env_vars};
 use crate::output;
 
 /// Runs a `session` command; returns the exit code.
@@ -108,19 +108,7 @@ pub fn new_session(cli: &Cli, args: &SessionNewArgs) -> Result<NewSession, Fail>
 
 /// The code of `session eval`: the argument, `-f FILE`, or stdin (`-` or nothing).
 fn code_of(args: &SessionEvalArgs) -> Result<String, Fail> {
-    let code = match (&args.code, &args.file) {
-        (Some(code), _) if code != "-" => code.clone(),
-        (_, Some(file)) => std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?,
-        _ => {
-            let mut code = String::new();
-            std::io::stdin().read_to_string(&mut code).map_err(|e| format!("reading stdin: {e}"))?;
-            code
-        }
-    };
-    if code.trim().is_empty() {
-        return Err("no code provided: pass it as an argument, with -f FILE, or on stdin".into());
-    }
-    Ok(code)
+    input::code(args.code.as_deref(), args.file.as_deref(), "pass it as an argument, with -f FILE, or on stdin")
 }
 
 /// The body of a `session eval` call: the session owns every setting but the call's timeout (`--timeout`).

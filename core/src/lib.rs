@@ -33,6 +33,8 @@ pub mod requirements;
 pub mod secret;
 pub mod session;
 pub mod spec;
+#[cfg(test)]
+mod test_tar;
 pub mod text;
 pub mod time;
 pub mod traceback;

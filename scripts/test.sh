@@ -31,6 +31,10 @@ export PYEXEC_REQUIRE_BROWSER_TEST=1
 scripts/k8s/install-tools.sh
 target/k8s-venv/bin/python -m pip install -q --disable-pip-version-check -r scripts/deploy-test-requirements.txt
 export PYEXEC_REQUIRE_K8S_TOOLS=1
+# openapi-spec-validator, which apiserver/tests/openapi.rs runs on the document the server serves at
+# /docs/openapi.json (same venv: it needs the jsonschema and referencing pinned there).
+target/k8s-venv/bin/python -m pip install -q --disable-pip-version-check "openapi-spec-validator==0.9.0"
+export PYEXEC_REQUIRE_OPENAPI_VALIDATOR=1
 # As root (CI), the sandbox tests must find full isolation (cgroups) and working egress: a test that would skip
 # for want of either fails instead (see `pyexec_testkit::require`).
 if [ "$(id -u)" -eq 0 ]; then

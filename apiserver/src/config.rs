@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{CommandFactory, Parser, ValueEnum};
+use pyexec_core::callback::{CallbackRules, Cidr};
 use pyexec_core::{Limits, Policy, PythonVersion};
 
 /// Log verbosity.
@@ -47,6 +48,10 @@ fn parse_bool(s: &str) -> Result<bool, String> {
         "false" | "0" | "no" | "off" => Ok(false),
         _ => Err(format!("expected true/false (or 1/0, yes/no), got {s:?}")),
     }
+}
+
+fn parse_cidr(s: &str) -> Result<Cidr, String> {
+    s.parse()
 }
 
 fn parse_preimport(s: &str) -> Result<pyexec_embedded::Preimport, String> {
@@ -163,8 +168,9 @@ pub struct Config {
     /// Bytes of stdout and of stderr kept per execution; the rest is dropped and flagged.
     #[arg(long, env = "PYEXEC_MAX_OUTPUT_BYTES", default_value_t = 1 << 20)]
     pub max_output_bytes: usize,
-    /// Seconds a finished execution stays queryable, counted from its end.
-    #[arg(long, env = "PYEXEC_CLEANUP_TTL", default_value_t = 300)]
+    /// Seconds a finished execution stays queryable, counted from its end (a day by default; the original kept
+    /// them 5 minutes, which lost results that clients fetched late).
+    #[arg(long, env = "PYEXEC_CLEANUP_TTL", default_value_t = 86_400)]
     pub cleanup_ttl: u64,
     /// Largest total of `files` sent with /eval code or a session call, bytes (the code alone keeps the original's
     /// 102400-byte limit).
@@ -191,16 +197,43 @@ pub struct Config {
     /// Largest file uploaded into a session, bytes.
     #[arg(long, env = "PYEXEC_SESSION_UPLOAD_MAX_BYTES", default_value_t = 100 << 20)]
     pub session_upload_max_bytes: u64,
+    /// Give network to runs whose request does not say `network_disabled` (true/false). Off: a run has network
+    /// only when it asks (`network_disabled: false`). On: the original's default, which its Go client and CLI rely
+    /// on, since they omit `network_disabled: false` (docs/compatibility.md C51).
+    #[arg(long, env = "PYEXEC_NETWORK_WHEN_UNSPECIFIED", default_value = "false", value_parser = parse_bool, action = clap::ArgAction::Set)]
+    pub network_when_unspecified: bool,
     /// Detect imports in /eval code and install them (true/false).
     #[arg(long, env = "PYEXEC_AUTO_DETECT_IMPORTS", default_value = "true", value_parser = parse_bool, action = clap::ArgAction::Set)]
     pub auto_detect_imports: bool,
+    /// Which detected imports may be installed automatically: `any`, `builtin` (the distributions of the built-in
+    /// import map, the most used packages), or a file of distribution names, one per line. Never restricts
+    /// `requirements_txt`.
+    #[arg(long, env = "PYEXEC_AUTO_INSTALL_ALLOW", default_value = "any")]
+    pub auto_install_allow: String,
 
-    /// API keys (comma-separated); when set, /api requires `Authorization: Bearer <key>`.
+    /// API keys (comma-separated, each `key` or `tenant:key`); when set, /api requires `Authorization: Bearer
+    /// <key>`, and each key's tenant sees only its own work (docs/tenants.md).
     #[arg(long, env = "PYEXEC_API_KEYS", hide_env_values = true, value_delimiter = ',')]
     pub api_keys: Vec<String>,
-    /// File with one API key per line (`#` comments allowed), added to --api-keys.
+    /// File of API keys, added to --api-keys: one `key` or `tenant:key` per line (`#` comments allowed), or, for
+    /// a name ending in `.toml`, tenants with their keys, quotas and roles (docs/tenants.md).
     #[arg(long, env = "PYEXEC_API_KEYS_FILE")]
     pub api_keys_file: Option<PathBuf>,
+    /// Tenants that see (and may kill or delete) every tenant's executions and sessions (comma-separated).
+    #[arg(long, env = "PYEXEC_ADMIN_TENANTS", value_delimiter = ',')]
+    pub admin_tenants: Vec<String>,
+    /// Executions of one tenant running at once (0: no cap beyond the server's).
+    #[arg(long, env = "PYEXEC_TENANT_MAX_RUNNING", default_value_t = 0)]
+    pub tenant_max_running: usize,
+    /// Executions of one tenant waiting for a slot (0: no cap beyond the server's); beyond it, 429.
+    #[arg(long, env = "PYEXEC_TENANT_MAX_QUEUED", default_value_t = 0)]
+    pub tenant_max_queued: usize,
+    /// Live sessions of one tenant (0: no cap beyond PYEXEC_MAX_SESSIONS); beyond it, 429.
+    #[arg(long, env = "PYEXEC_TENANT_MAX_SESSIONS", default_value_t = 0)]
+    pub tenant_max_sessions: usize,
+    /// Requests of one tenant per minute, every endpoint (0: unlimited); beyond it, 429 with Retry-After.
+    #[arg(long, env = "PYEXEC_TENANT_REQUESTS_PER_MINUTE", default_value_t = 0)]
+    pub tenant_requests_per_minute: u32,
 
     /// Interpreters to use instead of discovered ones: `3.12=/opt/python3.12/bin/python3.12,...`.
     #[arg(long, env = "PYEXEC_PYTHONS", value_parser = parse_pythons, default_value = "")]
@@ -279,6 +312,11 @@ pub struct Config {
     /// Kubernetes backend: file with the token that reads full outputs from the operator.
     #[arg(long, env = "PYEXEC_LOGS_TOKEN_FILE")]
     pub logs_token_file: Option<PathBuf>,
+    /// Kubernetes backend: the operator's address (`http://host:port`), where the full output, files and display
+    /// outputs of session calls are stored (their records' `logsRef`). Unset: a call's record keeps only what its
+    /// status holds.
+    #[arg(long, env = "PYEXEC_LOGS_URL")]
+    pub logs_url: Option<String>,
     /// Kubernetes backend: most executions this server created that are not finished yet; further submissions
     /// wait in the server's queue (PYEXEC_MAX_CONCURRENT is the embedded backend's).
     #[arg(long, env = "PYEXEC_K8S_MAX_IN_FLIGHT", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
@@ -295,6 +333,14 @@ pub struct Config {
     /// Host names `/mcp` answers to; added to --allowed-hosts (kept for compatibility; `*` accepts any).
     #[arg(long, env = "PYEXEC_MCP_ALLOWED_HOSTS", value_delimiter = ',', default_value = "localhost,127.0.0.1,::1")]
     pub mcp_allowed_hosts: Vec<String>,
+    /// Bytes of a run's stdout that an MCP tool result carries (and the `content` of
+    /// `POST /api/v1/tools/run_python`): its start and its end, with a note saying how much was left out; also the
+    /// cap of the last expression's value and of the text display outputs together.
+    #[arg(long, env = "PYEXEC_MCP_MAX_STDOUT_BYTES", default_value_t = pyexec_mcp::DEFAULT_STDOUT_BYTES)]
+    pub mcp_max_stdout_bytes: usize,
+    /// Bytes of a run's stderr that an MCP tool result carries, likewise (also the cap of the exception message).
+    #[arg(long, env = "PYEXEC_MCP_MAX_STDERR_BYTES", default_value_t = pyexec_mcp::DEFAULT_STDERR_BYTES)]
+    pub mcp_max_stderr_bytes: usize,
     /// Browser origins (`https://app.example.com`, `http://localhost:3000`, `null`) whose pages may send requests
     /// that run code or change state, besides this server's own pages; `*` allows any site (not recommended).
     #[arg(long, env = "PYEXEC_ALLOWED_ORIGINS", value_delimiter = ',')]
@@ -315,6 +361,22 @@ pub struct Config {
     /// On SIGTERM, seconds running executions get to finish before they are stopped (and recorded as failed).
     #[arg(long, env = "PYEXEC_SHUTDOWN_GRACE", default_value_t = 10)]
     pub shutdown_grace: u64,
+
+    /// File with the secret that signs completion webhooks (HMAC-SHA256, at least 32 bytes; docs/webhooks.md).
+    /// Unset: requests that name a `callback_url` are refused with 400.
+    #[arg(long, env = "PYEXEC_WEBHOOK_SECRET_FILE")]
+    pub webhook_secret_file: Option<PathBuf>,
+    /// Let webhooks reach private addresses: loopback, RFC 1918, CGNAT, IPv6 unique local (internal receivers,
+    /// tests). Link-local (cloud metadata), multicast and unspecified addresses stay refused.
+    #[arg(long, env = "PYEXEC_WEBHOOK_ALLOW_PRIVATE", default_value = "false", value_parser = parse_bool, action = clap::ArgAction::Set)]
+    pub webhook_allow_private: bool,
+    /// Accept `http://` callback URLs besides `https://` (results then travel unencrypted).
+    #[arg(long, env = "PYEXEC_WEBHOOK_ALLOW_HTTP", default_value = "false", value_parser = parse_bool, action = clap::ArgAction::Set)]
+    pub webhook_allow_http: bool,
+    /// More address ranges (CIDR, comma-separated) webhooks never reach, even with --webhook-allow-private: a
+    /// cluster's pod and service ranges where they are not private ones, other internal networks.
+    #[arg(long, env = "PYEXEC_WEBHOOK_DENY_CIDRS", value_delimiter = ',', value_parser = parse_cidr)]
+    pub webhook_deny_cidrs: Vec<Cidr>,
 }
 
 /// Variables of the original service that mean nothing here, and what replaces them.
@@ -397,6 +459,10 @@ impl Config {
             max_eval_code_bytes: 102_400,
             max_eval_files_bytes: self.eval_files_max_bytes,
             auto_detect_imports: self.auto_detect_imports,
+            auto_install: pyexec_core::requirements::AutoInstall::load(&self.auto_install_allow)
+                .map_err(|e| anyhow::anyhow!("configuration error in PYEXEC_AUTO_INSTALL_ALLOW: {e}"))?,
+            callbacks: self.callback_rules(),
+            network_when_unspecified: self.network_when_unspecified,
         })
     }
 
@@ -418,24 +484,51 @@ impl Config {
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
     }
 
-    /// API keys from the flag, the variable and the file.
-    pub fn keys(&self) -> anyhow::Result<Vec<String>> {
-        let mut keys: Vec<String> =
-            self.api_keys.iter().map(|k| k.trim().to_owned()).filter(|k| !k.is_empty()).collect();
-        if let Some(path) = &self.api_keys_file {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                anyhow::anyhow!("configuration error in PYEXEC_API_KEYS_FILE: cannot read {}: {e}", path.display())
-            })?;
-            keys.extend(
-                text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_owned),
-            );
-        }
-        Ok(keys)
+    /// The tenants of the keys from the flag, the variable and the file.
+    pub fn tenants(&self) -> anyhow::Result<crate::tenants::Tenants> {
+        let defaults = crate::tenants::Defaults {
+            max_running: self.tenant_max_running,
+            max_queued: self.tenant_max_queued,
+            max_sessions: self.tenant_max_sessions,
+            requests_per_minute: self.tenant_requests_per_minute,
+        };
+        crate::tenants::Tenants::load(&self.api_keys, self.api_keys_file.as_deref(), defaults, &self.admin_tenants)
+            .map_err(|e| anyhow::anyhow!("configuration error in PYEXEC_API_KEYS_FILE / PYEXEC_API_KEYS: {e}"))
     }
 
     /// Time to finish on shutdown.
     pub fn grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace)
+    }
+
+    /// Which callback URLs requests may name and where webhooks may go. Callbacks are on when a secret file is
+    /// named ([`Config::webhook_secret`] reads it, and start-up fails when it cannot).
+    pub fn callback_rules(&self) -> CallbackRules {
+        CallbackRules {
+            enabled: self.webhook_secret_file.is_some(),
+            allow_http: self.webhook_allow_http,
+            allow_private: self.webhook_allow_private,
+            denied: self.webhook_deny_cidrs.clone(),
+        }
+    }
+
+    /// The webhook secret: the file's content less surrounding whitespace (so a trailing newline is not part of
+    /// the key), at least [`crate::webhooks::MIN_SECRET_BYTES`] bytes. `None` without a file.
+    pub fn webhook_secret(&self) -> anyhow::Result<Option<Vec<u8>>> {
+        let Some(path) = &self.webhook_secret_file else { return Ok(None) };
+        let bytes = std::fs::read(path).map_err(|e| {
+            anyhow::anyhow!("configuration error in PYEXEC_WEBHOOK_SECRET_FILE: cannot read {}: {e}", path.display())
+        })?;
+        let secret = bytes.trim_ascii().to_vec();
+        let min = crate::webhooks::MIN_SECRET_BYTES;
+        anyhow::ensure!(
+            secret.len() >= min,
+            "configuration error in PYEXEC_WEBHOOK_SECRET_FILE: the secret in {} has {} bytes, fewer than {min} \
+             (make one with `openssl rand -hex 32`)",
+            path.display(),
+            secret.len()
+        );
+        Ok(Some(secret))
     }
 
     /// Limits of client connections.
@@ -519,6 +612,25 @@ mod tests {
         assert!(Config::try_parse_from(["x", "--auto-detect-imports", "maybe"]).is_err());
     }
 
+    #[test]
+    fn the_auto_install_allow_list_is_any_builtin_or_a_file() {
+        use pyexec_core::requirements::AutoInstall;
+        let policy = |args: &[&str]| Config::try_parse_from(args).unwrap().policy();
+        assert_eq!(policy(&["x"]).unwrap().auto_install, AutoInstall::Any, "any name, as the original");
+        let builtin = policy(&["x", "--auto-install-allow", "builtin"]).unwrap().auto_install;
+        assert!(builtin.allows("numpy") && builtin.allows("scikit-learn") && !builtin.allows("reqeusts"));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("allow.txt");
+        std::fs::write(&file, "# ours\nsix\n@builtin\n").unwrap();
+        let listed = policy(&["x", "--auto-install-allow", file.to_str().unwrap()]).unwrap().auto_install;
+        assert!(listed.allows("six") && listed.allows("numpy") && !listed.allows("reqeusts"));
+        std::fs::write(&file, "not a name\n").unwrap();
+        let e = policy(&["x", "--auto-install-allow", file.to_str().unwrap()]).unwrap_err().to_string();
+        assert!(e.contains("PYEXEC_AUTO_INSTALL_ALLOW") && e.contains("line 1"), "{e}");
+        let e = policy(&["x", "--auto-install-allow", "/nonexistent/allow.txt"]).unwrap_err().to_string();
+        assert!(e.contains("PYEXEC_AUTO_INSTALL_ALLOW") && e.contains("/nonexistent/allow.txt"), "{e}");
+    }
+
     /// Every setting must be in docs/configuration.md, with its flag.
     #[test]
     fn every_setting_is_documented() {
@@ -565,6 +677,36 @@ mod tests {
         assert!(Config::try_parse_from(["x", "--header-timeout", "0"]).is_err());
         assert!(Config::try_parse_from(["x", "--idle-timeout", "0"]).is_err());
         assert!(Config::try_parse_from(["x", "--max-connections", "0"]).is_err());
+    }
+
+    #[test]
+    fn webhook_settings_make_the_callback_rules() {
+        let c = Config::try_parse_from(["x"]).unwrap();
+        assert_eq!(c.callback_rules(), CallbackRules::default(), "off without a secret");
+        assert_eq!(c.webhook_secret().unwrap(), None);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secret");
+        std::fs::write(&file, format!("{}\n", "k".repeat(32))).unwrap();
+        let c = Config::try_parse_from([
+            "x",
+            "--webhook-secret-file",
+            file.to_str().unwrap(),
+            "--webhook-allow-private",
+            "true",
+            "--webhook-deny-cidrs",
+            "10.96.0.0/12, fd00:10::/64",
+        ])
+        .unwrap();
+        let rules = c.callback_rules();
+        assert!(rules.enabled && rules.allow_private && !rules.allow_http);
+        assert_eq!(rules.denied.iter().map(ToString::to_string).collect::<Vec<_>>(), ["10.96.0.0/12", "fd00:10::/64"]);
+        assert_eq!(c.policy().unwrap().callbacks, rules);
+        assert_eq!(c.webhook_secret().unwrap().unwrap(), "k".repeat(32).into_bytes(), "the newline is no part of it");
+        std::fs::write(&file, "short\n").unwrap();
+        assert!(c.webhook_secret().unwrap_err().to_string().contains("fewer than 32"));
+        std::fs::remove_file(&file).unwrap();
+        assert!(c.webhook_secret().unwrap_err().to_string().contains("PYEXEC_WEBHOOK_SECRET_FILE"));
+        assert!(Config::try_parse_from(["x", "--webhook-deny-cidrs", "10.0.0.0/40"]).is_err());
     }
 
     #[test]

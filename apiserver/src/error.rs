@@ -24,12 +24,22 @@ pub enum ApiError {
     /// 404.
     #[error("{0}")]
     NotFound(String),
+    /// 404 for an execution id: the original's body, with how long finished executions are kept.
+    #[error("execution not found")]
+    ExecutionNotFound {
+        /// Seconds finished executions are kept.
+        retention_seconds: u64,
+    },
     /// 409: the resource is busy (a session running another call).
     #[error("{0}")]
     Conflict(String),
     /// 413.
     #[error("{0}")]
     TooLarge(String),
+    /// 422: the request is well formed but contradicts an earlier one (an `Idempotency-Key` reused for another
+    /// request).
+    #[error("{0}")]
+    Unprocessable(String),
     /// 429 with `Retry-After`.
     #[error("{message}")]
     TooManyRequests {
@@ -58,9 +68,10 @@ pub const INTERNAL_MESSAGE: &str =
     "internal server error: the server's log has the details (look for this response's X-Request-Id)";
 
 impl ApiError {
-    /// The original's answer for unknown executions (docs/compatibility.md, C35-C36).
-    pub fn execution_not_found() -> Self {
-        ApiError::NotFound("execution not found".into())
+    /// The original's answer for unknown executions (docs/compatibility.md, C35-C36), saying how long finished
+    /// ones are kept (`PYEXEC_CLEANUP_TTL`).
+    pub fn execution_not_found(retention: Duration) -> Self {
+        ApiError::ExecutionNotFound { retention_seconds: retention.as_secs() }
     }
 
     fn status(&self) -> StatusCode {
@@ -68,9 +79,10 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::NotFound(_) | ApiError::ExecutionNotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -122,7 +134,12 @@ impl IntoResponse for ApiError {
             // Inside the request's span, so the line carries its request id.
             tracing::error!(error = %self, status = status.as_u16(), "request failed");
         }
-        let mut response = (status, Json(ErrorResponse { error: self.client_message() })).into_response();
+        let retention_seconds = match &self {
+            ApiError::ExecutionNotFound { retention_seconds } => Some(*retention_seconds),
+            _ => None,
+        };
+        let body = ErrorResponse { error: self.client_message(), retention_seconds };
+        let mut response = (status, Json(body)).into_response();
         let headers = response.headers_mut();
         match &self {
             ApiError::TooManyRequests { retry_after, .. } => {

@@ -2,7 +2,8 @@
 //!
 //! Handlers (`routes`) are thin: they parse and validate requests with `pyexec_core`, then call a [`Backend`]
 //! (the trait is `pyexec_backend`'s, re-exported in `backend`). `upload` streams multipart archives to disk,
-//! `auth` checks API keys, `metrics` exposes Prometheus metrics, `config` reads `PYEXEC_*` settings.
+//! `auth` checks API keys, `metrics` exposes Prometheus metrics, `config` reads `PYEXEC_*` settings, `webhooks`
+//! sends completion webhooks.
 //!
 //! The backends: the embedded one is `pyexec_embedded::EmbeddedBackend` (queue, workers, store and sandbox, all in
 //! that crate), started here from plain settings so that this crate knows nothing of the sandbox; the Kubernetes
@@ -12,6 +13,7 @@ pub mod auth;
 pub mod backend;
 pub mod config;
 pub mod error;
+pub mod idempotency;
 pub mod mcp;
 pub mod metrics;
 pub mod origin;
@@ -19,7 +21,9 @@ pub mod routes;
 pub mod serve;
 pub mod state;
 pub mod telemetry;
+pub mod tenants;
 pub mod upload;
+pub mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,16 +45,30 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     let policy = config.policy()?;
     let default_python = config.default_python()?;
-    let api_keys = config.keys()?;
-    let browser = origin::BrowserPolicy::new(&config, !api_keys.is_empty())?;
+    let tenants = Arc::new(config.tenants()?);
+    let browser = origin::BrowserPolicy::new(&config, !tenants.is_open())?;
     let metrics = Metrics::new();
+    let webhooks = match config.webhook_secret()? {
+        Some(secret) => {
+            let rules = policy.callbacks.clone();
+            tracing::info!(
+                allow_private = rules.allow_private,
+                allow_http = rules.allow_http,
+                "completion webhooks are on (callback_url)"
+            );
+            Some(webhooks::Webhooks::new(secret, rules, metrics.clone())?)
+        }
+        None => None,
+    };
 
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating the data directory {} (PYEXEC_DATA_DIR)", config.data_dir.display()))?;
     let (backend, internal): (Arc<dyn Backend>, Option<axum::Router>) = match config.backend {
-        BackendKind::Embedded => (Arc::new(start_embedded(&config, default_python, metrics.clone()).await?), None),
+        BackendKind::Embedded => {
+            (Arc::new(start_embedded(&config, default_python, tenants.quotas(), metrics.clone()).await?), None)
+        }
         BackendKind::Kubernetes => {
-            let backend = start_kubernetes(&config, default_python, metrics.clone()).await?;
+            let backend = start_kubernetes(&config, default_python, tenants.quotas(), metrics.clone()).await?;
             let archives = backend.archive_router();
             (Arc::new(backend), Some(archives))
         }
@@ -61,7 +79,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         policy,
         ingest: IngestLimits { max_bytes: config.max_unpacked_mb << 20, max_entries: config.max_archive_entries },
         upload_limit_mb: config.max_upload_mb,
-        api_keys,
+        tenants,
         metrics,
         browser,
         session_timeouts: pyexec_core::session::SessionTimeouts {
@@ -69,8 +87,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             idle_max: config.session_max_idle_seconds,
         },
         session_upload_max_bytes: config.session_upload_max_bytes,
+        mcp_output: pyexec_mcp::OutputBudget {
+            stdout_bytes: config.mcp_max_stdout_bytes,
+            stderr_bytes: config.mcp_max_stderr_bytes,
+        },
+        retention: Duration::from_secs(config.cleanup_ttl),
+        idempotency: Default::default(),
     });
-    if state.api_keys.is_empty() {
+    if state.tenants.is_open() {
         tracing::warn!(
             "no API keys configured: anyone who can reach this port can run code (set PYEXEC_API_KEYS_FILE); \
              against DNS rebinding, only requests for localhost, IP addresses and the names in \
@@ -78,6 +102,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         );
     }
     let mut app = routes::router(state);
+    if let Some(webhooks) = webhooks {
+        app = webhooks::install(app, webhooks);
+    }
     if let Some(internal) = internal {
         app = app.merge(internal);
     }
@@ -107,12 +134,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 async fn start_embedded(
     config: &Config,
     default_python: pyexec_core::PythonVersion,
+    quotas: pyexec_backend::tenancy::Quotas,
     metrics: Metrics,
 ) -> anyhow::Result<EmbeddedBackend> {
     let settings = EmbeddedSettings {
         data_dir: config.data_dir.clone(),
         max_concurrent: config.concurrency(),
         max_queue: config.max_queue,
+        quotas,
         ttl: Duration::from_secs(config.cleanup_ttl),
         sandbox_uid_base: config.sandbox_uid_base,
         sandbox_uid_count: config.sandbox_uid_count,
@@ -169,6 +198,7 @@ fn kubernetes_sessions(config: &Config) -> crate::backend::kubernetes::SessionSe
 async fn start_kubernetes(
     config: &Config,
     default_python: pyexec_core::PythonVersion,
+    quotas: pyexec_backend::tenancy::Quotas,
     metrics: Metrics,
 ) -> anyhow::Result<KubernetesBackend> {
     let read_token = |path: &Option<std::path::PathBuf>| -> anyhow::Result<Option<String>> {
@@ -204,10 +234,12 @@ async fn start_kubernetes(
         data_dir: config.data_dir.clone(),
         archive_token: read_token(&config.archive_token_file)?,
         logs_token: read_token(&config.logs_token_file)?,
+        logs_url: config.logs_url.clone(),
         max_output_bytes: config.max_output_bytes,
         kill_wait: Duration::from_secs(10),
         max_in_flight: usize::try_from(config.k8s_max_in_flight).unwrap_or(usize::MAX),
         max_queue: config.k8s_max_queue,
+        quotas,
         sessions: kubernetes_sessions(config),
     };
     if k8s.archive_token.is_none() {

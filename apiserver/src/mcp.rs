@@ -15,13 +15,20 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 
 use crate::backend::{BackendError, KillReason, Source};
 use crate::error::ApiError;
+use crate::routes::executions::visible;
 use crate::routes::files::work_path;
+use crate::routes::sessions::{check_session_quota, visible_session};
 use crate::routes::sync;
 use crate::state::AppState;
+use crate::tenants::Caller;
 
-/// Tools run against the server's own backend, with the same validation as the REST endpoints.
+/// Tools run against the server's own backend, with the same validation as the REST endpoints, for one caller:
+/// what its tenant may see and do, as over REST (docs/tenants.md).
 struct InProcess {
     state: AppState,
+    /// `None` only for the service's shared executor, which serves no call itself: every call gets the executor
+    /// of its request's caller ([`Executor::for_request`]).
+    caller: Option<Caller>,
 }
 
 /// A failure as the agent reads it: refusals keep their message, internal failures are logged and stay generic.
@@ -32,18 +39,36 @@ fn refused(e: ApiError) -> ExecutorError {
     ExecutorError(e.client_message())
 }
 
+/// An answer that the thing asked for does not exist for this caller: `Ok(None)`; other failures stay errors.
+fn unknown_as_none<T>(found: Result<T, ApiError>) -> Result<Option<T>, ExecutorError> {
+    match found {
+        Ok(found) => Ok(Some(found)),
+        Err(ApiError::NotFound(_) | ApiError::ExecutionNotFound { .. }) => Ok(None),
+        Err(e) => Err(refused(e)),
+    }
+}
+
+impl InProcess {
+    fn caller(&self) -> Result<&Caller, ExecutorError> {
+        // Authentication puts a caller on every /mcp request; a call without one is refused, never served as anyone.
+        self.caller.as_ref().ok_or_else(|| ExecutorError("the tool call carries no authenticated caller".into()))
+    }
+}
+
 #[async_trait::async_trait]
 impl Executor for InProcess {
     async fn run(&self, request: EvalRequest) -> Result<ExecutionResult, ExecutorError> {
-        let state = &self.state;
-        let (spec, files) = state.policy.spec_from_eval(request).map_err(|e| refused(e.into()))?;
+        let (state, caller) = (&self.state, self.caller()?);
+        let (mut spec, files) = state.policy.spec_from_eval(request).map_err(|e| refused(e.into()))?;
+        spec.tenant = caller.0.name.clone();
         state.backend.check(&spec).map_err(|e| refused(e.into()))?;
         sync::run(state, spec, Source::Files(files)).await.map(|Json(r)| r).map_err(refused)
     }
 
     async fn submit(&self, files: Vec<CodeFile>, metadata: Metadata) -> Result<String, ExecutorError> {
-        let state = &self.state;
-        let spec = state.policy.spec_from_metadata(metadata).map_err(|e| refused(e.into()))?;
+        let (state, caller) = (&self.state, self.caller()?);
+        let mut spec = state.policy.spec_from_metadata(metadata).map_err(|e| refused(e.into()))?;
+        spec.tenant = caller.0.name.clone();
         for file in &files {
             pyexec_core::spec::check_file_name(&file.name).map_err(|e| refused(e.into()))?;
         }
@@ -53,16 +78,22 @@ impl Executor for InProcess {
     }
 
     async fn get(&self, id: &str) -> Result<Option<ExecutionResult>, ExecutorError> {
-        self.state.backend.get(id).await.map_err(|e| refused(e.into()))
+        unknown_as_none(visible(&self.state, self.caller()?, id).await)
     }
 
     async fn kill(&self, id: &str) -> Result<Option<ExecutionStatus>, ExecutorError> {
+        if unknown_as_none(visible(&self.state, self.caller()?, id).await)?.is_none() {
+            return Ok(None);
+        }
         self.state.backend.kill(id, KillReason::Request).await.map_err(|e| refused(e.into()))
     }
 
     async fn create_session(&self, request: NewSession) -> Result<SessionInfo, ExecutorError> {
-        let state = &self.state;
-        let (spec, idle) = state.policy.session_spec(request, state.session_timeouts).map_err(|e| refused(e.into()))?;
+        let (state, caller) = (&self.state, self.caller()?);
+        let (mut spec, idle) =
+            state.policy.session_spec(request, state.session_timeouts).map_err(|e| refused(e.into()))?;
+        check_session_quota(state, caller).await.map_err(refused)?;
+        spec.tenant = caller.0.name.clone();
         state.backend.create_session(spec, idle).await.map_err(|e| refused(e.into()))
     }
 
@@ -72,7 +103,7 @@ impl Executor for InProcess {
         request: EvalRequest,
     ) -> Result<Option<ExecutionResult>, ExecutorError> {
         let state = &self.state;
-        if !is_session_id(session_id) {
+        if unknown_as_none(visible_session(state, self.caller()?, session_id).await)?.is_none() {
             return Ok(None);
         }
         let call = state.policy.session_call(request).map_err(|e| refused(e.into()))?;
@@ -84,75 +115,86 @@ impl Executor for InProcess {
     }
 
     async fn close_session(&self, session_id: &str) -> Result<Option<SessionInfo>, ExecutorError> {
-        if !is_session_id(session_id) {
+        if unknown_as_none(visible_session(&self.state, self.caller()?, session_id).await)?.is_none() {
             return Ok(None);
         }
         self.state.backend.delete_session(session_id).await.map_err(|e| refused(e.into()))
     }
 
     async fn list_files(&self, owner: &FileOwner) -> Result<Option<FileList>, ExecutorError> {
+        if !self.owns(owner).await? {
+            return Ok(None);
+        }
         let backend = &self.state.backend;
         match owner {
-            FileOwner::Execution(id) if is_execution_id(id) => {
-                backend.execution_files(id).await.map_err(|e| refused(e.into()))
-            }
-            FileOwner::Session(id) if is_session_id(id) => match backend.session_files(id).await {
+            FileOwner::Execution(id) => backend.execution_files(id).await.map_err(|e| refused(e.into())),
+            FileOwner::Session(id) => match backend.session_files(id).await {
                 Ok(list) => Ok(Some(list)),
                 Err(BackendError::NotFound(_)) => Ok(None),
                 Err(e) => Err(refused(e.into())),
             },
-            _ => Ok(None),
         }
     }
 
     async fn read_file(&self, owner: &FileOwner, path: &str, max_bytes: u64) -> Result<Option<Vec<u8>>, ExecutorError> {
         let path = work_path(path).map_err(refused)?;
+        // The listing says the size without reading the file; it also checks that the caller may see the owner.
+        let Some(list) = self.list_files(owner).await? else { return Ok(None) };
         let backend = &self.state.backend;
-        let too_large =
-            |size: u64| ExecutorError(format!("{path} has {size} bytes, over the {max_bytes} a tool reads"));
-        match owner {
+        match list.files.iter().find(|f| f.path == path) {
+            None => Ok(None),
+            Some(f) if f.size > max_bytes => {
+                Err(ExecutorError(format!("{path} has {} bytes, over the {max_bytes} a tool reads", f.size)))
+            }
+            Some(_) => match owner {
+                FileOwner::Execution(id) => backend.execution_file(id, &path).await.map_err(|e| refused(e.into())),
+                FileOwner::Session(id) => match backend.session_file(id, &path).await {
+                    Ok(bytes) => Ok(Some(bytes)),
+                    Err(BackendError::NotFound(_)) => Ok(None),
+                    Err(e) => Err(refused(e.into())),
+                },
+            },
+        }
+    }
+
+    fn for_request(&self, request: &rmcp::model::Extensions) -> Option<Arc<dyn Executor>> {
+        let caller = request.get::<axum::http::request::Parts>().and_then(|parts| parts.extensions.get::<Caller>());
+        Some(Arc::new(InProcess { state: self.state.clone(), caller: caller.cloned() }))
+    }
+}
+
+impl InProcess {
+    /// Whether the files' owner exists for this caller (a malformed id does not).
+    async fn owns(&self, owner: &FileOwner) -> Result<bool, ExecutorError> {
+        let caller = self.caller()?;
+        Ok(match owner {
             FileOwner::Execution(id) if is_execution_id(id) => {
-                let Some(list) = backend.execution_files(id).await.map_err(|e| refused(e.into()))? else {
-                    return Ok(None);
-                };
-                match list.files.iter().find(|f| f.path == path) {
-                    None => Ok(None),
-                    Some(f) if f.size > max_bytes => Err(too_large(f.size)),
-                    Some(_) => backend.execution_file(id, &path).await.map_err(|e| refused(e.into())),
-                }
+                unknown_as_none(visible(&self.state, caller, id).await)?.is_some()
             }
             FileOwner::Session(id) if is_session_id(id) => {
-                // The listing says the size without reading the file.
-                let list = match backend.session_files(id).await {
-                    Ok(list) => list,
-                    Err(BackendError::NotFound(_)) => return Ok(None),
-                    Err(e) => return Err(refused(e.into())),
-                };
-                match list.files.iter().find(|f| f.path == path) {
-                    None => Ok(None),
-                    Some(f) if f.size > max_bytes => Err(too_large(f.size)),
-                    Some(_) => match backend.session_file(id, &path).await {
-                        Ok(bytes) => Ok(Some(bytes)),
-                        Err(BackendError::NotFound(_)) => Ok(None),
-                        Err(e) => Err(refused(e.into())),
-                    },
-                }
+                unknown_as_none(visible_session(&self.state, caller, id).await)?.is_some()
             }
-            _ => Ok(None),
-        }
+            _ => false,
+        })
     }
 }
 
 /// The `/mcp` service. Its `Host` and `Origin` checks (DNS rebinding, cross-site requests) are the server's own,
 /// in [`crate::origin`], applied before the request gets here, so rmcp's are off.
 pub fn service(state: AppState) -> StreamableHttpService<PythonTools, LocalSessionManager> {
-    let executor: Arc<dyn Executor> = Arc::new(InProcess { state });
+    let budget = state.mcp_output;
+    let executor: Arc<dyn Executor> = Arc::new(InProcess { state, caller: None });
     let config = StreamableHttpServerConfig::default().disable_allowed_hosts().disable_allowed_origins();
-    StreamableHttpService::new(move || Ok(PythonTools::new(executor.clone())), Arc::default(), config)
+    StreamableHttpService::new(
+        move || Ok(PythonTools::new(executor.clone()).with_output_budget(budget)),
+        Arc::default(),
+        config,
+    )
 }
 
 /// Runs a `run_python` tool call as a model produced it (its `arguments` / `input` object) and answers what the
-/// model should read: `{"content": "...", "is_error": false, "execution": {...}}`.
+/// model should read: `{"content": "...", "is_error": false, "execution": {...}}`, `content` within the MCP output
+/// budget (`PYEXEC_MCP_MAX_STDOUT_BYTES`, `PYEXEC_MCP_MAX_STDERR_BYTES`) and `execution` whole.
 #[utoipa::path(
     post,
     path = "/api/v1/tools/run_python",
@@ -166,11 +208,13 @@ pub fn service(state: AppState) -> StreamableHttpService<PythonTools, LocalSessi
 )]
 pub async fn call_run_python(
     axum::extract::State(state): axum::extract::State<AppState>,
+    axum::extract::Extension(caller): axum::extract::Extension<Caller>,
     body: axum::body::Bytes,
 ) -> Result<Json<pyexec_mcp::ToolAnswer>, ApiError> {
     let call: pyexec_mcp::RunPython = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("invalid run_python arguments: {e}")))?;
-    Ok(Json(pyexec_mcp::run_python(&InProcess { state }, call).await))
+    let budget = state.mcp_output;
+    Ok(Json(pyexec_mcp::run_python(&InProcess { state, caller: Some(caller) }, call, budget).await))
 }
 
 /// `run_python` for the OpenAI and Anthropic tool-calling APIs.

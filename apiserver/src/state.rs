@@ -25,8 +25,8 @@ pub struct Shared {
     pub ingest: IngestLimits,
     /// Body size cap, MiB (for messages).
     pub upload_limit_mb: u64,
-    /// Accepted API keys; empty: no authentication.
-    pub api_keys: Vec<String>,
+    /// The tenants and their API keys; none: no authentication, one anonymous tenant (docs/tenants.md).
+    pub tenants: Arc<crate::tenants::Tenants>,
     /// Prometheus metrics.
     pub metrics: Metrics,
     /// What a page in a browser may make this server do (`Host` and `Origin` checks).
@@ -35,12 +35,25 @@ pub struct Shared {
     pub session_timeouts: SessionTimeouts,
     /// Largest file uploaded into a session, bytes.
     pub session_upload_max_bytes: u64,
+    /// How much of a run's output an MCP tool result (and `POST /api/v1/tools/run_python`) carries.
+    pub mcp_output: pyexec_mcp::OutputBudget,
+    /// How long finished executions are kept (`PYEXEC_CLEANUP_TTL`), which a 404 for an execution id says.
+    pub retention: std::time::Duration,
+    /// Requests with the same `Idempotency-Key` take turns.
+    pub idempotency: crate::idempotency::KeyLocks,
 }
 
 impl AppState {
     /// Wraps the shared state.
     pub fn new(shared: Shared) -> Self {
         AppState(Arc::new(shared))
+    }
+}
+
+impl AppState {
+    /// The answer for an execution id this server does not know (now).
+    pub fn execution_not_found(&self) -> crate::error::ApiError {
+        crate::error::ApiError::execution_not_found(self.retention)
     }
 }
 

@@ -211,11 +211,14 @@ struct MetadataFields<'a> {
     script_args: Option<Vec<String>>,
     #[serde(default)]
     config: Option<ExecutionConfig>,
+    #[serde(default)]
+    callback_url: Option<String>,
 }
 
 fn parse_metadata(text: &str, staging: &Path) -> Result<(Metadata, Option<StdinFile>), ApiError> {
     let bad = |e: String| ApiError::BadRequest(format!("parsing metadata: {e}"));
     let fields: MetadataFields<'_> = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
+    pyexec_core::placement::check(text.as_bytes(), pyexec_core::placement::Body::ExecMetadata)?;
     let (stdin, file) = take_stdin(fields.stdin, staging).map_err(|e| e.into_api_error(bad))?;
     let metadata = Metadata {
         entrypoint: fields.entrypoint,
@@ -227,6 +230,7 @@ fn parse_metadata(text: &str, staging: &Path) -> Result<(Metadata, Option<StdinF
         env_vars: fields.env_vars,
         script_args: fields.script_args,
         config: fields.config,
+        callback_url: fields.callback_url,
     };
     Ok((metadata, file))
 }
@@ -564,6 +568,7 @@ mod tests {
             env_vars: Some(vec!["A=1".into()]),
             script_args: Some(vec!["-v".into()]),
             config: Some(ExecutionConfig { timeout_seconds: Some(5), ..Default::default() }),
+            callback_url: Some("https://hooks.example.com/done".into()),
         };
         let (parsed, file) = parse_metadata(&serde_json::to_string(&full).unwrap(), dir.path()).unwrap();
         assert_eq!((parsed, file.is_none()), (full.clone(), true));

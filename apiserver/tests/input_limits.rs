@@ -90,3 +90,28 @@ async fn secrets_given_as_flags_are_invisible_to_programs() {
     // The server says where secrets belong.
     assert!(s.log_text().contains("PYEXEC_API_KEYS_FILE"), "a start-up warning about the flag:\n{}", s.log_text());
 }
+
+#[tokio::test]
+async fn settings_in_the_wrong_place_are_refused_naming_the_right_one() {
+    if Server::external() {
+        eprintln!("SKIPPED: checks a local server's validation");
+        return;
+    }
+    let s = Server::start().await;
+    // At the top of /eval, `timeout_seconds` would be ignored and the code run for the default 300 s.
+    let (code, body) = s.eval(json!({"code": "import time\ntime.sleep(30)", "timeout_seconds": 1})).await;
+    assert_eq!(code, 400, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("timeout_seconds belongs in config"), "{body}");
+    let (code, body) = s.eval(json!({"code": "print(1)", "config": {"timeout": 1}})).await;
+    assert_eq!(code, 400, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("config.timeout_seconds"), "{body}");
+    let (code, body) = s.exec_tar("sync", tar_of(&[("main.py", b"print(1)\n")]), json!({"memory_mb": 64})).await;
+    assert_eq!(code, 400, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("memory_mb belongs in config"), "{body}");
+    let created = s.post("/api/v1/sessions").json(&json!({"idle_timeout_seconds": 5})).send().await.unwrap();
+    assert_eq!(created.status(), 400);
+
+    // The right places, and fields nobody knows (the original accepts those), still run.
+    let (code, body) = s.eval(json!({"code": "print(1)", "config": {"timeout_seconds": 5}, "client_tag": "x"})).await;
+    assert_eq!((code, body["stdout"].as_str()), (200, Some("1\n")), "{body}");
+}

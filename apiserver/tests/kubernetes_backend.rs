@@ -1,7 +1,8 @@
 //! The Kubernetes backend against a fake Kubernetes API (kube's `tower-test` service with an in-memory store and
 //! watches): requests become the PythonExecution resources the operator expects, statuses become wire results (the
-//! same for `GET`, synchronous waits and the last event of `/events`), DELETE becomes the kill annotation, and the
-//! execution metrics count what the operator finishes.
+//! same for `GET`, synchronous waits and the last event of `/events`), DELETE becomes the kill annotation, the
+//! execution metrics count what the operator finishes, and the queue in front of the slots takes the tenants in
+//! turn within their quotas.
 
 #![allow(clippy::unwrap_used)]
 
@@ -12,8 +13,9 @@ use futures::StreamExt;
 use pyexec_apiserver::backend::kubernetes::{KubernetesBackend, KubernetesConfig, SessionSettings};
 use pyexec_apiserver::backend::{Backend, BackendError, ExecutionEvent, KillReason, ListQuery, Source};
 use pyexec_apiserver::metrics::Metrics;
+use pyexec_backend::tenancy::{Quota, Quotas};
 use pyexec_core::{CodeFile, ExecutionResult, ExecutionStatus, Policy, PythonVersion};
-use pyexec_crds::contract::{API_SERVER, KILL_ANNOTATION, MANAGED_BY_LABEL};
+use pyexec_crds::contract::{API_SERVER, KILL_ANNOTATION, MANAGED_BY_LABEL, TENANT_LABEL};
 use pyexec_testkit::kube::*;
 use serde_json::{Value, json};
 
@@ -32,6 +34,16 @@ async fn backend_capped(
     max_in_flight: usize,
     max_queue: usize,
 ) -> (KubernetesBackend, FakeApi, Metrics) {
+    backend_with_quotas(dir, max_in_flight, max_queue, Quotas::default()).await
+}
+
+/// [`backend_capped`] with the tenants' `quotas`.
+async fn backend_with_quotas(
+    dir: &std::path::Path,
+    max_in_flight: usize,
+    max_queue: usize,
+    quotas: Quotas,
+) -> (KubernetesBackend, FakeApi, Metrics) {
     let (client, fake) = FakeApi::start();
     let config = KubernetesConfig {
         namespace: NS.into(),
@@ -42,10 +54,12 @@ async fn backend_capped(
         data_dir: dir.to_owned(),
         archive_token: Some("archive-token".into()),
         logs_token: Some("logs-token".into()),
+        logs_url: None,
         max_output_bytes: 1 << 20,
         kill_wait: Duration::from_millis(600),
         max_in_flight,
         max_queue,
+        quotas,
         sessions: SessionSettings {
             max_sessions: 2,
             max_lifetime: Duration::from_secs(3600),
@@ -98,6 +112,26 @@ fn resource(fake: &FakeApi, id: &str) -> Value {
 }
 
 #[tokio::test]
+async fn guarded_and_disallowed_imports_are_marked_for_the_install_container() {
+    let dir = tempfile::tempdir().unwrap();
+    let (backend, fake) = backend(dir.path()).await;
+    let policy = Policy {
+        auto_install: pyexec_core::requirements::AutoInstall::only(["six", "surely-not-a-real-pkg-xyz"]),
+        ..Policy::default()
+    };
+    let code = "import six, reqeusts\ntry:\n    import surely_not_a_real_pkg_xyz\nexcept ImportError:\n    pass";
+    let (spec, files) = policy.spec_from_eval(serde_json::from_value(json!({"code": code})).unwrap()).unwrap();
+    let pending = backend.submit(spec, Source::Files(files)).await.unwrap();
+    let cr = resource(&fake, &pending.execution_id);
+    assert_eq!(
+        cr["spec"]["requirements"],
+        "six  # pyexec: detected\nsurely_not_a_real_pkg_xyz  # pyexec: optional\n\
+         # pyexec: skipped reqeusts: not on the auto-install allow-list (PYEXEC_AUTO_INSTALL_ALLOW)",
+        "the allow-list is applied before the resource exists; the operator installs what it says"
+    );
+}
+
+#[tokio::test]
 async fn eval_becomes_a_resource_with_detected_requirements() {
     let dir = tempfile::tempdir().unwrap();
     let (backend, fake) = backend(dir.path()).await;
@@ -113,7 +147,11 @@ async fn eval_becomes_a_resource_with_detected_requirements() {
     assert_eq!(spec["source"]["files"][0]["name"], "main.py");
     assert_eq!((spec["entrypoint"].as_str(), spec["evalLastExpr"].as_bool()), (Some("main.py"), Some(true)));
     assert_eq!(spec["pythonVersion"], "3.11");
-    assert_eq!(spec["requirements"], "PyYAML\nnumpy", "json is stdlib; yaml maps to PyYAML");
+    // Marked as detected: the install container skips a name the index lacks (pyexec_core::requirements).
+    assert_eq!(
+        spec["requirements"], "PyYAML  # pyexec: detected\nnumpy  # pyexec: detected",
+        "json is stdlib; yaml maps to PyYAML"
+    );
     assert_eq!(
         (spec["ttlSecondsAfterFinished"].as_u64(), spec["runtimeClassName"].as_str()),
         (Some(300), Some("gvisor"))
@@ -229,18 +267,21 @@ async fn lists_are_newest_first_filtered_and_paged() {
         EXECUTIONS,
         execution("someone-elses", json!({"source": {"files": [{"name": "main.py", "content": "1"}]}})),
     );
-    let page = backend.list(ListQuery { status: None, limit: 2, before: None }).await.unwrap();
+    let page = backend.list(ListQuery { status: None, limit: 2, before: None, tenant: None }).await.unwrap();
     let ids: Vec<&str> = page.executions.iter().map(|r| r.execution_id.as_str()).collect();
     assert_eq!(ids, ["exe_00000000-0000-4000-8000-000000000002", "exe_00000000-0000-4000-8000-000000000001"]);
     for r in &page.executions {
         assert_eq!(r.stdout.len(), pyexec_core::listing::OUTPUT_CAP_BYTES, "list items are summaries");
         assert!(r.stdout_truncated);
     }
-    let next = backend.list(ListQuery { status: None, limit: 2, before: page.next_cursor }).await.unwrap();
+    let next =
+        backend.list(ListQuery { status: None, limit: 2, before: page.next_cursor, tenant: None }).await.unwrap();
     assert_eq!(next.executions.len(), 1, "only the API server's resources");
     assert!(next.next_cursor.is_none());
-    let completed =
-        backend.list(ListQuery { status: Some(ExecutionStatus::Completed), limit: 10, before: None }).await.unwrap();
+    let completed = backend
+        .list(ListQuery { status: Some(ExecutionStatus::Completed), limit: 10, before: None, tenant: None })
+        .await
+        .unwrap();
     assert_eq!(completed.executions.len(), 2);
 }
 
@@ -321,17 +362,18 @@ async fn execution_metrics_count_what_the_operator_finishes() {
     fake.set_status(EXECUTIONS, &ids[1], json!({"phase": "Failed", "exitCode": 124, "durationMs": 3000}));
     fake.set_status(EXECUTIONS, "someone-elses", json!({"phase": "Failed", "exitCode": 1, "durationMs": 10}));
     eventually("two finished", || {
-        has("pyexec_executions_total{status=\"completed\"} 1") && has("pyexec_executions_total{status=\"failed\"} 1")
+        has("pyexec_executions_total{status=\"completed\",tenant=\"anonymous\"} 1")
+            && has("pyexec_executions_total{status=\"failed\",tenant=\"anonymous\"} 1")
     })
     .await;
-    assert!(has("pyexec_execution_duration_seconds_count 2"), "{}", metrics.render());
-    assert!(has("pyexec_execution_duration_seconds_sum 4.5"), "{}", metrics.render());
+    assert!(has("pyexec_execution_duration_seconds_count{tenant=\"anonymous\"} 2"), "{}", metrics.render());
+    assert!(has("pyexec_execution_duration_seconds_sum{tenant=\"anonymous\"} 4.5"), "{}", metrics.render());
     assert!(has("pyexec_executions_in_flight 0") && has("pyexec_queue_depth 1"), "{}", metrics.render());
 
     // Deleted before it finished: no longer pending, never counted as finished.
     fake.delete(EXECUTIONS, &ids[2]);
     eventually("none pending", || has("pyexec_queue_depth 0")).await;
-    assert!(has("pyexec_executions_total{status=\"completed\"} 1"), "{}", metrics.render());
+    assert!(has("pyexec_executions_total{status=\"completed\",tenant=\"anonymous\"} 1"), "{}", metrics.render());
 }
 
 fn has_resource(fake: &FakeApi, id: &str) -> bool {
@@ -341,6 +383,148 @@ fn has_resource(fake: &FakeApi, id: &str) -> bool {
 async fn submit(backend: &KubernetesBackend, code: &str) -> Result<String, BackendError> {
     let (spec, files) = eval(json!({"code": code}));
     backend.submit(spec, Source::Files(files)).await.map(|r| r.execution_id)
+}
+
+/// Submits `code` as `tenant` (as the API server does for a key of that tenant).
+async fn submit_as(backend: &KubernetesBackend, tenant: &str, code: &str) -> Result<String, BackendError> {
+    let (mut spec, files) = eval(json!({"code": code}));
+    spec.tenant = Some(tenant.to_owned());
+    backend.submit(spec, Source::Files(files)).await.map(|r| r.execution_id)
+}
+
+fn finish(fake: &FakeApi, id: &str) {
+    fake.set_status(
+        EXECUTIONS,
+        &id.replacen('_', "-", 1),
+        json!({"phase": "Completed", "exitCode": 0, "durationMs": 10}),
+    );
+}
+
+fn quotas(per_tenant: &[(&str, Quota)]) -> Quotas {
+    Quotas { default: Quota::default(), per_tenant: per_tenant.iter().map(|(t, q)| (t.to_string(), *q)).collect() }
+}
+
+#[tokio::test]
+async fn resources_are_labelled_with_their_tenant_and_results_name_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (backend, fake, metrics) = backend_capped(dir.path(), 1, 10).await;
+    let (mut spec, files) = eval(json!({"code": "print(1)"}));
+    spec.tenant = Some("alice".into());
+    let pending = backend.submit(spec, Source::Files(files)).await.unwrap();
+    assert_eq!(pending.tenant.as_deref(), Some("alice"), "the pending record");
+    let alice = pending.execution_id;
+    let cr = resource(&fake, &alice);
+    assert_eq!((cr["metadata"]["labels"][TENANT_LABEL].as_str()), Some("alice"));
+    assert_eq!(cr["metadata"]["labels"][MANAGED_BY_LABEL], API_SERVER);
+    // Waiting for the slot: the record kept here names the tenant too.
+    let waiting = submit_as(&backend, "bob", "print(2)").await.unwrap();
+    assert!(!has_resource(&fake, &waiting));
+    assert_eq!(backend.get(&waiting).await.unwrap().unwrap().tenant.as_deref(), Some("bob"));
+    // Without a tenant (a server without API keys): no label.
+    let anonymous = submit(&backend, "print(3)").await.unwrap();
+    assert_eq!(backend.get(&anonymous).await.unwrap().unwrap().tenant, None);
+
+    let page = backend.list(ListQuery { status: None, limit: 10, before: None, tenant: None }).await.unwrap();
+    let listed: Vec<(&str, Option<&str>)> =
+        page.executions.iter().map(|r| (r.execution_id.as_str(), r.tenant.as_deref())).collect();
+    assert!(listed.contains(&(alice.as_str(), Some("alice"))) && listed.contains(&(waiting.as_str(), Some("bob"))));
+
+    finish(&fake, &alice);
+    let has = |line: &str| metrics.render().lines().any(|l| l == line);
+    eventually("alice's counted as hers", || has("pyexec_executions_total{status=\"completed\",tenant=\"alice\"} 1"))
+        .await;
+    assert!(has("pyexec_execution_duration_seconds_count{tenant=\"alice\"} 1"), "{}", metrics.render());
+    let done = backend.get(&alice).await.unwrap().unwrap();
+    assert_eq!((done.status, done.tenant.as_deref()), (ExecutionStatus::Completed, Some("alice")), "from the resource");
+    eventually("bob's gets the slot", || has_resource(&fake, &waiting)).await;
+    assert_eq!(
+        resource(&fake, &waiting)["metadata"]["labels"][TENANT_LABEL],
+        "bob",
+        "created from the queue: labelled"
+    );
+    eventually("the anonymous one gets the slot", || {
+        finish(&fake, &waiting);
+        has_resource(&fake, &anonymous)
+    })
+    .await;
+    assert!(resource(&fake, &anonymous)["metadata"]["labels"].get(TENANT_LABEL).is_none(), "no tenant, no label");
+}
+
+#[tokio::test]
+async fn a_tenant_with_one_waiting_is_served_before_the_third_of_a_tenant_with_many() {
+    let dir = tempfile::tempdir().unwrap();
+    let (backend, fake, _) = backend_capped(dir.path(), 1, 100).await;
+    let first = submit_as(&backend, "alice", "print(0)").await.unwrap();
+    assert!(has_resource(&fake, &first));
+    let mut alices = Vec::new();
+    for i in 1..=5 {
+        alices.push(submit_as(&backend, "alice", &format!("print({i})")).await.unwrap());
+    }
+    let bobs = submit_as(&backend, "bob", "print('b')").await.unwrap();
+    assert_eq!(backend.health().queue.pending, 6);
+
+    // Slots free one at a time; the order in which the resources are created is the order of the turns.
+    let mut created = vec![first.clone()];
+    let mut open = first;
+    for _ in 0..6 {
+        finish(&fake, &open);
+        let before = created.len();
+        eventually("the next waiting one is created", || {
+            alices.iter().chain([&bobs]).any(|id| !created.contains(id) && has_resource(&fake, id))
+        })
+        .await;
+        open =
+            alices.iter().chain([&bobs]).find(|id| !created.contains(id) && has_resource(&fake, id)).unwrap().clone();
+        created.push(open.clone());
+        assert_eq!(created.len(), before + 1);
+    }
+    let position = |id: &String| created.iter().position(|c| c == id).unwrap();
+    assert!(position(&bobs) < position(&alices[1]), "bob's before alice's third: {created:?}");
+    let alice_order: Vec<usize> = alices.iter().map(position).collect();
+    assert!(alice_order.windows(2).all(|w| w[0] < w[1]), "alice's in the order she submitted them");
+}
+
+#[tokio::test]
+async fn a_tenant_beyond_its_max_queued_gets_429_naming_its_quota() {
+    use axum::response::IntoResponse;
+    let dir = tempfile::tempdir().unwrap();
+    let alice = Quota { max_queued: Some(5), weight: 1, ..Quota::default() };
+    let (backend, fake, _) = backend_with_quotas(dir.path(), 1, 100, quotas(&[("alice", alice)])).await;
+    submit_as(&backend, "alice", "print(0)").await.unwrap();
+    for i in 1..=5 {
+        submit_as(&backend, "alice", &format!("print({i})")).await.unwrap();
+    }
+    let refused = submit_as(&backend, "alice", "print(6)").await.unwrap_err();
+    let BackendError::Exhausted { message, .. } = &refused else { panic!("{refused:?}") };
+    assert!(message.contains("tenant alice has 5 executions queued"), "{message}");
+    assert!(message.contains("PYEXEC_TENANT_MAX_QUEUED"), "{message}");
+    let response = pyexec_apiserver::error::ApiError::from(refused).into_response();
+    assert_eq!(response.status(), 429);
+    assert!(response.headers().get("retry-after").is_some());
+    assert_eq!(fake.calls_to("POST", EXECUTIONS).len(), 1, "only the first has a resource");
+    // Another tenant is not held to alice's quota.
+    submit_as(&backend, "bob", "print('b')").await.unwrap();
+    assert_eq!(backend.health().queue.pending, 6);
+}
+
+#[tokio::test]
+async fn a_tenant_at_its_max_running_waits_while_another_takes_a_free_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let alice = Quota { max_running: Some(1), weight: 1, ..Quota::default() };
+    let (backend, fake, _) = backend_with_quotas(dir.path(), 2, 100, quotas(&[("alice", alice)])).await;
+    let a1 = submit_as(&backend, "alice", "print(1)").await.unwrap();
+    let a2 = submit_as(&backend, "alice", "print(2)").await.unwrap();
+    assert!(has_resource(&fake, &a1));
+    assert!(!has_resource(&fake, &a2), "a slot is free, but alice runs her one");
+    let b1 = submit_as(&backend, "bob", "print('b')").await.unwrap();
+    assert!(has_resource(&fake, &b1), "bob takes the free slot at once");
+    let queue = backend.health().queue;
+    assert_eq!((queue.pending, queue.running), (1, 2));
+    finish(&fake, &b1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!has_resource(&fake, &a2), "a free slot does not lift alice's cap");
+    finish(&fake, &a1);
+    eventually("alice's second runs once her first is done", || has_resource(&fake, &a2)).await;
 }
 
 #[tokio::test]
@@ -369,8 +553,10 @@ async fn beyond_the_cap_submissions_wait_without_a_resource_and_beyond_the_queue
     assert_eq!(fake.calls_to("POST", EXECUTIONS).len(), 1, "the refused one made no resource either");
 
     // The waiting one is listed, and its events start `pending`.
-    let page =
-        backend.list(ListQuery { status: Some(ExecutionStatus::Pending), limit: 10, before: None }).await.unwrap();
+    let page = backend
+        .list(ListQuery { status: Some(ExecutionStatus::Pending), limit: 10, before: None, tenant: None })
+        .await
+        .unwrap();
     let ids: Vec<&str> = page.executions.iter().map(|r| r.execution_id.as_str()).collect();
     assert_eq!(ids.len(), 2, "{ids:?}");
     assert!(ids.contains(&second.as_str()));
@@ -384,7 +570,7 @@ async fn beyond_the_cap_submissions_wait_without_a_resource_and_beyond_the_queue
     assert_eq!(backend.get(&second).await.unwrap().unwrap().status, ExecutionStatus::Pending);
     let queue = backend.health().queue;
     assert_eq!((queue.pending, queue.running), (0, 1));
-    let page = backend.list(ListQuery { status: None, limit: 10, before: None }).await.unwrap();
+    let page = backend.list(ListQuery { status: None, limit: 10, before: None, tenant: None }).await.unwrap();
     assert_eq!(page.executions.len(), 2, "listed once, as its resource");
 
     // Its events go on from the resource, without a second `pending`.
@@ -424,8 +610,10 @@ async fn a_queued_execution_that_is_killed_never_gets_a_resource() {
     fake.set_status(EXECUTIONS, &first.replacen('_', "-", 1), json!({"phase": "Failed", "exitCode": 1}));
     eventually("the next waiting one gets the slot", || has_resource(&fake, &later)).await;
     assert!(!has_resource(&fake, &killed), "killed while waiting: never created");
-    let killed_list =
-        backend.list(ListQuery { status: Some(ExecutionStatus::Killed), limit: 10, before: None }).await.unwrap();
+    let killed_list = backend
+        .list(ListQuery { status: Some(ExecutionStatus::Killed), limit: 10, before: None, tenant: None })
+        .await
+        .unwrap();
     assert_eq!(killed_list.executions.len(), 1);
     assert_eq!(killed_list.executions[0].execution_id, killed);
 }
@@ -451,4 +639,29 @@ async fn executions_still_waiting_at_shutdown_fail_without_running() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!has_resource(&fake, &queued), "dropped, never created");
     assert_eq!(backend.health().queue.pending, 0);
+}
+
+#[tokio::test]
+async fn an_idempotency_key_names_the_resource_so_every_replica_finds_one_execution() {
+    let dir = tempfile::tempdir().unwrap();
+    let (backend, fake) = backend(dir.path()).await;
+    let record = |fingerprint: &str| pyexec_core::spec::IdempotencyRecord {
+        key_hash: "0123456789abcdef0123456789abcdef01234567".into(),
+        fingerprint: fingerprint.into(),
+    };
+    assert_eq!(backend.find_idempotent(&record("fp").key_hash).await.unwrap(), None);
+    let (mut spec, files) = eval(json!({"code": "print(1)"}));
+    spec.idempotency = Some(record("fp-1"));
+    let first = backend.submit(spec.clone(), Source::Files(files.clone())).await.unwrap().execution_id;
+    assert_eq!(resource(&fake, &first)["metadata"]["annotations"]["pyexec.io/request-fingerprint"], "fp-1");
+    let found = backend.find_idempotent(&record("fp-1").key_hash).await.unwrap().unwrap();
+    assert_eq!((found.execution_id.as_str(), found.fingerprint.as_str()), (first.as_str(), "fp-1"));
+
+    // Another replica that missed it takes the same retry: its create meets the first, and it answers the same id.
+    let again = backend.submit(spec.clone(), Source::Files(files.clone())).await.unwrap().execution_id;
+    assert_eq!(again, first);
+    assert_eq!(fake.calls_to("POST", EXECUTIONS).len(), 2, "one resource, the second create refused");
+    // The same key with another request is refused there too.
+    spec.idempotency = Some(record("fp-2"));
+    assert!(matches!(backend.submit(spec, Source::Files(files)).await, Err(BackendError::Conflict(_))));
 }

@@ -32,10 +32,12 @@ async fn backend(dir: &Path) -> (Arc<KubernetesBackend>, FakeApi) {
         data_dir: dir.to_owned(),
         archive_token: None,
         logs_token: None,
+        logs_url: None,
         max_output_bytes: 1 << 20,
         kill_wait: Duration::from_millis(600),
         max_in_flight: 10,
         max_queue: 10,
+        quotas: Default::default(),
         sessions: SessionSettings {
             max_sessions: 2,
             max_lifetime: Duration::from_secs(3600),
@@ -61,6 +63,15 @@ fn play_operator(fake: FakeApi, root: PathBuf) -> tokio::task::JoinHandle<()> {
                 let Some(name) = call.body["metadata"]["name"].as_str().map(str::to_owned) else { continue };
                 let Some(session) = fake.get(SESSIONS, &name) else { continue };
                 let status = &session["status"];
+                if status["phase"].is_null()
+                    && session["spec"]["requirementsTxt"].as_str().is_some_and(|r| r.contains("no-such-package"))
+                {
+                    // The operator's install failed: the session fails with pip's reason.
+                    let message =
+                        "installing the requirements failed: No matching distribution found for no-such-package";
+                    fake.set_status(SESSIONS, &name, json!({"phase": "Failed", "message": message}));
+                    continue;
+                }
                 let pod_gone = status["podName"].as_str().is_some_and(|p| fake.get(PODS, p).is_none());
                 if status["phase"].is_null() || (status["phase"] == "Ready" && pod_gone) {
                     pods += 1;
@@ -125,6 +136,25 @@ async fn a_session_is_a_pod_the_api_server_attaches_to() {
     let second = backend.session_eval(&id, call("x + 1", 10)).await.unwrap();
     assert_eq!(second.result.as_deref(), Some("42"));
     assert_eq!(second.session_id.as_deref(), Some(id.as_str()));
+    // Each call is an execution too, on every replica: a PythonExecution that names the session, with the result.
+    let recorded = backend.get(&second.execution_id).await.unwrap().expect("the call's record");
+    assert_eq!((recorded.status, recorded.result.as_deref()), (pyexec_core::ExecutionStatus::Completed, Some("42")));
+    assert_eq!(recorded.session_id.as_deref(), Some(id.as_str()));
+    let record = fake.get(EXECUTIONS, &second.execution_id.replacen('_', "-", 1)).unwrap();
+    assert_eq!(record["spec"]["sessionRef"], name.as_str());
+    assert_eq!(record["spec"]["source"]["files"][0]["content"], "x + 1");
+    let finished = record["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Finished");
+    assert_eq!(finished.unwrap()["reason"], "Completed");
+    // The runner reports its cgroup's memory after each call where it sees the counter (a Pod's container does).
+    let memory = backend.get_session(&id).await.unwrap().unwrap().memory_used_bytes;
+    let counter = ["/sys/fs/cgroup/memory.current", "/sys/fs/cgroup/memory/memory.usage_in_bytes"];
+    if counter.iter().any(|c| Path::new(c).exists()) {
+        assert!(memory.is_some_and(|m| m > 1 << 20), "{memory:?}");
+    } else {
+        assert_eq!(memory, None);
+    }
+    let listed = backend.list(pyexec_apiserver::backend::ListQuery { limit: 10, ..Default::default() }).await.unwrap();
+    assert!(listed.executions.iter().any(|e| e.execution_id == second.execution_id && e.session_id.is_some()));
     let resource = fake.get(SESSIONS, &name).unwrap();
     assert_eq!(resource["metadata"]["annotations"]["pyexec.io/calls"], "2");
     assert!(resource["metadata"]["annotations"].get("pyexec.io/busy").is_none(), "released after the call");
@@ -184,6 +214,49 @@ async fn a_session_is_a_pod_the_api_server_attaches_to() {
     assert_eq!(fresh.unwrap().result.as_deref(), Some("False"), "a fresh interpreter");
     assert_eq!(backend.get_session(&id).await.unwrap().unwrap().restarts, 1);
 
+    // DELETE of a running call's execution stops it (its Pod goes); the call answers `killed`, and so does its
+    // record.
+    let running = {
+        let (backend, id) = (backend.clone(), id.clone());
+        tokio::spawn(async move { backend.session_eval(&id, call("import time\ntime.sleep(30)", 60)).await })
+    };
+    let mut record = None;
+    for _ in 0..200 {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        let page =
+            backend.list(pyexec_apiserver::backend::ListQuery { limit: 50, ..Default::default() }).await.unwrap();
+        record = page.executions.into_iter().find(|e| e.status == pyexec_core::ExecutionStatus::Running);
+        if record.is_some() {
+            break;
+        }
+    }
+    let running_id = record.expect("the running call is listed").execution_id;
+    backend.kill(&running_id, pyexec_apiserver::backend::KillReason::Request).await.unwrap();
+    let killed = tokio::time::timeout(Duration::from_secs(20), running).await.unwrap().unwrap().unwrap();
+    assert_eq!((killed.status, killed.exit_code), (pyexec_core::ExecutionStatus::Killed, 137), "{killed:?}");
+    assert!(killed.session_restarted && killed.error.as_deref().is_some_and(|e| e.contains("state is lost")));
+    let recorded = backend.get(&running_id).await.unwrap().unwrap();
+    assert_eq!(recorded.status, pyexec_core::ExecutionStatus::Killed);
+
+    // An interpreter killed for memory takes the whole container: its status says OOMKilled, and so does the call.
+    let pod = loop {
+        let session = fake.get(SESSIONS, &name).unwrap();
+        let pod = session["status"]["podName"].as_str().unwrap().to_owned();
+        if fake.get(PODS, &pod).is_some() {
+            break pod;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let oom_kill = "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)";
+    let killer = {
+        let (backend, id) = (backend.clone(), id.clone());
+        tokio::spawn(async move { backend.session_eval(&id, call(oom_kill, 10)).await })
+    };
+    let terminated = json!({"terminated": {"exitCode": 137, "reason": "OOMKilled"}});
+    fake.set_status(PODS, &pod, json!({"phase": "Running", "containerStatuses": [container("python", terminated)]}));
+    let oom = killer.await.unwrap().unwrap();
+    assert!(oom.oom_killed && oom.exit_code == 137 && oom.session_restarted, "{oom:?}");
+
     // Deleted: gone for the API.
     let ended = backend.delete_session(&id).await.unwrap().unwrap();
     assert_eq!(ended.state, pyexec_core::session::SessionState::Ended);
@@ -193,16 +266,19 @@ async fn a_session_is_a_pod_the_api_server_attaches_to() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn requirements_are_refused_and_the_cap_answers_429() {
+async fn requirements_go_to_the_operator_and_the_cap_answers_429() {
     let dir = tempfile::tempdir().unwrap();
     let (backend, fake) = backend(dir.path()).await;
     let operator = play_operator(fake.clone(), dir.path().join("pods"));
-    let (spec, idle) = new_session(json!({"requirements_txt": "pandas"}));
+    // The operator installs them before the session is ready; a failed install fails the session with pip's reason.
+    let (spec, idle) = new_session(json!({"requirements_txt": "no-such-package==1.0"}));
     match backend.create_session(spec, idle).await {
-        Err(BackendError::Invalid(e)) => assert!(e.message.contains("requirements_txt"), "{}", e.message),
+        Err(BackendError::Invalid(e)) => assert!(e.message.contains("No matching distribution"), "{}", e.message),
         other => panic!("{other:?}"),
     }
-    assert!(fake.calls_to("POST", SESSIONS).is_empty(), "nothing was created");
+    let created = fake.calls_to("POST", SESSIONS);
+    assert_eq!(created[0].body["spec"]["requirementsTxt"], "no-such-package==1.0");
+    assert!(fake.get(SESSIONS, created[0].body["metadata"]["name"].as_str().unwrap()).is_none(), "deleted");
     for _ in 0..2 {
         let (spec, idle) = new_session(json!({}));
         backend.create_session(spec, idle).await.unwrap();

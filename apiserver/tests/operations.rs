@@ -205,7 +205,7 @@ async fn finished_results_expire_after_the_ttl_counted_from_the_finish() {
     loop {
         let (code, body) = json_of(s.get(&format!("/api/v1/executions/{id}")).send().await.unwrap()).await;
         if code == 404 {
-            assert_eq!(body, json!({"error": "execution not found"}));
+            assert_eq!(body, json!({"error": "execution not found", "retention_seconds": 2}));
             assert!(finished.elapsed() >= Duration::from_secs(2), "expired before the TTL");
             break;
         }

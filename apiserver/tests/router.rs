@@ -113,11 +113,22 @@ fn app(backend: std::sync::Arc<FakeBackend>, keys: &[&str]) -> Router {
         policy: Policy::default(),
         ingest: IngestLimits { max_bytes: 1 << 20, max_entries: 100 },
         upload_limit_mb: 1,
-        api_keys: keys.iter().map(|k| k.to_string()).collect(),
+        tenants: std::sync::Arc::new(
+            pyexec_apiserver::tenants::Tenants::load(
+                &keys.iter().map(|k| k.to_string()).collect::<Vec<_>>(),
+                None,
+                Default::default(),
+                &[],
+            )
+            .unwrap(),
+        ),
         metrics: Metrics::new(),
         browser: BrowserPolicy::new(&config, !keys.is_empty()).unwrap(),
         session_timeouts: pyexec_core::session::SessionTimeouts { idle_default: 600, idle_max: 3600 },
         session_upload_max_bytes: 1 << 20,
+        mcp_output: pyexec_mcp::OutputBudget::default(),
+        retention: std::time::Duration::from_secs(86_400),
+        idempotency: Default::default(),
     });
     routes::router(state)
 }
@@ -249,9 +260,9 @@ async fn list_parameters_are_checked_and_passed_on() {
     assert_eq!(
         *backend.lists.lock().unwrap(),
         vec![
-            ListQuery { status: None, limit: 50, before: None },
-            ListQuery { status: Some(ExecutionStatus::Failed), limit: 10, before: Some("abc".into()) },
-            ListQuery { status: None, limit: 50, before: None },
+            ListQuery { status: None, limit: 50, before: None, tenant: None },
+            ListQuery { status: Some(ExecutionStatus::Failed), limit: 10, before: Some("abc".into()), tenant: None },
+            ListQuery { status: None, limit: 50, before: None, tenant: None },
         ]
     );
 }

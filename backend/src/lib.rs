@@ -8,13 +8,17 @@
 //! never a sandbox's output chunk, so the API server depends on this crate and on no backend's internals.
 //!
 //! [`session`] holds what every backend's sessions share: the link to a session runner and the result of a call.
+//! [`tenancy`] holds the tenants' quotas, and [`fair`] the queue that both backends put in front of their slots:
+//! per-tenant FIFOs served in turn, within the tenants' caps.
 //!
 //! Why a crate of its own rather than a module of `pyexec-core`: core is the execution model shared by every
 //! component, the operator included, and stays free of I/O and of an async runtime. This boundary is neither: it
 //! is an async trait returning streams, and the spooled stdin it hands over is a file that it reads and removes.
 //! Only the API server and the backends need it.
 
+pub mod fair;
 pub mod session;
+pub mod tenancy;
 
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -110,6 +114,8 @@ pub struct ListQuery {
     pub limit: usize,
     /// Opaque cursor from a previous page: only executions older than it.
     pub before: Option<String>,
+    /// Only executions of this tenant (`None`: every tenant's, for admins and servers without API keys).
+    pub tenant: Option<String>,
 }
 
 /// What a backend reports on `/health`.
@@ -192,6 +198,15 @@ pub enum BackendError {
     Internal(String),
 }
 
+/// An execution created with an `Idempotency-Key` (`ExecutionSpec::idempotency`), found again by its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotentExecution {
+    /// Its id.
+    pub execution_id: String,
+    /// The fingerprint of the request that created it.
+    pub fingerprint: String,
+}
+
 /// The answer of a backend without sessions or kept files.
 fn unsupported(what: &str) -> BackendError {
     BackendError::Unsupported(format!("{what} are not available on this backend"))
@@ -249,6 +264,13 @@ pub trait Backend: Send + Sync + 'static {
 
     /// What `/health` shows about the backend.
     fn health(&self) -> BackendHealth;
+
+    /// The execution created with the idempotency key hash `key_hash`, while it is kept (its retention is the
+    /// key's window).
+    async fn find_idempotent(&self, key_hash: &str) -> Result<Option<IdempotentExecution>, BackendError> {
+        let _ = key_hash;
+        Err(unsupported("idempotency keys"))
+    }
 
     /// The files an execution left in `/work` (docs/sessions.md); `None` when the execution is unknown.
     async fn execution_files(&self, id: &str) -> Result<Option<FileList>, BackendError> {
@@ -319,9 +341,9 @@ pub trait Backend: Send + Sync + 'static {
 /// The API server implements it over its Prometheus registry; a backend sees only these calls, so it needs
 /// nothing of the metrics library or of the server.
 pub trait ExecutionMetrics: Send + Sync + 'static {
-    /// An execution was accepted.
-    fn submitted(&self);
-    /// An execution ended with `result`.
+    /// An execution of `tenant` (`None`: the anonymous tenant of a server without API keys) was accepted.
+    fn submitted(&self, tenant: Option<&str>);
+    /// An execution ended with `result` (its tenant is `result.tenant`).
     fn finished(&self, result: &ExecutionResult);
     /// Executions now waiting for a slot.
     fn queue_depth(&self, pending: usize);

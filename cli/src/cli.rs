@@ -93,7 +93,7 @@ pub enum Command {
     /// Serve the Model Context Protocol on stdin/stdout for AI agents (tools: run_python, submit_python,
     /// get_execution, kill_execution, create_session, session_run_python, close_session, list_files, get_file),
     /// running code on the server.
-    Mcp,
+    Mcp(McpArgs),
     /// Print the version.
     Version,
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
@@ -101,6 +101,18 @@ pub enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+}
+
+/// Settings of `mcp`.
+#[derive(Debug, Args)]
+pub struct McpArgs {
+    /// Bytes of a run's stdout in a tool result: longer output is cut to its start and its end, with a note saying
+    /// how much was left out (also the cap of the last expression's value and of text display outputs).
+    #[arg(long, env = "PYEXEC_MCP_MAX_STDOUT_BYTES", value_name = "BYTES", default_value_t = pyexec_mcp::DEFAULT_STDOUT_BYTES)]
+    pub max_stdout_bytes: usize,
+    /// Bytes of a run's stderr in a tool result, likewise (also the cap of the exception message).
+    #[arg(long, env = "PYEXEC_MCP_MAX_STDERR_BYTES", value_name = "BYTES", default_value_t = pyexec_mcp::DEFAULT_STDERR_BYTES)]
+    pub max_stderr_bytes: usize,
 }
 
 /// Input of `run` and `submit`.

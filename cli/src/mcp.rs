@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 
 use pyexec_client::{Archive, Client, Error, FileList, NewSession, Session};
 use pyexec_core::{CodeFile, EvalRequest, ExecutionResult, ExecutionStatus, Metadata};
-use pyexec_mcp::{Executor, ExecutorError, FileOwner, PythonTools};
+use pyexec_mcp::{Executor, ExecutorError, FileOwner, OutputBudget, PythonTools};
 use rmcp::ServiceExt;
 use tokio::io::AsyncWrite;
 
@@ -119,9 +119,10 @@ impl AsyncWrite for Capped {
     }
 }
 
-/// Serves MCP on stdio until the host closes it. Logs go to stderr (stdout is the protocol).
-pub async fn serve(client: Client) -> Result<(), String> {
-    let tools = PythonTools::new(std::sync::Arc::new(OverHttp { client }));
+/// Serves MCP on stdio until the host closes it, tool results within `budget`. Logs go to stderr (stdout is the
+/// protocol).
+pub async fn serve(client: Client, budget: OutputBudget) -> Result<(), String> {
+    let tools = PythonTools::new(std::sync::Arc::new(OverHttp { client })).with_output_budget(budget);
     let service = tools.serve(rmcp::transport::stdio()).await.map_err(|e| format!("starting the MCP server: {e}"))?;
     service.waiting().await.map_err(|e| format!("the MCP session failed: {e}"))?;
     Ok(())

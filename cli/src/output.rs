@@ -1,49 +1,14 @@
-//! Printing results the way the original CLI did (stdout to stdout, stderr to stderr, `Error:` lines), a spinner
-//! while waiting (only on a terminal), and `--output json`.
+//! Printing results the way the original CLI did (stdout to stdout, stderr to stderr, `Error:` lines), why a run
+//! was stopped, and `--output json`.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use indicatif::{ProgressBar, ProgressStyle};
-use pyexec_client::{DisplayOutput, ExecutionResult, FileList, Session};
+use pyexec_client::{DisplayOutput, ExecutionResult, ExecutionStatus, FileList, Session};
 
 use crate::cli::{Cli, OutputFormat};
-
-/// A spinner with the elapsed time on stderr, shown only to people (a terminal, text output, not quiet).
-pub struct Spinner(Option<ProgressBar>);
-
-impl Spinner {
-    pub fn start(cli: &Cli, message: &str) -> Spinner {
-        if cli.quiet || cli.output != OutputFormat::Text || !std::io::stderr().is_terminal() {
-            return Spinner(None);
-        }
-        let bar = ProgressBar::new_spinner();
-        bar.set_style(
-            ProgressStyle::with_template("{spinner} {msg} {elapsed}")
-                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-        );
-        bar.set_message(message.to_owned());
-        bar.enable_steady_tick(Duration::from_millis(100));
-        Spinner(Some(bar))
-    }
-
-    /// Runs `f` with the spinner hidden (for live output).
-    pub fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
-        match &self.0 {
-            Some(bar) => bar.suspend(f),
-            None => f(),
-        }
-    }
-
-    pub fn stop(self) {
-        if let Some(bar) = self.0 {
-            bar.finish_and_clear();
-        }
-    }
-}
 
 /// How results are printed.
 #[derive(Debug, Clone, Copy)]
@@ -51,12 +16,36 @@ pub struct Print {
     pub quiet: bool,
     pub verbose: bool,
     pub json: bool,
+    /// The memory limit the run asked for (`--memory`), MiB, for the out-of-memory line.
+    pub memory_mb: Option<i64>,
 }
 
 impl Print {
     pub fn of(cli: &Cli) -> Print {
-        Print { quiet: cli.quiet, verbose: cli.verbose, json: cli.output == OutputFormat::Json }
+        Print {
+            quiet: cli.quiet,
+            verbose: cli.verbose,
+            json: cli.output == OutputFormat::Json,
+            memory_mb: (cli.memory > 0).then_some(cli.memory),
+        }
     }
+}
+
+/// Why a run ended that its output may not say: the memory limit, or a kill. (A timeout says so in the server's
+/// `error`, printed as `Error: execution timeout after Ns`.) Without this line an out-of-memory kill printed
+/// nothing at all: the program is killed mid-write and only the exit code, 137, told.
+pub fn ending(r: &ExecutionResult, memory_mb: Option<i64>) -> Option<String> {
+    if r.oom_killed {
+        let limit = memory_mb.map_or_else(|| "over its memory limit".to_owned(), |m| format!("limit {m} MiB"));
+        return Some(format!("python-executor: out of memory ({limit}); exit code {}", r.exit_code));
+    }
+    if r.status == ExecutionStatus::Killed && r.error.is_none() {
+        return Some(format!(
+            "python-executor: killed before it finished (python-executor kill, or the server stopped it); exit code {}",
+            r.exit_code
+        ));
+    }
+    None
 }
 
 /// What became of a result's display outputs (plots, images, HTML): where each was saved, by index, and whether the
@@ -221,6 +210,9 @@ pub fn result_with_outputs(print: Print, r: &ExecutionResult, eval: bool, live: 
     if let Some(error) = &r.error {
         eprintln!("Error: {error}");
     }
+    if let Some(reason) = ending(r, print.memory_mb) {
+        eprintln!("{reason}");
+    }
 }
 
 /// The `files` table: path, size, sha256.
@@ -256,7 +248,7 @@ pub fn json(value: &impl serde::Serialize) {
 
 #[cfg(test)]
 mod tests {
-    use pyexec_client::{ExecutionStatus, OutputFile};
+    use pyexec_client::OutputFile;
 
     use super::*;
 
@@ -304,6 +296,24 @@ mod tests {
         let mut bad = ExecutionResult::pending("exe_3");
         bad.outputs = vec![DisplayOutput { kind: "image/png".into(), data: "not base64!".into() }];
         assert!(save_outputs(&bad, &out).unwrap_err().contains("display output 1 of type image/png"));
+    }
+
+    #[test]
+    fn out_of_memory_and_kills_say_so() {
+        let mut r = ExecutionResult::pending("exe_1");
+        r.status = ExecutionStatus::Completed;
+        r.exit_code = 137;
+        assert_eq!(ending(&r, None), None, "exit code 137 alone may be the program's own");
+        r.oom_killed = true;
+        assert_eq!(ending(&r, Some(128)).unwrap(), "python-executor: out of memory (limit 128 MiB); exit code 137");
+        assert_eq!(ending(&r, None).unwrap(), "python-executor: out of memory (over its memory limit); exit code 137");
+        r.oom_killed = false;
+        r.status = ExecutionStatus::Killed;
+        assert!(ending(&r, None).unwrap().starts_with("python-executor: killed before it finished"));
+        r.status = ExecutionStatus::Failed;
+        r.exit_code = 124;
+        r.error = Some("execution timeout after 1s".into());
+        assert_eq!(ending(&r, None), None, "the timeout is the Error: line");
     }
 
     #[test]

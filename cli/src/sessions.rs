@@ -8,19 +8,21 @@ use pyexec_client::{Client, EvalRequest, ExecutionConfig, NewSession, SessionCon
 use tokio::io::AsyncWrite;
 
 use crate::cli::{Cli, FilesArgs, OutputFormat, SessionCommand, SessionEvalArgs, SessionNewArgs};
+use crate::fail::Failure;
 use crate::input::{self, Fail, env_vars};
 use crate::output;
+use crate::screen::Spinner;
 
 /// Runs a `session` command; returns the exit code.
-pub async fn session(cli: &Cli, client: Client, command: &SessionCommand) -> Result<i32, Fail> {
+pub async fn session(cli: &Cli, client: Client, command: &SessionCommand) -> Result<i32, Failure> {
     let json = cli.output == OutputFormat::Json;
     match command {
         SessionCommand::New(args) => {
             let request = new_session(cli, args)?;
-            let spinner = output::Spinner::start(cli, "starting the session");
+            let spinner = Spinner::start(cli, "starting the session");
             let session = client.create_session(&request).await;
             spinner.stop();
-            let session = session.map_err(|e| e.to_string())?;
+            let session = session?;
             if json {
                 output::json(&session);
             } else {
@@ -41,7 +43,7 @@ pub async fn session(cli: &Cli, client: Client, command: &SessionCommand) -> Res
         }
         SessionCommand::Eval(args) => session_eval(cli, client, args).await,
         SessionCommand::Rm { id } => {
-            let session = client.delete_session(id).await.map_err(|e| e.to_string())?;
+            let session = client.delete_session(id).await?;
             if json {
                 output::json(&session);
             } else if !cli.quiet {
@@ -50,7 +52,7 @@ pub async fn session(cli: &Cli, client: Client, command: &SessionCommand) -> Res
             Ok(0)
         }
         SessionCommand::Ls => {
-            let sessions = client.list_sessions().await.map_err(|e| e.to_string())?;
+            let sessions = client.list_sessions().await?;
             if json {
                 output::json(&serde_json::json!({ "sessions": sessions }));
             } else {
@@ -63,7 +65,7 @@ pub async fn session(cli: &Cli, client: Client, command: &SessionCommand) -> Res
                 Some(r) => r.clone(),
                 None => default_remote(local)?,
             };
-            let stored = client.session_upload(id, &remote, local).await.map_err(|e| e.to_string())?;
+            let stored = client.session_upload(id, &remote, local).await?;
             if json {
                 output::json(&stored);
             } else if !cli.quiet {
@@ -122,12 +124,12 @@ pub fn session_call(cli: &Cli, args: &SessionEvalArgs, code: String) -> EvalRequ
     }
 }
 
-async fn session_eval(cli: &Cli, client: Client, args: &SessionEvalArgs) -> Result<i32, Fail> {
+async fn session_eval(cli: &Cli, client: Client, args: &SessionEvalArgs) -> Result<i32, Failure> {
     let request = session_call(cli, args, code_of(args)?);
-    let spinner = output::Spinner::start(cli, "running");
+    let spinner = Spinner::start(cli, "running");
     let result = client.session_eval(&args.id, &request).await;
     spinner.stop();
-    let result = result.map_err(|e| e.to_string())?;
+    let result = result?;
     let saved = match &args.save_outputs {
         Some(dir) => output::save_outputs(&result, dir)?,
         None => output::Saved { files: Vec::new(), can_save: true },
@@ -144,7 +146,7 @@ pub enum Owner {
 }
 
 /// `files` and `session files`: the list (a table, or JSON), one file's bytes, or a tar.
-pub async fn files(cli: &Cli, client: &Client, owner: Owner, args: &FilesArgs) -> Result<i32, Fail> {
+pub async fn files(cli: &Cli, client: &Client, owner: Owner, args: &FilesArgs) -> Result<i32, Failure> {
     let json = cli.output == OutputFormat::Json;
     let id = args.id.as_str();
     if args.tar || args.path.is_some() {
@@ -177,8 +179,7 @@ pub async fn files(cli: &Cli, client: &Client, owner: Owner, args: &FilesArgs) -
     let list = match owner {
         Owner::Execution => client.execution_files(id).await,
         Owner::Session => client.session_files(id).await,
-    }
-    .map_err(|e| e.to_string())?;
+    }?;
     if json {
         output::json(&list);
         return Ok(0);
@@ -191,7 +192,7 @@ pub async fn files(cli: &Cli, client: &Client, owner: Owner, args: &FilesArgs) -
 }
 
 /// One file (`path`) or the tar of all, into `out`.
-async fn download<W>(client: &Client, owner: Owner, id: &str, path: Option<&str>, out: &mut W) -> Result<u64, Fail>
+async fn download<W>(client: &Client, owner: Owner, id: &str, path: Option<&str>, out: &mut W) -> Result<u64, Failure>
 where
     W: AsyncWrite + Unpin,
 {
@@ -201,7 +202,7 @@ where
         (Owner::Execution, None) => client.download_files_tar(id, out).await,
         (Owner::Session, None) => client.session_download_tar(id, out).await,
     }
-    .map_err(|e| e.to_string())
+    .map_err(Failure::from)
 }
 
 #[cfg(test)]

@@ -62,10 +62,11 @@ async fn exercise(session: Session) {
     assert_eq!(ok.is_error, Some(false), "{ok:?}");
     let value = ok.structured_content.clone().unwrap();
     assert_eq!(
-        (value["status"].as_str(), value["result"].as_str(), value["stdout"].as_str()),
-        (Some("completed"), Some("42"), Some("hello"))
+        (value["status"].as_str(), value["result"].as_str(), value["stdout_bytes"].as_u64()),
+        (Some("completed"), Some("42"), Some(5))
     );
-    assert!(text(&ok).contains("result: 42"), "{}", text(&ok));
+    assert!(value.get("stdout").is_none(), "stdout is sent once, in the text");
+    assert!(text(&ok).contains("result: 42") && text(&ok).contains("--- stdout ---\nhello\n"), "{}", text(&ok));
 
     let bad = call(&session, "run_python", json!({"code": "x = 1\ny = 0\nx / y"})).await;
     assert_eq!(bad.is_error, Some(true), "a failing program is a tool error the model sees");
@@ -85,7 +86,7 @@ async fn exercise(session: Session) {
         (timeout["exit_code"].as_i64(), timeout["error"].as_str()),
         (Some(124), Some("execution timeout after 1s"))
     );
-    assert_eq!(timeout["stdout"], "start\n", "output before the timeout is kept");
+    assert!(text(&slow).contains("--- stdout ---\nstart\n"), "output before the timeout is kept: {}", text(&slow));
 
     let refused = call(&session, "run_python", json!({"code": "1", "python_version": "2.7"})).await;
     assert_eq!(refused.is_error, Some(true));
@@ -102,6 +103,45 @@ async fn exercise(session: Session) {
     assert_eq!(unknown.is_error, Some(true));
 
     sessions_files_and_images(&session).await;
+    let big = call(&session, "run_python", json!({"code": A_MEBIBYTE})).await;
+    assert_cut(&big, 64 << 10);
+    session.cancel().await.unwrap();
+}
+
+/// 1024 lines of 1024 bytes: 1 MiB of stdout, the server's whole output cap.
+const A_MEBIBYTE: &str = "import sys\nfor n in range(1024):\n    sys.stdout.write(f'{n:04d} ' + 'x' * 1018 + '\\n')\n";
+
+/// A run that printed A_MEBIBYTE came back with stdout once, within `budget` bytes, cut with a note.
+fn assert_cut(answer: &CallToolResult, budget: usize) {
+    assert_eq!(answer.is_error, Some(false), "{}", &text(answer)[..500]);
+    let structured = answer.structured_content.clone().unwrap();
+    assert_eq!((structured.get("stdout"), &structured["stdout_bytes"]), (None, &json!(1 << 20)));
+    let text = text(answer);
+    assert!(text.len() < budget + 2000, "{} bytes for a budget of {budget}", text.len());
+    assert!(text.contains("\n0000 xxx") && text.contains("\n1023 xxx"), "the start and the end");
+    let id = structured["execution_id"].as_str().unwrap();
+    let note = format!("bytes of stdout left out here; the whole output is in GET /api/v1/executions/{id}");
+    assert!(text.contains(&note), "{text}");
+    assert_eq!(serde_json::to_string(answer).unwrap().matches("0000 xxx").count(), 1, "stdout is sent once");
+}
+
+/// The budget is the server's setting (`PYEXEC_MCP_MAX_STDOUT_BYTES`) at `/mcp`, and the `mcp` command's flag on
+/// stdio.
+#[tokio::test]
+async fn the_output_budget_is_configurable() {
+    let server = Server::start_with(&[("PYEXEC_MCP_MAX_STDOUT_BYTES", "4096")]).await;
+    let config = StreamableHttpClientTransportConfig::with_uri(format!("{}/mcp", server.url));
+    let session = ().serve(StreamableHttpClientTransport::from_config(config)).await.unwrap();
+    assert_cut(&call(&session, "run_python", json!({"code": A_MEBIBYTE})).await, 4096);
+    session.cancel().await.unwrap();
+
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_python-executor"));
+    command.args(["mcp", "--max-stdout-bytes", "4096"]).env("PYEXEC_SERVER", &server.url);
+    let session = tokio::time::timeout(Duration::from_secs(30), ().serve(TokioChildProcess::new(command).unwrap()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_cut(&call(&session, "run_python", json!({"code": A_MEBIBYTE})).await, 4096);
     session.cancel().await.unwrap();
 }
 

@@ -9,7 +9,10 @@ One file, three roles, chosen by the first argument:
   run       (main container) copy inline sources into the workspace, wait for the operator's go-ahead (it comes once
             the program's NetworkPolicy exists), check that the network fence holds (nothing the program must not
             reach answers), run the pre-commands and the program under the timeout, and report everything on
-            standard output as framed lines that the operator parses (pyexec_core::pod).
+            standard output as framed lines that the operator parses (pyexec_core::pod). When run.json asks for
+            them (files_max_bytes), the files the program created or changed in the workspace are reported too:
+            a program whose entrypoint is a file then runs under the eval runner (with --no-eval unless it
+            evaluates its last expression, as on the embedded backend), which writes their tar to a pipe.
             In a warm pool's idle Pod (CLAIM_ENV) there is no run.json and no source yet: the runner waits on
             standard input for the claim (one JSON line: the run configuration, sources, stdin and environment that
             a cold Pod's ConfigMap and spec would hold), which is also the go-ahead, then goes on exactly as above.
@@ -28,8 +31,10 @@ import hashlib
 import ipaddress
 import json
 import os
+import re
 import selectors
 import socket
+import stat
 import struct
 import shutil
 import signal
@@ -61,12 +66,24 @@ EVAL_RUNNER_FILE = "eval_runner.py"
 STDIN_FILE = "stdin"
 REQUIREMENTS_FILE = "requirements.txt"
 INSTALLED_FILE = ".pyexec-installed.json"
+SKIPPED_FILE = ".pyexec-skipped.json"
+DETECTED_MARKER = "# pyexec: detected"
+OPTIONAL_MARKER = "# pyexec: optional"
+SKIP_NOT_FOUND = "not found in the package index"
+SKIP_NOT_INSTALLABLE = "no release of it installs on this interpreter (no binary wheel for it)"
 RECEIVING_DIR = ".pyexec-receiving"
 NONCE_ENV = "PYEXEC_FRAME_NONCE"
 GATE_ENV = "PYEXEC_GATE"
 ARCHIVE_SHA256_ENV = "PYEXEC_ARCHIVE_SHA256"
 ALLOW_SDIST_ENV = "PYEXEC_ALLOW_SDIST"
 RESULT_FD_ENV = "PYEXEC_RESULT_FD"
+NO_EVAL_FLAG = "--no-eval"
+FILES_FD_ENV = "PYEXEC_FILES_FD"
+FILES_MAX_BYTES_ENV = "PYEXEC_FILES_MAX_BYTES"
+FILES_MAX_COUNT_ENV = "PYEXEC_FILES_MAX_COUNT"
+FILES_ROOT_ENV = "PYEXEC_FILES_ROOT"
+FILES_ENTRY_OVERHEAD_BYTES = 8192
+FILES_ARCHIVE_OVERHEAD_BYTES = 20480
 FLAG_ON = "1"
 GO_AHEAD = "go\n"
 CLAIM_ENV = "PYEXEC_CLAIM"
@@ -81,6 +98,7 @@ FRAME_STDERR = "e"
 FRAME_PRE_OUTPUT = "p"
 FRAME_END = "x"
 FRAME_START = "s"
+FRAME_FILES = "f"
 CGROUP_MEMORY_EVENTS = "/sys/fs/cgroup/memory.events"
 CGROUP_V1_OOM_CONTROL = "/sys/fs/cgroup/memory/memory.oom_control"
 OOM_EVENTS_ENV = "PYEXEC_OOM_EVENTS"
@@ -88,16 +106,20 @@ DISK_FREE_ENV = "PYEXEC_DISK_FREE"
 DISK_FULL_FREE_BYTES = 1048576
 RESULT_LIMIT_BYTES = 10485760
 EXIT_TIMEOUT = 124
-RUN_CONFIG_FIELDS = ("entrypoint", "args", "eval_last_expr", "pre_commands", "timeout_seconds", "output_limit_bytes", "files", "fence", "disk_mb")
-END_FRAME_FIELDS = ("exit", "signal", "timed_out", "pre_failed", "result", "installed", "stdout_truncated", "stderr_truncated", "fence_open", "oom_killed", "frames", "disk_full")
+RUN_CONFIG_FIELDS = ("entrypoint", "args", "eval_last_expr", "pre_commands", "timeout_seconds", "output_limit_bytes", "files", "fence", "disk_mb", "files_max_bytes", "files_max_count")
+END_FRAME_FIELDS = ("exit", "signal", "timed_out", "pre_failed", "result", "installed", "skipped", "stdout_truncated", "stderr_truncated", "fence_open", "oom_killed", "frames", "disk_full", "files_bytes", "files_truncated")
 # END PROTOCOL
 
 WORK = os.environ.get(WORK_DIR_ENV, WORK_DIR)
 RUN = os.environ.get(RUN_DIR_ENV, RUN_DIR)
 DEPS = os.environ.get(DEPS_DIR_ENV, DEPS_DIR)
 USER_SOURCE = os.environ.get(SOURCE_DIR_ENV, SOURCE_DIR)
-# Variables for the runner alone, never passed to the program.
-RUNNER_ONLY = {NONCE_ENV, GATE_ENV, CLAIM_ENV, RESULT_FD_ENV, OOM_EVENTS_ENV, DISK_FREE_ENV}
+# Variables for the runner alone, never passed to the program (the eval runner's descriptors and caps are the
+# runner's to set: a user's variable of those names must not point the eval runner elsewhere).
+RUNNER_ONLY = {
+    NONCE_ENV, GATE_ENV, CLAIM_ENV, RESULT_FD_ENV, OOM_EVENTS_ENV, DISK_FREE_ENV, FILES_FD_ENV, FILES_MAX_BYTES_ENV,
+    FILES_MAX_COUNT_ENV, FILES_ROOT_ENV,
+}
 CHUNK = 65536
 
 
@@ -180,17 +202,130 @@ def install():
     # neutral directory, so that uploaded files in the workspace cannot shadow pip or anything it imports.
     command = [
         sys.executable, "-I", "-m", "pip", "install", "--no-cache-dir", "--disable-pip-version-check",
-        "--no-input", "--target", DEPS, "-r", requirements,
+        "--no-input", "--target", DEPS,
     ]
-    if os.environ.get(ALLOW_SDIST_ENV) != FLAG_ON:
-        command += ["--only-binary", ":all:"]
-    print("+ " + " ".join(command), flush=True)
-    status = subprocess.call(command, stdin=subprocess.DEVNULL, cwd="/")
-    if status != 0:
-        sys.exit(status)
+    binary = [] if os.environ.get(ALLOW_SDIST_ENV) == FLAG_ON else ["--only-binary", ":all:"]
+    explicit, detected = split_requirements(requirements)
+    skipped = []
+    if not detected:
+        # Only what the user listed: any failure fails the execution, with pip's reason.
+        full = command + ["-r", requirements] + binary
+        print("+ " + " ".join(full), flush=True)
+        status = subprocess.call(full, stdin=subprocess.DEVNULL, cwd="/")
+        if status != 0:
+            sys.exit(status)
+    else:
+        skipped = install_detected(command + binary, explicit, detected)
     installed = sorted(installed_distributions(DEPS), key=str.lower)
     with open(os.path.join(DEPS, INSTALLED_FILE), "w") as f:
         json.dump(installed, f)
+    with open(os.path.join(DEPS, SKIPPED_FILE), "w") as f:
+        json.dump(skipped, f)
+
+
+def split_requirements(path):
+    """The user's lines of a requirements file, and the names import detection added ({normalized name: (name,
+    optional)}), which the API server marked with DETECTED_MARKER or OPTIONAL_MARKER (pyexec_core::requirements)."""
+    explicit, detected = [], {}
+    # Undecodable bytes are replaced, not fatal: a file without marks is handed to pip as it is.
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f.read().splitlines():
+            body, _, comment = line.partition(" #")
+            marker = "#" + comment.rstrip()
+            if body.strip() and marker in (DETECTED_MARKER, OPTIONAL_MARKER):
+                name = body.strip()
+                detected[normalize(name)] = (name, marker == OPTIONAL_MARKER)
+            else:
+                explicit.append(line)
+    return explicit, detected
+
+
+def normalize(name):
+    """PEP 503: lower case, runs of -, _ and . become -."""
+    return re.sub(r"[-_.]+", "-", name.strip()).lower()
+
+
+# pip's words for a requirement the index has nothing installable for (not there, or no file this interpreter takes).
+NOT_FOUND_RE = re.compile(r"No matching distribution found for ([A-Za-z0-9][A-Za-z0-9._-]*)")
+
+
+def install_detected(command, explicit, detected):
+    """Installs the user's lines and the detected names in one pip run (so that they resolve together), skipping the
+    detected names the package index lacks: pip fails the whole run for one missing name, so the run is repeated
+    without each name it reports until it succeeds. An optional name (imported under an ImportError handler) is
+    also skipped when the index has it but nothing that installs here. Anything else fails as pip says.
+    Returns [{"name", "reason"}] of the skipped names (the reasons are pyexec_core::requirements's)."""
+    fd, listed = tempfile.mkstemp(prefix="pyexec-requirements-", suffix=".txt")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write("\n".join(explicit) + "\n")
+    has_explicit = any(line.strip() and not line.strip().startswith("#") for line in explicit)
+    remaining, skipped = dict(detected), []
+    while True:
+        if not has_explicit and not remaining:
+            return skipped
+        full = command + (["-r", listed] if has_explicit else []) + [name for name, _ in remaining.values()]
+        print("+ " + " ".join(full), flush=True)
+        status, output = call_echoing(full)
+        if status == 0:
+            return skipped
+        missing = {normalize(m) for m in NOT_FOUND_RE.findall(output)}
+        decided = []
+        for key in sorted(missing):
+            reason = skip_reason(*remaining[key]) if key in remaining else None
+            if reason is None:
+                # A requirement the user listed, a dependency, or a detected name the index has: fail as pip says.
+                sys.exit(status)
+            decided.append((key, reason))
+        if not decided:
+            sys.exit(status)
+        for key, reason in decided:
+            name, _ = remaining.pop(key)
+            skipped.append({"name": name, "reason": reason})
+            print(f"pyexec: skipped {name}: {reason}", flush=True)
+
+
+def call_echoing(command):
+    """Runs command, echoing its output to the container log (the operator reads pip's reason there); returns
+    (status, output)."""
+    child = subprocess.Popen(
+        command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd="/",
+    )
+    lines = []
+    for raw in child.stdout:
+        text = raw.decode("utf-8", "replace")
+        lines.append(text)
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    return child.wait(), "".join(lines)
+
+
+def skip_reason(name, optional):
+    """Why the detected name pip found nothing for is skipped, or None when it must not be. pip's words are the same
+    whether the index lacks the name or has nothing installable for it, so the index is asked which."""
+    probe = [
+        sys.executable, "-I", "-m", "pip", "index", "versions", "--no-cache-dir", "--disable-pip-version-check",
+        "--no-input", name,
+    ]
+    result = subprocess.run(probe, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd="/")
+    answer = result.stdout.decode("utf-8", "replace")
+    if result.returncode != 0 and "No matching distribution found" in answer:
+        return SKIP_NOT_FOUND
+    if optional:
+        return SKIP_NOT_INSTALLABLE
+    return None
+
+
+def load_skipped():
+    """The install container's SKIPPED_FILE, kept to well-formed entries: the dependencies directory is written while
+    package code may run (source builds), so its shape is not trusted."""
+    entries = load_json(os.path.join(DEPS, SKIPPED_FILE), [])
+    if not isinstance(entries, list):
+        return []
+    return [
+        {"name": e["name"][:200], "reason": e["reason"][:500]}
+        for e in entries[:100]
+        if isinstance(e, dict) and isinstance(e.get("name"), str) and isinstance(e.get("reason"), str)
+    ]
 
 
 def installed_distributions(site):
@@ -235,12 +370,20 @@ class Frames:
         """The first frame: a log whose frames lack it lost its beginning (rotated away by the kubelet)."""
         self.frame(FRAME_START, b"")
 
+    def files(self, data):
+        """The tar of changed files, in pieces (a line per piece keeps every frame line short); returns its size,
+        which the end frame repeats so that a reader missing a piece knows."""
+        for at in range(0, len(data), CHUNK):
+            self.frame(FRAME_FILES, data[at : at + CHUNK])
+        return len(data)
+
     def end(
         self, exit, *, signal=None, timed_out=False, pre_failed=None, result=None, installed=(), fence_open=None,
-        oom_killed=False, disk_full=False,
+        oom_killed=False, disk_full=False, files_bytes=None, files_truncated=False,
     ):
         """The final frame: every field, always, so that a reader never guesses (an exit code of 124 alone does not
-        mean a timeout; `timed_out` does). `result` is what the eval runner wrote to its pipe (None: no pipe)."""
+        mean a timeout; `timed_out` does). `result` is what the eval runner wrote to its pipe (None: no pipe);
+        `files_bytes` how many bytes of file frames came before (None: no files pipe)."""
         fields = {
             "exit": exit,
             "signal": signal,
@@ -248,12 +391,16 @@ class Frames:
             "pre_failed": pre_failed,
             "result": None if result is None else base64.b64encode(result).decode(),
             "installed": list(installed),
+            # What the install container skipped: read here, the one place that writes the end frame.
+            "skipped": load_skipped(),
             "stdout_truncated": self.truncated[FRAME_STDOUT],
             "stderr_truncated": self.truncated[FRAME_STDERR],
             "fence_open": fence_open,
             "oom_killed": oom_killed,
             "frames": self.written,
             "disk_full": disk_full,
+            "files_bytes": files_bytes,
+            "files_truncated": files_truncated,
         }
         assert tuple(fields) == END_FRAME_FIELDS
         self.frame(FRAME_END, json.dumps(fields).encode())
@@ -311,7 +458,7 @@ def run():
 
     pre_kinds = {FRAME_STDOUT: FRAME_PRE_OUTPUT, FRAME_STDERR: FRAME_PRE_OUTPUT}
     for index, command in enumerate(config["pre_commands"]):
-        status, timed_out = supervise(["/bin/sh", "-c", command], env, None, frames, pre_kinds, None, deadline)
+        status, timed_out = supervise(["/bin/sh", "-c", command], env, None, frames, pre_kinds, [], deadline)
         if timed_out:
             frames.end(EXIT_TIMEOUT, timed_out=True, installed=installed)
             return EXIT_TIMEOUT
@@ -319,19 +466,39 @@ def run():
             frames.end(status, pre_failed=[index, status], installed=installed)
             return status
 
+    target = os.path.join(WORK, config["entrypoint"]) if config["entrypoint"] else WORK
+    max_bytes, max_count = int(config["files_max_bytes"]), int(config["files_max_count"])
+    # As on the embedded backend: the eval runner hosts the program when it evaluates its last expression and, so
+    # that it reports the files the program writes, when the entrypoint is a regular file of the workspace (anything
+    # else gets the interpreter's own message and exit code, which only a plain start gives).
+    harvest = max_bytes > 0 and max_count > 0 and is_regular_file(target)
     argv = [sys.executable]
-    if config["eval_last_expr"]:
+    if config["eval_last_expr"] or harvest:
         argv.append(os.path.join(RUN, EVAL_RUNNER_FILE))
-    argv.append(os.path.join(WORK, config["entrypoint"]) if config["entrypoint"] else WORK)
+        if not config["eval_last_expr"]:
+            argv.append(NO_EVAL_FLAG)
+    argv.append(target)
     argv += config["args"]
-    result_read, result_write = os.pipe() if config["eval_last_expr"] else (None, None)
-    if result_write is not None:
-        env[RESULT_FD_ENV] = str(result_write)
-    result = bytearray()
+    # The eval runner's report (its result and display outputs) only matters when it evaluates: a run that does not
+    # keeps no report, as on the embedded backend, and none travels through the log.
+    result = Pipe(RESULT_LIMIT_BYTES) if config["eval_last_expr"] else None
+    if result is not None:
+        env[RESULT_FD_ENV] = str(result.write)
+    files = None
+    if harvest:
+        # An honest eval runner writes at most this for these caps (pyexec_core::files_out::max_archive_bytes).
+        files = Pipe(
+            max_bytes + (max_count + 1) * FILES_ENTRY_OVERHEAD_BYTES + FILES_ARCHIVE_OVERHEAD_BYTES, strict=True,
+        )
+        env.update({
+            FILES_FD_ENV: str(files.write), FILES_MAX_BYTES_ENV: str(max_bytes), FILES_MAX_COUNT_ENV: str(max_count),
+            FILES_ROOT_ENV: WORK,
+        })
+    pipes = [p for p in (result, files) if p is not None]
     ooms_before = oom_kills()
     status, timed_out = supervise(
         argv, env, stdin_path if stdin_path and os.path.exists(stdin_path) else None, frames,
-        {FRAME_STDOUT: FRAME_STDOUT, FRAME_STDERR: FRAME_STDERR}, (result_read, result_write, result), deadline,
+        {FRAME_STDOUT: FRAME_STDOUT, FRAME_STDERR: FRAME_STDERR}, pipes, deadline,
     )
     if timed_out:
         frames.end(EXIT_TIMEOUT, timed_out=True, installed=installed)
@@ -343,11 +510,26 @@ def run():
     # A program that fills the workspace gets ENOSPC and fails, and the Pod need not be evicted for it (the kubelet
     # evicts only after it measured the emptyDir over its limit): a failure that left (almost) no free space says it.
     full = code != 0 and not oom and int(config["disk_mb"]) > 0 and work_free_bytes() < DISK_FULL_FREE_BYTES
+    files_bytes, files_truncated = None, False
+    if files is not None:
+        if files.overflowed:
+            # Not the eval runner's tar (the program wrote to the descriptor itself): nothing of it is sent.
+            files_bytes, files_truncated = 0, True
+        else:
+            files_bytes = frames.files(bytes(files.data))
     frames.end(
-        code, signal=sig, result=bytes(result) if result_read is not None else None, installed=installed,
-        oom_killed=oom, disk_full=full,
+        code, signal=sig, result=bytes(result.data) if result is not None else None, installed=installed,
+        oom_killed=oom, disk_full=full, files_bytes=files_bytes, files_truncated=files_truncated,
     )
     return code
+
+
+def is_regular_file(path):
+    """Whether path is a regular file itself (a link is not: the embedded backend's rule)."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def receive_claim():
@@ -525,24 +707,46 @@ def probe(fence):
 # ---------------------------------------------------------------------------------------------------- supervise
 
 
-def supervise(argv, env, stdin_path, frames, kinds, result, deadline):
-    """Runs argv in its own process group, frames its output, kills the group at the deadline.
-    Returns (status as subprocess reports it, whether this runner stopped it at the deadline)."""
+class Pipe:
+    """A pipe the eval runner writes a report to (its result, or the tar of changed files). It is read while the
+    program runs, so that a writer never blocks on a full pipe; at most `limit` bytes are kept. With `strict`, more
+    than that keeps nothing and marks it `overflowed` (a tar cut short would be a corrupt one); the rest is still
+    read, and dropped."""
+
+    def __init__(self, limit, strict=False):
+        self.read, self.write = os.pipe()
+        self.limit = limit
+        self.data = bytearray()
+        self.strict = strict
+        self.overflowed = False
+
+    def take(self, chunk):
+        room = self.limit - len(self.data)
+        if len(chunk) > room and self.strict:
+            self.overflowed, self.data, self.limit = True, bytearray(), 0
+            return
+        self.data.extend(chunk[: max(room, 0)])
+
+
+def supervise(argv, env, stdin_path, frames, kinds, pipes, deadline):
+    """Runs argv in its own process group, frames its output, reads `pipes` (their write ends go to the program),
+    kills the group at the deadline. Returns (status as subprocess reports it, whether this runner stopped it at the
+    deadline)."""
     stdin = open(stdin_path, "rb") if stdin_path else subprocess.DEVNULL
-    pass_fds = (result[1],) if result and result[1] is not None else ()
+    pass_fds = tuple(p.write for p in pipes)
     child = subprocess.Popen(
         argv, env=env, cwd=WORK, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         pass_fds=pass_fds, start_new_session=True,
     )
     if stdin_path:
         stdin.close()
-    if pass_fds:
-        os.close(result[1])
+    for fd in pass_fds:
+        os.close(fd)
     selector = selectors.DefaultSelector()
     selector.register(child.stdout, selectors.EVENT_READ, kinds[FRAME_STDOUT])
     selector.register(child.stderr, selectors.EVENT_READ, kinds[FRAME_STDERR])
-    if result and result[0] is not None:
-        selector.register(result[0], selectors.EVENT_READ, None)
+    for pipe in pipes:
+        selector.register(pipe.read, selectors.EVENT_READ, pipe)
     timed_out = False
     while selector.get_map():
         remaining = deadline - time.monotonic()
@@ -558,8 +762,8 @@ def supervise(argv, env, stdin_path, frames, kinds, result, deadline):
                 if isinstance(key.fileobj, int):
                     os.close(key.fileobj)
                 continue
-            if key.data is None:
-                result[2].extend(data[: RESULT_LIMIT_BYTES - len(result[2])])
+            if isinstance(key.data, Pipe):
+                key.data.take(data)
             else:
                 frames.output(key.data, data)
     if timed_out:
@@ -586,7 +790,7 @@ def drain(key, frames):
             data = os.read(fd, CHUNK)
             if not data:
                 break
-            if key.data is not None:
+            if not isinstance(key.data, Pipe):
                 frames.output(key.data, data)
     except BlockingIOError:
         pass

@@ -26,14 +26,41 @@ Replies go to the descriptor named by PYEXEC_CONTROL_FD, which first gets "ready
 output is its attached standard output) everything goes to standard output as frames naming their stream,
 {"s": "out" | "err" | "ctl", "n": N}: what the program writes to descriptors 1 and 2 (pumped from pipes) and the
 replies.
+
+The gate (--mux with PYEXEC_GATE=1: a Kubernetes session Pod, started isolated with python -I). The Pod may start
+before its NetworkPolicy is enforced, and after an install its network first reaches the package index: like an
+execution's runner, this one runs nothing of the session's until the operator closed the network and said so. It
+reads one line from standard input, which must be the go-ahead ("go"; anything else, or standard input closed, and
+it exits without running anything), checks the network fence of FENCE_FILE (next to this file) with the Pod
+runner's probe (an answering target: it exits, nothing run), writes READY_MARKER and {"installed": [...]} as one line
+to standard error (the container log, where the operator reads it; never the mux stream), and then replaces itself
+with a plain interpreter serving the session: the session's variables in force, the installed packages (the
+install container's /deps) on PYTHONPATH and their scripts on PATH, as an execution's program gets them. A go-ahead
+repeated by an operator that did not see its first one arrive is skipped by the serving interpreter.
 """
 
+import os as _os
 import sys
 
-from eval_runner import _read_exact
+# What the gate shares with the operator (pyexec_core::session and pyexec_core::pod::protocol; a test there compares).
+GATE_ENV = "PYEXEC_GATE"
+FLAG_ON = "1"
+GO_AHEAD = "go\n"
+READY_MARKER = "\x1fpyexec-session-ready "
+FENCE_FILE = "fence.json"
+WORK_ENV = "PYEXEC_WORK_DIR"
+
+# This file's directory: the eval runner (and, at the gate, the Pod runner) are imported from it. A Pod starts the
+# runner isolated (-I), so that the session's variables and packages play no part before the gate: the directory is
+# then not on sys.path by itself.
+_HERE = _os.path.dirname(_os.path.abspath(__file__))
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
+
+from eval_runner import _read_exact  # noqa: E402
 
 # /work in every sandbox and Pod; tests that run the runner on its own point it elsewhere.
-WORK = __import__("os").environ.pop("PYEXEC_WORK_DIR", "/work")
+WORK = _os.environ.pop(WORK_ENV, "/work")
 CHUNK = 1 << 20
 
 
@@ -49,6 +76,9 @@ def _read_header(fd):
         if len(line) > 20:
             raise ValueError("bad frame")
         line += byte
+        if line == GO_AHEAD.encode():
+            # The operator's go-ahead, sent again because it did not see the first one arrive: no request.
+            line = b""
     return json.loads(_read_exact(fd, int(line)))
 
 
@@ -390,9 +420,27 @@ def op_eval(control, header, payload, namespace, count, runner, running):
             pass
     _reply(
         control,
-        {"nonce": nonce, "exit": code, "interrupted": interrupted, "result_n": len(channel), "files_n": len(archive)},
+        {
+            "nonce": nonce, "exit": code, "interrupted": interrupted, "result_n": len(channel),
+            "files_n": len(archive), "memory": _memory_used(),
+        },
         channel + archive,
     )
+
+
+# The memory count of this process's cgroup: cgroup v2 (a container's own, with its cgroup namespace), then v1.
+MEMORY_COUNTERS = ("/sys/fs/cgroup/memory.current", "/sys/fs/cgroup/memory/memory.usage_in_bytes")
+
+
+def _memory_used():
+    """Bytes the session's cgroup uses now, or None where this process sees no cgroup counter."""
+    for path in MEMORY_COUNTERS:
+        try:
+            with open(path) as f:
+                return int(f.read().strip())
+        except (OSError, ValueError):
+            continue
+    return None
 
 
 def _serve_requests(requests, control, cells, running):
@@ -427,6 +475,48 @@ def _serve_requests(requests, control, cells, running):
             os._exit(0)
 
 
+def _pass_gate():
+    """The first stage of a gated Pod (see the module's documentation): returns only by replacing the process."""
+    import json
+    import os
+
+    import pod_runner as pod
+
+    os.environ.pop(GATE_ENV, None)
+    # Byte by byte: what follows the go-ahead on standard input is the serving interpreter's.
+    line = b""
+    while not line.endswith(b"\n") and len(line) <= len(GO_AHEAD):
+        byte = os.read(0, 1)
+        if not byte:
+            break
+        line += byte
+    if line != GO_AHEAD.encode():
+        sys.exit("pyexec: the operator's go-ahead did not come; nothing was run")
+    fence = pod.load_json(os.path.join(_HERE, FENCE_FILE), None)
+    if (
+        not isinstance(fence, dict) or set(fence) != set(pod.FENCE_FIELDS)
+        or not isinstance(fence["tcp"], list)
+        or any(not isinstance(t, dict) or set(t) != set(pod.FENCE_TARGET_FIELDS) for t in fence["tcp"])
+    ):
+        sys.exit("pyexec: %s does not hold a well-formed fence; nothing was run" % FENCE_FILE)
+    # The execution runner's check, unchanged: NetworkPolicies are enforced asynchronously, so it looks again for a
+    # few seconds before it gives up.
+    reached = pod.fence_open(fence)
+    if reached is not None:
+        sys.exit("pyexec: the network fence is open: %s answered; nothing was run" % reached)
+    installed = pod.load_json(os.path.join(pod.DEPS, pod.INSTALLED_FILE), [])
+    installed = [str(name) for name in installed] if isinstance(installed, list) else []
+    _write_all(2, (READY_MARKER + json.dumps({"installed": installed}) + "\n").encode())
+    env = dict(os.environ)
+    env[WORK_ENV] = WORK
+    if os.path.isdir(pod.DEPS):
+        # As the Pod runner gives them to an execution's program.
+        env["PYTHONPATH"] = pod.DEPS + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        env["PATH"] = os.path.join(pod.DEPS, "bin") + os.pathsep + env.get("PATH", "/usr/local/bin:/usr/bin:/bin")
+    python = sys.executable or "python"
+    os.execve(python, [python, os.path.abspath(__file__), "--mux"], env)
+
+
 def main():
     import builtins
     import os
@@ -436,6 +526,8 @@ def main():
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     mux = sys.argv[1:] == ["--mux"]
+    if mux and os.environ.get(GATE_ENV) == FLAG_ON:
+        _pass_gate()
     requests = os.dup(0)
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)

@@ -30,10 +30,11 @@ pub const DEFAULT_MAX_COUNT: usize = 1000;
 pub const TRUNCATED_MEMBER: &str = ".pyexec-truncated";
 
 /// Tar overhead one file may add to its content: its header, a PAX header carrying a path of up to
-/// [`crate::paths::MAX_PATH_BYTES`], and padding of both to 512-byte blocks.
-const ENTRY_OVERHEAD_BYTES: u64 = 8 << 10;
+/// [`crate::paths::MAX_PATH_BYTES`], and padding of both to 512-byte blocks. Public because the Pod runner bounds
+/// what it reads with the same formula ([`max_archive_bytes`], `pyexec_core::pod::protocol`).
+pub const ENTRY_OVERHEAD_BYTES: u64 = 8 << 10;
 /// The end-of-archive blocks and the padding of the last record (Python's `tarfile` writes 10 KiB records).
-const ARCHIVE_OVERHEAD_BYTES: u64 = 20 << 10;
+pub const ARCHIVE_OVERHEAD_BYTES: u64 = 20 << 10;
 
 /// The most bytes an honest runner writes for these caps: what a host reading the descriptor should accept
 /// before giving up on the tar (anything longer was not written by the runner).

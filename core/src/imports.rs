@@ -5,9 +5,10 @@
 //! inside functions, and installed local modules and some standard-library names. Here the code is parsed with
 //! tree-sitter's Python grammar (error-tolerant, so a syntax error elsewhere does not hide the imports), every
 //! `import` and `from ... import` anywhere in the tree counts, relative imports never do, and the interpreter's own
-//! `sys.stdlib_module_names` decides what is standard.
+//! `sys.stdlib_module_names` decides what is standard. An import inside a `try` that handles `ImportError` is
+//! *optional* ([`imports`]): the program runs without it, so a backend skips it when the package index lacks it.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::LazyLock;
 
 /// The import-name → distribution table, as data.
@@ -22,6 +23,12 @@ static MAP: LazyLock<HashMap<&'static str, &'static str>> = LazyLock::new(|| {
         .collect()
 });
 
+/// The distributions the import-name table maps to (the packages programs use most), for the built-in
+/// auto-install allow-list.
+pub fn mapped_distributions() -> BTreeSet<&'static str> {
+    MAP.values().copied().collect()
+}
+
 /// Number of entries in the import-name table.
 pub fn import_map_len() -> usize {
     MAP.len()
@@ -29,7 +36,19 @@ pub fn import_map_len() -> usize {
 
 /// Every module a source file imports (dotted, as written), excluding relative imports and `__future__`.
 pub fn imported_modules(source: &str) -> BTreeSet<String> {
-    let mut found = BTreeSet::new();
+    imports(source).into_keys().collect()
+}
+
+/// Exception names whose handler makes the imports of its `try` body optional: the program handles their absence.
+/// `Exception` and `BaseException` (and a bare `except:`) catch `ImportError` too.
+const IMPORT_GUARDS: [&str; 4] = ["ImportError", "ModuleNotFoundError", "Exception", "BaseException"];
+
+/// Every module a source file imports, as [`imported_modules`], each with whether it is *optional*: every import of
+/// it sits in the body of a `try` whose handlers catch `ImportError` (or `ModuleNotFoundError`, a tuple holding
+/// either, `Exception`, `BaseException`, a bare `except:`), in the same function. An import in a function defined
+/// inside such a `try` is not guarded by it: the function runs later, outside the `try`.
+pub fn imports(source: &str) -> BTreeMap<String, bool> {
+    let mut found: BTreeMap<String, bool> = BTreeMap::new();
     let mut parser = tree_sitter::Parser::new();
     if parser.set_language(&tree_sitter_python::LANGUAGE.into()).is_err() {
         return found;
@@ -37,10 +56,15 @@ pub fn imported_modules(source: &str) -> BTreeSet<String> {
     let Some(tree) = parser.parse(source, None) else { return found };
     let bytes = source.as_bytes();
     let text = |n: tree_sitter::Node<'_>| n.utf8_text(bytes).ok().map(|t| t.split_whitespace().collect::<String>());
-    // Iterative walk: deeply nested code must not exhaust the stack.
+    let mut add = |module: String, guarded: bool| {
+        let optional = found.entry(module).or_insert(true);
+        *optional &= guarded;
+    };
+    // Iterative walk: deeply nested code must not exhaust the stack. `stack` holds the current node and its
+    // ancestors, each with whether code there runs inside a `try` body that handles a failed import.
     let mut cursor = tree.walk();
-    'walk: loop {
-        let node = cursor.node();
+    let mut stack: Vec<(tree_sitter::Node<'_>, bool)> = vec![(cursor.node(), false)];
+    'walk: while let Some(&(node, guarded)) = stack.last() {
         match node.kind() {
             "import_statement" => {
                 let mut c = node.walk();
@@ -48,23 +72,31 @@ pub fn imported_modules(source: &str) -> BTreeSet<String> {
                     let dotted =
                         if name.kind() == "aliased_import" { name.child_by_field_name("name") } else { Some(name) };
                     if let Some(module) = dotted.and_then(text) {
-                        found.insert(module);
+                        add(module, guarded);
                     }
                 }
             }
             "import_from_statement" => {
                 if let Some(module) = node.child_by_field_name("module_name")
                     && module.kind() == "dotted_name"
+                    && let Some(module) = text(module)
                 {
-                    found.extend(text(module));
+                    add(module, guarded);
                 }
             }
             _ => {}
         }
         if cursor.goto_first_child() {
+            stack.push((cursor.node(), child_guarded(&cursor, node, guarded, bytes)));
             continue;
         }
-        while !cursor.goto_next_sibling() {
+        loop {
+            stack.pop();
+            let Some(&(parent, parent_guarded)) = stack.last() else { break 'walk };
+            if cursor.goto_next_sibling() {
+                stack.push((cursor.node(), child_guarded(&cursor, parent, parent_guarded, bytes)));
+                break;
+            }
             if !cursor.goto_parent() {
                 break 'walk;
             }
@@ -72,6 +104,69 @@ pub fn imported_modules(source: &str) -> BTreeSet<String> {
     }
     found.remove("__future__");
     found
+}
+
+/// Whether code at the cursor's node runs guarded, given its parent and whether the parent's code does.
+fn child_guarded(
+    cursor: &tree_sitter::TreeCursor<'_>,
+    parent: tree_sitter::Node<'_>,
+    parent_guarded: bool,
+    src: &[u8],
+) -> bool {
+    match cursor.node().kind() {
+        // A function's body runs when the function is called, not inside the `try` that defines it.
+        "function_definition" | "lambda" => false,
+        _ if parent.kind() == "try_statement" && cursor.field_name() == Some("body") => {
+            parent_guarded || catches_import_error(parent, src)
+        }
+        _ => parent_guarded,
+    }
+}
+
+/// Whether one of the `except` clauses of a `try` statement catches a failed import.
+fn catches_import_error(try_statement: tree_sitter::Node<'_>, src: &[u8]) -> bool {
+    let mut c = try_statement.walk();
+    let clauses: Vec<tree_sitter::Node<'_>> = try_statement
+        .named_children(&mut c)
+        .filter(|n| matches!(n.kind(), "except_clause" | "except_group_clause"))
+        .collect();
+    clauses.into_iter().any(|clause| {
+        let mut c = clause.walk();
+        let values: Vec<tree_sitter::Node<'_>> = clause.children_by_field_name("value", &mut c).collect();
+        if values.is_empty() {
+            // `except:` catches everything; an older grammar puts the type in the first named child instead.
+            return match clause.named_child(0) {
+                Some(first) if first.kind() != "block" => names_an_import_guard(first, src),
+                _ => true,
+            };
+        }
+        values.into_iter().any(|v| names_an_import_guard(v, src))
+    })
+}
+
+/// Whether an `except` clause's expression names one of [`IMPORT_GUARDS`]: a name, `builtins.ImportError`, or a
+/// tuple (parenthesized or not) holding one.
+fn names_an_import_guard(expression: tree_sitter::Node<'_>, src: &[u8]) -> bool {
+    // Iterative, like the walk: a tuple may nest.
+    let mut todo = vec![expression];
+    while let Some(node) = todo.pop() {
+        match node.kind() {
+            "identifier" if node.utf8_text(src).is_ok_and(|name| IMPORT_GUARDS.contains(&name)) => return true,
+            "attribute" => {
+                if let Some(attr) = node.child_by_field_name("attribute") {
+                    todo.push(attr);
+                }
+            }
+            // `except ImportError as e` in grammars that wrap it: the type is the first child.
+            "as_pattern" => todo.extend(node.named_child(0)),
+            "tuple" | "parenthesized_expression" | "expression_list" => {
+                let mut c = node.walk();
+                todo.extend(node.named_children(&mut c));
+            }
+            _ => {}
+        }
+    }
+    false
 }
 
 /// PEP 503 normalisation of a distribution name: lower case, runs of `-`, `_` and `.` become `-`.
@@ -132,6 +227,16 @@ pub fn local_modules<'a>(paths: impl IntoIterator<Item = &'a str>, entry_dir: &s
     local
 }
 
+/// A distribution found by import detection.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Detected {
+    /// The distribution, as [`distribution_for`] names it.
+    pub name: String,
+    /// Every import that needs it is guarded by a handler of `ImportError` ([`imports`]): the program runs without
+    /// it.
+    pub optional: bool,
+}
+
 /// The distributions to install for a project's files: imports of every `.py` file, minus the standard library
 /// (`is_stdlib`) and the project's own modules, mapped and sorted.
 pub fn detect_requirements<'a>(
@@ -139,27 +244,37 @@ pub fn detect_requirements<'a>(
     entry_dir: &str,
     is_stdlib: impl Fn(&str) -> bool,
 ) -> Vec<String> {
+    detect_imports(files, entry_dir, is_stdlib).into_iter().map(|d| d.name).collect()
+}
+
+/// [`detect_requirements`], each distribution with whether it is optional: only imported under a guard, in every
+/// file that imports it.
+pub fn detect_imports<'a>(
+    files: impl IntoIterator<Item = (&'a str, &'a str)> + Clone,
+    entry_dir: &str,
+    is_stdlib: impl Fn(&str) -> bool,
+) -> Vec<Detected> {
     let local = local_modules(files.clone().into_iter().map(|(p, _)| p), entry_dir);
-    let mut out = BTreeSet::new();
+    let mut out: BTreeMap<String, bool> = BTreeMap::new();
     for (path, content) in files {
         if !path.ends_with(".py") {
             continue;
         }
-        for module in imported_modules(content) {
+        for (module, optional) in imports(content) {
             let top = module.split('.').next().unwrap_or(&module);
             if top.is_empty() || is_stdlib(top) || local.contains(top) {
                 continue;
             }
             if let Some(dist) = distribution_for(&module) {
-                out.insert(dist);
+                *out.entry(dist).or_insert(true) &= optional;
             }
         }
     }
-    out.into_iter().collect()
+    out.into_iter().map(|(name, optional)| Detected { name, optional }).collect()
 }
 
 /// The requirement name of a `requirements.txt` line (before any version, extra or marker), normalised.
-fn requirement_name(line: &str) -> Option<String> {
+pub(crate) fn requirement_name(line: &str) -> Option<String> {
     let line = line.trim();
     if line.is_empty() || line.starts_with('#') || line.starts_with('-') {
         return None;
@@ -231,6 +346,92 @@ mod tests {
             modules("class A:\n    async def f(self):\n        from   sklearn . linear_model   import X"),
             ["sklearn.linear_model"]
         );
+    }
+
+    /// `(module, optional)` of a source, sorted.
+    fn guarded(src: &str) -> Vec<(String, bool)> {
+        imports(src).into_iter().collect()
+    }
+
+    fn g(pairs: &[(&str, bool)]) -> Vec<(String, bool)> {
+        pairs.iter().map(|(m, o)| ((*m).to_owned(), *o)).collect()
+    }
+
+    #[test]
+    fn imports_guarded_by_an_import_error_handler_are_optional() {
+        assert_eq!(
+            guarded("try:\n    import ujson as json\nexcept ImportError:\n    import json"),
+            g(&[("json", false), ("ujson", true)]),
+            "the fallback in the handler is not guarded"
+        );
+        for handler in [
+            "except ModuleNotFoundError:",
+            "except ImportError as e:",
+            "except (ImportError, AttributeError):",
+            "except (AttributeError, ModuleNotFoundError) as e:",
+            "except builtins.ImportError:",
+            "except:",
+            "except Exception:",
+            "except BaseException as e:",
+            "except* ImportError:",
+            "except ValueError:\n    pass\nexcept ImportError:",
+        ] {
+            let src = format!("try:\n    import fancy\n    from extra.sub import x\n{handler}\n    fancy = None");
+            assert_eq!(guarded(&src), g(&[("extra.sub", true), ("fancy", true)]), "{handler}");
+        }
+        for handler in ["except ValueError:", "except (ValueError, KeyError):", "except AttributeError as e:"] {
+            let src = format!("try:\n    import fancy\n{handler}\n    pass");
+            assert_eq!(guarded(&src), g(&[("fancy", false)]), "not guarded by {handler}");
+        }
+    }
+
+    #[test]
+    fn guards_nest_and_stop_at_function_boundaries() {
+        let nested =
+            "try:\n    try:\n        import a\n    except ValueError:\n        pass\nexcept ImportError:\n    pass";
+        assert_eq!(guarded(nested), g(&[("a", true)]), "an outer guard counts");
+        let inner =
+            "try:\n    try:\n        import a\n    except ImportError:\n        pass\nexcept ValueError:\n    pass";
+        assert_eq!(guarded(inner), g(&[("a", true)]), "an inner guard counts");
+        let in_function =
+            "def f():\n    try:\n        import a\n    except ImportError:\n        return None\n    return a";
+        assert_eq!(guarded(in_function), g(&[("a", true)]), "a try inside a function");
+        let method = "class C:\n    async def m(self):\n        try:\n            from b import c\n        except ImportError:\n            pass";
+        assert_eq!(guarded(method), g(&[("b", true)]));
+        let defined_in_try = "try:\n    def f():\n        import a\nexcept ImportError:\n    pass";
+        assert_eq!(guarded(defined_in_try), g(&[("a", false)]), "the function runs outside the try");
+        let class_in_try = "try:\n    class A:\n        import a\nexcept ImportError:\n    pass";
+        assert_eq!(guarded(class_in_try), g(&[("a", true)]), "a class body runs where it is defined");
+        let other_clauses =
+            "try:\n    pass\nexcept ImportError:\n    import a\nelse:\n    import b\nfinally:\n    import c";
+        assert_eq!(guarded(other_clauses), g(&[("a", false), ("b", false), ("c", false)]), "only the body is guarded");
+        let both = "import a\ntry:\n    import a\nexcept ImportError:\n    pass";
+        assert_eq!(guarded(both), g(&[("a", false)]), "one unguarded import makes it required");
+        let deep = format!(
+            "try:\n    x = {}1{}\n    import deep\nexcept ImportError:\n    pass",
+            "(".repeat(3000),
+            ")".repeat(3000)
+        );
+        assert_eq!(guarded(&deep), g(&[("deep", true)]));
+    }
+
+    #[test]
+    fn detection_says_which_distributions_are_optional() {
+        let stdlib = |m: &str| m == "json";
+        let files = [
+            (
+                "main.py",
+                "import numpy\ntry:\n    import ujson as json\nexcept ImportError:\n    import json\ntry:\n    import yaml\nexcept ImportError:\n    yaml = None",
+            ),
+            (
+                "helper.py",
+                "import yaml\ntry:\n    from PIL import Image\nexcept ModuleNotFoundError:\n    Image = None",
+            ),
+        ];
+        let detected = detect_imports(files, "", stdlib);
+        let pairs: Vec<(&str, bool)> = detected.iter().map(|d| (d.name.as_str(), d.optional)).collect();
+        assert_eq!(pairs, [("Pillow", true), ("PyYAML", false), ("numpy", false), ("ujson", true)]);
+        assert_eq!(detect_requirements(files, "", stdlib), ["Pillow", "PyYAML", "numpy", "ujson"]);
     }
 
     #[test]

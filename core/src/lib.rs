@@ -10,6 +10,7 @@
 //! - [`workspace`]: safe streaming of uploaded archives and `/eval` files into a workspace directory;
 //! - [`requirements`]: what an execution installs (request, project file, detected imports);
 //! - [`egress`]: the ranges network egress never reaches, for every backend;
+//! - [`callback`]: completion webhooks' URLs and the addresses they may reach;
 //! - [`text`]: cutting outputs and messages at character boundaries;
 //! - [`eval`]: the eval runner (REPL mode) and its result protocol;
 //! - [`traceback`]: `error_type` / `error_line` / `error_message` from a traceback;
@@ -19,6 +20,7 @@
 //! - [`session`]: sessions' wire types and the session runner that keeps an interpreter's state between calls;
 //! - [`logging`]: the log setup the API server and the operator share.
 
+pub mod callback;
 pub mod egress;
 pub mod eval;
 pub mod files_out;
@@ -28,6 +30,7 @@ pub mod logging;
 pub mod model;
 pub mod outcome;
 pub mod paths;
+pub mod placement;
 pub mod pod;
 pub mod requirements;
 pub mod secret;
@@ -42,7 +45,7 @@ pub mod workspace;
 
 pub use model::{
     AsyncResponse, CodeFile, ErrorResponse, EvalRequest, ExecutionConfig, ExecutionPage, ExecutionResult,
-    ExecutionStatus, KillResponse, Metadata,
+    ExecutionStatus, KillResponse, Metadata, SkippedPackage,
 };
 pub use outcome::{Interruption, RunOutcome, Termination, finalize};
 pub use spec::{ExecutionSpec, Limits, Policy, PythonVersion, Rejection, Requirements, ValidationError};

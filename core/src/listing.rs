@@ -41,6 +41,18 @@ pub fn summarize(result: &ExecutionResult) -> ExecutionResult {
         })
         .cloned()
         .collect();
+    // Skip notes are bounded like the installed packages: the first ones that fit.
+    let mut room = TEXT_CAP_BYTES;
+    let skipped_packages = result
+        .skipped_packages
+        .iter()
+        .take_while(|p| {
+            let fits = p.name.len() + p.reason.len() <= room;
+            room = room.saturating_sub(p.name.len() + p.reason.len());
+            fits
+        })
+        .cloned()
+        .collect();
     ExecutionResult {
         execution_id: result.execution_id.clone(),
         status: result.status,
@@ -67,6 +79,8 @@ pub fn summarize(result: &ExecutionResult) -> ExecutionResult {
         files_truncated: result.files_truncated,
         session_id: result.session_id.clone(),
         session_restarted: result.session_restarted,
+        tenant: result.tenant.clone(),
+        skipped_packages,
     }
 }
 

@@ -123,6 +123,12 @@ pub struct Metadata {
     /// Limits; absent fields take the server's defaults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<ExecutionConfig>,
+    /// Additive: an `https` URL that receives the final result as JSON, signed with the server's webhook secret,
+    /// when the execution ends, whatever its status (docs/webhooks.md). Refused with 400 when the server has no
+    /// webhook secret, and for private or internal addresses unless the server allows them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 2048))]
+    pub callback_url: Option<String>,
 }
 
 /// One file of an `/api/v1/eval` request.
@@ -163,6 +169,13 @@ pub struct EvalRequest {
     /// Extra requirements; `"-"` turns off import auto-detection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requirements_txt: Option<String>,
+    /// Additive: an `https` URL that receives the final result as JSON, signed with the server's webhook secret,
+    /// when the execution ends, whatever its status (docs/webhooks.md). Refused with 400 when the server has no
+    /// webhook secret, and for private or internal addresses unless the server allows them. Not taken by session
+    /// calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 2048))]
+    pub callback_url: Option<String>,
 }
 
 /// `202` answer of `/api/v1/exec/async`.
@@ -198,6 +211,10 @@ pub struct ExecutionPage {
 pub struct ErrorResponse {
     /// What went wrong, for a person.
     pub error: String,
+    /// On `404 execution not found`: how long finished executions are kept (seconds, counted from their end), so
+    /// that a client can tell an expired id from a wrong one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_seconds: Option<u64>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -281,6 +298,23 @@ pub struct ExecutionResult {
     /// Additive: the session's sandbox was replaced during this call, and its earlier state lost.
     #[serde(default, skip_serializing_if = "is_false")]
     pub session_restarted: bool,
+    /// Additive: the tenant the execution belongs to (docs/tenants.md); absent on a server without API keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// Additive: packages that import detection found but that were not installed, each with why (the package
+    /// index does not have it, or it is not on the server's auto-install allow-list); the run went on without them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped_packages: Vec<SkippedPackage>,
+}
+
+/// A package that import detection found and that was not installed.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SkippedPackage {
+    /// The distribution name, as detection mapped the import.
+    pub name: String,
+    /// Why it was not installed, e.g. `not found in the package index`.
+    pub reason: String,
 }
 
 /// One rich display item of a run: a MIME type and its data (base64 for binary types such as `image/png`, the
@@ -334,6 +368,8 @@ impl ExecutionResult {
             files_truncated: false,
             session_id: None,
             session_restarted: false,
+            tenant: None,
+            skipped_packages: Vec::new(),
         }
     }
 }

@@ -20,6 +20,33 @@ pub const SESSION_RUNNER_SOURCE: &str = include_str!("../python/session_runner.p
 /// Where the session runner is placed in a session's sandbox (next to the eval runner, which it imports).
 pub const SESSION_RUNNER_PATH: &str = "/opt/pyexec/session_runner.py";
 
+/// The file next to the session runner (in a Pod, a key of the session's ConfigMap) that holds the network fence
+/// the runner checks after the operator's go-ahead: a [`crate::pod::protocol::Fence`] as JSON, the same check an
+/// execution's runner makes (the runner imports the Pod runner's probe for it).
+pub const SESSION_FENCE_FILE: &str = "fence.json";
+
+/// The start of the line the session runner writes to its standard error once it took the operator's go-ahead and
+/// found the network fenced, followed by a [`RunnerReady`] as JSON. Standard error, because the container log has
+/// it while the mux stream on standard output (which the API server reads) never does. The operator reads it from
+/// the log and only then calls the session `Ready`; nothing untrusted runs before it is written, so the first such
+/// line of a Pod's log is always the runner's.
+pub const READY_MARKER: &str = "\x1fpyexec-session-ready ";
+
+/// What the session runner reports after the go-ahead ([`READY_MARKER`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunnerReady {
+    /// What the Pod's install container installed (`name==version`, sorted); empty without requirements.
+    #[serde(default)]
+    pub installed: Vec<String>,
+}
+
+/// The runner's report in a session container's log: the first line that starts with [`READY_MARKER`] (later ones
+/// may be a cell's output, so only the first counts); `None` while there is none, or when it does not parse.
+pub fn ready_report(log: &str) -> Option<RunnerReady> {
+    let line = log.lines().find_map(|line| line.strip_prefix(READY_MARKER))?;
+    serde_json::from_str(line).ok()
+}
+
 /// Prefix of every session id.
 pub const SESSION_ID_PREFIX: &str = "ses_";
 
@@ -106,6 +133,9 @@ pub struct SessionInfo {
     pub network_disabled: bool,
     /// Seconds without a call after which it ends.
     pub idle_timeout_seconds: i64,
+    /// The tenant the session belongs to (docs/tenants.md); absent on a server without API keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
     /// Memory the session holds now (its interpreter, what it defined, its files in `/work` and `/tmp`), when
     /// the server measures it (cgroups) and no call is running.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -199,13 +229,17 @@ impl Policy {
             env,
             stdin: None,
             limits,
-            network: config.network_disabled == Some(false),
+            network: config.network_disabled.map_or(self.network_when_unspecified, |disabled| !disabled),
             python,
             image: None,
             eval_last_expr: true,
             requirements,
             auto_detect_imports: false,
+            auto_install: crate::requirements::AutoInstall::Any,
             pre_commands: Vec::new(),
+            tenant: None,
+            callback_url: None,
+            idempotency: None,
         };
         Ok((spec, idle))
     }
@@ -227,6 +261,12 @@ impl Policy {
         if req.entrypoint.as_deref().is_some_and(|v| !v.is_empty()) {
             return Err(ValidationError::bad_request(
                 "a session call runs its code as a cell; to run a file, put `exec(open('name').read())` in code",
+            ));
+        }
+        // Webhooks are for executions one waits for apart from the request; a call's answer is the result.
+        if req.callback_url.as_deref().is_some_and(|v| !v.is_empty()) {
+            return Err(ValidationError::bad_request(
+                "callback_url is not taken by session calls: their answer is the result (docs/webhooks.md)",
             ));
         }
         let config = req.config.unwrap_or_default();
@@ -286,6 +326,30 @@ mod tests {
 
     const TIMEOUTS: SessionTimeouts = SessionTimeouts { idle_default: 600, idle_max: 3600 };
 
+    #[test]
+    fn the_runner_reports_readiness_as_the_operator_reads_it() {
+        // The runner spells the names in Python: the same values.
+        use crate::pod::protocol::{FLAG_ON, GATE_ENV, GO_AHEAD};
+        let lines = [
+            r#"READY_MARKER = "\x1fpyexec-session-ready ""#.to_owned(),
+            format!("FENCE_FILE = {SESSION_FENCE_FILE:?}"),
+            format!("GATE_ENV = {GATE_ENV:?}"),
+            format!("FLAG_ON = {FLAG_ON:?}"),
+            format!("GO_AHEAD = {GO_AHEAD:?}"),
+        ];
+        for line in lines {
+            assert!(SESSION_RUNNER_SOURCE.lines().any(|l| l == line), "{line}");
+        }
+        assert_eq!((READY_MARKER, SESSION_FENCE_FILE), ("\u{1f}pyexec-session-ready ", "fence.json"));
+        let log = format!(
+            "a warning\n{READY_MARKER}{{\"installed\": [\"six==1.17.0\"]}}\n{READY_MARKER}{{\"installed\": []}}\n"
+        );
+        assert_eq!(ready_report(&log), Some(RunnerReady { installed: vec!["six==1.17.0".into()] }), "the first");
+        assert_eq!(ready_report(&format!("{READY_MARKER}{{}}")), Some(RunnerReady::default()));
+        assert_eq!(ready_report("nothing yet\n"), None);
+        assert_eq!(ready_report(&format!("{READY_MARKER}not json\n{READY_MARKER}{{}}\n")), None);
+    }
+
     fn call(json: &str) -> Result<SessionCall, ValidationError> {
         Policy::default().session_call(serde_json::from_str(json).unwrap())
     }
@@ -325,6 +389,7 @@ mod tests {
             (r#"{"code":"1","requirements_txt":"numpy"}"#, "requirements_txt belongs to the session"),
             (r#"{"code":"1","config":{"memory_mb":512}}"#, "config.memory_mb belongs to the session"),
             (r#"{"code":"1","entrypoint":"main.py"}"#, "cell"),
+            (r#"{"code":"1","callback_url":"https://hooks.example.com/"}"#, "not taken by session calls"),
             (r#"{}"#, "either 'code' or 'files'"),
             (r#"{"code":"1","files":[{"name":"../x","content":""}]}"#, "../x"),
             (r#"{"code":"1","files":[{"name":"a","content":""},{"name":"a","content":""}]}"#, "duplicate"),

@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::callback::CallbackRules;
 use crate::model::{CodeFile, EvalRequest, ExecutionConfig, Metadata};
 use crate::paths::{RelativePathError, normalize_relative_path};
 
@@ -158,6 +159,14 @@ pub struct Policy {
     pub max_eval_files_bytes: usize,
     /// Whether `/eval` detects imports to install when the request does not say `requirements_txt: "-"`.
     pub auto_detect_imports: bool,
+    /// Which detected distributions `/eval` may install (`PYEXEC_AUTO_INSTALL_ALLOW`).
+    pub auto_install: crate::requirements::AutoInstall,
+    /// Which `callback_url`s requests may name (docs/webhooks.md); the default refuses them all.
+    pub callbacks: CallbackRules,
+    /// Network for a request that does not say `network_disabled` (`PYEXEC_NETWORK_WHEN_UNSPECIFIED`): off by
+    /// default; on restores the original's default, which its Go client and CLI rely on (they omit
+    /// `network_disabled: false`, docs/compatibility.md C51).
+    pub network_when_unspecified: bool,
 }
 
 /// Default of [`Policy::max_eval_files_bytes`]: 10 MiB.
@@ -171,7 +180,17 @@ impl Default for Policy {
             max_eval_code_bytes: 102_400,
             max_eval_files_bytes: DEFAULT_EVAL_FILES_BYTES,
             auto_detect_imports: true,
+            auto_install: crate::requirements::AutoInstall::Any,
+            callbacks: CallbackRules::default(),
+            network_when_unspecified: false,
         }
+    }
+}
+
+impl Policy {
+    /// Whether a run with this `config` has network: what it says, else the server's default.
+    pub fn network(&self, config: &ExecutionConfig) -> bool {
+        config.network_disabled.map_or(self.network_when_unspecified, |disabled| !disabled)
     }
 }
 
@@ -232,8 +251,31 @@ pub struct ExecutionSpec {
     pub requirements: Requirements,
     /// Detect third-party imports and install them (eval only).
     pub auto_detect_imports: bool,
+    /// Which detected distributions may be installed (the server's `PYEXEC_AUTO_INSTALL_ALLOW`, kept with the spec
+    /// so that a queued execution keeps the rule it was accepted under); never restricts `requirements`.
+    #[serde(default)]
+    pub auto_install: crate::requirements::AutoInstall,
     /// Shell commands run before the program.
     pub pre_commands: Vec<String>,
+    /// The tenant the execution belongs to (docs/tenants.md): only it (and admins) see it. `None`: the server has
+    /// no API keys, so there is one anonymous tenant.
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// Where the final result is sent when the execution ends (docs/webhooks.md), validated; `None`: nowhere.
+    #[serde(default)]
+    pub callback_url: Option<String>,
+    /// The request's `Idempotency-Key`, kept with the execution so that a retry finds it (docs/api.md).
+    #[serde(default)]
+    pub idempotency: Option<IdempotencyRecord>,
+}
+
+/// What an execution keeps of the `Idempotency-Key` it was created with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdempotencyRecord {
+    /// The key's hash with its tenant (hex; the key itself is not kept): what a retry looks up.
+    pub key_hash: String,
+    /// The hash of what the request asked for: a retry that asks for something else is refused.
+    pub fingerprint: String,
 }
 
 impl Policy {
@@ -301,19 +343,25 @@ impl Policy {
         }
         let stdin = meta.stdin.filter(|s| !s.is_empty());
         let config = meta.config.unwrap_or_default();
+        let limits = self.limits(&config)?;
+        let callback_url = self.callbacks.check_url(meta.callback_url.as_deref())?;
         Ok(ExecutionSpec {
             entrypoint,
             args,
             env,
             stdin,
-            limits: self.limits(&config)?,
-            network: config.network_disabled == Some(false),
+            limits,
+            network: self.network(&config),
             python,
             image,
             eval_last_expr: false,
             requirements: Requirements::from_request(meta.requirements_txt),
             auto_detect_imports: false,
+            auto_install: crate::requirements::AutoInstall::Any,
             pre_commands,
+            tenant: None,
+            callback_url,
+            idempotency: None,
         })
     }
 
@@ -351,19 +399,26 @@ impl Policy {
         let requirements = Requirements::from_request(req.requirements_txt);
         let auto_detect_imports = self.auto_detect_imports && requirements != Requirements::Nothing;
         let config = req.config.unwrap_or_default();
+        let limits = self.limits(&config)?;
+        let callback_url = self.callbacks.check_url(req.callback_url.as_deref())?;
         let spec = ExecutionSpec {
             entrypoint: Some(entrypoint),
             args: Vec::new(),
             env: Vec::new(),
             stdin: req.stdin.filter(|s| !s.is_empty()),
-            limits: self.limits(&config)?,
-            network: config.network_disabled == Some(false),
+            limits,
+            network: self.network(&config),
             python,
             image: None,
             eval_last_expr: req.eval_last_expr.unwrap_or(false),
             requirements,
+            // Only a spec that detects carries the list (it is stored with queued executions).
+            auto_install: if auto_detect_imports { self.auto_install.clone() } else { Default::default() },
             auto_detect_imports,
             pre_commands: Vec::new(),
+            tenant: None,
+            callback_url,
+            idempotency: None,
         };
         Ok((spec, files))
     }
@@ -656,6 +711,44 @@ mod tests {
             ..Default::default()
         };
         assert!(p.spec_from_metadata(clash).unwrap_err().message.contains("contradicts"));
+    }
+
+    #[test]
+    fn network_follows_the_request_else_the_servers_default() {
+        let eval = |policy: &Policy, json: &str| policy.spec_from_eval(serde_json::from_str(json).unwrap()).unwrap().0;
+        let strict = Policy::default();
+        assert!(!eval(&strict, r#"{"code": "1"}"#).network, "off unless asked for");
+        assert!(eval(&strict, r#"{"code": "1", "config": {"network_disabled": false}}"#).network);
+        let original = Policy { network_when_unspecified: true, ..Policy::default() };
+        assert!(eval(&original, r#"{"code": "1"}"#).network, "the original's default: on when unspecified");
+        assert!(!eval(&original, r#"{"code": "1", "config": {"network_disabled": true}}"#).network);
+        let meta: crate::Metadata = serde_json::from_str(r#"{"entrypoint": "main.py"}"#).unwrap();
+        assert!(original.spec_from_metadata(meta).unwrap().network);
+    }
+
+    #[test]
+    fn callback_urls_are_validated_into_the_spec() {
+        let off = Policy::default();
+        let err = eval(r#"{"code":"1","callback_url":"https://hooks.example.com/x"}"#).unwrap_err();
+        assert_eq!(err.kind, Rejection::BadRequest);
+        assert!(err.message.contains("no webhook secret"), "{}", err.message);
+        let (spec, _) = eval(r#"{"code":"1","callback_url":""}"#).unwrap();
+        assert_eq!(spec.callback_url, None);
+        assert_eq!(off.spec_from_metadata(Metadata::default()).unwrap().callback_url, None);
+
+        let on = Policy { callbacks: CallbackRules { enabled: true, ..Default::default() }, ..Policy::default() };
+        let req =
+            |url: &str| EvalRequest { code: Some("1".into()), callback_url: Some(url.into()), ..Default::default() };
+        let (spec, _) = on.spec_from_eval(req("https://Hooks.example.com/done?k=1")).unwrap();
+        assert_eq!(spec.callback_url.as_deref(), Some("https://hooks.example.com/done?k=1"));
+        assert!(on.spec_from_eval(req("http://hooks.example.com/")).unwrap_err().message.contains("https"));
+        assert!(on.spec_from_eval(req("https://127.0.0.1/")).unwrap_err().message.contains("private"));
+        let meta = |url: &str| Metadata { callback_url: Some(url.into()), ..Default::default() };
+        let spec = on.spec_from_metadata(meta("https://hooks.example.com/")).unwrap();
+        assert_eq!(spec.callback_url.as_deref(), Some("https://hooks.example.com/"));
+        let err = on.spec_from_metadata(meta("https://a:b@hooks.example.com/")).unwrap_err();
+        assert_eq!(err.kind, Rejection::BadRequest);
+        assert!(err.message.contains("credentials"), "{}", err.message);
     }
 
     #[test]

@@ -1,7 +1,11 @@
 //! The Pod runner with a real CPython, outside Kubernetes: its run directory, workspace and dependencies directory
 //! are pointed at temporary folders, its `run.json` is a `RunConfig` as the operator writes it, its log is parsed by
-//! `pod::parse_log` and finished by `pod::finish`, exactly as the operator does. When the tests run as root, the
-//! runner runs as `nobody`, as it does in a Pod (uid 1000).
+//! `pod::parse_log` and finished by `pod::finish` (the files it reports read by `pod::harvest`), exactly as the
+//! operator does. When the tests run as root, the runner runs as `nobody`, as it does in a Pod (uid 1000).
+//!
+//! The run configuration asks for files by default, as the operator's does with its log store on: every program
+//! whose entrypoint is a file then runs under the eval runner, so the tests of exit codes, output and error fields
+//! check that hosting it changes nothing.
 
 #![allow(clippy::unwrap_used)]
 
@@ -16,7 +20,9 @@ use pyexec_core::pod::protocol::{
     GATE_ENV, GO_AHEAD, NONCE_ENV, OOM_EVENTS_ENV, REQUIREMENTS_FILE, ROLE_INSTALL, ROLE_RECEIVE, ROLE_RUN,
     RUN_CONFIG_FILE, RUN_DIR_ENV, RunConfig, SOURCE_DIR_ENV, STDIN_FILE, WORK_DIR_ENV, source_key,
 };
-use pyexec_core::pod::{Ending, Finished, PodEnd, RUNNER_FILE, RUNNER_SOURCE, finish, parse_log};
+use pyexec_core::pod::{
+    Ending, FilesCaps, Finished, Harvest, PodEnd, RUNNER_FILE, RUNNER_SOURCE, finish, harvest, parse_log,
+};
 use pyexec_core::{ExecutionStatus, Policy, Timestamp};
 
 const NONCE: &str = "7f3a9c";
@@ -82,7 +88,19 @@ impl Pod {
     }
 
     /// [`Pod::run`] with the runner's command given and `stdin` written to it; also the runner's stderr.
-    fn run_with(&self, code: &str, config: RunConfig, mut cmd: Command, stdin: Option<&str>) -> (Finished, String) {
+    fn run_with(&self, code: &str, config: RunConfig, cmd: Command, stdin: Option<&str>) -> (Finished, String) {
+        let ran = self.execute(code, config, cmd, stdin);
+        (ran.finished, ran.stderr)
+    }
+
+    /// [`Pod::run`], with the files the run reported (its result's `files` set from them, as the operator does).
+    fn run_files(&self, code: &str, config: RunConfig) -> Ran {
+        let mut ran = self.execute(code, config, self.command(ROLE_RUN), None);
+        ran.harvest.apply(&mut ran.finished.result);
+        ran
+    }
+
+    fn execute(&self, code: &str, config: RunConfig, mut cmd: Command, stdin: Option<&str>) -> Ran {
         let run = self.prepare(code, config);
         let started = Timestamp::now();
         let out = match stdin {
@@ -97,19 +115,39 @@ impl Pod {
         let finished = Timestamp::now();
         eprintln!("runner stderr: {}", String::from_utf8_lossy(&out.stderr));
         let log = parse_log(&out.stdout, NONCE);
+        let caps = FilesCaps { max_bytes: run.files_max_bytes, max_count: run.files_max_count as usize };
+        let harvested = harvest(&log, caps);
         let mut spec = Policy::default().spec_from_metadata(Default::default()).unwrap();
         spec.eval_last_expr = run.eval_last_expr;
         spec.limits.timeout_seconds = run.timeout_seconds;
         spec.pre_commands = run.pre_commands.clone();
         spec.limits.disk_mb = run.disk_mb;
         let pod = PodEnd { exit_code: out.status.code(), ..PodEnd::default() };
-        (finish("exe_pod", &spec, log, &pod, started, finished), String::from_utf8_lossy(&out.stderr).into_owned())
+        Ran {
+            finished: finish("exe_pod", &spec, log, &pod, started, finished),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            harvest: harvested,
+        }
     }
 }
 
-/// The run configuration the operator writes by default, with `edit` applied.
+/// A run: its result, the runner's stderr, and the files it reported.
+struct Ran {
+    finished: Finished,
+    stderr: String,
+    harvest: Harvest,
+}
+
+/// The run configuration the operator writes by default with its log store on (files reported: 8 MiB, 1000),
+/// with `edit` applied.
 fn config(edit: impl FnOnce(&mut RunConfig)) -> RunConfig {
-    let mut config = RunConfig { timeout_seconds: 300, output_limit_bytes: 1 << 20, ..RunConfig::default() };
+    let mut config = RunConfig {
+        timeout_seconds: 300,
+        output_limit_bytes: 1 << 20,
+        files_max_bytes: 8 << 20,
+        files_max_count: 1000,
+        ..RunConfig::default()
+    };
     edit(&mut config);
     config
 }
@@ -319,6 +357,96 @@ fn requirements_are_installed_into_the_dependencies_directory() {
         ("1.16.0\n", vec!["six==1.16.0".to_string()]),
         "{r:?}"
     );
+}
+
+/// A package index in a directory (PEP 503 pages pip reads from a `file://` URL), offline: `tinypkg` 1.0 as a wheel,
+/// `sdistonly` 1.0 as a source distribution only.
+fn local_index(dir: &Path) -> String {
+    let script = r#"
+import io, os, sys, tarfile, zipfile
+root = sys.argv[1]
+os.makedirs(os.path.join(root, "tinypkg"))
+os.makedirs(os.path.join(root, "sdistonly"))
+with zipfile.ZipFile(os.path.join(root, "tinypkg", "tinypkg-1.0-py3-none-any.whl"), "w") as w:
+    w.writestr("tinypkg/__init__.py", "VALUE = 42\n")
+    w.writestr("tinypkg-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: tinypkg\nVersion: 1.0\n")
+    w.writestr("tinypkg-1.0.dist-info/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+    w.writestr("tinypkg-1.0.dist-info/RECORD", "")
+setup = b'from setuptools import setup\nsetup(name="sdistonly", version="1.0")\n'
+with tarfile.open(os.path.join(root, "sdistonly", "sdistonly-1.0.tar.gz"), "w:gz") as t:
+    info = tarfile.TarInfo("sdistonly-1.0/setup.py")
+    info.size = len(setup)
+    t.addfile(info, io.BytesIO(setup))
+for project in ("tinypkg", "sdistonly"):
+    files = sorted(os.listdir(os.path.join(root, project)))
+    links = "".join(f'<a href="{f}">{f}</a>' for f in files)
+    with open(os.path.join(root, project, "index.html"), "w") as f:
+        f.write(f"<html><body>{links}</body></html>")
+"#;
+    let status = Command::new(python()).arg("-c").arg(script).arg(dir).status().unwrap();
+    assert!(status.success());
+    format!("file://{}", dir.display())
+}
+
+/// The install role with `requirements` from the local index; its output, and whether it succeeded.
+fn install_from(pod: &Pod, index: &str, requirements: &str) -> (bool, String) {
+    std::fs::write(pod.path("run").join(REQUIREMENTS_FILE), requirements).unwrap();
+    chmod_all(pod.dir.path());
+    let out = pod
+        .command(ROLE_INSTALL)
+        .env("PIP_FIND_LINKS", "")
+        .env("PIP_INDEX_URL", index)
+        .env("PIP_CONFIG_FILE", "/dev/null")
+        .output()
+        .unwrap();
+    let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), log)
+}
+
+#[test]
+fn detected_names_the_index_lacks_are_skipped_and_listed_ones_still_fail() {
+    use pyexec_core::SkippedPackage;
+    use pyexec_core::requirements::{NOT_FOUND, NOT_INSTALLABLE};
+    let pod = Pod::new();
+    let index = local_index(&pod.path("index"));
+    // As the API server writes them (pyexec_core::requirements::InstallPlan::requirements_txt).
+    let requirements = "tinypkg  # pyexec: detected\n\
+                        surely-not-a-real-pkg-xyz  # pyexec: optional\n\
+                        also_missing_xyz  # pyexec: detected\n\
+                        sdistonly  # pyexec: optional\n";
+    let (ok, log) = install_from(&pod, &index, requirements);
+    assert!(ok, "{log}");
+    assert!(log.contains("pyexec: skipped surely-not-a-real-pkg-xyz: not found in the package index"), "{log}");
+    let code = "import tinypkg\ntry:\n    import surely_not_a_real_pkg_xyz\nexcept ImportError:\n    pass\nprint(tinypkg.VALUE)";
+    let r = pod.run(code, config(|_| {})).result;
+    assert_eq!((r.stdout.as_str(), r.installed_packages.clone()), ("42\n", vec!["tinypkg==1.0".to_string()]), "{r:?}");
+    let mut skipped = r.skipped_packages.clone();
+    skipped.sort();
+    let skip = |name: &str, reason: &str| SkippedPackage { name: name.into(), reason: reason.into() };
+    assert_eq!(
+        skipped,
+        [
+            skip("also_missing_xyz", NOT_FOUND),
+            skip("sdistonly", NOT_INSTALLABLE),
+            skip("surely-not-a-real-pkg-xyz", NOT_FOUND),
+        ],
+        "an optional name is also skipped when nothing of it installs here"
+    );
+
+    // What the user listed must install: a missing one fails as pip says, as before.
+    let pod = Pod::new();
+    let index = local_index(&pod.path("index"));
+    let (ok, log) = install_from(&pod, &index, "surely-not-a-real-pkg-xyz\ntinypkg  # pyexec: detected\n");
+    assert!(!ok, "{log}");
+    assert!(log.contains("No matching distribution found for surely-not-a-real-pkg-xyz"), "{log}");
+    // So does a detected (unguarded) name the index has but cannot install here: the failure says why.
+    let (ok, log) = install_from(&pod, &index, "sdistonly  # pyexec: detected\n");
+    assert!(!ok, "{log}");
+    assert!(log.contains("No matching distribution found for sdistonly"), "{log}");
+    // Without markers, exactly as before: one pip run over the file.
+    let (ok, log) = install_from(&pod, &index, "tinypkg\n");
+    assert!(ok, "{log}");
+    assert!(log.contains("-r "), "{log}");
 }
 
 #[test]
@@ -535,4 +663,152 @@ fn a_program_that_fills_its_workspace_fails_on_its_disk_limit() {
     cmd.env(DISK_FREE_ENV, &free);
     let (Finished { result, .. }, _) = pod.run_with("print('ok')", config(|c| c.disk_mb = 50), cmd, None);
     assert_eq!((result.status, result.exit_code, result.error), (ExecutionStatus::Completed, 0, None));
+}
+
+/// The files of a run, as (path, content) pairs in the tar's order.
+fn kept(harvest: &Harvest) -> Vec<(String, String)> {
+    let Harvest::Kept(out) = harvest else { panic!("no files kept: {harvest:?}") };
+    out.files.iter().map(|(f, data)| (f.path.clone(), String::from_utf8_lossy(data).into_owned())).collect()
+}
+
+#[test]
+fn the_files_a_program_wrote_are_reported_and_its_result_is_unchanged() {
+    let pod = Pod::new();
+    let code = "import os, sys\n\
+                os.makedirs('data')\n\
+                open('out.csv', 'w').write('a,b\\n1,2\\n')\n\
+                open('data/x.bin', 'wb').write(bytes(range(4)))\n\
+                os.symlink('/etc/passwd', 'link')\n\
+                print(sorted(k for k in os.environ if k.startswith(('PYEXEC_FILES', 'PYEXEC_RESULT'))), sys.argv[0])\n\
+                print('to stderr', file=sys.stderr)\n\
+                sys.exit(3)";
+    let ran = pod.run_files(code, config(|_| {}));
+    let r = &ran.finished.result;
+    assert_eq!((r.status, r.exit_code, ran.finished.ending), (ExecutionStatus::Completed, 3, Ending::Completed));
+    let argv0 = format!("[] {}\n", pod.path("work/main.py").display());
+    assert_eq!((r.stdout.as_str(), r.stderr.as_str()), (argv0.as_str(), "to stderr\n"), "{}", ran.stderr);
+    assert_eq!(r.result, None);
+    let mut files = kept(&ran.harvest);
+    files.sort();
+    assert_eq!(
+        files,
+        [("data/x.bin".to_string(), "\u{0}\u{1}\u{2}\u{3}".to_string()), ("out.csv".into(), "a,b\n1,2\n".into())],
+        "regular files only: the link and the unchanged main.py are not reported"
+    );
+    assert!(!r.files_truncated && r.files.len() == 2);
+    assert_eq!(r.files.iter().find(|f| f.path == "out.csv").unwrap().size, 8);
+}
+
+#[test]
+fn a_failing_hosted_program_keeps_its_traceback_error_fields_and_files() {
+    let pod = Pod::new();
+    let code = "open('partial.txt', 'w').write('so far')\nx = 1\ny = 0\nx / y\n";
+    for eval in [false, true] {
+        let ran = pod.run_files(code, config(|c| c.eval_last_expr = eval));
+        let r = &ran.finished.result;
+        assert_eq!((r.status, r.exit_code), (ExecutionStatus::Completed, 1), "{r:?}");
+        assert_eq!((r.error_type.as_deref(), r.error_line), (Some("ZeroDivisionError"), Some(4)), "{r:?}");
+        assert!(r.stderr.starts_with("Traceback (most recent call last):\n"), "{}", r.stderr);
+        assert!(!r.stderr.contains("eval_runner"), "the runner's frames are not shown: {}", r.stderr);
+        assert_eq!(kept(&ran.harvest), [("partial.txt".to_string(), "so far".to_string())]);
+    }
+}
+
+#[test]
+fn without_files_asked_the_program_runs_directly() {
+    let pod = Pod::new();
+    // The eval runner adds `display` to the builtins: only a hosted program sees it.
+    let code = "import builtins\nopen('out.txt', 'w').write('x')\nprint(hasattr(builtins, 'display'))";
+    let hosted = pod.run_files(code, config(|_| {}));
+    assert_eq!(hosted.finished.result.stdout, "True\n");
+    let plain = pod.run_files(code, config(|c| c.files_max_bytes = 0));
+    assert_eq!(plain.finished.result.stdout, "False\n");
+    assert_eq!(plain.harvest, Harvest::NotReported);
+    assert!(plain.finished.result.files.is_empty() && !plain.finished.result.files_truncated);
+    // An entrypoint that is not a regular file gets the interpreter's own error, as without files (`prepare` sets
+    // main.py: the run configuration is pointed at a missing file after it).
+    let mut cfg = pod.prepare(code, config(|_| {}));
+    cfg.entrypoint = Some("missing.py".into());
+    std::fs::write(pod.path("run").join(RUN_CONFIG_FILE), serde_json::to_string(&cfg).unwrap()).unwrap();
+    chmod_all(pod.dir.path());
+    let out = pod.command(ROLE_RUN).stdin(Stdio::null()).output().unwrap();
+    let log = parse_log(&out.stdout, NONCE);
+    assert_eq!(log.end.as_ref().map(|e| (e.exit, e.files_bytes)), Some((2, None)), "{log:?}");
+    assert!(String::from_utf8_lossy(&log.stderr).contains("can't open file"), "{log:?}");
+}
+
+#[test]
+fn eval_mode_reports_display_outputs_and_files() {
+    let pod = Pod::new();
+    // A stand-in for matplotlib (not installed here), "installed" into the dependencies directory as the install
+    // container would: figures whose PNG is the signature and the figure's number.
+    let plt = pod.path("deps/matplotlib");
+    std::fs::create_dir_all(&plt).unwrap();
+    std::fs::write(plt.join("__init__.py"), "").unwrap();
+    std::fs::write(
+        plt.join("pyplot.py"),
+        "_figs = {}\nclass Figure:\n    def __init__(self, n):\n        self.num = n\n    \
+         def savefig(self, fname, format=None, **kw):\n        data = b'\\x89PNG\\r\\n\\x1a\\nfig%d' % self.num\n        \
+         (open(fname, 'wb') if isinstance(fname, str) else fname).write(data)\n\
+         def figure(num=None):\n    n = num or len(_figs) + 1\n    return _figs.setdefault(n, Figure(n))\n\
+         def get_fignums():\n    return sorted(_figs)\n\
+         def close(fig=None):\n    _figs.pop(getattr(fig, 'num', fig), None)\n\
+         def savefig(name):\n    _figs[max(_figs)].savefig(name)\n\
+         def show(*a, **k):\n    pass\n",
+    )
+    .unwrap();
+    chmod_all(pod.dir.path());
+    let code = "import matplotlib.pyplot as plt\nplt.figure()\nplt.savefig('plot.png')\nplt.show()\n\
+                open('out.csv', 'w').write('x\\n')\n6 * 7\n";
+    let ran = pod.run_files(code, config(|c| c.eval_last_expr = true));
+    let r = &ran.finished.result;
+    assert_eq!((r.status, r.result.as_deref()), (ExecutionStatus::Completed, Some("42")), "{r:?} {}", ran.stderr);
+    let png = "iVBORw0KGgpmaWcx"; // base64 of the signature and "fig1"
+    let outputs: Vec<(&str, &str)> = r.outputs.iter().map(|o| (o.kind.as_str(), o.data.as_str())).collect();
+    assert_eq!(outputs, [("image/png", png)]);
+    let mut files: Vec<String> = r.files.iter().map(|f| f.path.clone()).collect();
+    files.sort();
+    assert_eq!(files, ["out.csv", "plot.png"]);
+    // Without evaluation, as on the embedded backend, the run keeps no display outputs (and sends no report).
+    let plain = pod.run_files(code, config(|_| {}));
+    assert!(plain.finished.result.outputs.is_empty() && plain.finished.result.result.is_none());
+    assert_eq!(plain.finished.result.files.len(), 2);
+}
+
+#[test]
+fn the_caps_leave_files_out_and_say_so() {
+    let pod = Pod::new();
+    let code = "for name in 'abc':\n    open(name, 'w').write(name * 10)\n";
+    let ran = pod.run_files(code, config(|c| c.files_max_count = 2));
+    assert_eq!((ran.finished.result.files.len(), ran.finished.result.files_truncated), (2, true));
+    let ran = pod.run_files(code, config(|c| c.files_max_bytes = 15));
+    assert_eq!((ran.finished.result.files.len(), ran.finished.result.files_truncated), (1, true));
+}
+
+#[test]
+fn a_program_stopped_at_its_timeout_reports_no_files() {
+    let pod = Pod::new();
+    let code = "import time\nopen('out.txt', 'w').write('x')\ntime.sleep(60)";
+    let ran = pod.run_files(code, config(|c| c.timeout_seconds = 1));
+    assert_eq!((ran.finished.result.exit_code, ran.finished.ending), (124, Ending::TimedOut));
+    assert_eq!(ran.harvest, Harvest::NotReported);
+    assert!(ran.finished.result.files.is_empty() && !ran.finished.result.files_truncated);
+}
+
+#[test]
+fn a_tar_the_program_wrote_itself_is_dropped_whole() {
+    let pod = Pod::new();
+    // The descriptor is taken out of the environment, but the program can find the pipe: it floods it.
+    let code = "import os, stat\n\
+                for fd in map(int, os.listdir('/proc/self/fd')):\n\
+                \x20   try:\n\
+                \x20       if fd > 2 and stat.S_ISFIFO(os.fstat(fd).st_mode):\n\
+                \x20           os.write(fd, b'x' * 65536)\n\
+                \x20   except OSError:\n\
+                \x20       pass\n\
+                open('out.txt', 'w').write('x')\n";
+    let ran = pod.run_files(code, config(|c| (c.files_max_bytes, c.files_max_count) = (10, 1)));
+    assert!(matches!(ran.harvest, Harvest::Lost(_)), "{:?} {}", ran.harvest, ran.stderr);
+    assert_eq!(ran.finished.result.exit_code, 0);
+    assert!(ran.finished.result.files.is_empty() && ran.finished.result.files_truncated);
 }

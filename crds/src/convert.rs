@@ -60,6 +60,7 @@ pub fn spec_from_execution(spec: &ExecutionSpec, source: Source, requirements: O
         runtime_class_name: None,
         docker: false,
         ttl_seconds_after_finished: None,
+        session_ref: None,
     }
 }
 
@@ -104,7 +105,12 @@ pub fn execution_spec(spec: &PythonExecutionSpec) -> ExecutionSpec {
             None => Requirements::FromProject,
         },
         auto_detect_imports: false,
+        // The API server applied the allow-list before it wrote `requirements`.
+        auto_install: pyexec_core::requirements::AutoInstall::Any,
         pre_commands: spec.pre_commands.clone(),
+        tenant: None,
+        callback_url: None,
+        idempotency: None,
     }
 }
 
@@ -130,7 +136,19 @@ pub fn status_from_result(result: &ExecutionResult) -> PythonExecutionStatus {
         error_message: result.error_message.clone(),
         oom_killed: result.oom_killed,
         installed_packages: result.installed_packages.clone(),
+        skipped_packages: result
+            .skipped_packages
+            .iter()
+            .take(100)
+            .map(|p| crate::types::SkippedPackage { name: p.name.clone(), reason: p.reason.clone() })
+            .collect(),
         pre_commands_output: result.pre_commands_output.as_deref().map(|o| bounded(o).0),
+        session_restarted: result.session_restarted,
+        // The files and display outputs themselves have no room here: the log store keeps them, these counts say
+        // that a reader should fetch them from `logsRef`.
+        files_count: u32::try_from(result.files.len()).unwrap_or(u32::MAX),
+        files_truncated: result.files_truncated,
+        outputs_count: u32::try_from(result.outputs.len()).unwrap_or(u32::MAX),
         ..PythonExecutionStatus::default()
     }
 }
@@ -155,8 +173,31 @@ pub fn result_from_status(execution_id: &str, status: Option<&PythonExecutionSta
     result.stderr_truncated = status.stderr_truncated;
     result.oom_killed = status.oom_killed;
     result.installed_packages = status.installed_packages.clone();
+    result.skipped_packages = status
+        .skipped_packages
+        .iter()
+        .map(|p| pyexec_core::model::SkippedPackage { name: p.name.clone(), reason: p.reason.clone() })
+        .collect();
     result.pre_commands_output = status.pre_commands_output.clone();
+    result.session_restarted = status.session_restarted;
+    // The list of files and the outputs are in the log store (`logsRef`); what the status alone says is whether
+    // some files were left out.
+    result.files_truncated = status.files_truncated;
     result
+}
+
+/// The wire result of a resource: its status, its tenant (label), and for the record of a session call
+/// (`spec.sessionRef`) the id of the session it ran in.
+pub fn result_from_resource(execution_id: &str, cr: &crate::PythonExecution) -> ExecutionResult {
+    let mut result = result_from_status(execution_id, cr.status.as_ref());
+    result.session_id = cr.spec.session_ref.as_deref().map(crate::session::session_id_of);
+    result.tenant = tenant_of(cr);
+    result
+}
+
+/// The tenant a resource belongs to: its `pyexec.io/tenant` label (`None`: created without API keys).
+pub fn tenant_of(cr: &crate::PythonExecution) -> Option<String> {
+    cr.metadata.labels.as_ref().and_then(|l| l.get(crate::contract::TENANT_LABEL)).cloned()
 }
 
 /// The resource phase of a wire status.
@@ -265,5 +306,23 @@ mod tests {
             (result.started_at, result.finished_at, 1000)
         );
         assert_eq!(result_from_status("exe_2", None).status, ExecutionStatus::Pending);
+        assert_eq!((status.files_count, status.outputs_count, status.files_truncated), (0, 0, false));
+        let json = serde_json::to_value(&status).unwrap();
+        assert!(json.get("filesCount").is_none() && json.get("outputsCount").is_none(), "skipped when 0");
+    }
+
+    #[test]
+    fn files_and_outputs_are_counted_in_the_status() {
+        let mut result = ExecutionResult::pending("exe_1");
+        result.status = ExecutionStatus::Completed;
+        result.files = vec![pyexec_core::model::OutputFile { path: "a.csv".into(), size: 1, sha256: "0".repeat(64) }];
+        result.files_truncated = true;
+        result.outputs = vec![pyexec_core::model::DisplayOutput { kind: "image/png".into(), data: "iVBO".into() }; 2];
+        let status = status_from_result(&result);
+        assert_eq!((status.files_count, status.outputs_count, status.files_truncated), (1, 2, true));
+        let json = serde_json::to_value(&status).unwrap();
+        assert_eq!((json["filesCount"].as_u64(), json["outputsCount"].as_u64()), (Some(1), Some(2)));
+        let back = result_from_status("exe_1", Some(&status));
+        assert!(back.files.is_empty() && back.outputs.is_empty() && back.files_truncated, "the lists are stored apart");
     }
 }

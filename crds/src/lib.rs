@@ -12,6 +12,7 @@ pub mod pod;
 pub mod pool;
 pub mod reference;
 pub mod session;
+pub mod status;
 pub mod types;
 
 pub use pool::{PoolLimits, PythonExecutionPool, PythonExecutionPoolSpec, PythonExecutionPoolStatus};

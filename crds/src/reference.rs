@@ -83,20 +83,30 @@ spec:
 const SESSION_LIFECYCLE: &str = "\
 ### Lifecycle
 
-The operator gives each session a ConfigMap `pyexec-session-<name>` (the session runner and the eval runner,
-mounted read-only at `/opt/pyexec`), a NetworkPolicy of the same name (an execution's of the session's `network`
-mode, selecting the session's Pods by its uid) and one Pod at a time, named `<name>-xxxxx`, labelled
-`pyexec.io/session: <name>` and `pyexec.io/session-uid: <uid>`. Its one container, `python`, runs
-`python /opt/pyexec/session_runner.py --mux` with stdin open (`stdin: true`, `stdinOnce: false`, no TTY), and is
-locked down as an execution's (Pod Security \"restricted\", uid 1000, read-only root, `/work` sized by
-`limits.diskMB`, no service account token).
+The operator gives each session a ConfigMap `pyexec-session-<name>` (the session runner, the eval runner, the Pod
+runner, the network fence `fence.json` and the requirements, mounted read-only at `/opt/pyexec`), a NetworkPolicy
+of the same name (an execution's of the session's `network` mode, selecting the session's Pods by its uid) and one
+Pod at a time, named `<name>-xxxxx`, labelled `pyexec.io/session: <name>`, `pyexec.io/session-uid: <uid>` and
+`pyexec.io/session-pod: <n>` (its number). Its container `python` runs
+`python -I /opt/pyexec/session_runner.py --mux` with stdin open (`stdin: true`, `stdinOnce: false`, no TTY) and
+`PYEXEC_GATE=1`, and is locked down as an execution's (Pod Security \"restricted\", uid 1000, read-only root,
+`/work` sized by `limits.diskMB`, no service account token). With `requirementsTxt`, an execution's `install` init
+container first pip-installs them into `/deps` (binary wheels only unless the operator's `packageIndex.allowSdist`),
+reaching the package index through a second NetworkPolicy, `pyexec-session-<name>-install`, that selects that Pod
+alone.
 
-- `Pending` until the Pod runs and its container is ready; then `Ready`, with `status.podName` the Pod to attach
-  to and `status.readyAt` set. A Pod that ends or fails before it was ready fails the session (`PodFailed`), and so
-  does one not ready within the operator's `startupSeconds` (`StartupTimeout`).
+- `Pending` until the Pod's runner is up: once its container runs, the operator deletes the install stage's policy
+  (if any) and sends the go-ahead on the runner's stdin (attach); the runner checks that what the session must not
+  reach does not answer (the cloud metadata endpoint, the Kubernetes API, without network DNS: an execution's
+  fence), writes its report to its log, and starts the interpreter with `/deps` on `PYTHONPATH`. Once the operator
+  read the report, `Ready`, with `status.podName` the Pod to attach to, `status.readyAt` set and
+  `status.installedPackages` what was installed. A failed install fails the session (`InstallFailed`, pip's
+  reason in `status.message`); a Pod that ends or fails before it was ready (a fence found open) fails it
+  (`PodFailed`), and so does one not ready within the operator's `startupSeconds`, plus the package index's
+  `timeoutSeconds` when it installs (`StartupTimeout`).
 - While the session is `Ready`, a Pod that disappears (deleted: that is how the API server restarts the
-  interpreter) or ends (out of memory, `os._exit`) is replaced by a new one: `restarts` counts them, and the phase
-  is `Pending` (reason `Restarting`) until the new Pod is ready.
+  interpreter) or ends (out of memory, `os._exit`) is replaced by a new one, which installs the requirements again:
+  `restarts` counts them, and the phase is `Pending` (reason `Restarting`) until the new Pod is ready.
 - `Ended` once `maxLifetimeSeconds` passed since the resource's creation (`LifetimeExceeded`), or
   `idleTimeoutSeconds` since the later of `status.lastActivityAt` and `status.readyAt` (`IdleTimeout`: before the
   first call, and after a restart, the count starts when the Pod became ready); its Pod is deleted and
@@ -104,9 +114,8 @@ locked down as an execution's (Pod Security \"restricted\", uid 1000, read-only 
   `Failed` ones 10 minutes after they ended.
 - `status.lastActivityAt` is the API server's: it writes it with a merge patch of the status after each call,
   and the operator never writes it.
-- `requirementsTxt` is refused (`Failed`, reason `RequirementsNotSupported`): a session Pod has no install stage.
-  Other refusals are an execution's of the same class (`ImageNotAllowed`, `RuntimeClassNotAllowed`,
-  `LimitTooHigh`, ...), with that reason.
+- Refusals are an execution's of the same class and requirements (`ImageNotAllowed`, `RuntimeClassNotAllowed`,
+  `LimitTooHigh`, `InstallUnavailable` without a package index, ...), with that reason.
 
 ### Example
 

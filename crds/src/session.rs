@@ -28,8 +28,23 @@ pub const SESSION_UID_LABEL: &str = "pyexec.io/session-uid";
 pub const RESTARTS_ANNOTATION: &str = "pyexec.io/session-restarts";
 /// The longest session name: it is a label value on the session's Pod.
 pub const MAX_SESSION_NAME: usize = 63;
+/// The most entries of `status.installedPackages` (the schema's bound; the operator keeps the first ones).
+pub const MAX_INSTALLED_PACKAGES: usize = 1024;
+/// The longest entry of `status.installedPackages` (the schema's bound; the operator leaves longer ones out).
+pub const MAX_INSTALLED_PACKAGE_CHARS: usize = 256;
 /// The seconds after which an `Ended` or `Failed` session is deleted by the operator, if nobody deleted it before.
 pub const ENDED_GRACE_SECONDS: u64 = 600;
+
+/// The name of the resource of session `id` (`ses_<uuid>` → `ses-<uuid>`: resource names take no `_`), `None` for
+/// anything that is not a session id.
+pub fn session_resource_name(id: &str) -> Option<String> {
+    pyexec_core::session::is_session_id(id).then(|| id.replacen('_', "-", 1))
+}
+
+/// The session id of the resource `name` (the inverse of [`session_resource_name`]).
+pub fn session_id_of(name: &str) -> String {
+    name.replacen('-', "_", 1)
+}
 
 /// The limits of a session's Pod: `PythonExecution`'s limits without the timeout (a session has no single run;
 /// each call's timeout is the API server's), with the same defaults.
@@ -99,8 +114,12 @@ pub struct PythonSessionSpec {
     #[serde(default = "default_max_lifetime")]
     #[schemars(range(min = 1, max = 86400))]
     pub max_lifetime_seconds: u32,
-    /// requirements.txt text to install when the session starts. Not supported by the operator yet: a session that
-    /// sets it fails with `Ready=False`, reason `RequirementsNotSupported` (use an image that has the packages).
+    /// requirements.txt text to install when the session starts, and again in every Pod that replaces one: an
+    /// `install` init container pip-installs it (binary wheels only, unless the operator allows source builds) from
+    /// the operator's package index, the only network it has, into a directory on the interpreter's `PYTHONPATH`.
+    /// The interpreter starts once the network is closed again; `status.installedPackages` lists what was
+    /// installed. A failed install fails the session (`Ready=False`, reason `InstallFailed`, pip's reason in
+    /// `status.message`); an operator without a package index refuses it (`InstallUnavailable`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 65536))]
     pub requirements_txt: Option<String>,
@@ -152,8 +171,8 @@ pub struct PythonSessionStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_name: Option<String>,
     /// `Ready`, with reasons `Starting`, `Restarting`, `PodNotReady`, `QuotaExceeded` (Pending), `PodReady` (Ready), `IdleTimeout`,
-    /// `LifetimeExceeded` (Ended), `PodFailed`, `StartupTimeout`, `PodRefused`, `NameConflict`, or admission's
-    /// (`ImageNotAllowed`, `LimitTooHigh`, `RequirementsNotSupported`, ...) (Failed).
+    /// `LifetimeExceeded` (Ended), `PodFailed`, `InstallFailed`, `StartupTimeout`, `PodRefused`, `NameConflict`, or
+    /// admission's (`ImageNotAllowed`, `LimitTooHigh`, `InstallUnavailable`, ...) (Failed).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
@@ -169,6 +188,17 @@ pub struct PythonSessionStatus {
     /// When the last call ended: written by the API server after each call (the operator only reads it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_activity_at: Option<Time>,
+    /// Memory the session's container used after the last call (its cgroup's count, as the session runner read
+    /// it): written by the API server after each call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub memory_used_bytes: Option<u64>,
+    /// What `requirementsTxt` installed (`name==version`, sorted), as the runner of the session's latest ready Pod
+    /// reported it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    // The bounds are MAX_INSTALLED_PACKAGES and MAX_INSTALLED_PACKAGE_CHARS (an attribute takes literals only).
+    #[schemars(length(max = 1024), inner(length(max = 256)))]
+    pub installed_packages: Vec<String>,
     /// How many times the session's Pod was replaced (lost, failed, or deleted to restart the interpreter).
     #[serde(default)]
     #[schemars(range(min = 0))]
@@ -240,6 +270,9 @@ mod tests {
         assert_eq!(status["conditions"]["x-kubernetes-list-type"], "map");
         assert_eq!(status["phase"]["enum"], json!(["Pending", "Ready", "Ended", "Failed"]));
         assert_eq!(SESSION_CONTAINER, "python");
+        let installed = &status["installedPackages"];
+        assert_eq!(installed["maxItems"], MAX_INSTALLED_PACKAGES);
+        assert_eq!(installed["items"]["maxLength"], MAX_INSTALLED_PACKAGE_CHARS);
     }
 
     #[test]

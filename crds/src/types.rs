@@ -97,10 +97,32 @@ pub struct PythonExecutionSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 31536000))]
     pub ttl_seconds_after_finished: Option<u32>,
+    /// Set by the API server on the record of a call made in a `PythonSession` (the session's name): the call ran
+    /// in the session's Pod, so the operator creates nothing for this resource; the API server that made the call
+    /// writes its status, and the operator only fails a record left unfinished past its timeout (the API server
+    /// stopped during the call) and deletes it after its time to live.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
+    pub session_ref: Option<String>,
+}
+
+/// A detected import that was not installed.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct SkippedPackage {
+    /// The distribution name.
+    #[schemars(length(max = 256))]
+    pub name: String,
+    /// Why it was not installed.
+    #[schemars(length(max = 1024))]
+    pub reason: String,
 }
 
 fn is_false(b: &bool) -> bool {
     !*b
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// The program's files. Exactly one source.
@@ -318,6 +340,11 @@ pub struct PythonExecutionStatus {
     /// `name==version` of the packages installed for the run.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub installed_packages: Vec<String>,
+    /// Detected imports that were not installed, and why (not in the index, not on the allow-list, optional
+    /// without a wheel): the run went on without them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
+    pub skipped_packages: Vec<SkippedPackage>,
     /// What the `preCommands` printed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pre_commands_output: Option<String>,
@@ -327,6 +354,21 @@ pub struct PythonExecutionStatus {
     /// Where the full output is kept (`GET` it from the operator).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logs_ref: Option<String>,
+    /// How many files the program created or changed under `/work` are kept with the full output (`logsRef`):
+    /// their list is there, each file at `<logsRef>/files/<sha256>`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub files_count: u32,
+    /// Some files the program created or changed were left out (over the operator's caps, or lost with the
+    /// container log).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub files_truncated: bool,
+    /// How many display outputs (matplotlib figures, `display(obj)`) the run showed; they are kept with the full
+    /// output (`logsRef`), the status has no room for them.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub outputs_count: u32,
+    /// A session call (`spec.sessionRef`) whose interpreter was replaced after it: the session's state was lost.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub session_restarted: bool,
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,

@@ -10,7 +10,9 @@ use pyexec_core::files_out::{self, FilesOut};
 use pyexec_core::outcome::{
     Interruption, RunOutcome, Termination, failed, install_failed, killed_before_start, pre_command_failed,
 };
-use pyexec_core::{ExecutionResult, ExecutionSpec, PythonVersion, Timestamp, ValidationError, finalize};
+use pyexec_core::{
+    ExecutionResult, ExecutionSpec, PythonVersion, SkippedPackage, Timestamp, ValidationError, finalize,
+};
 use pyexec_sandbox::{
     ExitStatus, Handover, Interactive, IsolationReport, Network, Outcome, OutputChunk, RunLimits, RunSpec, Sandbox,
     SandboxConfig, SandboxError,
@@ -222,7 +224,7 @@ impl Runner {
         let Some(pool) = &self.warm else { return false };
         let Ok(interpreter) = self.interpreters.get(spec.python) else { return false };
         let env = match self.environment(spec, workspace, interpreter, &CancellationToken::new()).await {
-            Ok(env) => env,
+            Ok((env, _)) => env,
             Err(_) => return false,
         };
         let preimport = !pool.settings().preimport.runner_value(env.is_some()).is_empty();
@@ -327,14 +329,20 @@ impl Runner {
             Ok(i) => i,
             Err(message) => return cold(failed(execution_id, message, None, "")),
         };
-        let env = match self.environment(spec, workspace, interpreter, &cancel).await {
-            Ok(env) => env,
+        // `skipped`: the detected packages left out before installing (allow-list); the environment adds those
+        // the package index did not have.
+        let (env, mut skipped) = match self.environment(spec, workspace, interpreter, &cancel).await {
+            Ok(prepared) => prepared,
             Err(EnvFailure::Cancelled) => return cold(killed_before_start(execution_id, accepted_at)),
-            Err(EnvFailure::Install(InstallError::Failed { message, log_tail })) => {
-                return cold(failed(execution_id, message, Some(accepted_at), log_tail));
+            Err(EnvFailure::Install(InstallError::Failed { message, log_tail }, skipped)) => {
+                let mut result = failed(execution_id, message, Some(accepted_at), log_tail);
+                result.skipped_packages = skipped;
+                return cold(result);
             }
-            Err(EnvFailure::Install(e @ InstallError::Unavailable(_))) => {
-                return cold(install_failed(execution_id, e, Some(accepted_at), ""));
+            Err(EnvFailure::Install(e @ InstallError::Unavailable(_), skipped)) => {
+                let mut result = install_failed(execution_id, e, Some(accepted_at), "");
+                result.skipped_packages = skipped;
+                return cold(result);
             }
         };
         let invocation =
@@ -377,7 +385,9 @@ impl Runner {
         };
         if let Some(env) = env {
             result.installed_packages = env.info.packages.clone();
+            skipped.extend(env.info.skipped.iter().cloned());
         }
+        result.skipped_packages = skipped;
         if let Some(files) = &files {
             result.files = files.files.iter().map(|(f, _)| f.clone()).collect();
             result.files_truncated = files.truncated;
@@ -531,21 +541,24 @@ impl Runner {
         Some((sandbox, message))
     }
 
-    /// The environment with the execution's requirements, when it has any.
+    /// The environment with the execution's requirements, when it has any, and the detected packages left out
+    /// before installing (`PYEXEC_AUTO_INSTALL_ALLOW`, invalid names).
     async fn environment(
         &self,
         spec: &ExecutionSpec,
         workspace: &Path,
         interpreter: &Interpreter,
         cancel: &CancellationToken,
-    ) -> Result<Option<EnvLease>, EnvFailure> {
-        let Some(requirements) =
-            pyexec_core::requirements::resolve(spec, workspace, |m| interpreter.stdlib.contains(m))
-        else {
-            return Ok(None);
-        };
+    ) -> Result<(Option<EnvLease>, Vec<SkippedPackage>), EnvFailure> {
+        let plan = pyexec_core::requirements::plan(spec, workspace, |m| interpreter.stdlib.contains(m));
+        if !plan.installs_anything() {
+            return Ok((None, plan.skipped));
+        }
         tokio::select! {
-            lease = self.environments.get(interpreter, &requirements) => lease.map(Some).map_err(EnvFailure::Install),
+            lease = self.environments.get_with(interpreter, &plan.required, &plan.detected) => match lease {
+                Ok(lease) => Ok((Some(lease), plan.skipped)),
+                Err(e) => Err(EnvFailure::Install(e, plan.skipped)),
+            },
             () = cancel.cancelled() => Err(EnvFailure::Cancelled),
         }
     }
@@ -635,7 +648,8 @@ fn warm_outcome(mut outcome: Outcome, invocation: &Invocation) -> Result<Outcome
 
 /// Why an execution got no environment.
 enum EnvFailure {
-    Install(InstallError),
+    /// The install failed; the detected packages left out before it.
+    Install(InstallError, Vec<SkippedPackage>),
     Cancelled,
 }
 

@@ -9,7 +9,9 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use pyexec_core::ExecutionStatus;
+use pyexec_core::imports::Detected;
+use pyexec_core::requirements::{AutoInstall, NOT_ALLOWED, NOT_FOUND, NOT_INSTALLABLE};
+use pyexec_core::{EvalRequest, ExecutionResult, ExecutionStatus, Policy, SkippedPackage};
 use pyexec_embedded::{Environments, InstallerConfig, Interpreter};
 use pyexec_sandbox::{Sandbox, SandboxConfig};
 
@@ -111,6 +113,89 @@ async fn failed_installs_say_why() {
     assert!(error.contains("surely-no-such-package-pyexec-zzz was not found"), "{error}");
 }
 
+fn skip(name: &str, reason: &str) -> SkippedPackage {
+    SkippedPackage { name: name.into(), reason: reason.into() }
+}
+
+/// `/eval` of `body` under `policy`.
+async fn eval_with(policy: &Policy, body: serde_json::Value) -> ExecutionResult {
+    let req: EvalRequest = serde_json::from_value(body).unwrap();
+    let (spec, files) = policy.spec_from_eval(req).unwrap();
+    let dir = workspace(&[]);
+    pyexec_core::workspace::write_files(&files, &ws_path(&dir)).unwrap();
+    run_spec(&spec, &ws_path(&dir)).await
+}
+
+#[tokio::test]
+async fn a_guarded_import_the_index_lacks_is_skipped_with_a_note() {
+    let code = "try:\n    import surely_not_a_real_pkg_xyz\nexcept ImportError:\n    pass\nprint('ok')";
+    let r = eval_json(&serde_json::json!({ "code": code }).to_string()).await;
+    assert_eq!((r.status, r.exit_code, r.stdout.as_str()), (ExecutionStatus::Completed, 0, "ok\n"), "{r:?}");
+    assert_eq!(r.skipped_packages, [skip("surely_not_a_real_pkg_xyz", NOT_FOUND)]);
+    assert!(r.installed_packages.is_empty() && r.error.is_none(), "{r:?}");
+    let json = serde_json::to_value(&r).unwrap();
+    assert_eq!(
+        json["skipped_packages"],
+        serde_json::json!([{"name": "surely_not_a_real_pkg_xyz", "reason": "not found in the package index"}])
+    );
+}
+
+#[tokio::test]
+async fn skipped_names_leave_the_others_installed() {
+    // docopt is on the index, but has never published a wheel: an optional import of it is skipped too.
+    let code = "import six\n\
+                try:\n    import surely_not_a_real_pkg_xyz\nexcept ModuleNotFoundError:\n    pass\n\
+                try:\n    import docopt\nexcept (ImportError, AttributeError):\n    docopt = None\n\
+                print(six.PY3, docopt)";
+    let r = eval_json(&serde_json::json!({ "code": code }).to_string()).await;
+    assert_eq!((r.status, r.stdout.as_str()), (ExecutionStatus::Completed, "True None\n"), "{r:?}");
+    assert_eq!(names(&r.installed_packages), ["six"]);
+    let mut skipped = r.skipped_packages.clone();
+    skipped.sort();
+    assert_eq!(skipped, [skip("docopt", NOT_INSTALLABLE), skip("surely_not_a_real_pkg_xyz", NOT_FOUND)]);
+}
+
+#[tokio::test]
+async fn an_unguarded_import_the_index_lacks_is_skipped_and_the_program_fails_on_it() {
+    let r = eval_json(r#"{"code":"import six\nimport surely_not_a_real_pkg_xyz"}"#).await;
+    assert_eq!(
+        r.error_type.as_deref(),
+        Some("ModuleNotFoundError"),
+        "the program's own error, not the install's: {r:?}"
+    );
+    assert_eq!(r.skipped_packages, [skip("surely_not_a_real_pkg_xyz", NOT_FOUND)]);
+    assert_eq!(names(&r.installed_packages), ["six"]);
+}
+
+#[tokio::test]
+async fn listed_requirements_the_index_lacks_still_fail() {
+    let code = "try:\n    import surely_not_a_real_pkg_xyz\nexcept ImportError:\n    pass\nprint('ok')";
+    let body = serde_json::json!({ "code": code, "requirements_txt": "surely-no-such-package-pyexec-zzz" });
+    let r = eval_json(&body.to_string()).await;
+    assert_eq!(r.status, ExecutionStatus::Failed, "{r:?}");
+    let error = r.error.unwrap();
+    assert!(error.starts_with("installing dependencies failed: "), "{error}");
+    assert!(error.contains("surely-no-such-package-pyexec-zzz was not found"), "{error}");
+    assert!(r.stdout.is_empty());
+}
+
+#[tokio::test]
+async fn the_allow_list_keeps_other_detected_names_out_but_never_listed_ones() {
+    let policy = Policy { auto_install: AutoInstall::only(["six"]), ..Policy::default() };
+    let code =
+        "import six\ntry:\n    import packaging\nexcept ImportError:\n    packaging = None\nprint(six.PY3, packaging)";
+    let r = eval_with(&policy, serde_json::json!({ "code": code })).await;
+    assert_eq!(r.stdout, "True None\n", "{r:?}");
+    assert_eq!(names(&r.installed_packages), ["six"]);
+    assert_eq!(r.skipped_packages, [skip("packaging", NOT_ALLOWED)]);
+    // Listed, it installs: the list restricts automatic installs only.
+    let code = "import six, packaging\nprint(packaging.__name__)";
+    let r = eval_with(&policy, serde_json::json!({ "code": code, "requirements_txt": "packaging" })).await;
+    assert_eq!(r.stdout, "packaging\n", "{r:?}");
+    assert_eq!(names(&r.installed_packages), ["packaging", "six"]);
+    assert!(r.skipped_packages.is_empty());
+}
+
 #[tokio::test]
 async fn the_program_has_no_network_after_an_install() {
     let index = url::Url::parse(&installer_config("x".into()).index_url).unwrap();
@@ -169,7 +254,10 @@ async fn pre_commands_are_under_the_executions_limits() {
 async fn a_second_identical_request_hits_the_cache() {
     let first = eval_json(r#"{"code":"import six\nprint(six.PY3)"}"#).await;
     assert_eq!(first.stdout, "True\n");
-    let lease = runner().await.environments().get(&python().await, "six").await.unwrap();
+    // The same request: the same detected name (a detected name has an environment of its own: it may be skipped,
+    // a listed one may not).
+    let six = [Detected { name: "six".into(), optional: false }];
+    let lease = runner().await.environments().get_with(&python().await, "", &six).await.unwrap();
     assert!(!lease.built, "the environment came from the cache");
     assert_eq!(names(&lease.info.packages), ["six"]);
 }

@@ -18,11 +18,13 @@ use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{
     CallToolResult, ContentBlock, Implementation, ResourceContents, ServerCapabilities, ServerConfig, Tool,
 };
-use rmcp::{ServerHandler, tool, tool_handler, tool_router};
+use rmcp::service::RequestContext;
+use rmcp::{RoleServer, ServerHandler, tool, tool_handler, tool_router};
 
+use crate::budget::{OutputBudget, Shares};
 use crate::tools::{
-    CreateSession, ExecutionRef, FileOwner, GetFile, ListFiles, RunPython, SessionRef, SessionRunPython, is_image,
-    succeeded, summarize,
+    CreateSession, ExecutionRef, FileOwner, GetFile, ListFiles, RunPython, SessionRef, SessionRunPython,
+    capped_message, is_image, succeeded, summarize,
 };
 
 /// Why a call could not be made (refused input, unknown id, server unreachable): shown to the model as the tool's
@@ -81,6 +83,14 @@ pub trait Executor: Send + Sync + 'static {
         let _ = (owner, path, max_bytes);
         Err(unsupported())
     }
+
+    /// The executor of one tool call, from what the transport attached to the call's request (over streamable
+    /// HTTP: the request's `http::request::Parts`, where the server's authentication put the caller). `None`: this
+    /// executor serves every call alike (the default, and the CLI's, whose server knows the caller by its key).
+    fn for_request(&self, request: &rmcp::model::Extensions) -> Option<Arc<dyn Executor>> {
+        let _ = request;
+        None
+    }
 }
 
 /// What the methods an executor does not implement answer.
@@ -92,6 +102,7 @@ fn unsupported() -> ExecutorError {
 #[derive(Clone)]
 pub struct PythonTools {
     executor: Arc<dyn Executor>,
+    budget: OutputBudget,
     tool_router: ToolRouter<Self>,
 }
 
@@ -119,17 +130,19 @@ pub struct ToolAnswer {
 }
 
 impl ToolAnswer {
-    fn of(result: ExecutionResult) -> ToolAnswer {
-        ToolAnswer { content: summarize(&result), is_error: !succeeded(&result), execution: Some(result) }
+    /// The answer about `result`, its output within `budget` in `content` (`execution` keeps it all).
+    fn of(result: ExecutionResult, budget: OutputBudget) -> ToolAnswer {
+        ToolAnswer { content: summarize(&result, budget), is_error: !succeeded(&result), execution: Some(result) }
     }
 
     fn refused(e: ExecutorError) -> ToolAnswer {
         ToolAnswer { content: e.0, is_error: true, execution: None }
     }
 
-    /// The MCP answer: the summary, then each image output as an image; the structured result carries every field
-    /// but the images' base64 (given once, as images).
-    fn into_mcp(self) -> CallToolResult {
+    /// The MCP answer: the summary, then each image output as an image; the structured result carries the other
+    /// fields, but not what the summary or the images already carry (each piece of output is sent once: clients
+    /// hold the whole answer in memory, and models read only the text).
+    fn into_mcp(self, budget: OutputBudget) -> CallToolResult {
         let mut content = text(self.content);
         if let Some(result) = &self.execution {
             content.extend(
@@ -141,21 +154,41 @@ impl ToolAnswer {
             );
         }
         let mut answer = if self.is_error { CallToolResult::error(content) } else { CallToolResult::success(content) };
-        answer.structured_content = self.execution.as_ref().and_then(structured);
+        answer.structured_content = self.execution.as_ref().and_then(|r| structured(r, budget));
         answer
     }
 }
 
-/// A result as structured content: image outputs keep their type and size, not their data.
-fn structured(result: &ExecutionResult) -> Option<serde_json::Value> {
+/// A result as structured content: every field but the output, which the text (stdout, stderr, text display
+/// outputs) and the image content (images) carry: `stdout` and `stderr` give way to their sizes, display outputs
+/// keep their type and size, a value (`result`) cut in the text gives way to its size, and the exception message
+/// is cut like the text's.
+fn structured(result: &ExecutionResult, budget: OutputBudget) -> Option<serde_json::Value> {
     let mut value = serde_json::to_value(result).ok()?;
-    if let Some(outputs) = value.get_mut("outputs").and_then(|o| o.as_array_mut()) {
+    let fields = value.as_object_mut()?;
+    fields.remove("stdout");
+    fields.remove("stderr");
+    fields.insert("stdout_bytes".into(), result.stdout.len().into());
+    fields.insert("stderr_bytes".into(), result.stderr.len().into());
+    // A value cut in the text (its start and its end are there) is not here: only a whole value is given twice.
+    let shares = Shares::of(result, budget);
+    if let Some(value) = &result.result
+        && value.len() > shares.value
+    {
+        fields.remove("result");
+        fields.insert("result_bytes".into(), value.len().into());
+        fields.insert("result_truncated".into(), true.into());
+    }
+    if let Some(message) = &result.error_message {
+        fields.insert("error_message".into(), capped_message(message, shares).into_owned().into());
+    }
+    if let Some(outputs) = fields.get_mut("outputs").and_then(|o| o.as_array_mut()) {
         for output in outputs {
             let image = output.get("type").and_then(|t| t.as_str()).is_some_and(is_image);
-            if image && let Some(item) = output.as_object_mut() {
-                let size = item
-                    .remove("data")
-                    .and_then(|d| d.as_str().map(|d| BASE64.decode(d.trim()).map_or(0, |b| b.len())));
+            if let Some(item) = output.as_object_mut() {
+                let size = item.remove("data").and_then(|d| {
+                    d.as_str().map(|d| if image { BASE64.decode(d.trim()).map_or(0, |b| b.len()) } else { d.len() })
+                });
                 item.insert("bytes".into(), size.unwrap_or_default().into());
             }
         }
@@ -163,20 +196,17 @@ fn structured(result: &ExecutionResult) -> Option<serde_json::Value> {
     Some(value)
 }
 
-/// Runs a `run_python` call: the REPL-mode run and the answer a model should read.
-pub async fn run_python(executor: &dyn Executor, call: RunPython) -> ToolAnswer {
+/// Runs a `run_python` call: the REPL-mode run and the answer a model should read, its output within `budget`.
+pub async fn run_python(executor: &dyn Executor, call: RunPython, budget: OutputBudget) -> ToolAnswer {
     match executor.run(call.to_eval()).await {
-        Ok(result) => ToolAnswer::of(result),
+        Ok(result) => ToolAnswer::of(result, budget),
         Err(e) => ToolAnswer::refused(e),
     }
 }
 
-fn result_of(result: &ExecutionResult) -> CallToolResult {
-    ToolAnswer::of(result.clone()).into_mcp()
-}
-
 fn refused(e: ExecutorError) -> CallToolResult {
-    ToolAnswer::refused(e).into_mcp()
+    // A refusal carries no output: any budget will do.
+    ToolAnswer::refused(e).into_mcp(OutputBudget::default())
 }
 
 fn refuse(message: impl Into<String>) -> CallToolResult {
@@ -301,9 +331,20 @@ fn listing(owner: &FileOwner, list: &FileList) -> CallToolResult {
 
 #[tool_router(vis = "pub(crate)")]
 impl PythonTools {
-    /// A server over `executor`.
+    /// A server over `executor`, with the default output budget.
     pub fn new(executor: Arc<dyn Executor>) -> PythonTools {
-        PythonTools { executor, tool_router: Self::tool_router() }
+        PythonTools { executor, budget: OutputBudget::default(), tool_router: Self::tool_router() }
+    }
+
+    /// How much output its tool results carry.
+    pub fn with_output_budget(mut self, budget: OutputBudget) -> PythonTools {
+        self.budget = budget;
+        self
+    }
+
+    /// The answer about a finished execution.
+    fn result_of(&self, result: ExecutionResult) -> CallToolResult {
+        ToolAnswer::of(result, self.budget).into_mcp(self.budget)
     }
 
     /// The tools as `tools/list` answers them, sorted by name.
@@ -313,7 +354,7 @@ impl PythonTools {
 
     #[tool(name = "run_python", description = crate::tools::RUN_PYTHON_DESCRIPTION)]
     async fn run_python(&self, Parameters(call): Parameters<RunPython>) -> CallToolResult {
-        run_python(self.executor.as_ref(), call).await.into_mcp()
+        run_python(self.executor.as_ref(), call, self.budget).await.into_mcp(self.budget)
     }
 
     #[tool(
@@ -349,10 +390,10 @@ impl PythonTools {
         match self.executor.get(&execution_id).await {
             Ok(Some(result)) if !result.status.is_terminal() => {
                 let mut answer = CallToolResult::success(text(format!("status: {} (not finished yet)", result.status)));
-                answer.structured_content = serde_json::to_value(&result).ok();
+                answer.structured_content = structured(&result, self.budget);
                 answer
             }
-            Ok(Some(result)) => result_of(&result),
+            Ok(Some(result)) => self.result_of(result),
             Ok(None) => refused(ExecutorError(format!("no execution {execution_id} (unknown, or expired)"))),
             Err(e) => refused(e),
         }
@@ -395,7 +436,7 @@ impl PythonTools {
     #[tool(name = "session_run_python", description = crate::tools::SESSION_RUN_PYTHON_DESCRIPTION)]
     async fn session_run_python(&self, Parameters(call): Parameters<SessionRunPython>) -> CallToolResult {
         match self.executor.session_run(&call.session_id, call.to_eval()).await {
-            Ok(Some(result)) => ToolAnswer::of(result).into_mcp(),
+            Ok(Some(result)) => self.result_of(result),
             Ok(None) => refuse(format!(
                 "no session {} (unknown, closed or expired): start one with create_session",
                 call.session_id
@@ -442,6 +483,20 @@ impl PythonTools {
 
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for PythonTools {
+    /// Each call runs with the executor of its request (its caller, over HTTP: [`Executor::for_request`]).
+    async fn call_tool(
+        &self,
+        request: rmcp::model::CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::CallToolResponse, rmcp::ErrorData> {
+        let scoped = match self.executor.for_request(&context.extensions) {
+            Some(executor) => PythonTools { executor, ..self.clone() },
+            None => self.clone(),
+        };
+        let call = rmcp::handler::server::tool::ToolCallContext::new(&scoped, request, context);
+        scoped.tool_router.call(call).await
+    }
+
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
             .with_server_info(Implementation::new("python-executor", env!("CARGO_PKG_VERSION")))
@@ -508,6 +563,7 @@ mod tests {
             disk_mb: 1024,
             network_disabled: true,
             idle_timeout_seconds: 600,
+            tenant: None,
             memory_used_bytes: None,
         }
     }
@@ -604,8 +660,10 @@ mod tests {
         assert!(text.contains("files written: plot.png (70 bytes)"), "{text}");
         let structured = answer.structured_content.as_ref().unwrap();
         assert_eq!(structured["outputs"][0], json!({"type": "image/png", "bytes": 70}), "base64 given once");
-        assert_eq!(structured["outputs"][1]["data"], "<svg></svg>");
+        assert_eq!(structured["outputs"][1], json!({"type": "image/svg+xml", "bytes": 11}), "text given once");
         assert_eq!(structured["result"], "42");
+        assert_eq!((structured.get("stdout"), &structured["stdout_bytes"]), (None, &json!(9)), "stdout given once");
+        assert!(text.contains("--- stdout ---\nplotting\n"), "{text}");
     }
 
     #[tokio::test]
@@ -622,7 +680,9 @@ mod tests {
 
         // The plain tool-calling answer (`/api/v1/tools/run_python`) keeps the data in `execution`.
         let fake = Fake::default();
-        let answer = run_python(&fake, RunPython { code: Some("1".into()), ..Default::default() }).await;
+        let answer =
+            run_python(&fake, RunPython { code: Some("1".into()), ..Default::default() }, OutputBudget::default())
+                .await;
         assert_eq!(answer.execution.unwrap().outputs[0].data, PNG);
         assert!(answer.content.contains("output 1: image/png"));
     }
@@ -743,6 +803,106 @@ mod tests {
         assert!(texts(&missing).contains("list_files"));
         let neither = tools.get_file(Parameters(GetFile { path: "x".into(), ..Default::default() })).await;
         assert_eq!(neither.is_error, Some(true));
+    }
+
+    /// An executor whose runs answer `result`.
+    struct Answers(ExecutionResult);
+
+    #[async_trait::async_trait]
+    impl Executor for Answers {
+        async fn run(&self, _: EvalRequest) -> Result<ExecutionResult, ExecutorError> {
+            Ok(self.0.clone())
+        }
+        async fn submit(&self, _: Vec<CodeFile>, _: Metadata) -> Result<String, ExecutorError> {
+            Err(ExecutorError("no".into()))
+        }
+        async fn get(&self, _: &str) -> Result<Option<ExecutionResult>, ExecutorError> {
+            Ok(None)
+        }
+        async fn kill(&self, _: &str) -> Result<Option<ExecutionStatus>, ExecutorError> {
+            Ok(None)
+        }
+    }
+
+    /// 1.1 MB of numbered lines.
+    fn long_stdout() -> String {
+        (0..100_000).map(|n| format!("row {n:06}\n")).collect()
+    }
+
+    fn printed(stdout: String) -> ExecutionResult {
+        let mut r = ExecutionResult::pending("exe_loud");
+        r.status = ExecutionStatus::Completed;
+        r.stdout = stdout;
+        r
+    }
+
+    #[tokio::test]
+    async fn long_stdout_is_sent_once_cut_with_a_note() {
+        let stdout = long_stdout();
+        let tools = PythonTools::new(Arc::new(Answers(printed(stdout.clone()))));
+        let answer = tools.run_python(Parameters(RunPython { code: Some("x".into()), ..Default::default() })).await;
+        let wire = serde_json::to_string(&answer).unwrap();
+        // 64 KiB of text, each line end escaped in JSON.
+        assert!(wire.len() < 75 << 10, "within the budget: {} bytes", wire.len());
+        assert_eq!(wire.matches("row 000000").count(), 1, "stdout is sent once");
+
+        let text = texts(&answer);
+        // Whole lines of 11 bytes, about 32 KiB from each end.
+        let header = "--- stdout (1100000 bytes; the first 32758 and the last 32758 shown) ---\nrow 000000\n";
+        assert!(text.contains(header), "{}", &text[..300]);
+        assert!(text.ends_with("row 099999\n"), "the end is kept");
+        let left_out = 1_100_000 - 2 * 32_758;
+        let note = format!(
+            "row 002977\n[... {left_out} bytes of stdout left out here; the whole output is in GET \
+             /api/v1/executions/exe_loud on the python-executor server"
+        );
+        assert!(text.contains(&note), "{}", &text[32_700..33_200]);
+        let structured = answer.structured_content.unwrap();
+        assert_eq!((structured.get("stdout"), &structured["stdout_bytes"]), (None, &json!(1_100_000)));
+
+        // A budget of its own (PYEXEC_MCP_MAX_STDOUT_BYTES); the REST tool answer keeps the whole result apart.
+        let small = OutputBudget { stdout_bytes: 1000, stderr_bytes: 100 };
+        let answer = run_python(&Answers(printed(stdout.clone())), RunPython::default(), small).await;
+        assert!(answer.content.len() < 1600, "{}", answer.content);
+        assert!(answer.content.contains("bytes of stdout left out"), "{}", answer.content);
+        assert_eq!(answer.execution.unwrap().stdout, stdout);
+        let short = PythonTools::new(Arc::new(Answers(printed("short\n".into())))).with_output_budget(small);
+        let answer = short.run_python(Parameters(RunPython::default())).await;
+        assert!(texts(&answer).ends_with("--- stdout ---\nshort\n"), "{}", texts(&answer));
+    }
+
+    #[tokio::test]
+    async fn every_kind_of_output_shares_the_budget() {
+        let mut r = printed(long_stdout());
+        r.exit_code = 1;
+        r.stderr = format!("Traceback (most recent call last):\n{}ValueError: boom\n", "  frame\n".repeat(10_000));
+        r.error_type = Some("ValueError".into());
+        r.error_message = Some("boom".into());
+        r.result = Some("'".to_owned() + &"v".repeat(200_000) + "'");
+        let table = DisplayOutput { kind: "text/html".into(), data: "<td>1</td>".repeat(10_000) };
+        r.outputs = vec![DisplayOutput { kind: "image/png".into(), data: PNG.into() }];
+        r.outputs.extend(std::iter::repeat_n(table, 4));
+        r.outputs.push(DisplayOutput { kind: "text/html".into(), data: "<p>last</p>".into() });
+        let tools = PythonTools::new(Arc::new(Answers(r)));
+        let answer = tools.run_python(Parameters(RunPython::default())).await;
+        let wire = serde_json::to_string(&answer).unwrap();
+        assert!(wire.len() < 90 << 10, "within the two budgets: {} bytes", wire.len());
+        assert_eq!(images(&answer).len(), 1, "images stay image content");
+
+        let text = texts(&answer);
+        assert!(text.contains("exception: ValueError: boom\n"), "{}", &text[..500]);
+        assert!(text.contains("ValueError: boom\n--- output") && text.contains("bytes of stderr left out"));
+        assert!(text.contains("bytes of the value left out"), "the value is cut too");
+        assert!(text.contains("row 000000\n") && text.contains("row 099999\n"), "stdout gets its share");
+        assert!(text.contains("--- output 2: text/html ---\n<td>1</td>"), "the first table gets the rest");
+        assert!(text.contains("--- output 6: text/html, 11 bytes (left out: over the tool result's budget"), "{text}");
+
+        let structured = answer.structured_content.unwrap();
+        assert!(structured.get("stdout").is_none() && structured.get("stderr").is_none());
+        assert_eq!((&structured["result_truncated"], &structured["result_bytes"]), (&json!(true), &json!(200_002)));
+        assert!(structured.get("result").is_none(), "a value that is cut is in the text only");
+        assert_eq!(structured["outputs"][1], json!({"type": "text/html", "bytes": 100_000}));
+        assert_eq!(structured["error_message"], "boom");
     }
 
     #[tokio::test]

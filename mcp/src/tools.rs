@@ -1,11 +1,15 @@
 //! The tools an agent gets: their parameters (with descriptions written for models), how a result is presented to
 //! a model, and the same definitions in the OpenAI and Anthropic tool formats.
 
+use std::borrow::Cow;
+
 use pyexec_core::session::{NewSession, SessionConfig};
 use pyexec_core::{CodeFile, EvalRequest, ExecutionConfig, ExecutionResult, ExecutionStatus, Metadata};
 use rmcp::handler::server::tool::schema_for_input;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+use crate::budget::{OUTPUT_TEXT_MAX, OutputBudget, Shares, head_and_tail, whole_output_hint};
 
 /// What `run_python` tells a model about the sandbox.
 pub const RUN_PYTHON_DESCRIPTION: &str = "Run Python 3 code in an isolated sandbox and return its output. \
@@ -16,7 +20,7 @@ expression to see a value); matplotlib figures and display(obj) of rich objects 
 imports (numpy, pandas, requests, ...) are installed automatically before the run; add version pins or packages \
 that cannot be detected in `requirements`. There is no network access unless `network` is true and the server \
 allows it. The run is stopped after `timeout_seconds` (exit code 124) and is limited in memory (an out-of-memory \
-kill gives exit code 137). Output beyond the server's cap is cut, and the result says so. An uncaught exception is \
+kill gives exit code 137). Long output is cut to its start and its end, and the result says how much was left out. An uncaught exception is \
 reported in `error_type`, `error_line` and `error_message`; `exit_code` 0 means success.";
 
 /// Parameters of `run_python` (and of `submit_python`).
@@ -291,6 +295,8 @@ impl RunPython {
             python_version: self.python_version.clone(),
             eval_last_expr: Some(true),
             requirements_txt: self.requirements.clone(),
+            // Fields tools do not set (webhooks, ...) keep their defaults.
+            ..EvalRequest::default()
         }
     }
 
@@ -317,21 +323,29 @@ pub fn succeeded(result: &ExecutionResult) -> bool {
     result.status == ExecutionStatus::Completed && result.exit_code == 0
 }
 
-/// A result as text for a model: status first, then the value, the output, and what went wrong.
-pub fn summarize(result: &ExecutionResult) -> String {
+/// A result as text for a model: status first, then the value, the output, and what went wrong. Output beyond
+/// `budget` is cut to its start and its end, with a note saying how much was left out and where the whole is.
+pub fn summarize(result: &ExecutionResult, budget: OutputBudget) -> String {
     let mut out = format!(
         "status: {} (exit code {}), {} ms, execution_id {}\n",
         result.status, result.exit_code, result.duration_ms, result.execution_id
     );
+    let hint = || whole_output_hint(&result.execution_id);
+    let shares = Shares::of(result, budget);
     if let Some(value) = &result.result {
-        out.push_str(&format!("result: {value}\n"));
+        let value = head_and_tail(value, shares.value, |n| format!("{n} bytes of the value left out; {}", hint()));
+        out.push_str(&format!("result: {}\n", value.text.trim_end_matches('\n')));
     }
     if let Some(error) = &result.error {
         out.push_str(&format!("error: {error}\n"));
     }
     if let Some(kind) = &result.error_type {
         let line = result.error_line.map(|l| format!(" at line {l}")).unwrap_or_default();
-        let message = result.error_message.as_deref().map(|m| format!(": {m}")).unwrap_or_default();
+        let message = result
+            .error_message
+            .as_deref()
+            .map(|m| format!(": {}", capped_message(m, shares).trim_end_matches('\n')))
+            .unwrap_or_default();
         out.push_str(&format!("exception: {kind}{line}{message}\n"));
     }
     if result.oom_killed {
@@ -350,34 +364,67 @@ pub fn summarize(result: &ExecutionResult) -> String {
     } else if result.files_truncated {
         out.push_str("files written: too many or too large to keep\n");
     }
-    for (name, text, cut) in
-        [("stdout", &result.stdout, result.stdout_truncated), ("stderr", &result.stderr, result.stderr_truncated)]
-    {
-        if !text.is_empty() {
-            out.push_str(&format!("--- {name}{} ---\n{text}", if cut { " (truncated)" } else { "" }));
-            if !text.ends_with('\n') {
-                out.push('\n');
-            }
+    for (name, text, cut_by_server, max) in [
+        ("stdout", &result.stdout, result.stdout_truncated, shares.stdout),
+        ("stderr", &result.stderr, result.stderr_truncated, shares.stderr),
+    ] {
+        if text.is_empty() {
+            continue;
+        }
+        let capped = head_and_tail(text, max, |n| format!("{n} bytes of {name} left out here; {}", hint()));
+        let server = if cut_by_server { ", cut at the server's output cap" } else { "" };
+        let header = if capped.left_out > 0 {
+            format!(
+                "--- {name} ({} bytes{server}; the first {} and the last {} shown) ---\n",
+                text.len(),
+                capped.kept.0,
+                capped.kept.1
+            )
+        } else if cut_by_server {
+            format!("--- {name} (truncated at the server's output cap) ---\n")
+        } else {
+            format!("--- {name} ---\n")
+        };
+        out.push_str(&header);
+        out.push_str(&capped.text);
+        if !capped.text.ends_with('\n') {
+            out.push('\n');
         }
     }
+    // Text display outputs share their part of stdout's budget (each one also within OUTPUT_TEXT_MAX): a run that
+    // displays many tables must not outgrow the result either.
+    let mut left = shares.outputs;
     for (n, output) in result.outputs.iter().enumerate() {
         let n = n + 1;
         if is_image(&output.kind) {
             let size = base64_size(&output.data);
             out.push_str(&format!("--- output {n}: {}, {size} bytes (an image) ---\n", output.kind));
-        } else {
-            let text = cut(&output.data, OUTPUT_TEXT_MAX);
-            out.push_str(&format!("--- output {n}: {} ---\n{text}", output.kind));
-            if !text.ends_with('\n') {
-                out.push('\n');
-            }
+            continue;
+        }
+        if left == 0 {
+            out.push_str(&format!(
+                "--- output {n}: {}, {} bytes (left out: over the tool result's budget; {}) ---\n",
+                output.kind,
+                output.data.len(),
+                hint()
+            ));
+            continue;
+        }
+        let max = left.min(OUTPUT_TEXT_MAX);
+        let text = head_and_tail(&output.data, max, |n| format!("{n} bytes of this output left out; {}", hint()));
+        left -= text.kept.0 + text.kept.1;
+        out.push_str(&format!("--- output {n}: {} ---\n{}", output.kind, text.text));
+        if !text.text.ends_with('\n') {
+            out.push('\n');
         }
     }
     out
 }
 
-/// The most of one text display item (HTML, SVG, text) put in a summary.
-const OUTPUT_TEXT_MAX: usize = 20 << 10;
+/// An exception message within its share of stderr's budget.
+pub(crate) fn capped_message(message: &str, shares: Shares) -> Cow<'_, str> {
+    head_and_tail(message, shares.message, |n| format!("{n} bytes of the message left out")).text
+}
 
 /// Display items a model sees as images (the MCP image content types).
 pub fn is_image(kind: &str) -> bool {
@@ -389,18 +436,6 @@ fn base64_size(data: &str) -> usize {
     let data = data.trim_end();
     let pad = data.bytes().rev().take_while(|b| *b == b'=').count();
     (data.len() / 4 * 3).saturating_sub(pad)
-}
-
-/// `text`, cut at a character boundary after `max` bytes with a note saying so.
-fn cut(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_owned();
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}\n[... cut: {} bytes in all]\n", &text[..end], text.len())
 }
 
 /// The JSON Schema of `run_python`'s parameters, exactly as the MCP server lists it.
@@ -468,7 +503,7 @@ mod tests {
         r.error_type = Some("ZeroDivisionError".into());
         r.error_line = Some(3);
         r.error_message = Some("division by zero".into());
-        let text = summarize(&r);
+        let text = summarize(&r, OutputBudget::default());
         assert!(text.starts_with("status: completed (exit code 1)"), "{text}");
         assert!(text.contains("exception: ZeroDivisionError at line 3: division by zero"), "{text}");
         assert!(!succeeded(&r));

@@ -104,22 +104,31 @@ where
 /// missing one is created.
 pub async fn close_network(cr: &PythonExecution, ctx: &Context) -> Result<(), Error> {
     let policies: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), &cr.namespace().unwrap_or_default());
-    let mut policy = desired::network_policy(cr, &ctx.config, PolicyStage::Run);
-    let name = cr.name_any();
-    let uid = cr.uid();
-    match policies.get_opt(&name).await? {
+    let policy = desired::network_policy(cr, &ctx.config, PolicyStage::Run);
+    apply_own(&policies, policy, cr.uid().as_deref()).await
+}
+
+/// Makes `object` what the cluster has under its name (created, or applied over the version found), when that is
+/// an object `owner_uid` controls; someone else's is a [`Error::NameConflict`], left unchanged. An execution's
+/// NetworkPolicy at its next stage, a session's install stage moved to its next Pod.
+pub(crate) async fn apply_own<K>(api: &Api<K>, mut object: K, owner_uid: Option<&str>) -> Result<(), Error>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let name = object.name_any();
+    match api.get_opt(&name).await? {
         None => {
             let pp = PostParams { field_manager: Some(OPERATOR.into()), ..PostParams::default() };
-            create_once(&policies, &pp, &policy, uid.as_deref()).await
+            create_once(api, &pp, &object, owner_uid).await
         }
-        Some(existing) if !controlled_by(existing.meta(), uid.as_deref()) => {
-            Err(Error::NameConflict { kind: "NetworkPolicy", name })
+        Some(existing) if !controlled_by(existing.meta(), owner_uid) => {
+            Err(Error::NameConflict { kind: kind_of::<K>(), name })
         }
         Some(existing) => {
             // Applied with the resourceVersion just checked: if the object changed (or was replaced) since, the
             // API server answers 409 and the next reconciliation looks again.
-            policy.metadata.resource_version = existing.resource_version();
-            policies.patch(&name, &PatchParams::apply(OPERATOR).force(), &Patch::Apply(&policy)).await?;
+            object.meta_mut().resource_version = existing.resource_version();
+            api.patch(&name, &PatchParams::apply(OPERATOR).force(), &Patch::Apply(&object)).await?;
             Ok(())
         }
     }
@@ -171,13 +180,13 @@ pub async fn clean_up(
 
 /// Deletes the object `name` if `owner_uid` controls it, with its uid as a precondition (so that an object
 /// recreated under the name in between is not deleted).
-async fn delete_own<K>(api: &Api<K>, name: &str, owner_uid: Option<&str>) -> Result<(), Error>
+pub(crate) async fn delete_own<K>(api: &Api<K>, name: &str, owner_uid: Option<&str>) -> Result<(), Error>
 where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
     let Some(existing) = api.get_opt(name).await? else { return Ok(()) };
     if !controlled_by(existing.meta(), owner_uid) {
-        tracing::warn!(kind = kind_of::<K>(), %name, "not deleting an object of this name that is not the execution's");
+        tracing::warn!(kind = kind_of::<K>(), %name, "not deleting an object of this name that its owner does not control");
         return Ok(());
     }
     let dp = DeleteParams {

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use k8s_openapi::api::networking::v1::{NetworkPolicyPeer, NetworkPolicyPort};
+use pyexec_core::pod::FilesCaps;
 use serde::{Deserialize, Serialize};
 
 /// The largest `outputLimitBytes`: stdout and stderr, base64-framed (4/3), must fit into the part of the main
@@ -51,6 +52,8 @@ pub struct OperatorConfig {
     pub default_ttl_seconds_after_finished: Option<u32>,
     /// Where full outputs are kept (see `status.logsRef`).
     pub logs: LogsConfig,
+    /// The files executions create or change under `/work`, kept in the log store (only where there is one).
+    pub files: FilesConfig,
     /// Where uploaded archives are fetched from (the API server).
     pub archives: Option<ArchiveStore>,
     /// Image pull policy of execution Pods.
@@ -114,7 +117,33 @@ impl Default for OperatorConfig {
             require_default_deny: false,
             allow_secret_env: false,
             pool_refill: PoolRefill::default(),
+            files: FilesConfig::default(),
         }
+    }
+}
+
+/// The caps of the files an execution leaves in `/work` that are kept (docs/kubernetes.md, "Files and display outputs").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct FilesConfig {
+    /// Most bytes of file content kept per execution; 0: no files are kept. Lower than the embedded backend's
+    /// 64 MiB because the files travel base64-encoded through the container log (4/3 of their size), which the
+    /// operator follows and reads back, and which the kubelet rotates.
+    pub max_bytes: u64,
+    /// Most files kept per execution; 0: none are.
+    pub max_count: u64,
+}
+
+/// Default of `files.maxBytes`.
+pub const DEFAULT_FILES_MAX_BYTES: u64 = 8 << 20;
+/// The largest `files.maxBytes`: the tar crosses the container log, which is read back whole.
+pub const MAX_FILES_MAX_BYTES: u64 = 64 << 20;
+/// The largest `files.maxCount` (each file may add up to 8 KiB of tar headers to what crosses the log).
+pub const MAX_FILES_MAX_COUNT: u64 = 10_000;
+
+impl Default for FilesConfig {
+    fn default() -> Self {
+        FilesConfig { max_bytes: DEFAULT_FILES_MAX_BYTES, max_count: 1000 }
     }
 }
 
@@ -332,7 +361,28 @@ impl OperatorConfig {
         if self.logs.dir.is_some() != self.logs.url.is_some() {
             return Err(ConfigError::Invalid("logs.dir and logs.url go together".into()));
         }
+        if self.files.max_bytes > MAX_FILES_MAX_BYTES || self.files.max_count > MAX_FILES_MAX_COUNT {
+            return Err(ConfigError::Invalid(format!(
+                "files.maxBytes {} or files.maxCount {} is over its maximum ({MAX_FILES_MAX_BYTES} bytes, \
+                 {MAX_FILES_MAX_COUNT} files): the files cross the Pod's log, which is read back whole",
+                self.files.max_bytes, self.files.max_count
+            )));
+        }
         Ok(())
+    }
+
+    /// The caps under which executions report the files they write, `None` when none are kept: without a log
+    /// store there is nowhere to keep them, and a cap of 0 turns them off.
+    pub fn files_caps(&self) -> Option<FilesCaps> {
+        let max_count = usize::try_from(self.files.max_count).ok()?;
+        (self.logs.dir.is_some() && self.files.max_bytes > 0 && max_count > 0)
+            .then_some(FilesCaps { max_bytes: self.files.max_bytes, max_count })
+    }
+
+    /// The most bytes of tar an execution's runner sends for its files (0 when none are kept): what the log carrying
+    /// them may hold beyond the output.
+    pub fn files_archive_bytes(&self) -> u64 {
+        self.files_caps().map_or(0, |c| pyexec_core::files_out::max_archive_bytes(c.max_bytes, c.max_count))
     }
 
     /// Whether `image` may run.
@@ -381,6 +431,28 @@ mod tests {
         config.output_limit_bytes = 0;
         assert!(config.check().is_err());
         assert_eq!(OperatorConfig::default().missing_reference_grace_seconds, 60);
+    }
+
+    #[test]
+    fn files_are_kept_only_with_a_log_store_and_within_bounds() {
+        let mut config = OperatorConfig::default();
+        assert_eq!((config.files.max_bytes, config.files.max_count), (8 << 20, 1000));
+        assert_eq!(config.files_caps(), None, "no log store: nowhere to keep them");
+        assert_eq!(config.files_archive_bytes(), 0);
+        config.logs =
+            LogsConfig { dir: Some("/logs".into()), url: Some("http://op:8081".into()), ..Default::default() };
+        assert_eq!(config.files_caps(), Some(FilesCaps { max_bytes: 8 << 20, max_count: 1000 }));
+        assert!(config.files_archive_bytes() > 8 << 20);
+        config.files.max_bytes = 0;
+        assert_eq!(config.files_caps(), None, "0 bytes turns them off");
+        config.files = FilesConfig { max_bytes: MAX_FILES_MAX_BYTES + 1, ..FilesConfig::default() };
+        assert!(config.check().unwrap_err().to_string().contains("files.maxBytes"));
+        config.files = FilesConfig { max_bytes: 1, max_count: MAX_FILES_MAX_COUNT + 1 };
+        assert!(config.check().is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        std::fs::write(&path, "files: {maxBytes: 1048576, maxCount: 10}\n").unwrap();
+        assert_eq!(OperatorConfig::load(&path).unwrap().files, FilesConfig { max_bytes: 1 << 20, max_count: 10 });
     }
 
     #[test]

@@ -13,9 +13,10 @@
 //! Memory: followers live in [`Followers`], keyed by Pod uid, and go when their execution's children are deleted
 //! (after collection, on a kill or a refusal), when the execution leaves the controller's store, or when the
 //! execution is deleted; at most [`MAX_FOLLOWERS`] exist (beyond that, executions are collected by reading the
-//! log at the end). Each keeps at most [`FollowedLog::cap_for`] bytes of frames (three times `outputLimitBytes`
-//! plus twice the eval result's limit: the runner never writes more) and a line buffer of at most 4 MiB
-//! (`FrameDecoder`); one that would keep more gives up and is collected by reading the log.
+//! log at the end). Each keeps at most [`FollowedLog::cap_for`] bytes of frames (three times `outputLimitBytes`,
+//! twice the eval result's limit, and the largest tar of files the runner sends for the operator's `files` caps:
+//! the runner never writes more) and a line buffer of at most 4 MiB (`FrameDecoder`); one that would keep more
+//! gives up and is collected by reading the log.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -79,11 +80,14 @@ impl FollowedLog {
         FollowedLog { log: PodLog::default(), next: 0, held: 0, cap, resumed: false, broken: None }
     }
 
-    /// The most bytes of frames a runner with this output limit writes: each of stdout, stderr and the
-    /// pre-commands' output up to the limit, and an end frame whose eval result (base64) stays under twice
+    /// The most bytes of frames a runner with this output limit and this largest tar of files writes: each of
+    /// stdout, stderr and the pre-commands' output up to the limit, the tar of files
+    /// (`OperatorConfig::files_archive_bytes`), and an end frame whose eval result (base64) stays under twice
     /// [`RESULT_LIMIT_BYTES`].
-    pub fn cap_for(output_limit_bytes: u64) -> usize {
-        usize::try_from(output_limit_bytes).unwrap_or(usize::MAX / 8).saturating_mul(3) + 2 * RESULT_LIMIT_BYTES
+    pub fn cap_for(output_limit_bytes: u64, files_archive_bytes: u64) -> usize {
+        let at_most = |n: u64| usize::try_from(n).unwrap_or(usize::MAX / 8);
+        at_most(output_limit_bytes).saturating_mul(3).saturating_add(at_most(files_archive_bytes))
+            + 2 * RESULT_LIMIT_BYTES
     }
 
     /// A new stream starts: it reads the current log file from its head, so frames may come again.
@@ -126,6 +130,7 @@ impl FollowedLog {
             Frame::Stdout(data) => log.stdout.extend_from_slice(&data),
             Frame::Stderr(data) => log.stderr.extend_from_slice(&data),
             Frame::PreOutput(data) => log.pre_output.extend_from_slice(&data),
+            Frame::Files(data) => log.files.extend_from_slice(&data),
         }
         log.frames_read += 1;
         true
@@ -163,7 +168,7 @@ impl FollowedLog {
 fn frame_size(frame: &Frame) -> usize {
     match frame {
         Frame::Start => 0,
-        Frame::Stdout(d) | Frame::Stderr(d) | Frame::PreOutput(d) => d.len(),
+        Frame::Stdout(d) | Frame::Stderr(d) | Frame::PreOutput(d) | Frame::Files(d) => d.len(),
         Frame::End(end) => {
             end.result.as_ref().map_or(0, String::len)
                 + end.installed.iter().map(String::len).sum::<usize>()
@@ -245,9 +250,10 @@ impl Followers {
         self.by_pod.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Starts following the main container's log of `pod` (the Pod of `cr`, whose main container runs), unless
-    /// it is followed already, carries no nonce, or [`MAX_FOLLOWERS`] are. Must be called within a Tokio runtime.
-    pub fn start(&self, cr: &PythonExecution, pods: Api<Pod>, pod: &Pod, output_limit_bytes: u64) {
+    /// Starts following the main container's log of `pod` (the Pod of `cr`, whose main container runs), keeping at
+    /// most `cap` bytes of frames ([`FollowedLog::cap_for`]), unless it is followed already, carries no nonce, or
+    /// [`MAX_FOLLOWERS`] are. Must be called within a Tokio runtime.
+    pub fn start(&self, cr: &PythonExecution, pods: Api<Pod>, pod: &Pod, cap: usize) {
         let (Some(uid), Some(nonce)) = (pod.uid(), pod_nonce(pod)) else { return };
         let mut map = self.map();
         if map.contains_key(&uid) {
@@ -258,7 +264,7 @@ impl Followers {
             return;
         }
         let shared = Arc::new(Shared {
-            log: Mutex::new(FollowedLog::new(FollowedLog::cap_for(output_limit_bytes))),
+            log: Mutex::new(FollowedLog::new(cap)),
             connected: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
         });
@@ -419,6 +425,22 @@ mod tests {
     }
 
     #[test]
+    fn file_frames_are_kept_in_order_and_count_against_the_cap() {
+        let mut log = FollowedLog::new(10);
+        assert!(log.accept(numbered(0, Frame::Start)));
+        assert!(log.accept(numbered(1, Frame::Files(b"tar ".to_vec()))));
+        assert!(log.accept(numbered(2, Frame::Files(b"bytes".to_vec()))));
+        let json = r#"{"exit":0,"frames":3,"files_bytes":9}"#;
+        assert!(log.accept(numbered(3, Frame::End(Box::new(serde_json::from_str(json).unwrap())))));
+        assert!(log.complete());
+        assert_eq!(log.clone().into_log().files, b"tar bytes");
+        let mut small = FollowedLog::new(4);
+        small.accept(numbered(0, Frame::Start));
+        assert!(!small.accept(numbered(1, Frame::Files(b"too long".to_vec()))));
+        assert_eq!(small.broken(), Some(Broken::Overflow));
+    }
+
+    #[test]
     fn unnumbered_frames_are_kept_in_order_until_a_reconnection() {
         let mut log = FollowedLog::new(1 << 20);
         assert!(log.accept(Numbered { seq: None, frame: Frame::Start }));
@@ -434,8 +456,9 @@ mod tests {
 
     #[test]
     fn a_log_beyond_what_the_runner_writes_is_given_up() {
-        let mut log = FollowedLog::new(FollowedLog::cap_for(4));
-        assert_eq!(FollowedLog::cap_for(4), 12 + 2 * RESULT_LIMIT_BYTES);
+        let mut log = FollowedLog::new(FollowedLog::cap_for(4, 0));
+        assert_eq!(FollowedLog::cap_for(4, 0), 12 + 2 * RESULT_LIMIT_BYTES);
+        assert_eq!(FollowedLog::cap_for(4, 100), 112 + 2 * RESULT_LIMIT_BYTES, "the files' tar counts too");
         log.accept(numbered(0, Frame::Start));
         let big = "x".repeat(2 * RESULT_LIMIT_BYTES + 13);
         assert!(!log.accept(numbered(1, out(&big))));

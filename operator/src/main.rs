@@ -42,7 +42,7 @@ async fn main() -> anyhow::Result<()> {
         std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| OPERATOR.into())
     });
     let metrics = Metrics::new();
-    let logs = LogStore::new(&config.logs);
+    let logs = LogStore::new(&config.logs).with_file_max_bytes(config.files.max_bytes);
     let logs_tokens = LogTokens::load(&config.logs).context("reading the log store's tokens")?;
     tracing::info!(namespaces = logs_tokens.namespaces(), "log store tokens read");
     let archives =

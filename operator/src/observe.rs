@@ -210,7 +210,7 @@ pub fn may_resolve(stuck: &str) -> bool {
 }
 
 /// Whether the Pod's main container was made to wait for the go-ahead.
-fn main_waits_for_gate(pod: &Pod) -> bool {
+pub fn main_waits_for_gate(pod: &Pod) -> bool {
     pod.spec
         .as_ref()
         .and_then(|s| s.containers.iter().find(|c| c.name == MAIN_CONTAINER))

@@ -32,6 +32,7 @@ use crate::attach::{AttachError, send_go, stream_archive};
 use crate::children::{Created, clean_up, close_network, create_children};
 use crate::collect::{Collected, collect};
 use crate::context::{Context, Error};
+use crate::follow::FollowedLog;
 use crate::logs::FINALIZER;
 use crate::observe::{self, Finish, FinishKind, GATE_ANNOTATION, PodState};
 use crate::pool;
@@ -136,6 +137,9 @@ async fn next_step(cr: &Arc<PythonExecution>, ctx: &Context) -> Result<Action, E
         }
         return expire(&cr, ctx, &now).await;
     }
+    if cr.spec.session_ref.is_some() {
+        return session_call(&cr, ctx, &now).await;
+    }
     // Only the execution's own Pod is observed: a Pod of the same name that someone else made is not its. A warm
     // Pod has the pool's name for it, which the status records from the claim on.
     let pod_name = cr.status.as_ref().and_then(|s| s.pod_name.clone()).unwrap_or_else(|| name.clone());
@@ -163,11 +167,42 @@ async fn next_step(cr: &Arc<PythonExecution>, ctx: &Context) -> Result<Action, E
                 PodState::Running { started_at, .. } => Finish::unfinished(FinishKind::Program, started_at),
                 _ => Finish::unfinished(FinishKind::NeverStarted, None),
             };
-            let collected = collect(&cr, &pods, &ctx.followers, &pod, &finish_state, true).await?;
+            let collected = collect(&cr, &pods, ctx, &pod, &finish_state, true).await?;
             finish(&cr, ctx, collected, Some(&pod), &now).await
         }
         Some(pod) => advance(&cr, ctx, &pods, pod, &now).await,
     }
+}
+
+/// The seconds past its timeout after which an unfinished record of a session call is failed: the API server that
+/// made the call writes the record's final status as the call ends, so one still unfinished by then lost its writer.
+pub const SESSION_CALL_GRACE_SECONDS: i64 = 120;
+
+/// The reason of a session call's record that its API server left unfinished.
+pub const CALL_LOST: &str = "CallLost";
+
+/// An unfinished record of a session call (`spec.sessionRef`): the call runs in the session's Pod, so there is
+/// nothing to create; the record is failed once it is [`SESSION_CALL_GRACE_SECONDS`] past its timeout.
+async fn session_call(cr: &PythonExecution, ctx: &Context, now: &Time) -> Result<Action, Error> {
+    let remaining = session_call_lost_at(cr).map_or(0, |at| at - now.0.as_second());
+    if remaining > 0 {
+        return Ok(Action::requeue(Duration::from_secs(remaining.unsigned_abs())));
+    }
+    let message = "the API server running this session call stopped before the call finished; its result is lost";
+    let mut result = failed(&execution_id(cr), message, None, "");
+    result.started_at =
+        cr.status.as_ref().and_then(|s| s.start_time.as_ref()).and_then(pyexec_crds::convert::timestamp_of);
+    result.finished_at = Some(Timestamp::now());
+    result.session_id = cr.spec.session_ref.as_deref().map(pyexec_crds::session::session_id_of);
+    finish(cr, ctx, Collected { result, reason: CALL_LOST }, None, now).await
+}
+
+/// When an unfinished session call's record is given up on (Unix seconds): its creation, plus its timeout, plus
+/// the grace. `None` without a creation time (never the case for a stored object).
+pub fn session_call_lost_at(cr: &PythonExecution) -> Option<i64> {
+    let created = cr.meta().creation_timestamp.as_ref()?.0.as_second();
+    let timeout = i64::try_from(cr.spec.limits.timeout_seconds).unwrap_or(i64::MAX / 4);
+    Some(created.saturating_add(timeout).saturating_add(SESSION_CALL_GRACE_SECONDS))
 }
 
 /// Admits the resource and creates its ConfigMap, NetworkPolicy and Pod.
@@ -281,7 +316,8 @@ async fn advance(cr: &PythonExecution, ctx: &Context, pods: &Api<Pod>, pod: Pod,
         }
         PodState::Running { started_at, gate_wanted } => {
             // Read the frames as they are written: the log may be rotated before the program ends.
-            ctx.followers.start(cr, pods.clone(), &pod, ctx.config.output_limit_bytes);
+            let cap = FollowedLog::cap_for(ctx.config.output_limit_bytes, ctx.config.files_archive_bytes());
+            ctx.followers.start(cr, pods.clone(), &pod, cap);
             // Every runner waits for the go-ahead; until it went through, look again soon rather than at the timeout.
             let gate_pending = gate_wanted && !open_gate(cr, ctx, pods, &pod).await?;
             let mut status = current_status(cr);
@@ -301,7 +337,7 @@ async fn advance(cr: &PythonExecution, ctx: &Context, pods: &Api<Pod>, pod: Pod,
             Ok(Action::requeue(Duration::from_secs(cr.spec.limits.timeout_seconds.clamp(5, 300))))
         }
         PodState::Finished(f) => {
-            let collected = collect(cr, pods, &ctx.followers, &pod, &f, false).await?;
+            let collected = collect(cr, pods, ctx, &pod, &f, false).await?;
             finish(cr, ctx, collected, Some(&pod), now).await
         }
         PodState::Stuck(message) if observe::may_resolve(&message) && within_grace(ctx, pod.meta(), now) => {

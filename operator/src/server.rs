@@ -1,6 +1,9 @@
-//! The operator's HTTP endpoint: `/metrics`, `/healthz`, `/readyz`, and `/logs/{namespace}/{uid}` (the stored
-//! full output of an execution). Reading `/logs/{namespace}/...` takes that namespace's bearer token
-//! ([`LogTokens`]): an API server holding the token of its own namespace cannot read the outputs of another.
+//! The operator's HTTP endpoint: `/metrics`, `/healthz`, `/readyz`, and the log store: `/logs/{namespace}/{uid}`
+//! (the stored full output of an execution: a `StoredLogs`) and `/logs/{namespace}/{uid}/files/{sha256}` (one of the
+//! files it lists). `GET` reads them; `PUT` stores them, for the API server, which keeps the records of session
+//! calls here: the files first (the body must hash to the name), then the record (refused while it lists a file
+//! not stored). Every `/logs/{namespace}/...` request takes that namespace's bearer token ([`LogTokens`]): an API
+//! server holding the token of its own namespace can neither read nor write the outputs of another.
 
 use std::collections::HashMap;
 use std::path::{Path as FsPath, PathBuf};
@@ -8,15 +11,22 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use futures::StreamExt;
+use pyexec_crds::contract::StoredLogs;
 
 use crate::config::LogsConfig;
-use crate::logs::LogStore;
+use crate::logs::{LogStore, PutError};
 use crate::metrics::Metrics;
+
+/// The largest record `PUT /logs/{namespace}/{uid}` takes: the output of a session call (at most a few MiB of each
+/// stream, which JSON may escape to several times that), its display outputs (at most 8 MiB) and its file list.
+pub const MAX_RECORD_BYTES: usize = 64 << 20;
 
 /// Who may read the stored outputs of which namespace: a token per namespace (`logs.tokensDir`), and a token for
 /// every namespace without one of its own (`logs.tokenFile`, the configuration before per-namespace tokens). With
@@ -171,7 +181,8 @@ pub fn router(state: ServerState) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .route("/logs/{namespace}/{uid}", get(logs))
+        .route("/logs/{namespace}/{uid}", get(logs).put(put_logs))
+        .route("/logs/{namespace}/{uid}/files/{sha256}", get(stored_file).put(put_file))
         .with_state(state)
 }
 
@@ -189,19 +200,135 @@ async fn metrics(State(state): State<ServerState>) -> Response {
     ([(header::CONTENT_TYPE, content_type)], state.metrics.render()).into_response()
 }
 
+/// An error answer: `{"error": message}`.
+fn refuse(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(serde_json::json!({"error": message.into()}))).into_response()
+}
+
+/// The 401 of a request without the namespace's token (checked before anything is looked up: without the token,
+/// whether an output exists is not said), or `None` when it may go on.
+fn unauthorized(state: &ServerState, headers: &HeaderMap, namespace: &str) -> Option<Response> {
+    let sent = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    (!state.logs_tokens.allows(namespace, sent))
+        .then(|| refuse(StatusCode::UNAUTHORIZED, "a valid bearer token of this namespace is required"))
+}
+
+/// Why a request body was not read whole.
+enum BodyError {
+    /// Longer than the limit.
+    TooLarge,
+    /// The connection failed while it was read.
+    Broken(axum::Error),
+}
+
+/// The body, read up to `limit` bytes (a longer one is refused as soon as it is, without reading the rest).
+async fn read_body(body: Body, limit: usize) -> Result<Vec<u8>, BodyError> {
+    let mut stream = body.into_data_stream();
+    let mut out = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(BodyError::Broken)?;
+        if out.len().saturating_add(chunk.len()) > limit {
+            return Err(BodyError::TooLarge);
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+fn body_refusal(e: BodyError, limit: usize) -> Response {
+    match e {
+        BodyError::TooLarge => refuse(StatusCode::PAYLOAD_TOO_LARGE, format!("the body is larger than {limit} bytes")),
+        BodyError::Broken(e) => refuse(StatusCode::BAD_REQUEST, format!("reading the body failed: {e}")),
+    }
+}
+
+fn put_refusal(e: PutError) -> Response {
+    match e {
+        PutError::Off => refuse(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        PutError::Invalid(_) | PutError::DigestMismatch { .. } => refuse(StatusCode::BAD_REQUEST, e.to_string()),
+        PutError::TooLarge { .. } => refuse(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()),
+        PutError::MissingFile { .. } => refuse(StatusCode::CONFLICT, e.to_string()),
+        PutError::Io(io) => {
+            tracing::error!(error = %io, "writing to the log store");
+            refuse(StatusCode::INTERNAL_SERVER_ERROR, "cannot write to the log store")
+        }
+    }
+}
+
+/// `PUT /logs/{namespace}/{uid}`: stores a record (a `StoredLogs`) whose files are stored already.
+async fn put_logs(
+    State(state): State<ServerState>,
+    headers: HeaderMap,
+    Path((namespace, uid)): Path<(String, String)>,
+    body: Body,
+) -> Response {
+    if let Some(refused) = unauthorized(&state, &headers, &namespace) {
+        return refused;
+    }
+    let bytes = match read_body(body, MAX_RECORD_BYTES).await {
+        Ok(bytes) => bytes,
+        Err(e) => return body_refusal(e, MAX_RECORD_BYTES),
+    };
+    let record: StoredLogs = match serde_json::from_slice(&bytes) {
+        Ok(record) => record,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("not a stored output: {e}")),
+    };
+    match state.logs.put_record(&namespace, &uid, &record).await {
+        Ok(logs_ref) => (StatusCode::CREATED, Json(serde_json::json!({"logsRef": logs_ref}))).into_response(),
+        Err(e) => put_refusal(e),
+    }
+}
+
+/// `PUT /logs/{namespace}/{uid}/files/{sha256}`: stores one file of a record; the body must hash to the name and be
+/// at most the operator's `files.maxBytes`.
+async fn put_file(
+    State(state): State<ServerState>,
+    headers: HeaderMap,
+    Path((namespace, uid, sha256)): Path<(String, String, String)>,
+    body: Body,
+) -> Response {
+    if let Some(refused) = unauthorized(&state, &headers, &namespace) {
+        return refused;
+    }
+    let limit = usize::try_from(state.logs.file_max_bytes()).unwrap_or(usize::MAX);
+    let bytes = match read_body(body, limit).await {
+        Ok(bytes) => bytes,
+        Err(e) => return body_refusal(e, limit),
+    };
+    match state.logs.put_file(&namespace, &uid, &sha256, &bytes).await {
+        Ok(()) => {
+            (StatusCode::CREATED, Json(serde_json::json!({"sha256": sha256, "size": bytes.len()}))).into_response()
+        }
+        Err(e) => put_refusal(e),
+    }
+}
+
+/// `GET /logs/{namespace}/{uid}/files/{sha256}`: one stored file's bytes.
+async fn stored_file(
+    State(state): State<ServerState>,
+    headers: HeaderMap,
+    Path((namespace, uid, sha256)): Path<(String, String, String)>,
+) -> Response {
+    if let Some(refused) = unauthorized(&state, &headers, &namespace) {
+        return refused;
+    }
+    match state.logs.read_file(&namespace, &uid, &sha256).await {
+        Ok(Some(bytes)) => ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response(),
+        Ok(None) => refuse(StatusCode::NOT_FOUND, "no such stored file for this execution"),
+        Err(e) => {
+            tracing::error!(error = %e, "reading a stored file");
+            refuse(StatusCode::INTERNAL_SERVER_ERROR, "cannot read the stored file")
+        }
+    }
+}
+
 async fn logs(
     State(state): State<ServerState>,
     headers: HeaderMap,
     Path((namespace, uid)): Path<(String, String)>,
 ) -> Response {
-    // Checked before anything is looked up: without the namespace's token, whether an output exists is not said.
-    let sent = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    if !state.logs_tokens.allows(&namespace, sent) {
-        return (
-            StatusCode::UNAUTHORIZED,
-            Json(serde_json::json!({"error": "a valid bearer token of this namespace is required"})),
-        )
-            .into_response();
+    if let Some(refused) = unauthorized(&state, &headers, &namespace) {
+        return refused;
     }
     match state.logs.load(&namespace, &uid).await {
         Ok(Some(logs)) => Json(logs).into_response(),
@@ -222,9 +349,15 @@ mod tests {
 
     /// A server with outputs stored for `uid-a` in `team-a` and `uid-b` in `team-b`; its base URL.
     async fn serve(tokens: LogTokens) -> (String, tempfile::TempDir) {
+        serve_with(tokens, LogStore::new).await
+    }
+
+    /// [`serve`], with the store made from its configuration by `store`.
+    async fn serve_with(tokens: LogTokens, store: impl FnOnce(&LogsConfig) -> LogStore) -> (String, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
-        let config = LogsConfig { dir: Some(dir.path().into()), ..LogsConfig::default() };
-        let logs = LogStore::new(&config);
+        let config =
+            LogsConfig { dir: Some(dir.path().into()), url: Some("http://op:8081".into()), ..LogsConfig::default() };
+        let logs = store(&config);
         let mut result = ExecutionResult::pending("exe");
         result.stdout = "secret output".into();
         logs.save("team-a", "uid-a", &result).await.unwrap();
@@ -275,6 +408,69 @@ mod tests {
         // No token at all: open, as before tokens were configured.
         let (open, _dir) = serve(LogTokens::default()).await;
         assert_eq!(get(&open, "/logs/team-b/uid-b", None).await, 200);
+    }
+
+    const HELLO_SHA: &str = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
+
+    async fn put(url: &str, path: &str, token: Option<&str>, body: Vec<u8>) -> (u16, serde_json::Value) {
+        let mut request = reqwest::Client::new().put(format!("{url}{path}")).body(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or_default())
+    }
+
+    #[tokio::test]
+    async fn the_api_server_stores_files_then_the_record_that_lists_them() {
+        let (url, _dir) = serve_with(per_namespace(), |c| LogStore::new(c).with_file_max_bytes(16)).await;
+        let file = "/logs/team-a/exe_1/files/".to_string() + HELLO_SHA;
+        let record = serde_json::json!({"stdout": "out", "stderr": "", "files_truncated": true,
+            "files": [{"path": "greeting.txt", "size": 5, "sha256": HELLO_SHA}],
+            "outputs": [{"type": "image/png", "data": "iVBO"}]});
+        let record = serde_json::to_vec(&record).unwrap();
+        // The namespace's token only, for writes as for reads.
+        assert_eq!(put(&url, &file, Some("token-b"), b"hello".to_vec()).await.0, 401);
+        assert_eq!(put(&url, "/logs/team-a/exe_1", None, record.clone()).await.0, 401);
+        assert_eq!(get(&url, &file, Some("token-b")).await, 401);
+        // A record whose file is not stored yet is refused; so are bytes that are not the named ones, or too many.
+        let (status, body) = put(&url, "/logs/team-a/exe_1", Some("token-a"), record.clone()).await;
+        assert_eq!(status, 409, "{body}");
+        assert!(body["error"].as_str().unwrap().contains("greeting.txt"), "{body}");
+        assert_eq!(put(&url, &file, Some("token-a"), b"hellO".to_vec()).await.0, 400);
+        assert_eq!(put(&url, &file, Some("token-a"), vec![b'x'; 17]).await.0, 413);
+        assert_eq!(put(&url, "/logs/team-a/exe_1/files/not-a-hash", Some("token-a"), b"x".to_vec()).await.0, 400);
+        assert_eq!(put(&url, "/logs/team-a/exe_1", Some("token-a"), b"{not json".to_vec()).await.0, 400);
+        assert_eq!(get(&url, &file, Some("token-a")).await, 404);
+        // Files first, then the record.
+        let (status, body) = put(&url, &file, Some("token-a"), b"hello".to_vec()).await;
+        assert_eq!((status, body["size"].as_u64()), (201, Some(5)));
+        let (status, body) = put(&url, "/logs/team-a/exe_1", Some("token-a"), record).await;
+        assert_eq!((status, body["logsRef"].as_str()), (201, Some("http://op:8081/logs/team-a/exe_1")), "{body}");
+        let read = reqwest::Client::new().get(format!("{url}{file}")).bearer_auth("token-a").send().await.unwrap();
+        assert_eq!(read.status(), 200);
+        assert_eq!(read.bytes().await.unwrap().as_ref(), b"hello");
+        let stored: StoredLogs = reqwest::Client::new()
+            .get(format!("{url}/logs/team-a/exe_1"))
+            .bearer_auth("token-a")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!((stored.files.len(), stored.files_truncated, stored.outputs.len()), (1, true, 1));
+        assert_eq!(get(&url, &format!("/logs/team-a/exe_2/files/{HELLO_SHA}"), Some("token-a")).await, 404);
+    }
+
+    #[tokio::test]
+    async fn bodies_are_read_up_to_their_limit() {
+        let body = Body::from(vec![0u8; 100]);
+        assert!(matches!(read_body(body, 99).await, Err(BodyError::TooLarge)));
+        assert_eq!(read_body(Body::from(vec![1u8; 100]), 100).await.ok().map(|b| b.len()), Some(100));
+        let off = put_refusal(PutError::Off);
+        assert_eq!(off.status(), StatusCode::SERVICE_UNAVAILABLE);
     }
 
     #[test]

@@ -204,6 +204,7 @@ fn session_objects_pass_the_schemas_and_pod_security_restricted() {
     let specs = [
         ("plain", serde_json::json!({"env": [{"name": "MODE", "value": "test"}]})),
         ("egress", serde_json::json!({"network": "egress", "runtimeClassName": "gvisor", "limits": {"cpu": "500m"}})),
+        ("installs", serde_json::json!({"requirementsTxt": "numpy\npandas\n"})),
     ];
     for (name, spec) in specs {
         let cr: pyexec_crds::PythonSession = serde_json::from_value(serde_json::json!({
@@ -217,8 +218,17 @@ fn session_objects_pass_the_schemas_and_pod_security_restricted() {
         // The API server names it from generateName; the validator needs a name.
         pod.metadata.name = Some(format!("{name}-x1y2z"));
         files.push(write_yaml(dir.path(), &format!("session-{name}-pod"), &pod));
-        files.push(write_yaml(dir.path(), &format!("session-{name}-cm"), &session::config_map(&cr)));
+        files.push(write_yaml(
+            dir.path(),
+            &format!("session-{name}-cm"),
+            &session::config_map(&cr, &admitted, &config),
+        ));
         files.push(write_yaml(dir.path(), &format!("session-{name}-np"), &session::network_policy(&cr, &config)));
+        if admitted.installs() {
+            assert!(pod.spec.as_ref().unwrap().init_containers.is_some(), "the install container is checked too");
+            let install = session::install_policy(&cr, &config, 0);
+            files.push(write_yaml(dir.path(), &format!("session-{name}-np-install"), &install));
+        }
     }
     let (ok, out) = validate(&python, &["--pss", "restricted", "--sandbox-extras"], &files);
     assert!(ok, "{out}");

@@ -9,7 +9,9 @@ mod support;
 use std::time::Duration;
 
 use kube::runtime::controller::Action;
-use pyexec_core::pod::protocol::{FLAG_ON, FRAME_END, FRAME_STDERR, FRAME_STDOUT, GATE_ENV, NONCE_ENV};
+use pyexec_core::pod::protocol::{
+    FLAG_ON, FRAME_END, FRAME_FILES, FRAME_START, FRAME_STDERR, FRAME_STDOUT, GATE_ENV, NONCE_ENV,
+};
 use pyexec_crds::PythonExecution;
 use pyexec_crds::contract::KILL_ANNOTATION;
 use pyexec_operator::config::{LogsConfig, OperatorConfig};
@@ -289,6 +291,36 @@ async fn killing_deletes_the_pod_and_is_final() {
 }
 
 #[tokio::test]
+async fn a_session_calls_record_gets_no_pod_and_is_failed_when_its_writer_stopped() {
+    let (client, fake) = FakeApi::start();
+    let ctx = context(client, OperatorConfig::default(), LogStore::default());
+    let mut spec = hello();
+    spec["sessionRef"] = json!("ses-1");
+    spec["limits"]["timeoutSeconds"] = json!(30);
+    // Written by the API server making the call, which is running it now.
+    let mut cr = execution("call", spec.clone());
+    cr["status"] = json!({"phase": "Running", "startTime": "2026-01-01T00:00:01Z"});
+    fake.put(EXECUTIONS, cr);
+    let action = step(&fake, &ctx, "call").await;
+    assert!(fake.calls_to("POST", PODS).is_empty() && fake.calls_to("POST", CONFIG_MAPS).is_empty(), "nothing runs");
+    assert_eq!(status(&fake, "call")["phase"], "Running", "left to its writer");
+    let wait = format!("{action:?}");
+    assert!(wait.contains("requeue_after: Some"), "checked again after its timeout and the grace: {wait}");
+
+    // Created long ago and still running: the API server that made the call stopped during it.
+    let mut old = execution("old-call", spec);
+    old["metadata"]["creationTimestamp"] = json!("2026-01-01T00:00:00Z");
+    old["status"] = json!({"phase": "Running", "startTime": "2026-01-01T00:00:01Z"});
+    fake.put(EXECUTIONS, old);
+    step(&fake, &ctx, "old-call").await;
+    let s = status(&fake, "old-call");
+    assert_eq!(s["phase"], "Failed");
+    assert_eq!(condition(&s, "Finished")["reason"], "CallLost");
+    assert!(s["error"].as_str().unwrap().contains("stopped before the call finished"), "{s}");
+    assert!(fake.calls_to("POST", PODS).is_empty());
+}
+
+#[tokio::test]
 async fn killing_before_the_pod_exists() {
     let (client, fake) = FakeApi::start();
     let ctx = context(client, OperatorConfig::default(), LogStore::default());
@@ -451,6 +483,108 @@ async fn stored_logs_live_and_die_with_the_resource() {
     step(&fake, &ctx, "job").await;
     assert!(logs.load(NS, "uid-job").await.unwrap().is_none());
     assert_eq!(fake.get(EXECUTIONS, "job").unwrap()["metadata"]["finalizers"], json!([]));
+}
+
+/// A tar of `files`, as the eval runner writes it (or, for a path it never writes, the program could).
+fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for (path, data) in files {
+        let mut header = tar::Header::new_ustar();
+        // The name written as is: the tar crate refuses to write `..`, which a program's own tar may hold.
+        header.as_mut_bytes()[..path.len()].copy_from_slice(path.as_bytes());
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_cksum();
+        builder.append(&header, *data).unwrap();
+    }
+    builder.into_inner().unwrap()
+}
+
+/// A context whose configuration has the log store on (so executions report their files), the store in `dir`.
+fn with_log_store(client: kube::Client, dir: &std::path::Path) -> (std::sync::Arc<Context>, LogStore) {
+    let config = OperatorConfig {
+        logs: LogsConfig { dir: Some(dir.into()), url: Some("http://op:8081".into()), ..LogsConfig::default() },
+        ..OperatorConfig::default()
+    };
+    let logs = LogStore::new(&config.logs);
+    (context(client, config, logs.clone()), logs)
+}
+
+/// The runner's log of a run that wrote `tar` (its frames cut to `pieces` of it, by default all) and reported an
+/// eval result with one PNG.
+fn log_with_files(n: &str, tar: &[u8], pieces: Option<usize>) -> String {
+    use base64::Engine;
+    let chunks: Vec<&[u8]> = tar.chunks(4096).collect();
+    let mut log = numbered(n, 0, FRAME_START, b"") + &numbered(n, 1, FRAME_STDOUT, b"plotted\n");
+    let mut seq = 2;
+    for chunk in chunks.iter().take(pieces.unwrap_or(chunks.len())) {
+        log += &numbered(n, seq, FRAME_FILES, chunk);
+        seq += 1;
+    }
+    let report = br#"{"result": "42", "outputs": [{"type": "image/png", "data": "iVBORw0KGgo="}]}"#;
+    let end = json!({"exit": 0, "frames": 2 + chunks.len(), "files_bytes": tar.len(),
+        "result": base64::engine::general_purpose::STANDARD.encode(report)});
+    log + &numbered(n, seq, FRAME_END, end.to_string().as_bytes())
+}
+
+#[tokio::test]
+async fn files_and_display_outputs_are_stored_with_the_output_and_go_with_the_resource() {
+    let dir = tempfile::tempdir().unwrap();
+    let (client, fake) = FakeApi::start();
+    let (ctx, logs) = with_log_store(client, dir.path());
+    let mut spec = hello();
+    spec["evalLastExpr"] = json!(true);
+    fake.put(EXECUTIONS, execution("job", spec));
+    step(&fake, &ctx, "job").await; // adds the finalizer
+    step(&fake, &ctx, "job").await; // creates the Pod
+    let run = fake.get(CONFIG_MAPS, "job").unwrap()["data"]["run.json"].as_str().unwrap().to_owned();
+    let run: Value = serde_json::from_str(&run).unwrap();
+    assert_eq!((run["files_max_bytes"].as_u64(), run["files_max_count"].as_u64()), (Some(8 << 20), Some(1000)));
+
+    let n = nonce(&fake, "job");
+    let big = vec![7u8; 10_000];
+    let tar = tar_of(&[("out.csv", b"a,b\n"), ("plots/big.bin", &big), ("../escape", b"x")]);
+    let s = ends(&fake, &ctx, "Succeeded", 0, "Completed", &log_with_files(&n, &tar, None)).await;
+    assert_eq!((s["phase"].as_str(), s["result"].as_str()), (Some("Completed"), Some("42")), "{s}");
+    assert_eq!((s["filesCount"].as_u64(), s["outputsCount"].as_u64()), (Some(2), Some(1)), "{s}");
+    assert_eq!(s["filesTruncated"], true, "the entry outside /work was left out");
+    assert_eq!(s["logsRef"], "http://op:8081/logs/team-a/uid-job");
+    let stored = logs.load(NS, "uid-job").await.unwrap().unwrap();
+    assert_eq!(stored.outputs.len(), 1);
+    let paths: Vec<&str> = stored.files.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(paths, ["out.csv", "plots/big.bin"]);
+    let sha = &stored.files[1].sha256;
+    assert_eq!(logs.read_file(NS, "uid-job", sha).await.unwrap(), Some(big));
+    assert_eq!(stored.stdout, "plotted", "the eval result's newline is trimmed as ever");
+
+    // Deleted: the finalizer removes the record and the files.
+    let mut cr = fake.get(EXECUTIONS, "job").unwrap();
+    cr["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:01:00Z");
+    fake.put(EXECUTIONS, cr);
+    step(&fake, &ctx, "job").await;
+    assert!(logs.load(NS, "uid-job").await.unwrap().is_none());
+    assert_eq!(logs.read_file(NS, "uid-job", sha).await.unwrap(), None);
+    assert!(!dir.path().join(NS).join("uid-job.files").exists());
+}
+
+#[tokio::test]
+async fn file_frames_lost_with_the_log_keep_no_files_and_say_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let (client, fake) = FakeApi::start();
+    let (ctx, logs) = with_log_store(client, dir.path());
+    fake.put(EXECUTIONS, execution("job", hello()));
+    step(&fake, &ctx, "job").await;
+    step(&fake, &ctx, "job").await;
+    let n = nonce(&fake, "job");
+    let tar = tar_of(&[("a.bin", &vec![1u8; 20_000])]);
+    // The log read back lost a piece of the tar (a rotation while nobody followed): never a corrupt tar.
+    let s = ends(&fake, &ctx, "Succeeded", 0, "Completed", &log_with_files(&n, &tar, Some(2))).await;
+    assert_eq!((s["phase"].as_str(), s["exitCode"].as_i64()), (Some("Completed"), Some(0)), "{s}");
+    assert!(s.get("filesCount").is_none() && s["filesTruncated"] == true, "{s}");
+    let stored = logs.load(NS, "uid-job").await.unwrap().unwrap();
+    assert!(stored.files.is_empty() && stored.files_truncated);
+    assert!(!dir.path().join(NS).join("uid-job.files").exists(), "nothing of it was stored");
 }
 
 #[tokio::test]

@@ -67,6 +67,7 @@ ACCEPTED_CONFIG_KEYS: dict[str, Any] = {
     "maxLimits": {"timeoutSeconds": None, "memoryMB": None, "cpuMillis": None, "diskMB": None},
     "tmpMB": None,
     "outputLimitBytes": None,
+    "files": {"maxBytes": None, "maxCount": None},
     "startupSeconds": None,
     "poolRefill": {"pods": None, "intervalSeconds": None},
     "defaultTtlSecondsAfterFinished": None,
@@ -78,7 +79,10 @@ ACCEPTED_CONFIG_KEYS: dict[str, Any] = {
 # The RBAC the components need (docs/kubernetes.md), as (apiGroup, resource) -> verbs. Exactly these, no more.
 APISERVER_RULES = {
     ("pyexec.io", "pythonexecutions"): {"get", "list", "watch", "create", "patch", "delete"},
-    ("pyexec.io", "pythonsessions"): {"get", "list", "watch", "create", "patch", "delete"},
+    # The records of session calls (spec.sessionRef) are written by the API server that made the call.
+    ("pyexec.io", "pythonexecutions/status"): {"patch"},
+    # update: the busy annotation of a call is taken with an update that names the version read.
+    ("pyexec.io", "pythonsessions"): {"get", "list", "watch", "create", "update", "patch", "delete"},
     ("pyexec.io", "pythonsessions/status"): {"patch"},
     ("", "pods"): {"get", "delete"},
     ("", "pods/log"): {"get"},

@@ -61,7 +61,7 @@ use crate::state::AppState;
         pyexec_core::session::SessionList,
         pyexec_core::session::FileList,
     )),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &RunPythonExample),
     tags(
         (name = "executions", description = "Run code and follow executions"),
         (name = "sessions", description = "Interpreters that keep their state between calls (docs/sessions.md)"),
@@ -86,6 +86,29 @@ impl utoipa::Modify for BearerAuth {
                     .build(),
             ),
         );
+    }
+}
+
+/// `POST /api/v1/tools/run_python` takes the tool's own arguments (`pyexec_mcp::RunPython`, which has a JSON
+/// Schema for the models but no OpenAPI schema), so its body is documented as a free-form object; without an
+/// example, Swagger's "Try it out" would send `{}`, a call without code.
+struct RunPythonExample;
+
+impl utoipa::Modify for RunPythonExample {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::RefOr;
+        let body = openapi
+            .paths
+            .paths
+            .get_mut("/api/v1/tools/run_python")
+            .and_then(|item| item.post.as_mut())
+            .and_then(|op| op.request_body.as_mut());
+        let Some(RefOr::T(body)) = body else { return };
+        for content in body.content.values_mut() {
+            if let RefOr::T(content) = content {
+                content.example = Some(serde_json::json!({"code": "import sys\nprint(sys.version_info[:2], 6 * 7)"}));
+            }
+        }
     }
 }
 
@@ -143,6 +166,10 @@ pub fn markdown_reference() -> String {
             if let Some(content) = op["requestBody"]["content"].as_object() {
                 for (media, body) in content {
                     out.push_str(&format!("Request body (`{media}`): {}\n\n", type_name(&body["schema"])));
+                    // The example Swagger's "Try it out" sends (a test sends each to a real server).
+                    if let Some(example) = body.get("example").and_then(|e| serde_json::to_string_pretty(e).ok()) {
+                        out.push_str(&format!("Example:\n\n```json\n{example}\n```\n\n"));
+                    }
                 }
             }
             out.push_str("| status | meaning | body |\n|---|---|---|\n");
@@ -185,6 +212,10 @@ pub fn markdown_reference() -> String {
 
 /// A short name of a schema: its reference, its type, or the types it may be.
 fn type_name(schema: &serde_json::Value) -> String {
+    // A media type without a schema (file bytes, a tar) takes any body.
+    if schema.is_null() {
+        return "raw bytes".into();
+    }
     if let Some(r) = schema["$ref"].as_str() {
         let name = r.rsplit('/').next().unwrap_or(r);
         return format!("[{name}](#{})", name.to_lowercase());

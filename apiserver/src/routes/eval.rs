@@ -6,17 +6,18 @@
 //! queued. Parsing runs on a blocking thread.
 
 use axum::Json;
-use axum::extract::{Request, State};
+use axum::extract::{Extension, Request, State};
 use pyexec_core::{
     CodeFile, ErrorResponse, EvalRequest, ExecutionConfig, ExecutionResult, ExecutionSpec, Policy, PythonVersion,
 };
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::sync;
 use crate::backend::{Source, StdinFile};
 use crate::error::ApiError;
+use crate::idempotency;
 use crate::state::AppState;
+use crate::tenants::Caller;
 use crate::upload::{self, InputError};
 
 /// Runs code (or a few files) and waits for the result. With `eval_last_expr`, the value of a trailing
@@ -24,18 +25,36 @@ use crate::upload::{self, InputError};
 #[utoipa::path(
     post,
     path = "/api/v1/eval",
+    operation_id = "eval",
     tag = "executions",
-    request_body(content = EvalRequest, description = "Code to run. The Content-Type header is not checked."),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Retry safely: the same key (1 to 255 printable ASCII characters) with the same request returns the first request's execution instead of running again; with another request, 422 (docs/api.md, Retries)")),
+    // Without an example, Swagger's "Try it out" fills every field with a placeholder (`"python_version":
+    // "string"`), which the server refuses; this one runs anywhere (no imports, no network, default interpreter).
+    request_body(
+        content = EvalRequest,
+        description = "Code to run. The Content-Type header is not checked.",
+        example = json!({
+            "code": "print('hello from python-executor')\n6 * 7",
+            "eval_last_expr": true,
+            "config": {"timeout_seconds": 30}
+        })
+    ),
     responses(
         (status = 200, description = "The execution ended (any status: a timeout is `failed`)", body = ExecutionResult),
         (status = 400, description = "Invalid JSON or request", body = ErrorResponse),
         (status = 401, description = "Missing or invalid API key", body = ErrorResponse),
         (status = 413, description = "More than 102400 bytes of code, files over their own limit, or body over the upload limit", body = ErrorResponse),
+        (status = 422, description = "The Idempotency-Key was used for another request", body = ErrorResponse),
         (status = 429, description = "Queue full; see Retry-After", body = ErrorResponse),
     ),
     security((), ("bearer" = []))
 )]
-pub async fn eval(State(state): State<AppState>, request: Request) -> Result<Json<ExecutionResult>, ApiError> {
+pub async fn eval(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    request: Request,
+) -> Result<Json<ExecutionResult>, ApiError> {
+    let key = idempotency::key_of(request.headers(), caller.0.name.as_deref())?;
     let body = upload::read_body(request, state.upload_limit_mb).await?;
     let prepared = {
         let state = state.clone();
@@ -43,8 +62,9 @@ pub async fn eval(State(state): State<AppState>, request: Request) -> Result<Jso
             .await
             .map_err(|e| ApiError::Internal(format!("parsing task failed: {e}")))??
     };
-    let (spec, files, stdin) = prepared;
-    sync::run_with_stdin(&state, spec, Source::Files(files), stdin).await
+    let (mut spec, files, stdin) = prepared;
+    spec.tenant = caller.0.name.clone();
+    idempotency::run(&state, key, spec, Source::Files(files), stdin).await
 }
 
 /// The body as [`EvalRequest`], with the texts that may be large kept raw (borrowed from the body).
@@ -66,6 +86,8 @@ struct EvalFields<'a> {
     eval_last_expr: Option<bool>,
     #[serde(default)]
     requirements_txt: Option<String>,
+    #[serde(default)]
+    callback_url: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -86,6 +108,7 @@ fn json_error(e: InputError) -> ApiError {
 /// Validates the body into a spec, its files and its spooled stdin; the body is gone when this returns.
 fn prepare(state: &AppState, body: Vec<u8>) -> Result<(ExecutionSpec, Vec<CodeFile>, Option<StdinFile>), ApiError> {
     let fields = parse(&body)?;
+    pyexec_core::placement::check(&body, pyexec_core::placement::Body::Eval)?;
     let request = decode_code(&fields, &state.policy)?;
     // A stdin of the wrong type is a JSON error, which comes before any rule.
     if let Some(stdin) = fields.stdin.filter(|r| r.get() != "null") {
@@ -150,6 +173,7 @@ fn decode_code(fields: &EvalFields<'_>, policy: &Policy) -> Result<EvalRequest, 
         python_version: fields.python_version.clone(),
         eval_last_expr: fields.eval_last_expr,
         requirements_txt: fields.requirements_txt.clone(),
+        callback_url: fields.callback_url.clone(),
     })
 }
 
@@ -194,6 +218,7 @@ mod tests {
             python_version: Some("3.12".into()),
             eval_last_expr: Some(true),
             requirements_txt: Some("numpy".into()),
+            callback_url: Some("https://hooks.example.com/done".into()),
         };
         assert_eq!(request(&serde_json::to_string(&full).unwrap()).unwrap(), full);
         let empty = EvalRequest { code: Some(String::new()), files: Some(vec![]), ..Default::default() };

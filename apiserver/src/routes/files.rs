@@ -1,28 +1,43 @@
 //! Files out (docs/sessions.md): what executions left in `/work`, and the files of a session's `/work`.
 
 use axum::Json;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Extension, Path, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use pyexec_core::ErrorResponse;
-use pyexec_core::model::{OutputFile, is_execution_id};
+use pyexec_core::model::OutputFile;
 use pyexec_core::session::FileList;
 use pyexec_core::spec::check_file_name;
 use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 
-use super::sessions::{known_session, session_not_found};
+use super::executions::visible;
+use super::sessions::visible_session;
 use crate::backend::StdinFile;
 use crate::error::ApiError;
 use crate::state::AppState;
+use crate::tenants::Caller;
 
-/// Query of the file lists.
+/// Query of the file lists (a query string: utoipa would otherwise document the field as a path parameter).
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct FilesQuery {
     /// `json` (the default: the list) or `tar` (every file, as one tar).
     #[serde(default)]
+    #[param(value_type = FilesFormat, inline, required = false)]
     pub format: Option<String>,
+}
+
+/// What the file list answers with.
+// The values `wants_tar` accepts, for the document only (Swagger then offers a choice instead of free text); the
+// field stays a string so that an unknown format gets this API's own 400.
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "lowercase", default = "json")]
+#[allow(dead_code)]
+enum FilesFormat {
+    Json,
+    Tar,
 }
 
 /// A path inside `/work`, as the API accepts it: relative, no `..`, no empty or `.` component, no NUL.
@@ -77,24 +92,29 @@ fn tar_response(files: Vec<(String, Vec<u8>)>) -> Result<Response, ApiError> {
 #[utoipa::path(
     get,
     path = "/api/v1/executions/{id}/files",
+    operation_id = "list_execution_files",
     tag = "files",
     params(("id" = String, Path, description = "Execution id (`exe_...`)"), FilesQuery),
     responses(
-        (status = 200, description = "The list (or, with `format=tar`, an application/x-tar of the files)", body = FileList),
+        (status = 200, description = "The list (or, with `format=tar`, an application/x-tar of the files)", content(
+            (FileList = "application/json"),
+            ("application/x-tar"),
+        )),
+        (status = 400, description = "Unknown format", body = ErrorResponse),
+        (status = 401, description = "Missing or invalid API key", body = ErrorResponse),
         (status = 404, description = "Unknown or expired execution", body = ErrorResponse),
     ),
     security((), ("bearer" = []))
 )]
 pub async fn execution_list(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     Query(query): Query<FilesQuery>,
 ) -> Result<Response, ApiError> {
-    if !is_execution_id(&id) {
-        return Err(ApiError::execution_not_found());
-    }
+    visible(&state, &caller, &id).await?;
     let tar = wants_tar(&query)?;
-    let list = state.backend.execution_files(&id).await?.ok_or_else(ApiError::execution_not_found)?;
+    let list = state.backend.execution_files(&id).await?.ok_or_else(|| state.execution_not_found())?;
     if !tar {
         return Ok(Json(list).into_response());
     }
@@ -111,26 +131,27 @@ pub async fn execution_list(
 #[utoipa::path(
     get,
     path = "/api/v1/executions/{id}/files/{path}",
+    operation_id = "get_execution_file",
     tag = "files",
     params(("id" = String, Path, description = "Execution id"), ("path" = String, Path, description = "Path under /work, as listed")),
     responses(
-        (status = 200, description = "The file's bytes, Content-Type guessed from its name", content_type = "application/octet-stream", body = Vec<u8>),
+        // Any bytes: no schema (OpenAPI 3.1's way to say so), not a JSON array of numbers.
+        (status = 200, description = "The file's bytes, Content-Type guessed from its name", content(("application/octet-stream"))),
         (status = 400, description = "Invalid path", body = ErrorResponse),
+        (status = 401, description = "Missing or invalid API key", body = ErrorResponse),
         (status = 404, description = "Unknown execution or file", body = ErrorResponse),
     ),
     security((), ("bearer" = []))
 )]
 pub async fn execution_file(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path((id, path)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    if !is_execution_id(&id) {
-        return Err(ApiError::execution_not_found());
-    }
+    visible(&state, &caller, &id).await?;
     let path = work_path(&path)?;
     match state.backend.execution_file(&id, &path).await? {
         Some(bytes) => Ok(file_response(&path, bytes)),
-        None if state.backend.get(&id).await?.is_none() => Err(ApiError::execution_not_found()),
         None => Err(ApiError::NotFound(format!("execution {id} kept no file {path:?}"))),
     }
 }
@@ -139,10 +160,16 @@ pub async fn execution_file(
 #[utoipa::path(
     get,
     path = "/api/v1/sessions/{id}/files",
+    operation_id = "list_session_files",
     tag = "files",
     params(("id" = String, Path, description = "Session id (`ses_...`)"), FilesQuery),
     responses(
-        (status = 200, description = "The list (or a tar)", body = FileList),
+        (status = 200, description = "The list (or, with `format=tar`, an application/x-tar of the files)", content(
+            (FileList = "application/json"),
+            ("application/x-tar"),
+        )),
+        (status = 400, description = "Unknown format", body = ErrorResponse),
+        (status = 401, description = "Missing or invalid API key", body = ErrorResponse),
         (status = 404, description = "Unknown or ended session", body = ErrorResponse),
         (status = 409, description = "A call of the session is running", body = ErrorResponse),
     ),
@@ -150,10 +177,11 @@ pub async fn execution_file(
 )]
 pub async fn session_list(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     Query(query): Query<FilesQuery>,
 ) -> Result<Response, ApiError> {
-    known_session(&id)?;
+    visible_session(&state, &caller, &id).await?;
     let tar = wants_tar(&query)?;
     let list = state.backend.session_files(&id).await?;
     if !tar {
@@ -170,11 +198,13 @@ pub async fn session_list(
 #[utoipa::path(
     get,
     path = "/api/v1/sessions/{id}/files/{path}",
+    operation_id = "get_session_file",
     tag = "files",
     params(("id" = String, Path, description = "Session id"), ("path" = String, Path, description = "Path under /work")),
     responses(
-        (status = 200, description = "The file's bytes, Content-Type guessed from its name", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 200, description = "The file's bytes, Content-Type guessed from its name", content(("application/octet-stream"))),
         (status = 400, description = "Invalid path", body = ErrorResponse),
+        (status = 401, description = "Missing or invalid API key", body = ErrorResponse),
         (status = 404, description = "Unknown session or file (links are never followed)", body = ErrorResponse),
         (status = 409, description = "A call of the session is running", body = ErrorResponse),
     ),
@@ -182,9 +212,10 @@ pub async fn session_list(
 )]
 pub async fn session_file(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path((id, path)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    known_session(&id)?;
+    visible_session(&state, &caller, &id).await?;
     let path = work_path(&path)?;
     Ok(file_response(&path, state.backend.session_file(&id, &path).await?))
 }
@@ -193,12 +224,15 @@ pub async fn session_file(
 #[utoipa::path(
     put,
     path = "/api/v1/sessions/{id}/files/{path}",
+    operation_id = "upload_session_file",
     tag = "files",
     params(("id" = String, Path, description = "Session id"), ("path" = String, Path, description = "Path under /work")),
-    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The file's bytes"),
+    // No schema: any bytes (Swagger offers a file to pick), where `Vec<u8>` would document a JSON array.
+    request_body(content(("application/octet-stream")), description = "The file's bytes"),
     responses(
         (status = 201, description = "Written", body = OutputFile),
         (status = 400, description = "Invalid path", body = ErrorResponse),
+        (status = 401, description = "Missing or invalid API key", body = ErrorResponse),
         (status = 404, description = "Unknown or ended session", body = ErrorResponse),
         (status = 409, description = "A call of the session is running", body = ErrorResponse),
         (status = 413, description = "Larger than PYEXEC_SESSION_UPLOAD_MAX_BYTES, or no space left in /work", body = ErrorResponse),
@@ -207,14 +241,12 @@ pub async fn session_file(
 )]
 pub async fn session_upload(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path((id, path)): Path<(String, String)>,
     request: Request,
 ) -> Result<(StatusCode, Json<OutputFile>), ApiError> {
-    known_session(&id)?;
+    visible_session(&state, &caller, &id).await?;
     let path = work_path(&path)?;
-    if state.backend.get_session(&id).await?.is_none() {
-        return Err(session_not_found(&id));
-    }
     let max = state.session_upload_max_bytes;
     let too_large =
         || ApiError::TooLarge(format!("the file is over the limit of {max} bytes (PYEXEC_SESSION_UPLOAD_MAX_BYTES)"));

@@ -3,10 +3,10 @@
 mod docs;
 mod eval;
 mod exec;
-mod executions;
+pub(crate) mod executions;
 pub(crate) mod files;
 mod health;
-mod sessions;
+pub(crate) mod sessions;
 pub(crate) mod sync;
 
 use axum::Router;

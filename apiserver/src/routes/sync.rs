@@ -1,4 +1,5 @@
-//! Running an execution for a synchronous request: submit, wait, and kill the run if the client goes away.
+//! Running an execution for a synchronous request: submit, wait, and kill the run if the client goes away. Every
+//! submission passes [`submit_with_stdin`], which also starts the completion webhook a request asked for.
 
 use std::sync::Arc;
 
@@ -8,6 +9,7 @@ use pyexec_core::{ExecutionResult, ExecutionSpec};
 use crate::backend::{Backend, BackendError, KillReason, Source, StdinFile};
 use crate::error::ApiError;
 use crate::state::AppState;
+use crate::webhooks::{self, Target};
 
 /// Kills the execution if the request future is dropped before the result is in (the client disconnected).
 struct KillOnDrop {
@@ -60,14 +62,45 @@ pub async fn submit_with_stdin(
     source: Source,
     stdin: Option<StdinFile>,
 ) -> Result<ExecutionResult, ApiError> {
+    // A callback is set up before the submission, so that an execution is never accepted with one it cannot get.
+    let callback = match callback_of(&spec) {
+        Ok(callback) => callback,
+        Err(e) => {
+            // The backend owns an upload once it has it; refused before that, it is this request's to remove.
+            if let Source::Directory(dir) = &source {
+                let _ = tokio::fs::remove_dir_all(dir).await;
+            }
+            return Err(e);
+        }
+    };
     let submitted = match stdin {
         Some(stdin) => state.backend.submit_with_stdin(spec, source, stdin).await,
         None => state.backend.submit(spec, source).await,
     };
-    submitted.map_err(|e| {
+    let record = submitted.map_err(|e| {
         if matches!(e, BackendError::QueueFull { .. }) {
             state.metrics.rejected();
         }
-        e.into()
-    })
+        ApiError::from(e)
+    })?;
+    if let Some((webhooks, target)) = callback {
+        webhooks.deliver_when_done(state.backend.clone(), record.execution_id.clone(), target);
+    }
+    Ok(record)
+}
+
+/// The webhooks and target of the spec's callback, if it has one.
+fn callback_of(spec: &ExecutionSpec) -> Result<Option<(webhooks::Webhooks, Target)>, ApiError> {
+    let Some(url) = spec.callback_url.as_deref() else { return Ok(None) };
+    let target = Target::parse(url)
+        .map_err(|e| ApiError::BadRequest(format!("invalid callback_url: it cannot be called: {e}")))?;
+    // The policy takes callback URLs only on a server with a secret, and such a server installs its webhooks.
+    let webhooks = webhooks::current().ok_or_else(|| {
+        ApiError::BadRequest(
+            "this server has no webhook secret (PYEXEC_WEBHOOK_SECRET_FILE), so it sends no callbacks: \
+             callback_url cannot be used"
+                .into(),
+        )
+    })?;
+    Ok(Some((webhooks, target)))
 }

@@ -72,6 +72,9 @@ pub struct CallObserved {
     pub lost: bool,
     /// The kernel killed a process of the session for memory during the call.
     pub oom_killed: bool,
+    /// Memory the runner's cgroup used after the call, as the runner read it (`None` where it cannot: no cgroup
+    /// file in its view). A Pod's runner sees its container's cgroup; the embedded backend measures its own.
+    pub memory_bytes: Option<u64>,
 }
 
 impl CallObserved {
@@ -111,6 +114,8 @@ struct EvalReply {
     result_n: u64,
     #[serde(default)]
     write_error: Option<String>,
+    #[serde(default)]
+    memory: Option<u64>,
 }
 
 /// Why a file request failed.
@@ -281,6 +286,7 @@ impl SessionLink {
                 return observed;
             }
             observed.exit = Some(reply.exit);
+            observed.memory_bytes = reply.memory;
             let split = usize::try_from(reply.result_n).unwrap_or(usize::MAX).min(data.len());
             let (channel, tar) = data.split_at(split);
             observed.result_channel = (!channel.is_empty()).then(|| channel.to_vec());

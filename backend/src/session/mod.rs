@@ -9,4 +9,4 @@ pub use link::{
     CallCaps, CallObserved, CapturedText, FileOpError, INTERRUPT_GRACE, Requests, SessionControl, SessionLink,
 };
 pub use protocol::FrameError;
-pub use result::call_result;
+pub use result::{call_result, mark_killed};

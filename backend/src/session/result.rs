@@ -55,6 +55,7 @@ pub fn call_result(
         }
     }
     result.session_id = Some(session_id.to_owned());
+    result.tenant = spec.tenant.clone();
     result.session_restarted = restarted;
     if ended && result.error.is_none() {
         result.error = Some(if restarted {
@@ -77,4 +78,16 @@ pub fn call_result(
         result.files_truncated = files.truncated;
     }
     (result, files)
+}
+
+/// Turns the result of a call that was killed on request (`DELETE /api/v1/executions/{id}`) into a `killed` one;
+/// `restarted`: the session's interpreter was replaced to stop it.
+pub fn mark_killed(result: &mut ExecutionResult, restarted: bool) {
+    result.status = pyexec_core::ExecutionStatus::Killed;
+    result.exit_code = pyexec_core::outcome::EXIT_KILLED;
+    result.error = Some(if restarted {
+        "killed on request: the session was restarted and its state is lost".into()
+    } else {
+        "killed on request".into()
+    });
 }

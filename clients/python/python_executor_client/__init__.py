@@ -1,9 +1,9 @@
 """Client of python-executor: run untrusted Python in sandboxes.
 
 API-compatible with the original `python_executor_client` (`PythonExecutorClient`, `ExecutionResult`,
-`ExecutionStatus`, `ExecutionConfig`, `Metadata`), plus an asyncio client, live event streams, listing, API keys
-and the structured error fields of our server; sessions (a stateful interpreter), the files a run writes, and rich
-outputs (plots as PNG).
+`ExecutionStatus`, `ExecutionConfig`, `Metadata`), plus a native asyncio client (httpx), live event streams,
+listing, API keys and the structured error fields of our server; sessions (a stateful interpreter), the files a run
+writes, and rich outputs (plots as PNG).
 """
 
 from .aio import AsyncPythonExecutorClient

@@ -1,7 +1,8 @@
 """Errors of the python-executor API.
 
 Every error answer raises `requests.HTTPError` (as the original client did), with the server's message and the
-`response`. Some statuses raise a subclass of it, so `except requests.HTTPError` keeps catching everything:
+`response` (a `requests.Response`; an `httpx.Response` from the asyncio client). Some statuses raise a subclass of
+it, so `except requests.HTTPError` keeps catching everything:
 
 - 404: `NotFoundError` (an unknown or expired execution, session or file);
 - 409: `SessionBusyError` (another call is running in the session: retry, or serialise the calls);
@@ -11,7 +12,7 @@ Every error answer raises `requests.HTTPError` (as the original client did), wit
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import requests
 
@@ -19,9 +20,13 @@ import requests
 class APIError(requests.HTTPError):
     """A non-2xx answer: `status_code` and the server's `message` (also in `str(error)`)."""
 
-    def __init__(self, message: str, *, status_code: int, response: Optional[requests.Response] = None,
-                 server_message: str = "") -> None:
-        super().__init__(message, response=response)
+    def __init__(self, message: str, *, status_code: int, response: Any = None, server_message: str = "",
+                 request: Any = None) -> None:
+        super().__init__(message, request=request)
+        # Set here rather than by requests, which would read `response.request` (an error on some httpx responses).
+        self.response = response
+        if request is None and isinstance(response, requests.Response):
+            self.request = response.request
         self.status_code = status_code
         self.message = server_message
 
@@ -49,13 +54,18 @@ class TooManyRequestsError(APIError):
 _BY_STATUS = {404: NotFoundError, 409: SessionBusyError, 429: TooManyRequestsError}
 
 
-def error_for(response: requests.Response) -> APIError:
-    """The exception for an error answer."""
+def error_for(response: Any) -> APIError:
+    """The exception for an error answer: a `requests.Response`, or an `httpx.Response` whose body was read."""
     try:
         body = response.json()
         message = body.get("error", response.text) if isinstance(body, dict) else response.text
     except ValueError:
         message = response.text
+    reason = getattr(response, "reason", None) or getattr(response, "reason_phrase", "") or ""
+    try:
+        request = response.request
+    except (AttributeError, RuntimeError):  # an httpx.Response built without a request
+        request = None
     cls = _BY_STATUS.get(response.status_code, APIError)
-    return cls(f"{response.status_code} {response.reason}: {message}", status_code=response.status_code,
-               response=response, server_message=str(message))
+    return cls(f"{response.status_code} {reason}: {message}", status_code=response.status_code,
+               response=response, server_message=str(message), request=request)

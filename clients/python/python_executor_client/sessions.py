@@ -32,7 +32,8 @@ class Session:
         return self.info.session_id
 
     def eval(self, code: str, **kwargs: Any) -> ExecutionResult:
-        """`client.session_eval(self.id, code, ...)`: `files`, `stdin`, `eval_last_expr`, `timeout_seconds`."""
+        """`client.session_eval(self.id, code, ...)`: `files`, `stdin`, `eval_last_expr`, `timeout_seconds`,
+        `http_timeout`."""
         return self.client.session_eval(self.id, code, **kwargs)
 
     def upload(self, path: str, data: Any) -> FileInfo:
@@ -98,6 +99,8 @@ class AsyncSession:
         return self.open().__await__()
 
     async def eval(self, code: str, **kwargs: Any) -> ExecutionResult:
+        """`await client.session_eval(self.id, code, ...)`: `files`, `stdin`, `eval_last_expr`, `timeout_seconds`,
+        `http_timeout`."""
         return await self.client.session_eval(self.id, code, **kwargs)
 
     async def upload(self, path: str, data: Any) -> FileInfo:

@@ -278,3 +278,97 @@ def test_asyncio_sessions():
             await other.close()
 
     asyncio.run(main())
+
+
+# -- timeouts: runs that use their whole time, silent runs (the client's timeout is shorter than both) ----------
+
+SILENT = "print('start', flush=True)\nimport time\ntime.sleep(5)\nprint('end é')"
+
+
+def test_synchronous_runs_may_use_their_whole_timeout(client):
+    # A call that waits for a run gets the run's timeout plus a margin, whatever the client's (shorter) timeout.
+    with PythonExecutorClient(SERVER, timeout=2) as short:
+        r = short.eval("import time\ntime.sleep(3)\n'slept'", timeout_seconds=4)
+        assert (r.status, r.result) == (ExecutionStatus.COMPLETED, "'slept'"), r
+        r = short.execute_sync(files={"main.py": "import time\nprint('started', flush=True)\ntime.sleep(30)"},
+                               timeout_seconds=3)
+        assert (r.status, r.exit_code, r.stdout) == (ExecutionStatus.FAILED, 124, "started\n"), r
+        with client.open_session() as s:
+            r = short.session_eval(s.id, "import time\ntime.sleep(3)\n'slept'", timeout_seconds=4)
+            assert (r.status, r.result) == (ExecutionStatus.COMPLETED, "'slept'"), r
+        # A timeout given for the call wins.
+        with pytest.raises(requests.exceptions.Timeout):
+            short.eval("import time\ntime.sleep(3)", timeout_seconds=4, http_timeout=1)
+
+
+def test_follow_waits_through_silence_longer_than_the_read_timeout(client):
+    execution_id = client.execute_async(files={"main.py": SILENT})
+    seen = []
+    with PythonExecutorClient(SERVER, timeout=2) as short:  # reads time out after 2 s; the run is silent for 5
+        result = short.follow(execution_id, on_output=lambda stream, data: seen.append((stream, data)))
+    assert (result.status, result.stdout) == (ExecutionStatus.COMPLETED, "start\nend é\n"), result
+    assert "".join(d for s, d in seen if s == "stdout") == "start\nend é\n", seen
+
+
+def test_the_asyncio_client_waits_for_long_and_silent_runs():
+    async def main():
+        async with AsyncPythonExecutorClient(SERVER, timeout=2) as short:
+            quiet = await short.execute_async(files={"main.py": SILENT})
+            seen = []
+            slept, whole, followed = await asyncio.gather(
+                short.eval("import time\ntime.sleep(3)\n'slept'", timeout_seconds=4),
+                short.execute_sync(files={"main.py": "import time\ntime.sleep(30)"}, timeout_seconds=3),
+                short.follow(quiet, on_output=lambda stream, data: seen.append(data)),
+            )
+            assert (slept.status, slept.result) == (ExecutionStatus.COMPLETED, "'slept'"), slept
+            assert (whole.status, whole.exit_code) == (ExecutionStatus.FAILED, 124), whole
+            assert followed.stdout == "start\nend é\n" and "".join(seen) == "start\nend é\n", (followed, seen)
+
+    asyncio.run(main())
+
+
+def test_the_asyncio_client_against_the_server(tmp_path):
+    async def main():
+        async with AsyncPythonExecutorClient(SERVER, timeout=60) as c:
+            assert (await c.health())["status"] == "ok"
+            r = await c.execute_sync(files={"main.py": "import sys\nprint(sys.argv[1:])"}, script_args=["-v"])
+            assert (r.status, r.stdout) == (ExecutionStatus.COMPLETED, "['-v']\n"), r
+            r = await c.eval("open('/work/out.txt', 'w').write('hello')\n6 * 7")
+            assert r.result == "42" and "out.txt" in [f.path for f in r.files], r
+            assert "out.txt" in (await c.execution_files(r.execution_id)).paths
+            assert await c.download_file(r.execution_id, "out.txt") == b"hello"
+            assert await c.download_files_tar(r.execution_id, tmp_path / "all.tar") > 0
+            with tarfile.open(tmp_path / "all.tar") as tar:
+                assert any(name.endswith("out.txt") for name in tar.getnames())
+            with pytest.raises(NotFoundError):
+                await c.download_file(r.execution_id, "missing.txt")
+
+            slow = await c.execute_async(files={"main.py": "import time\ntime.sleep(60)"})
+            with pytest.raises(TimeoutError):
+                await c.wait_for_completion(slow, poll_interval=0.1, max_wait=0.3)
+            assert await c.kill_execution(slow) == ExecutionStatus.KILLED
+            assert (await c.get_execution(slow)).status == ExecutionStatus.KILLED
+            page = await c.list_executions(limit=1)
+            assert [e.execution_id for e in page["executions"]] == [slow]
+            with pytest.raises(requests.HTTPError) as missing:
+                await c.get_execution("exe_00000000-0000-4000-8000-000000000000")
+            assert missing.value.response.status_code == 404
+
+            async with c.open_session(env_vars={"MODE": "aio"}) as s:
+                local = tmp_path / "blob.bin"
+                local.write_bytes(os.urandom(1 << 20))
+                assert (await s.upload("data/blob.bin", local)).size == 1 << 20  # streamed from the file
+                assert (await c.session_upload(s.id, "note.txt", "é")).size == 2
+                assert await c.session_download(s.id, "data/blob.bin", tmp_path / "back.bin") == 1 << 20
+                assert (tmp_path / "back.bin").read_bytes() == local.read_bytes()
+                assert {"data/blob.bin", "note.txt"} <= set((await s.files()).paths)
+                r = await c.session_eval(s.id, "import os\nlen(open('/work/data/blob.bin', 'rb').read()), "
+                                               "os.environ['MODE']")
+                assert r.result == f"({1 << 20}, 'aio')", r
+                assert s.id in [info.session_id for info in await c.list_sessions()]
+                assert (await s.refresh()).calls >= 1
+            assert s.info.state == "ended"
+            with pytest.raises(NotFoundError):
+                await c.get_session(s.id)
+
+    asyncio.run(main())

@@ -3,12 +3,17 @@
 //! through [`crate::finalize`], and one [`Ending`] that says why the run ended. Both come from the same decision
 //! (whether the run was interrupted, and by what), so a status and its condition cannot disagree: a program that
 //! exits with 124 on its own is `Completed`, never `TimedOut`.
+//!
+//! The files the program left in `/work` come apart from the result ([`harvest`]): the runner sends the eval
+//! runner's tar in file frames, whose bytes are read back here as untrusted input ([`crate::files_out::read_tar`]),
+//! and only when they arrived whole.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
 use super::frames::PodLog;
-use crate::model::{ExecutionResult, ExecutionStatus};
+use crate::files_out::{FilesOut, read_tar};
+use crate::model::{ExecutionResult, ExecutionStatus, OutputFile};
 use crate::outcome::{Interruption, RunOutcome, Termination, failed, finalize, pre_command_failed};
 use crate::spec::ExecutionSpec;
 use crate::time::Timestamp;
@@ -89,6 +94,7 @@ pub fn finish(
         result.finished_at = Some(finished_at);
         result.duration_ms = finished_at.millis_since(started_at);
         result.installed_packages = end.installed;
+        result.skipped_packages = skipped_packages(spec, end.skipped);
         return Finished { result, ending: Ending::NetworkNotFenced };
     }
     if let (Some((index, code)), false) = (end.pre_failed, pod.killed) {
@@ -102,6 +108,7 @@ pub fn finish(
             finished_at,
         );
         result.installed_packages = end.installed;
+        result.skipped_packages = skipped_packages(spec, end.skipped);
         return Finished { result, ending: Ending::PreCommandFailed };
     }
     let termination = match (&log.end, pod.exit_code) {
@@ -141,6 +148,7 @@ pub fn finish(
     };
     let mut result = finalize(execution_id, spec, raw);
     result.installed_packages = end.installed;
+    result.skipped_packages = skipped_packages(spec, end.skipped);
     result.pre_commands_output = pre_output;
     let ending = if disk_full {
         // The program failed because its workspace was full: the execution failed (as when the kubelet evicts the
@@ -161,6 +169,92 @@ pub fn finish(
         });
     }
     Finished { result, ending }
+}
+
+/// What detection found and the run went without: the names the API server left out before installing (recorded
+/// in the requirements it wrote, [`crate::requirements::skipped_in`]: with nothing else to install no install
+/// container ran to report them), then those the install container skipped.
+fn skipped_packages(
+    spec: &ExecutionSpec,
+    from_install: Vec<crate::model::SkippedPackage>,
+) -> Vec<crate::model::SkippedPackage> {
+    let mut skipped = spec.requirements.listed().map(crate::requirements::skipped_in).unwrap_or_default();
+    skipped.extend(from_install);
+    skipped
+}
+
+/// The caps of the files a run reports (the operator's `files` setting; what it wrote into the run configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FilesCaps {
+    /// Most bytes of file content kept.
+    pub max_bytes: u64,
+    /// Most files kept.
+    pub max_count: usize,
+}
+
+/// What became of the files a run in a Pod created or changed under `/work`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Harvest {
+    /// None were reported: the run configuration asked for none, the program did not run under the eval runner, or
+    /// it did not run to its end (timeout, failed pre-command, open fence, the runner killed). As on the embedded
+    /// backend, the result then lists no files and does not say that any were left out.
+    NotReported,
+    /// The files (possibly none), read from the runner's tar; `truncated` when some were left out (caps, paths
+    /// that are not plain workspace paths, or the eval runner's own marker).
+    Kept(FilesOut),
+    /// Files were reported but cannot be read back whole (frames rotated away with the container log before they
+    /// were read, or a tar that does not parse): none are kept, and the result says that some were left out. The
+    /// text says why, for the operator's log.
+    Lost(String),
+}
+
+impl Harvest {
+    /// Sets `files` and `files_truncated` of `result`: the files' metadata (their bytes are kept apart).
+    pub fn apply(&self, result: &mut ExecutionResult) {
+        match self {
+            Harvest::NotReported => {}
+            Harvest::Kept(out) => {
+                result.files = out.files.iter().map(|(file, _)| file.clone()).collect();
+                result.files_truncated = out.truncated;
+            }
+            Harvest::Lost(_) => {
+                result.files = Vec::new();
+                result.files_truncated = true;
+            }
+        }
+    }
+
+    /// The files and their bytes (none unless [`Harvest::Kept`]).
+    pub fn into_files(self) -> Vec<(OutputFile, Vec<u8>)> {
+        match self {
+            Harvest::Kept(out) => out.files,
+            Harvest::NotReported | Harvest::Lost(_) => Vec::new(),
+        }
+    }
+}
+
+/// The files a run reported ([`crate::pod::protocol::FRAME_FILES`]), read under `caps`. The tar comes from inside
+/// the Pod, where the program could have written its own, so it is read as hostile ([`read_tar`]); it is read only
+/// when every byte the runner sent ([`crate::pod::EndFrame::files_bytes`]) is here, so a log that lost file frames
+/// never passes for a shorter (or corrupt) tar.
+pub fn harvest(log: &PodLog, caps: FilesCaps) -> Harvest {
+    let Some(end) = &log.end else { return Harvest::NotReported };
+    if end.files_truncated {
+        return Harvest::Lost(
+            "the runner dropped a tar of files larger than the eval runner writes for the caps".into(),
+        );
+    }
+    let Some(sent) = end.files_bytes else { return Harvest::NotReported };
+    let read = u64::try_from(log.files.len()).unwrap_or(u64::MAX);
+    if read != sent {
+        return Harvest::Lost(format!(
+            "{read} of the {sent} bytes of file frames were read (the container log lost frames before they were read)"
+        ));
+    }
+    match read_tar(&log.files, caps.max_bytes, caps.max_count) {
+        Ok(out) => Harvest::Kept(out),
+        Err(e) => Harvest::Lost(e.to_string()),
+    }
 }
 
 /// The error of an execution that filled its workspace (`diskMB`), the same as when the Pod is evicted for it.
@@ -223,6 +317,30 @@ mod tests {
             (ExecutionStatus::Failed, 124, "partial")
         );
         assert_eq!(ending, Ending::TimedOut);
+    }
+
+    #[test]
+    fn skipped_packages_come_from_the_requirements_and_the_install_container() {
+        use crate::model::SkippedPackage;
+        let skip = |name: &str, reason: &str| SkippedPackage { name: name.into(), reason: reason.into() };
+        let mut spec = spec();
+        spec.requirements = crate::Requirements::Listed(
+            "six  # pyexec: detected\n# pyexec: skipped reqeusts: not on the auto-install allow-list".into(),
+        );
+        let end = EndFrame { skipped: vec![skip("surely-not", crate::requirements::NOT_FOUND)], ..Default::default() };
+        let t0 = Timestamp::now();
+        let Finished { result, .. } = finish("exe", &spec, ended(end), &PodEnd::default(), t0, t0);
+        assert_eq!(
+            result.skipped_packages,
+            [
+                skip("reqeusts", "not on the auto-install allow-list"),
+                skip("surely-not", "not found in the package index")
+            ]
+        );
+        // No install container ran (nothing else to install): the API server's notes still come through.
+        spec.requirements = crate::Requirements::Listed("# pyexec: skipped reqeusts: not allowed".into());
+        let Finished { result, .. } = finish("exe", &spec, PodLog::default(), &PodEnd::default(), t0, t0);
+        assert_eq!(result.skipped_packages, [skip("reqeusts", "not allowed")]);
     }
 
     #[test]
@@ -301,6 +419,52 @@ mod tests {
         assert_eq!(ok, (ExecutionStatus::Completed, 0, None, Ending::Completed));
         let late = EndFrame { exit: 124, timed_out: true, disk_full: true, ..Default::default() };
         assert_eq!(run(ended(late), PodEnd::default()).3, Ending::TimedOut);
+    }
+
+    const CAPS: FilesCaps = FilesCaps { max_bytes: 1 << 20, max_count: 10 };
+
+    fn with_files(files: &[u8], files_bytes: Option<u64>) -> PodLog {
+        let end = EndFrame { exit: 0, files_bytes, ..Default::default() };
+        PodLog { files: files.to_vec(), ..ended(end) }
+    }
+
+    #[test]
+    fn files_are_kept_only_when_their_frames_are_all_there() {
+        let tar = crate::test_tar::RawTar::new().file("out.csv", "a,b\n").file("../escape", "x").done();
+        let whole = harvest(&with_files(&tar, Some(tar.len() as u64)), CAPS);
+        let Harvest::Kept(out) = &whole else { panic!("{whole:?}") };
+        assert_eq!(out.files.len(), 1, "hostile paths are left out");
+        assert_eq!((out.files[0].0.path.as_str(), out.files[0].1.as_slice()), ("out.csv", &b"a,b\n"[..]));
+        let mut result = ExecutionResult::pending("exe");
+        whole.apply(&mut result);
+        assert_eq!((result.files.len(), result.files_truncated), (1, true));
+        assert_eq!(whole.clone().into_files().len(), 1);
+
+        // A frame rotated away: the tar is shorter than the runner said; nothing is kept, and the result says so.
+        let cut = harvest(&with_files(&tar[..512], Some(tar.len() as u64)), CAPS);
+        assert!(matches!(cut, Harvest::Lost(ref why) if why.contains("were read")), "{cut:?}");
+        let mut result = ExecutionResult::pending("exe");
+        cut.apply(&mut result);
+        assert_eq!((result.files.len(), result.files_truncated), (0, true));
+        assert!(cut.into_files().is_empty());
+        // Garbage the program wrote to the descriptor itself.
+        let junk = b"not a tar archive, not even close to one";
+        assert!(matches!(harvest(&with_files(junk, Some(junk.len() as u64)), CAPS), Harvest::Lost(_)));
+        let dropped = EndFrame { exit: 0, files_bytes: Some(0), files_truncated: true, ..Default::default() };
+        assert!(matches!(harvest(&ended(dropped), CAPS), Harvest::Lost(_)));
+    }
+
+    #[test]
+    fn no_report_is_no_files_and_not_truncated() {
+        for log in [with_files(b"", None), PodLog::default()] {
+            let h = harvest(&log, CAPS);
+            assert_eq!(h, Harvest::NotReported);
+            let mut result = ExecutionResult::pending("exe");
+            h.apply(&mut result);
+            assert!(result.files.is_empty() && !result.files_truncated);
+        }
+        // Nothing changed (or the eval runner was killed): an empty tar, no files, nothing left out.
+        assert_eq!(harvest(&with_files(b"", Some(0)), CAPS), Harvest::Kept(FilesOut::default()));
     }
 
     #[test]

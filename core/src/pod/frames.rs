@@ -9,7 +9,8 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
 use super::protocol::{
-    EndFrame, FRAME_END, FRAME_PRE_OUTPUT, FRAME_START, FRAME_STDERR, FRAME_STDOUT, RESULT_LIMIT_BYTES, frame_prefix,
+    EndFrame, FRAME_END, FRAME_FILES, FRAME_PRE_OUTPUT, FRAME_START, FRAME_STDERR, FRAME_STDOUT, RESULT_LIMIT_BYTES,
+    frame_prefix,
 };
 
 /// What the runner reported, read back from the container log.
@@ -21,6 +22,9 @@ pub struct PodLog {
     pub stderr: Vec<u8>,
     /// The pre-commands' output.
     pub pre_output: Vec<u8>,
+    /// The tar of the files the program created or changed, as far as its frames were read
+    /// ([`EndFrame::files_bytes`] says how long it is whole; [`crate::pod::harvest`] reads it).
+    pub files: Vec<u8>,
     /// The final summary; `None` when the runner did not get to write it (the container was killed).
     pub end: Option<EndFrame>,
     /// The runner's start frame was read: the log has its beginning.
@@ -52,6 +56,7 @@ pub fn parse_log(log: &[u8], nonce: &str) -> PodLog {
             Frame::Stdout(data) => out.stdout.extend_from_slice(&data),
             Frame::Stderr(data) => out.stderr.extend_from_slice(&data),
             Frame::PreOutput(data) => out.pre_output.extend_from_slice(&data),
+            Frame::Files(data) => out.files.extend_from_slice(&data),
             Frame::End(end) => out.end = Some(*end),
             Frame::Start => out.started = true,
         }
@@ -70,6 +75,8 @@ pub enum Frame {
     Stderr(Vec<u8>),
     /// A piece of the pre-commands' output.
     PreOutput(Vec<u8>),
+    /// A piece of the tar of the files the program created or changed (only results use it; live output skips it).
+    Files(Vec<u8>),
     /// The final summary.
     End(Box<EndFrame>),
 }
@@ -176,6 +183,7 @@ impl FrameDecoder {
             k if k == FRAME_STDERR.as_bytes() => Some(Frame::Stderr(data)),
             k if k == FRAME_PRE_OUTPUT.as_bytes() => Some(Frame::PreOutput(data)),
             k if k == FRAME_START.as_bytes() => Some(Frame::Start),
+            k if k == FRAME_FILES.as_bytes() => Some(Frame::Files(data)),
             k if k == FRAME_END.as_bytes() => serde_json::from_slice(&data).ok().map(|end| Frame::End(Box::new(end))),
             _ => None,
         }
@@ -278,6 +286,26 @@ mod tests {
         assert!(parse_log(forged.as_bytes(), "n1").output_lost(), "only the nonce's frames count");
         let uncounted = frame("n1", FRAME_STDOUT, b"x") + &frame("n1", FRAME_END, br#"{"exit":0}"#);
         assert!(!parse_log(uncounted.as_bytes(), "n1").output_lost(), "no count: not judged");
+    }
+
+    #[test]
+    fn file_frames_join_into_the_tar_and_count_as_frames() {
+        let mut log = encode_frame("n1", 0, FRAME_START, b"");
+        log += &encode_frame("n1", 1, FRAME_STDOUT, b"out\n");
+        log += &encode_frame("n1", 2, FRAME_FILES, b"first half ");
+        log += &encode_frame("forged", 3, FRAME_FILES, b"FORGED");
+        log += &encode_frame("n1", 3, FRAME_FILES, b"second half");
+        log += &encode_frame("n1", 4, FRAME_END, br#"{"exit":0,"frames":4,"files_bytes":22}"#);
+        let parsed = parse_log(log.as_bytes(), "n1");
+        assert_eq!(
+            (parsed.files.as_slice(), parsed.stdout.as_slice()),
+            (&b"first half second half"[..], &b"out\n"[..])
+        );
+        assert_eq!(parsed.end.as_ref().and_then(|e| e.files_bytes), Some(22));
+        assert!(parsed.started && !parsed.output_lost(), "{parsed:?}");
+        let mut d = FrameDecoder::new("n1");
+        let kinds = d.push(log.as_bytes());
+        assert_eq!(kinds[2], Frame::Files(b"first half ".to_vec()));
     }
 
     #[test]

@@ -7,8 +7,8 @@
 //! runner's final frame ([`EndFrame`]) are serde types; the runner's block lists their fields, compared with the
 //! fields these types serialize.
 //!
-//! Frames: the runner writes the program's stdout, stderr, the pre-commands' output and a final summary as lines
-//! `<FRAME_MARKER> <nonce> <kind> <seq> <base64>` on the main container's log. The nonce comes from the Pod spec
+//! Frames: the runner writes the program's stdout, stderr, the pre-commands' output, the tar of the files the
+//! program wrote ([`FRAME_FILES`]) and a final summary as lines `<FRAME_MARKER> <nonce> <kind> <seq> <base64>` on the main container's log. The nonce comes from the Pod spec
 //! ([`NONCE_ENV`]); lines without it are ignored, so a program cannot forge output (see `pod_runner.py`). `seq`
 //! numbers the frames from 0 (the start frame) in the order they are written, so that a reader following the log
 //! again after a dropped stream skips the frames it has and notices the ones it missed; runners before it wrote
@@ -74,6 +74,19 @@ pub const STDIN_FILE: &str = "stdin";
 pub const REQUIREMENTS_FILE: &str = "requirements.txt";
 /// What the install container installed (`name==version`, a JSON list), in [`DEPS_DIR`].
 pub const INSTALLED_FILE: &str = ".pyexec-installed.json";
+/// What the install container skipped (`[{"name": ..., "reason": ...}]`, JSON), in [`DEPS_DIR`]: detected
+/// distributions the package index does not have ([`DETECTED_MARKER`], [`OPTIONAL_MARKER`]).
+pub const SKIPPED_FILE: &str = ".pyexec-skipped.json";
+/// Marks a line of [`REQUIREMENTS_FILE`] that detection added: installed when the index has it, else skipped.
+pub const DETECTED_MARKER: &str = crate::requirements::DETECTED_MARKER;
+/// Marks a line of [`REQUIREMENTS_FILE`] that detection added for an import under an `ImportError` handler: also
+/// skipped when the index has no release of it that installs here.
+pub const OPTIONAL_MARKER: &str = crate::requirements::OPTIONAL_MARKER;
+/// The reason the install container gives for a detected distribution the package index does not have (the
+/// embedded backend's words too).
+pub const SKIP_NOT_FOUND: &str = crate::requirements::NOT_FOUND;
+/// The reason it gives for an optional distribution the index has, but nothing of which installs here.
+pub const SKIP_NOT_INSTALLABLE: &str = crate::requirements::NOT_INSTALLABLE;
 /// Where the receive container unpacks before moving the files into [`WORK_DIR`].
 pub const RECEIVING_DIR: &str = ".pyexec-receiving";
 
@@ -97,6 +110,26 @@ pub const ARCHIVE_SHA256_ENV: &str = "PYEXEC_ARCHIVE_SHA256";
 pub const ALLOW_SDIST_ENV: &str = "PYEXEC_ALLOW_SDIST";
 /// The descriptor the eval runner writes its result to.
 pub const RESULT_FD_ENV: &str = crate::eval::RESULT_FD_ENV;
+/// The eval runner's first argument when it hosts a program without evaluating its last expression: the runner
+/// runs a program whose entrypoint is a file through the eval runner so that it reports the files the program
+/// wrote, as the embedded backend does.
+pub const NO_EVAL_FLAG: &str = crate::eval::NO_EVAL_FLAG;
+/// The descriptor the eval runner writes the tar of the files the program created or changed to
+/// ([`crate::files_out`]); the runner sets it when [`RunConfig::files_max_bytes`] asks for files.
+pub const FILES_FD_ENV: &str = crate::files_out::FILES_FD_ENV;
+/// Most bytes of file content the eval runner puts in that tar ([`RunConfig::files_max_bytes`]).
+pub const FILES_MAX_BYTES_ENV: &str = crate::files_out::FILES_MAX_BYTES_ENV;
+/// Most files the eval runner puts in that tar ([`RunConfig::files_max_count`]).
+pub const FILES_MAX_COUNT_ENV: &str = crate::files_out::FILES_MAX_COUNT_ENV;
+/// The directory whose changed files the eval runner reports: the runner sets it to the workspace it uses (tests
+/// move [`WORK_DIR`]).
+pub const FILES_ROOT_ENV: &str = crate::files_out::FILES_ROOT_ENV;
+/// Tar overhead one file may add ([`crate::files_out::ENTRY_OVERHEAD_BYTES`]): with
+/// [`FILES_ARCHIVE_OVERHEAD_BYTES`], the runner bounds the tar it reads as [`crate::files_out::max_archive_bytes`]
+/// does, and drops a larger one (not the eval runner's: the program wrote to the descriptor itself).
+pub const FILES_ENTRY_OVERHEAD_BYTES: u64 = crate::files_out::ENTRY_OVERHEAD_BYTES;
+/// Tar overhead of the archive's end ([`crate::files_out::ARCHIVE_OVERHEAD_BYTES`]).
+pub const FILES_ARCHIVE_OVERHEAD_BYTES: u64 = crate::files_out::ARCHIVE_OVERHEAD_BYTES;
 /// The memory cgroup's event counters (cgroup v2): the runner reads their `oom_kill` count before and after the
 /// program, so that an out-of-memory kill of the program alone (not of the whole container) is reported as one.
 pub const CGROUP_MEMORY_EVENTS: &str = "/sys/fs/cgroup/memory.events";
@@ -138,6 +171,10 @@ pub const FRAME_END: &str = "x";
 /// Frame kind: the first frame the runner writes, before any output (empty data). A log whose frames lack it lost
 /// its beginning (the kubelet rotated the container log away): its output is incomplete ([`EndFrame::frames`]).
 pub const FRAME_START: &str = "s";
+/// Frame kind: a piece of the tar of the files the program created or changed under [`WORK_DIR`], as the eval
+/// runner wrote it. The runner sends the whole tar in pieces of at most 64 KiB right before the end frame, whose
+/// [`EndFrame::files_bytes`] says how many bytes they hold in all.
+pub const FRAME_FILES: &str = "f";
 /// Most bytes of the eval result the runner keeps.
 pub const RESULT_LIMIT_BYTES: usize = 10 << 20;
 /// The exit code the runner reports when it stopped the program at its timeout.
@@ -185,6 +222,12 @@ pub struct RunConfig {
     /// The size limit of [`WORK_DIR`] (the request's `diskMB`), MiB; 0: none known (the runner does not look for
     /// a full workspace, [`EndFrame::disk_full`]).
     pub disk_mb: u64,
+    /// Most bytes of content of the files the program created or changed that the runner reports
+    /// ([`FRAME_FILES`]); 0: none are (the operator keeps them only where it has a log store). A program whose
+    /// entrypoint is a file then runs under the eval runner ([`NO_EVAL_FLAG`] unless it evaluates).
+    pub files_max_bytes: u64,
+    /// Most files reported; 0: none are.
+    pub files_max_count: u64,
 }
 
 /// What a warm Pod's runner ([`CLAIM_ENV`]) receives on its stdin, as one JSON line, when an execution claimed the
@@ -261,6 +304,9 @@ pub struct EndFrame {
     /// `name==version` of the packages installed by the install container.
     #[serde(default)]
     pub installed: Vec<String>,
+    /// What the install container skipped ([`SKIPPED_FILE`]).
+    #[serde(default)]
+    pub skipped: Vec<crate::model::SkippedPackage>,
     /// Output beyond the runner's cap was dropped.
     #[serde(default)]
     pub stdout_truncated: bool,
@@ -283,6 +329,16 @@ pub struct EndFrame {
     /// [`RunConfig::disk_mb`] is set.
     #[serde(default)]
     pub disk_full: bool,
+    /// How many bytes of the tar of changed files the runner sent in [`FRAME_FILES`] frames before this one (0: the
+    /// program changed nothing, or its runner wrote nothing because it was killed). `None` when the runner had no
+    /// files to report: the run configuration asked for none, the program did not run under the eval runner, or
+    /// it did not run to its end (timeout, failed pre-command, open fence).
+    #[serde(default)]
+    pub files_bytes: Option<u64>,
+    /// The runner dropped the tar of changed files: it was larger than the eval runner writes for the caps (the
+    /// program wrote to the descriptor itself). Nothing was sent.
+    #[serde(default)]
+    pub files_truncated: bool,
 }
 
 #[cfg(test)]
@@ -328,12 +384,24 @@ mod tests {
             ("STDIN_FILE", s(STDIN_FILE)),
             ("REQUIREMENTS_FILE", s(REQUIREMENTS_FILE)),
             ("INSTALLED_FILE", s(INSTALLED_FILE)),
+            ("SKIPPED_FILE", s(SKIPPED_FILE)),
+            ("DETECTED_MARKER", s(DETECTED_MARKER)),
+            ("OPTIONAL_MARKER", s(OPTIONAL_MARKER)),
+            ("SKIP_NOT_FOUND", s(SKIP_NOT_FOUND)),
+            ("SKIP_NOT_INSTALLABLE", s(SKIP_NOT_INSTALLABLE)),
             ("RECEIVING_DIR", s(RECEIVING_DIR)),
             ("NONCE_ENV", s(NONCE_ENV)),
             ("GATE_ENV", s(GATE_ENV)),
             ("ARCHIVE_SHA256_ENV", s(ARCHIVE_SHA256_ENV)),
             ("ALLOW_SDIST_ENV", s(ALLOW_SDIST_ENV)),
             ("RESULT_FD_ENV", s(RESULT_FD_ENV)),
+            ("NO_EVAL_FLAG", s(NO_EVAL_FLAG)),
+            ("FILES_FD_ENV", s(FILES_FD_ENV)),
+            ("FILES_MAX_BYTES_ENV", s(FILES_MAX_BYTES_ENV)),
+            ("FILES_MAX_COUNT_ENV", s(FILES_MAX_COUNT_ENV)),
+            ("FILES_ROOT_ENV", s(FILES_ROOT_ENV)),
+            ("FILES_ENTRY_OVERHEAD_BYTES", Py::Int(FILES_ENTRY_OVERHEAD_BYTES as i64)),
+            ("FILES_ARCHIVE_OVERHEAD_BYTES", Py::Int(FILES_ARCHIVE_OVERHEAD_BYTES as i64)),
             ("FLAG_ON", s(FLAG_ON)),
             ("GO_AHEAD", s(GO_AHEAD)),
             ("CLAIM_ENV", s(CLAIM_ENV)),
@@ -348,6 +416,7 @@ mod tests {
             ("FRAME_PRE_OUTPUT", s(FRAME_PRE_OUTPUT)),
             ("FRAME_END", s(FRAME_END)),
             ("FRAME_START", s(FRAME_START)),
+            ("FRAME_FILES", s(FRAME_FILES)),
             ("CGROUP_MEMORY_EVENTS", s(CGROUP_MEMORY_EVENTS)),
             ("CGROUP_V1_OOM_CONTROL", s(CGROUP_V1_OOM_CONTROL)),
             ("OOM_EVENTS_ENV", s(OOM_EVENTS_ENV)),

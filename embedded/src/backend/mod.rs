@@ -1,15 +1,16 @@
-//! The embedded backend: a bounded FIFO queue in front of a fixed number of sandbox slots on this machine, with
-//! every execution recorded in SQLite. It implements [`pyexec_backend::Backend`], so the API server drives it like
+//! The embedded backend: a bounded queue, fair between tenants, in front of a fixed number of sandbox slots on this
+//! machine, with every execution recorded in SQLite. It implements [`pyexec_backend::Backend`], so the API server drives it like
 //! any other backend, and it is the only place where the [`Runner`] meets the server's requests.
 //!
 //! - `submit` stages the files into `<data>/workspaces/<id>` (and a spooled stdin into `<data>/stdin/<id>`),
 //!   records the execution as `pending` and queues it; beyond `max_queue` waiting executions it refuses
-//!   (`QueueFull` → HTTP 429);
-//! - `max_concurrent` workers take executions in order and run them with the [`Runner`]; the sandbox's output
-//!   chunks become the API's [`ExecutionEvent::Output`] for live followers;
+//!   (`QueueFull` → HTTP 429), and beyond the tenant's `max_queued` too (`Exhausted`, 429, naming the quota);
+//! - `max_concurrent` workers take executions from the tenants in turn (`pyexec_backend::fair`: each tenant's in
+//!   order, a tenant at its `max_running` skipped) and run them with the [`Runner`]; the sandbox's output chunks
+//!   become the API's [`ExecutionEvent::Output`] for live followers;
 //! - a kill removes a pending execution from the queue (it never runs) or cancels a running one;
-//! - at start-up, executions that were running when the server died are failed, pending ones are queued again,
-//!   and workspaces or stdin files that belong to no pending execution are removed;
+//! - at start-up, executions that were running when the server died are failed, pending ones are queued again
+//!   under their tenant (the stored spec keeps it), and workspaces or stdin files that belong to no pending execution are removed;
 //! - finished records expire `ttl` after they finished; the workspace and stdin file go when the execution ends.
 //!
 //! What happens is reported to an [`ExecutionMetrics`] (queue depth, executions in flight, accepted and finished
@@ -20,14 +21,15 @@ mod live;
 mod settings;
 mod store;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use pyexec_backend::fair::{FairQueue, Running};
 use pyexec_backend::{
-    Backend, BackendError, BackendHealth, EventStream, ExecutionEvent, ExecutionMetrics, ExecutionPage, KillReason,
-    ListQuery, QueueHealth, Source, StdinFile,
+    Backend, BackendError, BackendHealth, EventStream, ExecutionEvent, ExecutionMetrics, ExecutionPage,
+    IdempotentExecution, KillReason, ListQuery, QueueHealth, Source, StdinFile,
 };
 use pyexec_core::model::OutputFile;
 use pyexec_core::session::{FileList, SessionCall, SessionInfo};
@@ -66,12 +68,16 @@ struct Inner {
     closing: CancellationToken,
 }
 
-#[derive(Default)]
 struct State {
-    queue: VecDeque<String>,
+    /// Ids of the pending executions (their state is in `live`), by tenant.
+    queue: FairQueue<()>,
     live: HashMap<String, Live>,
-    running: usize,
+    /// Executions in a slot, by tenant (session calls run outside the slots and are not counted).
+    running: Running,
 }
+
+/// How long a client refused for a full queue is asked to wait.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
 
 fn internal(e: impl std::fmt::Display) -> BackendError {
     BackendError::Internal(e.to_string())
@@ -129,7 +135,11 @@ impl EmbeddedBackend {
             workspaces,
             stdin,
             staging,
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                queue: FairQueue::new(config.quotas.clone(), config.max_queue),
+                live: HashMap::new(),
+                running: Running::default(),
+            }),
             work: Notify::new(),
             metrics,
             closing: CancellationToken::new(),
@@ -139,8 +149,12 @@ impl EmbeddedBackend {
             let mut state = inner.lock();
             for q in queued {
                 let id = q.result.execution_id.clone();
-                state.live.insert(id.clone(), Live::new(q.result, q.spec, q.workspace, q.stdin));
-                state.queue.push_back(id);
+                let tenant = q.spec.tenant.clone();
+                // Records stored before results named their tenant get it from their spec.
+                let mut result = q.result;
+                result.tenant = tenant.clone();
+                state.live.insert(id.clone(), Live::new(result, q.spec, q.workspace, q.stdin));
+                state.queue.restore(id, tenant.as_deref(), ());
             }
             if !state.queue.is_empty() {
                 tracing::info!(pending = state.queue.len(), "resuming executions queued before the restart");
@@ -184,7 +198,10 @@ impl Inner {
     }
 }
 
-/// Takes queued executions in order, one at a time, until the server closes.
+/// Takes queued executions, the tenants in turn, one at a time, until the server closes.
+///
+/// A worker that finds only executions of tenants at their `max_running` waits like an idle one: the worker whose
+/// run ends frees that tenant's place and takes the next execution itself, and a new submission wakes one.
 async fn worker(inner: Arc<Inner>) {
     loop {
         let notified = inner.work.notified();
@@ -193,20 +210,21 @@ async fn worker(inner: Arc<Inner>) {
             if inner.closing.is_cancelled() {
                 return;
             }
-            let next = state.queue.pop_front();
-            if next.is_some() {
-                state.running += 1;
-                inner.metrics.queue_depth(state.queue.len());
-                inner.metrics.in_flight(state.running);
+            let State { queue, running, .. } = &mut *state;
+            let next = queue.pop(|tenant| running.of(tenant));
+            if let Some(taken) = &next {
+                running.start(taken.tenant.as_deref());
+                inner.metrics.queue_depth(queue.len());
+                inner.metrics.in_flight(running.total());
             }
             next
         };
         match next {
-            Some(id) => {
-                run(&inner, &id).await;
+            Some(taken) => {
+                run(&inner, &taken.id).await;
                 let mut state = inner.lock();
-                state.running -= 1;
-                inner.metrics.in_flight(state.running);
+                state.running.finish(taken.tenant.as_deref());
+                inner.metrics.in_flight(state.running.total());
             }
             None => {
                 tokio::select! {
@@ -254,6 +272,8 @@ async fn run(inner: &Arc<Inner>, id: &str) {
     };
     let ran = inner.runner.run_reporting(id, &spec, stdin.as_deref(), &workspace, Some(tx), cancel).await;
     let mut result = ran.result;
+    // The runner knows nothing of tenants; the API server decides from this who may see the result.
+    result.tenant = spec.tenant.clone();
     if let Some(files) = &ran.files
         && let Err(e) = inner.files.save(id, files).await
     {
@@ -386,16 +406,17 @@ impl EmbeddedBackend {
         stdin: Option<StdinFile>,
     ) -> Result<ExecutionResult, BackendError> {
         let inner = &self.inner;
-        let full = |pending| BackendError::QueueFull { pending, retry_after: Duration::from_secs(1) };
-        let pending = inner.lock().queue.len();
+        // Checked before the files are staged, so that a refused upload costs no copy; checked again when queued.
+        let admitted = inner.lock().queue.admits(spec.tenant.as_deref());
         if inner.closing.is_cancelled() {
             return Err(BackendError::ShuttingDown);
         }
-        if pending >= inner.config.max_queue {
+        if let Err(refusal) = admitted {
             if let Source::Directory(dir) = source {
                 let _ = tokio::fs::remove_dir_all(dir).await;
             }
-            return Err(full(pending));
+            tracing::debug!(tenant = ?spec.tenant, %refusal, "submission refused");
+            return Err(refusal.into_error(RETRY_AFTER));
         }
         let id = pyexec_core::model::new_execution_id();
         let dir = inner.workspaces.join(&id);
@@ -422,33 +443,34 @@ impl EmbeddedBackend {
                 .map_err(internal)?;
             }
         }
-        let record = ExecutionResult::pending(&id);
+        let mut record = ExecutionResult::pending(&id);
+        record.tenant = spec.tenant.clone();
+        let tenant = spec.tenant.clone();
         if let Err(e) = inner.store.insert(&record, &spec, &dir, stdin.as_ref().map(StdinFile::path)).await {
             let _ = tokio::fs::remove_dir_all(&dir).await;
             return Err(internal(e));
         }
         let queued = {
             let mut state = inner.lock();
-            if state.queue.len() >= inner.config.max_queue {
-                Err(state.queue.len())
-            } else {
+            let pushed = state.queue.push(id.clone(), tenant.as_deref(), ());
+            if pushed.is_ok() {
                 state.live.insert(id.clone(), Live::new(record.clone(), spec, dir.clone(), stdin.map(StdinFile::keep)));
-                state.queue.push_back(id.clone());
                 inner.metrics.queue_depth(state.queue.len());
-                Ok(())
             }
+            pushed
         };
-        if let Err(pending) = queued {
-            // Lost the race for the last queue place: the record must not stay behind as a phantom.
+        if let Err(refusal) = queued {
+            // Lost the race for the last queue place (the server's or the tenant's): the record must not stay
+            // behind as a phantom.
             let mut gone = record.clone();
             gone.status = ExecutionStatus::Failed;
             gone.exit_code = 1;
-            gone.error = Some("the execution queue was full".into());
+            gone.error = Some(refusal.to_string());
             let _ = inner.store.update(&gone).await;
             let _ = tokio::fs::remove_dir_all(&dir).await;
-            return Err(full(pending));
+            return Err(refusal.into_error(RETRY_AFTER));
         }
-        inner.metrics.submitted();
+        inner.metrics.submitted(tenant.as_deref());
         inner.work.notify_one();
         Ok(record)
     }
@@ -504,14 +526,14 @@ impl Backend for EmbeddedBackend {
         }
         let action = {
             let mut state = inner.lock();
-            let queued = state.queue.iter().position(|q| q == id);
+            let queued = state.queue.contains(id);
             match (state.live.get_mut(id), queued) {
-                (Some(live), Some(position)) => {
+                (Some(live), true) => {
                     let result = outcome::killed_while_queued(live.result.clone(), reason == KillReason::ClientGone);
-                    state.queue.remove(position);
+                    state.queue.remove(id);
                     Action::Dequeued(Box::new(result))
                 }
-                (Some(live), None) => {
+                (Some(live), false) => {
                     live.kill.get_or_insert(reason);
                     live.cancel.cancel();
                     Action::Cancelled(live.waiter())
@@ -533,9 +555,15 @@ impl Backend for EmbeddedBackend {
         }
     }
 
+    async fn find_idempotent(&self, key_hash: &str) -> Result<Option<IdempotentExecution>, BackendError> {
+        let found = self.inner.store.find_idempotent(key_hash).await.map_err(internal)?;
+        Ok(found.map(|(execution_id, fingerprint)| IdempotentExecution { execution_id, fingerprint }))
+    }
+
     async fn list(&self, query: ListQuery) -> Result<ExecutionPage, BackendError> {
         let before = parse_cursor(&query.before)?;
-        let (executions, next) = self.inner.store.list(query.status, before, query.limit).await.map_err(internal)?;
+        let (executions, next) =
+            self.inner.store.list(query.status, query.tenant.clone(), before, query.limit).await.map_err(internal)?;
         Ok(ExecutionPage { executions, next_cursor: next.map(|n| n.to_string()) })
     }
 
@@ -552,7 +580,7 @@ impl Backend for EmbeddedBackend {
         let inner = &self.inner;
         let (pending, running) = {
             let state = inner.lock();
-            (state.queue.len(), state.running)
+            (state.queue.len(), state.running.total())
         };
         let interpreters = inner.runner.interpreters();
         BackendHealth {
@@ -610,34 +638,38 @@ impl Backend for EmbeddedBackend {
         if inner.closing.is_cancelled() {
             return Err(BackendError::ShuttingDown);
         }
-        if inner.sessions.get(id).is_none() {
+        let Some(session) = inner.sessions.get(id) else {
             return Err(session_error(SessionError::NotFound(id.to_owned())));
-        }
+        };
+        // A call belongs to its session's tenant: the API server decides from the record who may see it.
+        let tenant = session.tenant;
         // The call is recorded as a running execution first, so that it can be followed and listed.
         let execution_id = pyexec_core::model::new_execution_id();
         let mut record = ExecutionResult::pending(&execution_id);
         record.status = ExecutionStatus::Running;
         record.started_at = Some(Timestamp::now());
         record.session_id = Some(id.to_owned());
+        record.tenant = tenant.clone();
         // Kept only so that a record is complete: a call is never queued again (after a restart it is failed).
         let timeouts = pyexec_core::session::SessionTimeouts { idle_default: 1, idle_max: 1 };
-        let (spec, _) = pyexec_core::Policy::default()
+        let (mut spec, _) = pyexec_core::Policy::default()
             .session_spec(pyexec_core::session::NewSession::default(), timeouts)
             .map_err(BackendError::Invalid)?;
+        spec.tenant = tenant.clone();
         let no_workspace = inner.workspaces.join(&execution_id);
         inner.store.insert(&record, &spec, &no_workspace, None).await.map_err(internal)?;
         // Live while it runs, so that `/events`, waits and DELETE of the execution work as for any other.
         let live = Live::new(record.clone(), spec, no_workspace, None);
         let kill = live.cancel.clone();
         inner.lock().live.insert(execution_id.clone(), live);
-        inner.metrics.submitted();
+        inner.metrics.submitted(tenant.as_deref());
         let outcome = inner.sessions.call(id, &execution_id, &call, kill).await;
         let finish = |result: &ExecutionResult| {
             if let Some(mut live) = inner.lock().live.remove(&execution_id) {
                 live.finish(result);
             }
         };
-        let result = match outcome {
+        let mut result = match outcome {
             Ok(done) => {
                 if let Some(files) = &done.files
                     && let Err(e) = inner.files.save(&execution_id, files).await
@@ -657,6 +689,7 @@ impl Backend for EmbeddedBackend {
                 return Err(session_error(e));
             }
         };
+        result.tenant = tenant;
         if let Err(e) = inner.store.update(&result).await {
             tracing::error!(execution_id, error = %e, "could not store a result");
         }

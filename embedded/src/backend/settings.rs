@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use pyexec_backend::tenancy::Quotas;
 use pyexec_core::PythonVersion;
 use pyexec_sandbox::SandboxConfig;
 
@@ -21,8 +22,11 @@ pub struct EmbeddedSettings {
     pub data_dir: PathBuf,
     /// Executions running at once.
     pub max_concurrent: usize,
-    /// Executions waiting at most.
+    /// Executions waiting at most, every tenant's together.
     pub max_queue: usize,
+    /// The tenants' caps on running and queued executions and their shares of the slots (docs/tenants.md);
+    /// `Quotas::default()`: no cap per tenant, every tenant served in turn with the same weight.
+    pub quotas: Quotas,
     /// How long finished executions are kept.
     pub ttl: Duration,
     /// First host uid given to sandboxes when the server runs as root; must belong to no real user.
@@ -67,6 +71,7 @@ pub(super) struct QueueConfig {
     pub data_dir: PathBuf,
     pub max_concurrent: usize,
     pub max_queue: usize,
+    pub quotas: Quotas,
     pub ttl: Duration,
     pub sessions: SessionSettings,
 }
@@ -143,6 +148,7 @@ impl EmbeddedSettings {
             data_dir: self.data_dir.clone(),
             max_concurrent: self.max_concurrent,
             max_queue: self.max_queue,
+            quotas: self.quotas.clone(),
             ttl: self.ttl,
             sessions: self.sessions,
         }

@@ -61,7 +61,10 @@ CREATE TABLE IF NOT EXISTS executions (
     workspace   TEXT,
     stdin_file  TEXT,
     summary     TEXT,
-    result      TEXT NOT NULL
+    result      TEXT NOT NULL,
+    tenant      TEXT,
+    idempotency_key TEXT,
+    request_fingerprint TEXT
 );
 CREATE INDEX IF NOT EXISTS executions_by_status ON executions (status, seq);
 CREATE INDEX IF NOT EXISTS executions_by_finish ON executions (finished_at);
@@ -123,11 +126,16 @@ impl Store {
         let workspace = workspace.to_string_lossy().into_owned();
         let stdin = stdin.map(|p| p.to_string_lossy().into_owned());
         let now = Timestamp::now().unix_micros();
+        let tenant = spec.tenant.clone();
+        let (key, fingerprint) = match &spec.idempotency {
+            Some(i) => (Some(i.key_hash.clone()), Some(i.fingerprint.clone())),
+            None => (None, None),
+        };
         self.call(move |c| {
             c.execute(
-                "INSERT INTO executions (id, status, created_at, spec, workspace, stdin_file, summary, result) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![id, status, now, spec_json, workspace, stdin, summary, result_json],
+                "INSERT INTO executions (id, status, created_at, spec, workspace, stdin_file, summary, result, tenant, \
+                 idempotency_key, request_fingerprint) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                params![id, status, now, spec_json, workspace, stdin, summary, result_json, tenant, key, fingerprint],
             )?;
             Ok(())
         })
@@ -171,15 +179,16 @@ impl Store {
     pub async fn list(
         &self,
         status: Option<ExecutionStatus>,
+        tenant: Option<String>,
         before: Option<i64>,
         limit: usize,
     ) -> Result<(Vec<ExecutionResult>, Option<i64>), StoreError> {
         self.call(move |c| {
             let mut stmt = c.prepare(
                 "SELECT seq, id, status, summary FROM executions WHERE (?1 IS NULL OR status = ?1) \
-                 AND (?2 IS NULL OR seq < ?2) ORDER BY seq DESC LIMIT ?3",
+                 AND (?2 IS NULL OR seq < ?2) AND (?4 IS NULL OR tenant = ?4) ORDER BY seq DESC LIMIT ?3",
             )?;
-            let mut rows = stmt.query(params![status.map(|s| s.as_str()), before, limit as i64 + 1])?;
+            let mut rows = stmt.query(params![status.map(|s| s.as_str()), before, limit as i64 + 1, tenant])?;
             let mut out = Vec::new();
             let mut last = None;
             let mut budget = PageBudget::default();
@@ -197,6 +206,20 @@ impl Store {
                 last = Some(seq);
             }
             Ok((out, None))
+        })
+        .await
+    }
+
+    /// The execution created with the idempotency key hash `key`, and the fingerprint of its request.
+    pub async fn find_idempotent(&self, key: &str) -> Result<Option<(String, String)>, StoreError> {
+        let key = key.to_owned();
+        self.call(move |c| {
+            let found = c
+                .query_row("SELECT id, request_fingerprint FROM executions WHERE idempotency_key = ?1", [key], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?.unwrap_or_default()))
+                })
+                .optional()?;
+            Ok(found)
         })
         .await
     }
@@ -306,11 +329,17 @@ fn migrate(c: &Connection) -> Result<(), StoreError> {
         .prepare("SELECT name FROM pragma_table_info('executions')")?
         .query_map([], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
-    for column in ["stdin_file", "summary"] {
+    for column in ["stdin_file", "summary", "tenant", "idempotency_key", "request_fingerprint"] {
         if !columns.iter().any(|c| c == column) {
             c.execute_batch(&format!("ALTER TABLE executions ADD COLUMN {column} TEXT;"))?;
         }
     }
+    // Here, not in the schema: a database of an earlier version gets the column just above.
+    c.execute_batch(
+        "CREATE INDEX IF NOT EXISTS executions_by_tenant ON executions (tenant, seq); \
+         CREATE UNIQUE INDEX IF NOT EXISTS executions_by_idempotency_key ON executions (idempotency_key) \
+         WHERE idempotency_key IS NOT NULL;",
+    )?;
     let missing: Vec<i64> = c
         .prepare("SELECT seq FROM executions WHERE summary IS NULL")?
         .query_map([], |r| r.get(0))?
@@ -372,6 +401,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_pending_execution_keeps_its_tenant_across_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        {
+            let store = Store::open(&path).unwrap();
+            let mut record = ExecutionResult::pending("exe_t");
+            record.tenant = Some("alice".into());
+            let alices = ExecutionSpec { tenant: Some("alice".into()), ..spec() };
+            store.insert(&record, &alices, &dir.path().join("exe_t"), None).await.unwrap();
+            store
+                .insert(&ExecutionResult::pending("exe_anon"), &spec(), &dir.path().join("exe_anon"), None)
+                .await
+                .unwrap();
+        }
+        let (_, queued) = Store::open(&path).unwrap().recover().await.unwrap();
+        let tenants: Vec<(&str, Option<&str>, Option<&str>)> = queued
+            .iter()
+            .map(|q| (q.result.execution_id.as_str(), q.spec.tenant.as_deref(), q.result.tenant.as_deref()))
+            .collect();
+        assert_eq!(tenants, [("exe_t", Some("alice"), Some("alice")), ("exe_anon", None, None)]);
+    }
+
+    #[tokio::test]
     async fn lists_newest_first_with_filters_and_pages() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("s.db")).unwrap();
@@ -384,14 +436,42 @@ mod tests {
                 store.update(&r).await.unwrap();
             }
         }
-        let (page, next) = store.list(None, None, 2).await.unwrap();
+        let (page, next) = store.list(None, None, None, 2).await.unwrap();
         assert_eq!(page.iter().map(|r| r.execution_id.as_str()).collect::<Vec<_>>(), ["exe_4", "exe_3"]);
-        let (page, next2) = store.list(None, next, 2).await.unwrap();
+        let (page, next2) = store.list(None, None, next, 2).await.unwrap();
         assert_eq!(page.iter().map(|r| r.execution_id.as_str()).collect::<Vec<_>>(), ["exe_2", "exe_1"]);
-        let (page, last) = store.list(None, next2, 2).await.unwrap();
+        let (page, last) = store.list(None, None, next2, 2).await.unwrap();
         assert_eq!((page.len(), last), (1, None));
-        let (done, _) = store.list(Some(ExecutionStatus::Completed), None, 10).await.unwrap();
+        let (done, _) = store.list(Some(ExecutionStatus::Completed), None, None, 10).await.unwrap();
         assert_eq!(done.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn an_idempotency_key_finds_its_execution_and_names_one_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db")).unwrap();
+        let record = |fp: &str| pyexec_core::spec::IdempotencyRecord { key_hash: "k1".into(), fingerprint: fp.into() };
+        let first = ExecutionSpec { idempotency: Some(record("fp-1")), ..spec() };
+        store.insert(&ExecutionResult::pending("exe_1"), &first, dir.path(), None).await.unwrap();
+        assert_eq!(store.find_idempotent("k1").await.unwrap(), Some(("exe_1".into(), "fp-1".into())));
+        assert_eq!(store.find_idempotent("k2").await.unwrap(), None);
+        // A second execution under the same key is refused by the store itself (a race lost elsewhere).
+        let again = ExecutionSpec { idempotency: Some(record("fp-2")), ..spec() };
+        assert!(store.insert(&ExecutionResult::pending("exe_2"), &again, dir.path(), None).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_tenants_list_holds_only_its_executions() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db")).unwrap();
+        for (id, tenant) in [("exe_a1", "alice"), ("exe_b1", "bob"), ("exe_a2", "alice")] {
+            let owned = ExecutionSpec { tenant: Some(tenant.into()), ..spec() };
+            store.insert(&ExecutionResult::pending(id), &owned, dir.path(), None).await.unwrap();
+        }
+        let ids = |page: Vec<ExecutionResult>| page.into_iter().map(|r| r.execution_id).collect::<Vec<_>>();
+        assert_eq!(ids(store.list(None, Some("alice".into()), None, 10).await.unwrap().0), ["exe_a2", "exe_a1"]);
+        assert_eq!(ids(store.list(None, Some("bob".into()), None, 10).await.unwrap().0), ["exe_b1"]);
+        assert_eq!(store.list(None, None, None, 10).await.unwrap().0.len(), 3, "every tenant's");
     }
 
     #[tokio::test]
@@ -473,7 +553,7 @@ mod tests {
         let mode = store.call(|c| Ok(c.query_row("PRAGMA auto_vacuum", [], |r| r.get::<_, i64>(0))?)).await.unwrap();
         assert_eq!(mode, AUTO_VACUUM_INCREMENTAL);
         assert_eq!(store.get("exe_old").await.unwrap().unwrap(), old);
-        let (page, _) = store.list(None, None, 10).await.unwrap();
+        let (page, _) = store.list(None, None, None, 10).await.unwrap();
         assert_eq!(page, vec![listing::summarize(&old)], "rows of the old version are listed as summaries");
         assert!(page[0].stdout_truncated && page[0].stdout.len() == listing::OUTPUT_CAP_BYTES);
     }
@@ -495,7 +575,7 @@ mod tests {
         }
         let (mut seen, mut cursor, mut pages) = (0, None, 0);
         loop {
-            let (page, next) = store.list(None, cursor, 500).await.unwrap();
+            let (page, next) = store.list(None, None, cursor, 500).await.unwrap();
             let bytes = serde_json::to_vec(&pyexec_core::ExecutionPage {
                 executions: page.clone(),
                 next_cursor: next.map(|n| n.to_string()),

@@ -303,6 +303,7 @@ mod tests {
             dir: cache.envs.join(key),
             packages: vec!["six==1.17.0".into()],
             requirements: "six".into(),
+            skipped: Vec::new(),
             size_bytes: 0,
         }
     }

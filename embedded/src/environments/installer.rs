@@ -128,11 +128,20 @@ impl Install<'_> {
         let binary = if config.allow_sdist { "" } else { "--only-binary :all:" };
         // Bytecode is compiled by the base interpreter without `site`, so that no `.pth` file of a package runs at
         // install time; nothing asks the environment's own interpreter anything once packages are in it.
+        // Every detected name may have been left out (the index had none of them): then the environment is the
+        // bare interpreter, and uv is not asked to install an empty list, which it refuses.
+        let pip = if self.requirements.trim().is_empty() {
+            String::new()
+        } else {
+            format!(
+                "uv pip install --quiet --python {ENV_MOUNT}/bin/python --default-index \"$PYEXEC_INDEX\" {binary} \
+                 -r {REQUIREMENTS_FILE}\n"
+            )
+        };
         let script = format!(
             "set -eu\n\
              uv venv --quiet --allow-existing --python \"$PYEXEC_PYTHON\" {ENV_MOUNT}\n\
-             uv pip install --quiet --python {ENV_MOUNT}/bin/python --default-index \"$PYEXEC_INDEX\" {binary} \
-             -r {REQUIREMENTS_FILE}\n\
+             {pip}\
              \"$PYEXEC_PYTHON\" -I -S -m compileall -q -j 0 {ENV_MOUNT}/lib >/dev/null || true\n"
         );
         let mut run = RunSpec::new("/bin/sh");

@@ -29,6 +29,9 @@ mod uv_log;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use pyexec_core::SkippedPackage;
+use pyexec_core::imports::{Detected, normalize_name};
+use pyexec_core::requirements::{NOT_FOUND, NOT_INSTALLABLE};
 use pyexec_core::text::tail;
 use pyexec_sandbox::{Bind, Sandbox};
 use serde::{Deserialize, Serialize};
@@ -91,8 +94,12 @@ pub struct EnvInfo {
     pub dir: PathBuf,
     /// Installed distributions, `name==version`.
     pub packages: Vec<String>,
-    /// The requirements it was built from.
+    /// The requirements it was built from (the detected names it skipped left out).
     pub requirements: String,
+    /// Detected distributions left out because the package index does not have them (or, for optional ones,
+    /// nothing of them installs here).
+    #[serde(default)]
+    pub skipped: Vec<SkippedPackage>,
     /// Bytes on disk (shared files counted once).
     pub size_bytes: u64,
 }
@@ -199,9 +206,21 @@ impl Environments {
 
     /// The environment for `requirements` on `interpreter`, built if needed.
     pub async fn get(&self, interpreter: &Interpreter, requirements: &str) -> Result<EnvLease, InstallError> {
+        self.get_with(interpreter, requirements, &[]).await
+    }
+
+    /// The environment for `requirements` (they must install) and the `detected` distributions (installed when the
+    /// package index has them: one it lacks is left out and listed in [`EnvInfo::skipped`]; an optional one also
+    /// when nothing of it installs here), built if needed.
+    pub async fn get_with(
+        &self,
+        interpreter: &Interpreter,
+        requirements: &str,
+        detected: &[Detected],
+    ) -> Result<EnvLease, InstallError> {
         self.available().map_err(InstallError::Unavailable)?;
-        let requirements = normalize(requirements);
-        let key = cache::key(interpreter, &requirements, &self.inner.config);
+        let wanted = Wanted::new(requirements, detected);
+        let key = cache::key(interpreter, &wanted.key_text(), &self.inner.config);
         let mut built = false;
         loop {
             let mut rx = match self.inner.cache.lease_or_claim(&key) {
@@ -219,9 +238,9 @@ impl Environments {
                     // The build runs on its own task: a requester that gives up (its execution killed) must not
                     // abort a build that others wait for.
                     let this = self.clone();
-                    let (interpreter, requirements, key) = (interpreter.clone(), requirements.clone(), key.clone());
+                    let (interpreter, wanted, key) = (interpreter.clone(), wanted.clone(), key.clone());
                     tokio::spawn(async move {
-                        let result = this.build(&interpreter, &requirements, &key).await;
+                        let result = this.build(&interpreter, &wanted, &key).await;
                         this.inner.cache.build_finished(&key);
                         let _ = tx.send(Some(result));
                     });
@@ -244,30 +263,47 @@ impl Environments {
     }
 
     /// Builds the environment `key` in the installer sandbox and makes it complete.
-    async fn build(&self, interpreter: &Interpreter, requirements: &str, key: &str) -> Result<EnvInfo, InstallError> {
+    async fn build(&self, interpreter: &Interpreter, wanted: &Wanted, key: &str) -> Result<EnvInfo, InstallError> {
         let inner = &self.inner;
         let uv = inner.uv.clone().map_err(InstallError::Unavailable)?;
         let hosts = installer::index_hosts(&inner.config).await?;
         let dir = inner.cache.build_dir(key, inner.sandbox.service_uid()).await?;
         let started = std::time::Instant::now();
-        tracing::info!(env = key, requirements = %requirements.replace('\n', ", "), "building a Python environment");
+        tracing::info!(env = key, requirements = %wanted.text().replace('\n', ", "), "building a Python environment");
 
-        let install = Install {
-            config: &inner.config,
-            interpreter,
-            requirements,
-            uv: &uv,
-            packages: inner.cache.packages(),
-            env: &dir,
-            hosts,
-        };
-        if let Err(e) = install.run(&inner.sandbox, key).await {
-            let _ = tokio::fs::remove_dir_all(&dir).await;
-            return Err(e);
+        // The required and the detected names resolve together, in one uv run; uv fails the whole run for one
+        // name it cannot install, so a detected name it blames is left out and the run repeated (each repetition
+        // leaves out at least one name: they end). Nothing is installed by a run whose resolution failed.
+        let mut wanted = wanted.clone();
+        let mut skipped = Vec::new();
+        loop {
+            let requirements = wanted.text();
+            let install = Install {
+                config: &inner.config,
+                interpreter,
+                requirements: &requirements,
+                uv: &uv,
+                packages: inner.cache.packages(),
+                env: &dir,
+                hosts: hosts.clone(),
+            };
+            let Err(e) = install.run(&inner.sandbox, key).await else { break };
+            let left_out = match &e {
+                InstallError::Failed { log_tail, .. } => wanted.leave_out(log_tail),
+                InstallError::Unavailable(_) => Vec::new(),
+            };
+            if left_out.is_empty() {
+                let _ = tokio::fs::remove_dir_all(&dir).await;
+                return Err(e);
+            }
+            for skip in &left_out {
+                tracing::info!(env = key, package = %skip.name, reason = %skip.reason, "a detected package is skipped");
+            }
+            skipped.extend(left_out);
         }
         let packages = installer::installed_distributions(&dir);
         let size_bytes = cache::disk_usage(std::slice::from_ref(&dir)).await;
-        let info = EnvInfo { key: key.to_owned(), dir, packages, requirements: requirements.to_owned(), size_bytes };
+        let info = EnvInfo { key: key.to_owned(), dir, packages, requirements: wanted.text(), skipped, size_bytes };
         inner.cache.mark_complete(&info).await?;
         tracing::info!(
             env = key,
@@ -281,6 +317,74 @@ impl Environments {
     /// Bytes used by environments and the package cache (files linked in several places counted once).
     pub async fn usage(&self) -> u64 {
         self.inner.cache.usage().await
+    }
+}
+
+/// What an environment is built from: requirements that must install, and detected distributions that are left
+/// out when the package index cannot give them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Wanted {
+    /// Normalised ([`normalize`]).
+    required: String,
+    /// Sorted, none of them named by `required`.
+    detected: Vec<Detected>,
+}
+
+impl Wanted {
+    fn new(requirements: &str, detected: &[Detected]) -> Self {
+        let mut detected = detected.to_vec();
+        detected.sort();
+        detected.dedup_by(|a, b| normalize_name(&a.name) == normalize_name(&b.name));
+        Wanted { required: normalize(requirements), detected }
+    }
+
+    /// What the cache key hashes: the requirements alone when nothing was detected (as before detected names were
+    /// told apart), else also each detected name and whether it is optional.
+    fn key_text(&self) -> String {
+        if self.detected.is_empty() {
+            return self.required.clone();
+        }
+        let detected: Vec<String> = self
+            .detected
+            .iter()
+            .map(|d| format!("{} {}", d.name, if d.optional { "optional" } else { "detected" }))
+            .collect();
+        format!("{}\n\0{}", self.required, detected.join("\n"))
+    }
+
+    /// The requirements file uv installs.
+    fn text(&self) -> String {
+        let mut lines: Vec<&str> = self.required.lines().collect();
+        lines.extend(self.detected.iter().map(|d| d.name.as_str()));
+        lines.join("\n")
+    }
+
+    /// Takes out the detected names that uv's failure blames and that may be skipped (any the index lacks; an
+    /// optional one also when no wheel of it installs), with why. Empty when the failure is anything else: then the
+    /// install fails as it is.
+    fn leave_out(&mut self, log: &str) -> Vec<SkippedPackage> {
+        let blamed = uv_log::unavailable(log);
+        let mut decided = Vec::new();
+        for (name, why) in &blamed {
+            let wanted = normalize_name(name);
+            let Some(index) = self.detected.iter().position(|d| normalize_name(&d.name) == wanted) else {
+                // A required name, or a dependency: not ours to leave out.
+                return Vec::new();
+            };
+            let reason = match why {
+                uv_log::Unavailable::NotFound => NOT_FOUND,
+                uv_log::Unavailable::NoWheel if self.detected[index].optional => NOT_INSTALLABLE,
+                uv_log::Unavailable::NoWheel => return Vec::new(),
+            };
+            decided.push((index, reason));
+        }
+        // From the last, so that the indices stay right.
+        decided.sort_by_key(|d| std::cmp::Reverse(d.0));
+        decided.dedup_by_key(|d| d.0);
+        decided
+            .into_iter()
+            .map(|(index, reason)| SkippedPackage { name: self.detected.remove(index).name, reason: reason.to_owned() })
+            .collect()
     }
 }
 
@@ -301,12 +405,43 @@ mod tests {
     }
 
     #[test]
+    fn detected_names_uv_cannot_install_are_left_out_and_listed_ones_never() {
+        let d = |name: &str, optional| Detected { name: name.into(), optional };
+        let skip = |name: &str, reason: &str| SkippedPackage { name: name.into(), reason: reason.into() };
+        let detected = [d("surely_not", true), d("docopt", true), d("numpy", false), d("sdist_only", false)];
+        let mut wanted = Wanted::new("six==1.17.0\n# pinned", &detected);
+        assert_eq!(wanted.text(), "six==1.17.0\ndocopt\nnumpy\nsdist_only\nsurely_not");
+        assert_eq!(Wanted::new("six\n# pinned", &[]).key_text(), "six", "listed-only keys are as before");
+        assert_ne!(
+            wanted.key_text(),
+            Wanted::new("six==1.17.0\ndocopt\nnumpy\nsdist_only\nsurely_not", &[]).key_text()
+        );
+        let optional_too = Wanted::new(
+            "six==1.17.0",
+            &[d("surely_not", false), d("docopt", true), d("numpy", false), d("sdist_only", false)],
+        );
+        assert_ne!(wanted.key_text(), optional_too.key_text(), "whether a name is optional changes what is built");
+
+        let not_found = "cause: Because surely-not was not found in the package registry and you require surely-not";
+        assert_eq!(wanted.leave_out(not_found), [skip("surely_not", NOT_FOUND)]);
+        let no_wheel = "cause: Because all versions of docopt have no usable wheels and you require docopt";
+        assert_eq!(wanted.leave_out(no_wheel), [skip("docopt", NOT_INSTALLABLE)]);
+        let required = "cause: Because all versions of sdist-only have no usable wheels and you require sdist-only";
+        assert!(wanted.leave_out(required).is_empty(), "a detected name that is not optional fails as before");
+        let listed = "cause: Because six was not found in the package registry and you require six";
+        assert!(wanted.leave_out(listed).is_empty(), "a listed requirement is never left out");
+        assert!(wanted.leave_out("error: Failed to download `numpy`").is_empty());
+        assert_eq!(wanted.text(), "six==1.17.0\nnumpy\nsdist_only");
+    }
+
+    #[test]
     fn environments_are_mounted_read_only_at_one_path() {
         let info = EnvInfo {
             key: "k".into(),
             dir: "/var/lib/envs/k".into(),
             packages: Vec::new(),
             requirements: String::new(),
+            skipped: Vec::new(),
             size_bytes: 0,
         };
         assert_eq!(info.bind(), Bind::at("/var/lib/envs/k", ENV_MOUNT));

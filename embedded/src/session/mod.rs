@@ -191,6 +191,7 @@ impl Sessions {
             disk_mb: spec.limits.disk_mb as i64,
             network_disabled: !spec.network,
             idle_timeout_seconds: idle.as_secs() as i64,
+            tenant: spec.tenant.clone(),
             memory_used_bytes: None,
         };
         let entry = Arc::new(Entry {
@@ -300,13 +301,7 @@ impl Sessions {
         let (mut result, files) =
             call_result(id, execution_id, call, &entry.spec, observed, restarted, caps, started_at, finished_at);
         if killed {
-            result.status = pyexec_core::ExecutionStatus::Killed;
-            result.exit_code = pyexec_core::outcome::EXIT_KILLED;
-            result.error = Some(if restarted {
-                "killed on request: the session was restarted and its state is lost".into()
-            } else {
-                "killed on request".into()
-            });
+            pyexec_backend::session::mark_killed(&mut result, restarted);
         }
         Ok(CallResult { result, files })
     }

@@ -41,9 +41,11 @@ pub fn config_map(cr: &PythonExecution, admitted: &Admitted, config: &OperatorCo
 }
 
 /// What the runner does: the program, its arguments and pre-commands, the timeout, the output cap, the workspace's
-/// size limit, and where the inline files (ConfigMap key → path) go.
+/// size limit, where the inline files (ConfigMap key → path) go, and the caps of the files it reports (none without
+/// a log store to keep them).
 fn run_config(cr: &PythonExecution, config: &OperatorConfig, files: BTreeMap<String, String>) -> RunConfig {
     let spec = &cr.spec;
+    let caps = config.files_caps();
     RunConfig {
         entrypoint: spec.entrypoint.clone(),
         args: spec.args.clone(),
@@ -54,6 +56,8 @@ fn run_config(cr: &PythonExecution, config: &OperatorConfig, files: BTreeMap<Str
         files,
         fence: fence(cr, api_address()),
         disk_mb: spec.limits.disk_mb,
+        files_max_bytes: caps.map_or(0, |c| c.max_bytes),
+        files_max_count: caps.map_or(0, |c| u64::try_from(c.max_count).unwrap_or(u64::MAX)),
     }
 }
 
@@ -71,6 +75,11 @@ fn fence(cr: &PythonExecution, api: Option<(String, u16)>) -> Fence {
         tcp.push(target("the Kubernetes API", KUBERNETES_API_NAME, 443));
     }
     Fence { tcp, resolv_conf: none.then(|| "/etc/resolv.conf".to_string()) }
+}
+
+/// The fence the runner of `cr`'s Pod checks (see [`fence`]); a session's runner checks its class's.
+pub fn runner_fence(cr: &PythonExecution) -> Fence {
+    fence(cr, api_address())
 }
 
 /// The Kubernetes API's service address as the operator's own Pod sees it (its service links).
@@ -110,8 +119,22 @@ mod tests {
                 files: [(source_key(0), "main.py".to_string())].into(),
                 fence: fence(&cr, api_address()),
                 disk_mb: cr.spec.limits.disk_mb,
+                files_max_bytes: 0,
+                files_max_count: 0,
             }
         );
+        // With a log store, the runner reports the files the program writes, under the operator's caps.
+        let stored = OperatorConfig {
+            logs: crate::config::LogsConfig {
+                dir: Some("/logs".into()),
+                url: Some("http://op:8081".into()),
+                ..Default::default()
+            },
+            ..OperatorConfig::default()
+        };
+        let cm = config_map(&cr, &admit(&cr, &stored, None).unwrap(), &stored);
+        let run: RunConfig = serde_json::from_str(&cm.data.unwrap()[RUN_CONFIG_FILE]).unwrap();
+        assert_eq!((run.files_max_bytes, run.files_max_count), (8 << 20, 1000));
         assert_eq!(cm.immutable, Some(true));
         assert_eq!(run.fence.tcp[0].host, METADATA_HOST);
         assert_eq!(cm.metadata.owner_references.unwrap()[0].kind, "PythonExecution");

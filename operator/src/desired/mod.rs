@@ -11,7 +11,7 @@ mod config_map;
 mod network_policy;
 pub(crate) mod pod;
 
-pub use config_map::config_map;
+pub use config_map::{config_map, runner_fence};
 pub use network_policy::{PolicyStage, STAGE_ANNOTATION, find_default_deny, is_default_deny, network_policy, stage_of};
 pub use pod::pod;
 

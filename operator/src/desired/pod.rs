@@ -33,7 +33,7 @@ use pyexec_crds::PythonExecution;
 
 use super::child_meta;
 use crate::admission::Admitted;
-use crate::config::OperatorConfig;
+use crate::config::{OperatorConfig, PackageIndex};
 
 /// The uid and gid of every container.
 pub(crate) const UID: i64 = 1000;
@@ -71,15 +71,10 @@ pub fn pod(cr: &PythonExecution, admitted: &Admitted, config: &OperatorConfig, n
     }
     let index = config.package_index.as_ref().filter(|_| installs);
     if let Some(index) = index {
-        volumes.push(empty_dir("deps", index.size_mb));
+        volumes.push(deps_volume(index));
     }
 
-    let base_env = vec![
-        env("HOME", TMP_DIR),
-        env("TMPDIR", TMP_DIR),
-        env("PYTHONUNBUFFERED", "1"),
-        env("PYTHONDONTWRITEBYTECODE", "1"),
-    ];
+    let base_env = base_env();
     let mut init = Vec::new();
     if let Some(archive) = archive {
         let mut c = container(RECEIVE_CONTAINER, &admitted.image, ROLE_RECEIVE, mounts.clone(), small_resources());
@@ -89,21 +84,7 @@ pub fn pod(cr: &PythonExecution, admitted: &Admitted, config: &OperatorConfig, n
         init.push(c);
     }
     if let Some(index) = index {
-        let mut install_mounts = mounts.clone();
-        install_mounts.push(mount("deps", DEPS_DIR, false));
-        let resources = resources(1000, index.memory_mb, index.size_mb + 256);
-        let mut c = container(INSTALL_CONTAINER, &admitted.image, ROLE_INSTALL, install_mounts, resources);
-        let mut vars = base_env.clone();
-        vars.push(env("PIP_INDEX_URL", &index.url));
-        if let Some(host) = plain_http_authority(&index.url) {
-            // pip refuses plain-HTTP indexes it is not told to trust (an in-cluster proxy usually is one).
-            vars.push(env("PIP_TRUSTED_HOST", host));
-        }
-        if index.allow_sdist {
-            vars.push(env(ALLOW_SDIST_ENV, FLAG_ON));
-        }
-        c.env = Some(vars);
-        init.push(c);
+        init.push(install_container(&admitted.image, index, mounts.clone()));
     }
     if spec.docker {
         // The daemon's images, containers and layers: its own size-capped volume, never the program's.
@@ -113,7 +94,7 @@ pub fn pod(cr: &PythonExecution, admitted: &Admitted, config: &OperatorConfig, n
 
     let mut main_mounts = mounts;
     if index.is_some() {
-        main_mounts.push(mount("deps", DEPS_DIR, true));
+        main_mounts.push(deps_mount());
     }
     let resources = resources(admitted.cpu_millis, spec.limits.memory_mb, spec.limits.disk_mb + config.tmp_mb);
     let mut main = container(MAIN_CONTAINER, &admitted.image, ROLE_RUN, main_mounts, resources);
@@ -170,6 +151,50 @@ pub fn pod(cr: &PythonExecution, admitted: &Admitted, config: &OperatorConfig, n
         status: None,
     }
 }
+
+/// The variables every container of an execution Pod starts with (a session's install container too).
+pub(crate) fn base_env() -> Vec<EnvVar> {
+    vec![
+        env("HOME", TMP_DIR),
+        env("TMPDIR", TMP_DIR),
+        env("PYTHONUNBUFFERED", "1"),
+        env("PYTHONDONTWRITEBYTECODE", "1"),
+    ]
+}
+
+/// The volume the requirements are installed into ([`DEPS_DIR`]), sized by the package index's `sizeMB`.
+pub(crate) fn deps_volume(index: &PackageIndex) -> Volume {
+    empty_dir(DEPS_VOLUME, index.size_mb)
+}
+
+/// The read-only mount of the installed requirements in the container that uses them.
+pub(crate) fn deps_mount() -> VolumeMount {
+    mount(DEPS_VOLUME, DEPS_DIR, true)
+}
+
+/// The `install` init container of every Pod that installs requirements (an execution's, a session's): the runner
+/// in role [`ROLE_INSTALL`] pip-installs `requirements.txt` of its ConfigMap (`mounts` has it at [`RUN_DIR`]) into
+/// the dependencies volume from the package index (binary wheels only unless `allowSdist`), reachable through the
+/// install stage's NetworkPolicy only while this container runs.
+pub(crate) fn install_container(image: &str, index: &PackageIndex, mut mounts: Vec<VolumeMount>) -> Container {
+    mounts.push(mount(DEPS_VOLUME, DEPS_DIR, false));
+    let resources = resources(1000, index.memory_mb, index.size_mb + 256);
+    let mut c = container(INSTALL_CONTAINER, image, ROLE_INSTALL, mounts, resources);
+    let mut vars = base_env();
+    vars.push(env("PIP_INDEX_URL", &index.url));
+    if let Some(host) = plain_http_authority(&index.url) {
+        // pip refuses plain-HTTP indexes it is not told to trust (an in-cluster proxy usually is one).
+        vars.push(env("PIP_TRUSTED_HOST", host));
+    }
+    if index.allow_sdist {
+        vars.push(env(ALLOW_SDIST_ENV, FLAG_ON));
+    }
+    c.env = Some(vars);
+    c
+}
+
+/// The dependencies volume's name.
+const DEPS_VOLUME: &str = "deps";
 
 /// The `host[:port]` of a plain `http://` URL (without credentials).
 fn plain_http_authority(url: &str) -> Option<&str> {

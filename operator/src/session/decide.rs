@@ -9,10 +9,13 @@
 //! | past `maxLifetimeSeconds` since creation | `Ended` (`LifetimeExceeded`), its Pods deleted |
 //! | past `idleTimeoutSeconds` since the later of `lastActivityAt` and `readyAt` | `Ended` (`IdleTimeout`) |
 //! | no Pod yet | the first Pod (number 0), `Pending` (`Starting`) |
-//! | its Pod runs and its container is ready | `Ready` (`readyAt` when it became so) |
+//! | its Pod runs, waiting for the go-ahead | `Pending`; the operator closes its network and says go ([`Gate`]) |
+//! | its Pod's runner took the go-ahead | `Pending` until the operator read its report (the fence held) ([`Gate`]) |
+//! | its Pod runs, its runner reported, its container is ready | `Ready` (`readyAt` when it became so) |
 //! | its Pod is starting | `Pending`, until the operator's `startupSeconds` from the Pod's creation (`StartupTimeout`) |
 //! | its Pod was ready and is not now (it did not end) | `Pending` (`PodNotReady`), until it is ready again or expires |
 //! | its Pod cannot start (an invalid image) | `Failed` (`PodFailed`) |
+//! | its Pod's install failed | `Failed` (`InstallFailed`; the reconciler adds pip's reason from the log) |
 //! | its Pod ended before it was ready | `Failed` (`PodFailed`): no restart loop of a Pod that never starts |
 //! | its Pod is gone or being deleted (the API server's restart), or ended while `Ready` | the next Pod, `restarts` + 1, `Pending` (`Restarting`) |
 
@@ -22,12 +25,14 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::{Resource, ResourceExt};
+use pyexec_core::outcome::install_failure_message;
+use pyexec_core::pod::protocol::INSTALL_CONTAINER;
 use pyexec_crds::session::{ENDED_GRACE_SECONDS, SESSION_CONTAINER};
 use pyexec_crds::{PythonSession, PythonSessionStatus, SessionPhase};
 
-use super::desired::pod_number;
+use super::desired::{bounded_report, pod_number, runner_ready};
 use crate::admission::Refusal;
-use crate::observe::{self, Finish, PodState};
+use crate::observe::{self, Finish, FinishKind, PodState};
 
 /// The reason of a session whose Pod is starting for the first time.
 pub const STARTING: &str = "Starting";
@@ -45,6 +50,11 @@ pub const POD_NOT_READY: &str = "PodNotReady";
 pub const POD_FAILED: &str = "PodFailed";
 /// The reason of a session whose Pod was not ready in time.
 pub const STARTUP_TIMEOUT: &str = "StartupTimeout";
+/// The reason of a session whose Pod could not install its requirements.
+pub const INSTALL_FAILED: &str = "InstallFailed";
+/// How soon a Pod whose runner waits on the operator (the go-ahead, or the reading of its report) is looked at
+/// again: nothing the kubelet says wakes the operator up for it.
+pub const GATE_POLL: Duration = Duration::from_secs(1);
 /// The condition the status carries.
 pub const READY: &str = "Ready";
 /// The longest `status.message` (the CRD's bound).
@@ -74,6 +84,26 @@ pub enum Transition {
     Ended(SessionPhase, String),
 }
 
+/// What the current Pod's runner waits for from the operator (its container runs with the gate on).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Gate {
+    /// The go-ahead: the operator first closes the Pod's network (deletes the install stage's policy).
+    GoAhead(Pod),
+    /// The go-ahead was sent: the runner's report (it took the go-ahead and the fence held), to read from its log.
+    Report(Pod),
+}
+
+/// A Pod whose install container failed: its log says why, and is read before the Pod is deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstallFailure {
+    /// The Pod.
+    pub pod: String,
+    /// The install container's exit code.
+    pub exit_code: i32,
+    /// It ran out of memory (`packageIndex.memoryMB`).
+    pub oom_killed: bool,
+}
+
 /// What to do.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
@@ -90,6 +120,10 @@ pub struct Plan {
     pub requeue: Option<Duration>,
     /// What changed, for Events and metrics.
     pub transition: Option<Transition>,
+    /// What the current Pod's runner waits for from the operator.
+    pub gate: Option<Gate>,
+    /// The session failed for its install: the status's message is to say pip's reason, from this Pod's log.
+    pub install_failed: Option<InstallFailure>,
 }
 
 /// Milliseconds since the epoch.
@@ -119,6 +153,15 @@ fn going(pod: &Pod) -> bool {
     pod.metadata.deletion_timestamp.is_some()
 }
 
+/// Whether the Pod's install container runs.
+fn installing(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.init_container_statuses.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.name == INSTALL_CONTAINER))
+        .is_some_and(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()))
+}
+
 fn container_ready(pod: &Pod) -> bool {
     pod.status
         .as_ref()
@@ -127,8 +170,10 @@ fn container_ready(pod: &Pod) -> bool {
         .is_some_and(|c| c.ready)
 }
 
-/// Why a Pod ended, for people.
-fn why_ended(pod: &Pod, finish: &Finish) -> String {
+/// Why a Pod ended, for people; with `last_words`, what its runner said last (the kubelet's termination message:
+/// the end of its log), only for a Pod that ended before it was ready, whose log is the runner's alone (once calls
+/// ran, it is the calls' output, which is no status's business).
+fn why_ended(pod: &Pod, finish: &Finish, last_words: bool) -> String {
     let mut parts = Vec::new();
     if let Some(code) = finish.exit_code {
         parts.push(format!("exit code {code}"));
@@ -145,7 +190,20 @@ fn why_ended(pod: &Pod, finish: &Finish) -> String {
             parts.push(said.join(": "));
         }
     }
-    if parts.is_empty() { "it ended".into() } else { format!("it ended ({})", parts.join(", ")) }
+    let ended = if parts.is_empty() { "it ended".into() } else { format!("it ended ({})", parts.join(", ")) };
+    // Why the runner stopped before serving, such as a network fence found open.
+    let last_words = last_words
+        .then_some(pod.status.as_ref())
+        .flatten()
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.name == SESSION_CONTAINER))
+        .and_then(|c| c.state.as_ref()?.terminated.as_ref()?.message.as_deref())
+        .and_then(|m| m.lines().rev().map(str::trim).find(|l| !l.is_empty()));
+    match last_words {
+        Some(words) => format!("{ended}: {words}"),
+        None => ended,
+    }
 }
 
 /// The first `MAX_MESSAGE` bytes of `text` (at a character boundary).
@@ -232,6 +290,8 @@ pub fn decide(
         delete_session: false,
         requeue: None,
         transition: None,
+        gate: None,
+        install_failed: None,
     };
     let set = |plan: &mut Plan, phase: SessionPhase, ready: bool, reason: &str, message: String| {
         set_phase(session, plan, phase, ready, reason, message, now);
@@ -310,10 +370,17 @@ pub fn decide(
         // seconds: a status's times are written to the second.
         let was_ready = old.pod_name.as_deref() == Some(name.as_str())
             && old.ready_at.as_ref().is_some_and(|at| at.0.as_second() >= created.div_euclid(1000));
+        // A Pod whose runner waits for the go-ahead serves calls only once it reported that it took it and found
+        // the network fenced (a Pod of an operator before the gate has none to wait for).
+        let gated = observe::main_waits_for_gate(current);
+        let report = runner_ready(current);
         match observe::pod_state(current) {
-            PodState::Running { .. } if container_ready(current) => {
+            PodState::Running { .. } if container_ready(current) && (!gated || report.is_some()) => {
                 if !was_ready {
                     plan.status.ready_at = Some(now_t.clone());
+                }
+                if let Some(report) = report {
+                    plan.status.installed_packages = bounded_report(report).installed;
                 }
                 if old.phase != Some(SessionPhase::Ready) {
                     plan.transition = Some(Transition::Ready);
@@ -329,6 +396,19 @@ pub fn decide(
             state => {
                 let waiting = match state {
                     PodState::Starting { waiting: Some(why), .. } | PodState::Stuck(why) => format!(": {why}"),
+                    PodState::Starting { .. } if installing(current) => ": installing the requirements".into(),
+                    PodState::Running { gate_wanted, .. } if gated && report.is_none() => {
+                        plan.gate = Some(if gate_wanted {
+                            Gate::GoAhead((*current).clone())
+                        } else {
+                            Gate::Report((*current).clone())
+                        });
+                        if gate_wanted {
+                            ": its runner waits for the go-ahead".into()
+                        } else {
+                            ": its runner checks that the network is closed".into()
+                        }
+                    }
                     _ => String::new(),
                 };
                 let deadline = created.saturating_add(startup_ms);
@@ -351,6 +431,11 @@ pub fn decide(
                 }
             }
         }
+        if plan.gate.is_some() && !plan.status.phase.is_some_and(SessionPhase::is_terminal) {
+            plan.requeue = Some(plan.requeue.map_or(GATE_POLL, |r| r.min(GATE_POLL)));
+        } else {
+            plan.gate = None;
+        }
         return plan;
     }
 
@@ -359,8 +444,22 @@ pub fn decide(
     let ended_before_ready = old.phase != Some(SessionPhase::Ready)
         && last.is_some_and(|p| !going(p) && matches!(observe::pod_state(p), PodState::Finished(_)));
     if let Some(pod) = last.filter(|_| ended_before_ready) {
+        if let PodState::Finished(Finish { kind: FinishKind::InitFailed { container, exit_code }, oom_killed, .. }) =
+            observe::pod_state(pod)
+            && container == INSTALL_CONTAINER
+        {
+            // pip's reason is in the container's log: the reconciler reads it (before the Pod goes) and says it
+            // instead of the exit code.
+            let oom = if oom_killed { " (out of memory)" } else { "" };
+            let message = install_failure_message(format!("pip exited with code {exit_code}{oom}"));
+            end(&mut plan, SessionPhase::Failed, INSTALL_FAILED, message);
+            plan.install_failed = Some(InstallFailure { pod: pod.name_any(), exit_code, oom_killed });
+            return plan;
+        }
+        // Its log is its runner's alone when the runner never reported: nothing of the session ran.
+        let runners_log = observe::main_waits_for_gate(pod) && runner_ready(pod).is_none();
         let why = match observe::pod_state(pod) {
-            PodState::Finished(finish) => why_ended(pod, &finish),
+            PodState::Finished(finish) => why_ended(pod, &finish, runners_log),
             _ => "it ended".into(),
         };
         let message = format!("the session's Pod {} ended before it was ready: {why}", pod.name_any());
@@ -387,7 +486,7 @@ pub fn decide(
         let previous = last.map(|p| p.name_any()).or_else(|| old.pod_name.clone()).unwrap_or_default();
         let why = match last {
             Some(pod) if !going(pod) => match observe::pod_state(pod) {
-                PodState::Finished(finish) => why_ended(pod, &finish),
+                PodState::Finished(finish) => why_ended(pod, &finish, false),
                 _ => "it is gone".into(),
             },
             Some(_) => "it was deleted".into(),
@@ -645,6 +744,104 @@ mod tests {
         assert_eq!((plan.status.phase, plan.status.restarts), (Some(SessionPhase::Ready), 0));
         assert_eq!(plan.status.ready_at, Some(Time(at(10))), "the same Pod: its readiness is not new");
         assert_eq!(plan.transition, Some(Transition::Ready));
+    }
+
+    /// The Pod as this operator creates it: its runner waits for the go-ahead; `annotations` the operator's records.
+    fn gated(mut pod: Pod, annotations: &[(&str, &str)]) -> Pod {
+        use pyexec_core::pod::protocol::{FLAG_ON, GATE_ENV};
+        let env = serde_json::from_value(json!([{"name": GATE_ENV, "value": FLAG_ON}])).unwrap();
+        pod.spec.as_mut().unwrap().containers[0].env = Some(env);
+        let all = pod.metadata.annotations.get_or_insert_default();
+        all.extend(annotations.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        pod
+    }
+
+    #[test]
+    fn a_gated_pod_is_ready_only_once_its_runner_took_the_go_ahead_and_found_the_network_closed() {
+        use crate::observe::GATE_ANNOTATION;
+        use crate::session::desired::RUNNER_READY_ANNOTATION;
+        let pending = with_status(json!({}), json!({"phase": "Pending", "startedAt": iso(1)}));
+        // Running, waiting on its stdin: the operator closes the network and says go.
+        let waiting = gated(pod(0, 1, ready()), &[]);
+        let plan = decide(&pending, None, std::slice::from_ref(&waiting), at(5), 120);
+        assert_eq!((plan.status.phase, reason(&plan)), (Some(SessionPhase::Pending), STARTING));
+        assert_eq!(plan.gate, Some(Gate::GoAhead(waiting)));
+        assert!(plan.status.message.as_deref().unwrap().ends_with("waits for the go-ahead"), "{:?}", plan.status);
+        assert_eq!(plan.requeue, Some(GATE_POLL), "nothing else wakes the operator up for it");
+        assert!(plan.status.ready_at.is_none() && plan.transition.is_none());
+        // The go-ahead went: its report is to be read.
+        let went = gated(pod(0, 1, ready()), &[(GATE_ANNOTATION, "true")]);
+        let plan = decide(&pending, None, std::slice::from_ref(&went), at(6), 120);
+        assert_eq!((plan.status.phase, plan.gate), (Some(SessionPhase::Pending), Some(Gate::Report(went))));
+        assert!(plan.status.message.as_deref().unwrap().ends_with("checks that the network is closed"));
+        // Reported: Ready, with what was installed.
+        let report = r#"{"installed": ["six==1.17.0"]}"#;
+        let up = gated(pod(0, 1, ready()), &[(GATE_ANNOTATION, "true"), (RUNNER_READY_ANNOTATION, report)]);
+        let plan = decide(&pending, None, &[up], at(7), 120);
+        assert_eq!((plan.status.phase, reason(&plan)), (Some(SessionPhase::Ready), POD_READY));
+        assert_eq!(plan.status.installed_packages, ["six==1.17.0"]);
+        assert_eq!((plan.gate, plan.transition), (None, Some(Transition::Ready)));
+        // Never reported: the start-up allowance holds as for any Pod.
+        let silent = gated(pod(0, 1, ready()), &[(GATE_ANNOTATION, "true")]);
+        let plan = decide(&pending, None, &[silent], at(121), 120);
+        assert_eq!((plan.status.phase, reason(&plan)), (Some(SessionPhase::Failed), STARTUP_TIMEOUT));
+        assert_eq!((plan.gate, plan.delete.len()), (None, 1));
+    }
+
+    fn init(state: Value) -> Value {
+        json!({"phase": "Pending", "initContainerStatuses": [{"name": "install", "ready": false, "restartCount": 0,
+               "image": "", "imageID": "", "state": state}],
+               "containerStatuses": [{"name": "python", "ready": false, "restartCount": 0, "image": "",
+               "imageID": "", "state": {"waiting": {"reason": "PodInitializing"}}}]})
+    }
+
+    #[test]
+    fn an_install_is_waited_for_and_a_failed_one_fails_the_session_even_after_a_restart() {
+        let pending = with_status(json!({}), json!({"phase": "Pending", "startedAt": iso(1)}));
+        let installing = gated(pod(0, 1, init(json!({"running": {"startedAt": iso(2)}}))), &[]);
+        let plan = decide(&pending, None, &[installing], at(5), 420);
+        assert_eq!(plan.status.phase, Some(SessionPhase::Pending));
+        assert!(plan.status.message.as_deref().unwrap().ends_with(": installing the requirements"));
+        assert_eq!((plan.gate.as_ref(), plan.requeue), (None, Some(MAX_REQUEUE)), "the install allowance is far");
+
+        let mut failed = init(json!({"terminated": {"exitCode": 1, "reason": "Error"}}));
+        failed["phase"] = json!("Failed");
+        let pip = gated(pod(0, 1, failed.clone()), &[]);
+        let plan = decide(&pending, None, std::slice::from_ref(&pip), at(9), 420);
+        assert_eq!((plan.status.phase, reason(&plan)), (Some(SessionPhase::Failed), INSTALL_FAILED));
+        assert_eq!(plan.status.message.as_deref(), Some("installing dependencies failed: pip exited with code 1"));
+        assert_eq!(
+            plan.install_failed,
+            Some(InstallFailure { pod: "ses-1-00000".into(), exit_code: 1, oom_killed: false })
+        );
+        assert_eq!((plan.delete, plan.create), (vec![pip], None));
+        assert_eq!(plan.transition, Some(Transition::Ended(SessionPhase::Failed, INSTALL_FAILED.into())));
+
+        // The Pod that replaces a lost one installs again; when that fails, so does the session.
+        let restarting = with_status(json!({}), json!({"phase": "Pending", "restarts": 1, "startedAt": iso(1)}));
+        let pods = [pod(0, 1, ended(137, "OOMKilled")), gated(pod(1, 30, failed), &[])];
+        let plan = decide(&restarting, None, &pods, at(40), 420);
+        assert_eq!(reason(&plan), INSTALL_FAILED);
+        assert_eq!(plan.install_failed.map(|f| f.pod).as_deref(), Some("ses-1-00001"));
+        assert!(plan.create.is_none(), "no restart loop of a Pod that cannot install");
+    }
+
+    #[test]
+    fn a_runner_that_stops_before_serving_says_why() {
+        let pending = with_status(json!({}), json!({"phase": "Pending", "startedAt": iso(1)}));
+        let mut status = ended(1, "Error");
+        status["containerStatuses"][0]["state"]["terminated"]["message"] =
+            json!("pyexec: the network fence is open: the cloud metadata endpoint answered; nothing was run\n");
+        let plan = decide(
+            &pending,
+            None,
+            &[gated(pod(0, 1, status), &[(crate::observe::GATE_ANNOTATION, "true")])],
+            at(5),
+            120,
+        );
+        assert_eq!((plan.status.phase, reason(&plan)), (Some(SessionPhase::Failed), POD_FAILED));
+        let message = plan.status.message.unwrap();
+        assert!(message.ends_with("(exit code 1): pyexec: the network fence is open: the cloud metadata endpoint answered; nothing was run"), "{message}");
     }
 
     #[test]

@@ -173,6 +173,10 @@ impl State {
     /// its dependents stay and lose their owner reference instead.
     fn delete(&mut self, collection: &str, name: &str, orphan: bool) -> Option<Value> {
         let object = self.remove(collection, name)?;
+        if collection.ends_with("/pods") {
+            // A deleted Pod's containers stop (their processes are killed when dropped), which ends their attaches.
+            self.processes.retain(|(pod, _), _| pod != name);
+        }
         let uid = object["metadata"]["uid"].clone();
         let dependents: Vec<(String, String)> = self
             .objects

@@ -1,19 +1,26 @@
 //! The cap on executions in flight and the queue in front of it.
 //!
 //! At most `max_in_flight` resources created by this API server are not yet in a final phase (the tracker counts
-//! them). A submission beyond that gets its execution id and waits here, first in first out, with its resource
-//! already built but not created; beyond `max_queue` waiting ones, submissions are refused (`QueueFull`, 429). When
-//! a slot frees, the dispatcher creates the oldest waiting resource. Until then, readers (`GET`, waits, `/events`,
+//! them, and those of each tenant). A submission beyond that, or beyond its tenant's `max_running`, gets its
+//! execution id and waits here with its resource already built but not created, in the queue shared with the
+//! embedded backend (`pyexec_backend::fair`: per tenant first in first out, the tenants in turn, a tenant at its
+//! `max_running` skipped); beyond `max_queue` waiting ones, submissions are refused (`QueueFull`, 429), and beyond
+//! the tenant's `max_queued` too (`Exhausted`, 429, naming the quota). When a slot frees, the dispatcher creates
+//! the resource of the tenant whose turn it is. Until then, readers (`GET`, waits, `/events`,
 //! the list, DELETE) find the execution here, `pending`. One that ends without a resource (killed while waiting, or
 //! refused by the Kubernetes API, or still waiting when the server stops) keeps its final result here for the
 //! resources' time to live; the queue lives in this process's memory only, so after a restart those ids are unknown.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use kube::ResourceExt;
+use pyexec_backend::fair::FairQueue;
+use pyexec_backend::tenancy::Quotas;
 use pyexec_core::{ExecutionResult, ExecutionStatus};
 use pyexec_crds::PythonExecution;
+use pyexec_crds::contract::FINGERPRINT_ANNOTATION;
 use tokio::sync::watch;
 
 use super::tracker::Tracker;
@@ -57,6 +64,10 @@ pub(super) enum Kill {
 
 struct Entry {
     name: String,
+    /// The fingerprint of the request that created it, when it came with an `Idempotency-Key`.
+    fingerprint: Option<String>,
+    /// Its tenant (also in `result`, which an ending replaces).
+    tenant: Option<String>,
     /// The resource to create; taken when the execution gets its slot.
     resource: Option<Box<PythonExecution>>,
     /// Its state as readers see it while it has no resource.
@@ -67,10 +78,9 @@ struct Entry {
     ended: Option<Instant>,
 }
 
-#[derive(Default)]
 struct State {
-    /// Ids waiting for a slot, oldest first.
-    queue: VecDeque<String>,
+    /// Ids waiting for a slot, by tenant.
+    queue: FairQueue<()>,
     /// Executions accepted without a resource: waiting, being created, or ended.
     entries: HashMap<String, Entry>,
     closing: bool,
@@ -86,12 +96,19 @@ pub(super) struct Admission {
 }
 
 impl Admission {
-    pub(super) fn new(max_in_flight: usize, max_queue: usize, keep: Duration) -> Admission {
-        Admission { max_in_flight: max_in_flight.max(1), max_queue, keep, state: Mutex::default() }
+    pub(super) fn new(max_in_flight: usize, max_queue: usize, quotas: Quotas, keep: Duration) -> Admission {
+        let state = State { queue: FairQueue::new(quotas, max_queue), entries: HashMap::new(), closing: false };
+        Admission { max_in_flight: max_in_flight.max(1), max_queue, keep, state: Mutex::new(state) }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The request fingerprint of the execution `id` while it is here (waiting, being created, or ended without a
+    /// resource): `Some(None)` for one without an `Idempotency-Key`, `None` when it is not here.
+    pub(super) fn fingerprint(&self, id: &str) -> Option<Option<String>> {
+        self.lock().entries.get(id).map(|e| e.fingerprint.clone())
     }
 
     pub(super) fn max_in_flight(&self) -> usize {
@@ -107,76 +124,95 @@ impl Admission {
         self.lock().queue.len()
     }
 
-    fn full(pending: usize) -> BackendError {
-        BackendError::QueueFull { pending, retry_after: RETRY_AFTER }
+    /// Whether an execution of `tenant` may take a slot now without waiting: a slot is free, the tenant is below
+    /// its `max_running`, and no waiting execution may take the slot (the queue goes first).
+    fn runs_now(&self, state: &State, tracker: &Tracker, tenant: Option<&str>) -> bool {
+        tracker.in_flight() < self.max_in_flight
+            && state.queue.may_run(tenant, tracker.in_flight_of(tenant))
+            && state.queue.peek(|t| tracker.in_flight_of(t)).is_none()
     }
 
-    /// Why a submission would be refused now, checked before its source is prepared.
-    pub(super) fn refusal(&self, tracker: &Tracker) -> Option<BackendError> {
+    /// Why a submission of `tenant` would be refused now, checked before its source is prepared.
+    pub(super) fn refusal(&self, tracker: &Tracker, tenant: Option<&str>) -> Option<BackendError> {
         let state = self.lock();
         if state.closing {
             return Some(BackendError::ShuttingDown);
         }
-        let slot_free = state.queue.is_empty() && tracker.in_flight() < self.max_in_flight;
-        (!slot_free && state.queue.len() >= self.max_queue).then(|| Self::full(state.queue.len()))
+        if self.runs_now(&state, tracker, tenant) {
+            return None;
+        }
+        state.queue.admits(tenant).err().map(|refusal| refusal.into_error(RETRY_AFTER))
     }
 
-    /// Takes a slot for the execution `id` (resource `name`), or queues it, or refuses it.
+    /// Takes a slot for the execution `id` (resource `name`) of `tenant`, or queues it, or refuses it.
     pub(super) fn admit(
         &self,
         tracker: &Tracker,
         id: &str,
         name: &str,
+        tenant: Option<&str>,
         resource: PythonExecution,
     ) -> Result<Admitted, BackendError> {
         let mut state = self.lock();
         if state.closing {
             return Err(BackendError::ShuttingDown);
         }
-        // The queue goes first: a free slot is the oldest waiting execution's.
-        if state.queue.is_empty() && tracker.reserve(name, self.max_in_flight) {
+        if self.runs_now(&state, tracker, tenant) && tracker.reserve(name, tenant, self.max_in_flight) {
             return Ok(Admitted::Now(Box::new(resource)));
         }
-        if state.queue.len() >= self.max_queue {
-            return Err(Self::full(state.queue.len()));
-        }
+        state.queue.push(id.to_owned(), tenant, ()).map_err(|refusal| refusal.into_error(RETRY_AFTER))?;
         let keep = self.keep;
         state.entries.retain(|_, e| e.ended.is_none_or(|at| at.elapsed() < keep));
         let accepted = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        let mut result = ExecutionResult::pending(id);
+        result.tenant = tenant.map(str::to_owned);
+        let fingerprint = resource.annotations().get(FINGERPRINT_ANNOTATION).cloned();
         let entry = Entry {
             name: name.to_owned(),
+            fingerprint,
+            tenant: tenant.map(str::to_owned),
             resource: Some(Box::new(resource)),
-            result: ExecutionResult::pending(id),
+            result,
             accepted,
             stage: watch::Sender::new(Stage::Queued),
             ended: None,
         };
         state.entries.insert(id.to_owned(), entry);
-        state.queue.push_back(id.to_owned());
         tracker.set_queued(state.queue.len());
         Ok(Admitted::Queued)
     }
 
-    /// The oldest waiting execution, if a slot is free for it: its id, resource name and resource.
+    /// The waiting execution whose turn it is, if a slot is free for it (and its tenant is below its
+    /// `max_running`): its id, resource name and resource. Its slot is taken.
     pub(super) fn next(&self, tracker: &Tracker) -> Option<(String, String, Box<PythonExecution>)> {
         let mut state = self.lock();
         if state.closing {
             return None;
         }
         loop {
-            let id = state.queue.front()?.clone();
-            let Some(entry) = state.entries.get_mut(&id) else {
-                state.queue.pop_front();
+            let State { queue, entries, .. } = &mut *state;
+            let mut orphan = false;
+            // The slot is taken as the execution leaves the queue, so that the tenant's count and the queue's
+            // turns agree.
+            let taken = queue.pop_if(
+                |tenant| tracker.in_flight_of(tenant),
+                |id, tenant, ()| match entries.get(id) {
+                    Some(entry) => tracker.reserve(&entry.name, tenant, self.max_in_flight),
+                    // Cannot happen (every queued id has its entry): drop it from the queue.
+                    None => {
+                        orphan = true;
+                        true
+                    }
+                },
+            )?;
+            tracker.set_queued(queue.len());
+            if orphan {
                 continue;
-            };
-            if !tracker.reserve(&entry.name, self.max_in_flight) {
-                return None;
             }
-            let taken = (entry.name.clone(), entry.resource.take());
-            state.queue.pop_front();
-            tracker.set_queued(state.queue.len());
+            let Some(entry) = entries.get_mut(&taken.id) else { continue };
+            let (id, taken) = (taken.id, (entry.name.clone(), entry.resource.take()));
             match taken {
                 (name, Some(resource)) => return Some((id, name, resource)),
                 // Cannot happen (only a waiting entry holds its resource); give the slot back.
@@ -192,10 +228,11 @@ impl Admission {
         }
     }
 
-    /// `id` ended without a resource, with `result`.
-    pub(super) fn ended(&self, id: &str, result: ExecutionResult) {
+    /// `id` ended without a resource, with `result` (which gets the execution's tenant).
+    pub(super) fn ended(&self, id: &str, mut result: ExecutionResult) {
         let mut state = self.lock();
         if let Some(entry) = state.entries.get_mut(id) {
+            result.tenant = entry.tenant.clone();
             entry.result = result.clone();
             entry.ended = Some(Instant::now());
             entry.stage.send_replace(Stage::Ended(Box::new(result)));
@@ -215,18 +252,20 @@ impl Admission {
     /// Kills `id` if it is known here.
     pub(super) fn kill(&self, tracker: &Tracker, id: &str, reason: KillReason) -> Option<Kill> {
         let mut state = self.lock();
-        let position = state.queue.iter().position(|q| q == id);
+        let queued = state.queue.contains(id);
         let entry = state.entries.get_mut(id)?;
         if let Some(ended) = entry.stage.borrow().clone().ended() {
             return Some(Kill::Ended(ended.status));
         }
-        let Some(position) = position else { return Some(Kill::Creating(entry.stage.subscribe())) };
+        if !queued {
+            return Some(Kill::Creating(entry.stage.subscribe()));
+        }
         let result = pyexec_core::outcome::killed_while_queued(entry.result.clone(), reason == KillReason::ClientGone);
         entry.resource = None;
         entry.result = result.clone();
         entry.ended = Some(Instant::now());
         entry.stage.send_replace(Stage::Ended(Box::new(result)));
-        state.queue.remove(position);
+        state.queue.remove(id);
         tracker.set_queued(state.queue.len());
         Some(Kill::Dequeued)
     }
@@ -240,9 +279,9 @@ impl Admission {
     pub(super) fn close(&self, tracker: &Tracker) -> usize {
         let mut state = self.lock();
         state.closing = true;
-        let waiting: Vec<String> = state.queue.drain(..).collect();
-        for id in &waiting {
-            if let Some(entry) = state.entries.get_mut(id) {
+        let waiting = state.queue.drain();
+        for taken in &waiting {
+            if let Some(entry) = state.entries.get_mut(&taken.id) {
                 let result = never_ran(entry.result.clone(), STOPPED_WHILE_QUEUED);
                 entry.resource = None;
                 entry.result = result.clone();

@@ -128,7 +128,8 @@ async fn follow_output(pods: Api<Pod>, pod: String, tx: mpsc::Sender<ExecutionEv
                     Frame::Stdout(data) => ExecutionEvent::Output { stream: "stdout", data },
                     Frame::Stderr(data) => ExecutionEvent::Output { stream: "stderr", data },
                     Frame::End(_) => return,
-                    Frame::Start | Frame::PreOutput(_) => continue,
+                    // Live output is the program's streams; the files' tar is for the result alone.
+                    Frame::Start | Frame::PreOutput(_) | Frame::Files(_) => continue,
                 };
                 if tx.send(event).await.is_err() {
                     return;
@@ -159,8 +160,8 @@ async fn container_ended(pods: &Api<Pod>, pod: &str) -> bool {
 mod tests {
     use pyexec_core::ExecutionStatus;
     use pyexec_core::pod::protocol::{
-        FRAME_END, FRAME_PRE_OUTPUT, FRAME_START, FRAME_STDERR, FRAME_STDOUT, NONCE_ENV, encode_frame as frame,
-        encode_unnumbered_frame,
+        FRAME_END, FRAME_FILES, FRAME_PRE_OUTPUT, FRAME_START, FRAME_STDERR, FRAME_STDOUT, NONCE_ENV,
+        encode_frame as frame, encode_unnumbered_frame,
     };
     use pyexec_testkit::kube::{FakeApi, PODS};
     use serde_json::json;
@@ -218,7 +219,9 @@ mod tests {
         log += "a line the program wrote around the runner\n";
         // A runner from before frames were numbered is still followed.
         log += &encode_unnumbered_frame("n0nce", FRAME_STDERR, b"warning\n");
-        log += &frame("n0nce", 3, FRAME_END, br#"{"exit":0}"#);
+        // The files' tar is no live output.
+        log += &frame("n0nce", 3, FRAME_FILES, b"a piece of a tar");
+        log += &frame("n0nce", 4, FRAME_END, br#"{"exit":0,"files_bytes":16}"#);
         fake.set_log("exe-1-pod", MAIN_CONTAINER, &log);
         let watch = futures::stream::iter(vec![
             execution("Pending", None),

@@ -7,12 +7,15 @@
 //! the API server (`pyexec_crds::contract`); the list endpoint shows only those, and the execution metrics follow
 //! them (`tracker`). Every reader of a result (`GET`, synchronous requests, `/events`) gets it from `results`.
 //!
-//! At most `max_in_flight` of those resources are unfinished at a time; further submissions wait in a bounded
-//! queue in this process, without a resource, and are refused beyond it (`admission`).
+//! At most `max_in_flight` of those resources are unfinished at a time (and at most a tenant's `max_running` of
+//! its own); further submissions wait in a bounded queue in this process, without a resource, taken from the
+//! tenants in turn, and are refused beyond it or beyond the tenant's `max_queued` (`admission`). Each resource is
+//! labelled with its tenant (`pyexec_crds::contract::TENANT_LABEL`).
 
 mod admission;
 pub mod archives;
 mod events;
+mod records;
 mod results;
 pub mod sessions;
 mod tracker;
@@ -31,9 +34,11 @@ use pyexec_core::session::{FileList, SessionCall, SessionInfo};
 use pyexec_core::{
     CodeFile, ExecutionPage, ExecutionResult, ExecutionSpec, ExecutionStatus, PythonVersion, ValidationError,
 };
-use pyexec_crds::contract::{API_SERVER, KILL_ANNOTATION, MANAGED_BY_LABEL, managed_by_selector};
+use pyexec_crds::contract::{
+    API_SERVER, FINGERPRINT_ANNOTATION, KILL_ANNOTATION, MANAGED_BY_LABEL, TENANT_LABEL, managed_by_selector,
+};
 use pyexec_crds::convert::{
-    NO_REQUIREMENTS, execution_id, resource_name, result_from_status, spec_from_execution, status_of,
+    NO_REQUIREMENTS, execution_id, resource_name, result_from_resource, spec_from_execution, status_of,
 };
 use pyexec_crds::{ArchiveSource, PythonExecution, Source as CrSource, SourceFile};
 
@@ -41,9 +46,11 @@ use self::admission::{Admission, Admitted, Kill, Stage};
 use self::archives::Archives;
 use self::results::Results;
 use self::tracker::Tracker;
+use sha2::Digest;
+
 use super::{
-    Backend, BackendError, BackendHealth, EventStream, ExecutionEvent, ExecutionMetrics, KillReason, ListQuery,
-    QueueHealth, Source, StdinFile,
+    Backend, BackendError, BackendHealth, EventStream, ExecutionEvent, ExecutionMetrics, IdempotentExecution,
+    KillReason, ListQuery, QueueHealth, Source, StdinFile,
 };
 
 /// Largest total of `/eval` files sent inline in the resource; larger projects go as archives.
@@ -66,8 +73,10 @@ pub struct KubernetesConfig {
     pub data_dir: PathBuf,
     /// Token the operator sends to fetch archives.
     pub archive_token: Option<String>,
-    /// Token to read full outputs from the operator's log store.
+    /// Token to read full outputs from the operator's log store (and to store those of session calls).
     pub logs_token: Option<String>,
+    /// The operator's log store, where the records of session calls keep what their status cannot hold.
+    pub logs_url: Option<String>,
     /// Bytes of stdout/stderr returned (the full output is fetched from `logsRef` when the status was cut).
     pub max_output_bytes: usize,
     /// How long DELETE waits for the operator to confirm the kill.
@@ -76,6 +85,9 @@ pub struct KubernetesConfig {
     pub max_in_flight: usize,
     /// Most submissions that may wait for a slot; beyond that they are refused (429).
     pub max_queue: usize,
+    /// The tenants' caps on executions in flight and waiting, and their shares of the slots (docs/tenants.md);
+    /// `Quotas::default()`: no cap per tenant, every tenant served in turn with the same weight.
+    pub quotas: pyexec_backend::tenancy::Quotas,
     /// Sessions: how long one may live, the largest file moved, and the caps of a call (output, files).
     pub sessions: SessionSettings,
 }
@@ -93,15 +105,6 @@ pub struct SessionSettings {
     pub caps: pyexec_backend::session::CallCaps,
 }
 
-/// Why `/api/v1/executions/{id}/files` answers 501 here.
-fn files_not_kept() -> BackendError {
-    BackendError::Unsupported(
-        "the Kubernetes backend does not keep the files executions write yet; run in a session and fetch them from \
-         its /work (GET /api/v1/sessions/{id}/files)"
-            .into(),
-    )
-}
-
 /// The spec a session call's result is finished against (its limits and eval mode are the call's).
 fn session_call_spec() -> ExecutionSpec {
     let timeouts = pyexec_core::session::SessionTimeouts { idle_default: 1, idle_max: 1 };
@@ -110,6 +113,15 @@ fn session_call_spec() -> ExecutionSpec {
         // The defaults always validate; a spec is still needed if they ever did not.
         Err(_) => pyexec_crds::convert::execution_spec(&pyexec_crds::PythonExecutionSpec::default()),
     }
+}
+
+/// The execution id of an `Idempotency-Key` (its hash with its tenant): a UUID made of the hash's bytes, so that
+/// every replica names the execution of a retry alike.
+fn idempotent_id(key_hash: &str) -> String {
+    let digest = sha2::Sha256::digest(key_hash.as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    format!("exe_{}", uuid::Builder::from_random_bytes(bytes).into_uuid())
 }
 
 /// See the module documentation.
@@ -156,19 +168,22 @@ impl KubernetesBackend {
                 tokio::time::sleep(Duration::from_secs(600)).await;
             }
         });
+        let api = Api::namespaced(client.clone(), &config.namespace);
+        let results = Results::new(config.logs_token.clone(), config.max_output_bytes);
+        let records = records::Records::new(api.clone(), results.clone(), config.logs_url.clone(), config.ttl_seconds);
         let sessions = sessions::KubeSessions::new(
-            client.clone(),
+            client,
             &config.namespace,
             config.sessions.caps,
             config.sessions.file_max_bytes,
+            records,
         );
-        let api = Api::namespaced(client, &config.namespace);
         let tracker = Arc::new(Tracker::new(metrics));
         let following = tokio::spawn(tracker::follow(api.clone(), tracker.clone())).abort_handle();
-        let results = Results::new(config.logs_token.clone(), config.max_output_bytes);
         let admission = Arc::new(Admission::new(
             config.max_in_flight,
             config.max_queue,
+            config.quotas.clone(),
             Duration::from_secs(u64::from(config.ttl_seconds)),
         ));
         let dispatching = tokio::spawn(dispatch(api.clone(), tracker.clone(), admission.clone())).abort_handle();
@@ -254,6 +269,11 @@ impl KubernetesBackend {
         let name = cr.name_any();
         let patch = serde_json::json!({"metadata": {"annotations": {KILL_ANNOTATION: pyexec_core::Timestamp::now().to_rfc3339()}}});
         self.api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await.map_err(internal)?;
+        if let Some(session) = &cr.spec.session_ref {
+            // A session call runs in the session's Pod: stopping it takes that Pod (docs/sessions.md); whoever
+            // holds the call then records `killed`.
+            self.sessions.stop_call(session).await?;
+        }
         // The operator deletes the Pod and writes `Killed` (or the program had just finished): wait briefly so the
         // answer says what happened; `killed` is what will happen otherwise.
         let deadline = tokio::time::Instant::now() + self.config.kill_wait;
@@ -353,13 +373,19 @@ impl Backend for KubernetesBackend {
     }
 
     async fn submit(&self, spec: ExecutionSpec, source: Source) -> Result<ExecutionResult, BackendError> {
-        if let Some(refusal) = self.admission.refusal(&self.tracker) {
+        let tenant = spec.tenant.as_deref();
+        if let Some(refusal) = self.admission.refusal(&self.tracker, tenant) {
             if let Source::Directory(dir) = source {
                 let _ = tokio::fs::remove_dir_all(dir).await;
             }
             return Err(refusal);
         }
-        let id = pyexec_core::model::new_execution_id();
+        // With an Idempotency-Key the name comes from the key, so that two replicas taking the same retry at once
+        // cannot both create it: the second create meets the first.
+        let id = match &spec.idempotency {
+            Some(record) => idempotent_id(&record.key_hash),
+            None => pyexec_core::model::new_execution_id(),
+        };
         let name = resource_name(&id).ok_or_else(|| internal("execution ids are exe_<uuid>"))?;
         let (source, requirements) = self.source(source, &spec).await?;
         let mut cr_spec = spec_from_execution(&spec, source, requirements);
@@ -372,10 +398,35 @@ impl Backend for KubernetesBackend {
         cr_spec.runtime_class_name = self.config.runtime_class.clone();
         cr_spec.ttl_seconds_after_finished = Some(self.config.ttl_seconds);
         let mut cr = PythonExecution::new(&name, cr_spec);
-        cr.metadata.labels = Some([(MANAGED_BY_LABEL.to_string(), API_SERVER.to_string())].into());
-        match self.admission.admit(&self.tracker, &id, &name, cr)? {
+        let mut labels = std::collections::BTreeMap::from([(MANAGED_BY_LABEL.to_string(), API_SERVER.to_string())]);
+        if let Some(tenant) = tenant {
+            // Tenant names are DNS labels (checked when the keys are read), valid label values.
+            labels.insert(TENANT_LABEL.to_string(), tenant.to_owned());
+        }
+        cr.metadata.labels = Some(labels);
+        if let Some(record) = &spec.idempotency {
+            cr.metadata.annotations = Some([(FINGERPRINT_ANNOTATION.to_owned(), record.fingerprint.clone())].into());
+        }
+        match self.admission.admit(&self.tracker, &id, &name, tenant, cr)? {
             Admitted::Now(cr) => {
-                create(&self.api, &self.tracker, &name, &cr).await.map_err(|e| match e {
+                let created = create(&self.api, &self.tracker, &name, &cr).await;
+                if let (Err(kube::Error::Api(s)), Some(record)) = (&created, &spec.idempotency)
+                    && s.code == 409
+                {
+                    // Another replica created it for the same retry an instant ago: the same execution, if the
+                    // same request.
+                    return match self.find_idempotent(&record.key_hash).await? {
+                        Some(found) if found.fingerprint == record.fingerprint => {
+                            let mut pending = ExecutionResult::pending(&id);
+                            pending.tenant = spec.tenant.clone();
+                            Ok(pending)
+                        }
+                        _ => Err(BackendError::Conflict(
+                            "the Idempotency-Key was used for another request; use a new key for a new request".into(),
+                        )),
+                    };
+                }
+                created.map_err(|e| match e {
                     kube::Error::Api(s) if s.code == 422 || s.code == 400 => BackendError::Invalid(
                         ValidationError::bad_request(format!("the execution was refused: {}", s.message)),
                     ),
@@ -384,10 +435,12 @@ impl Backend for KubernetesBackend {
                 tracing::info!(execution_id = %id, resource = %name, namespace = %self.config.namespace, "PythonExecution created");
             }
             Admitted::Queued => {
-                tracing::info!(execution_id = %id, resource = %name, "every slot is taken: the execution waits");
+                tracing::info!(execution_id = %id, resource = %name, tenant = ?tenant, "no slot for it yet: the execution waits");
             }
         }
-        Ok(ExecutionResult::pending(&id))
+        let mut pending = ExecutionResult::pending(&id);
+        pending.tenant = spec.tenant.clone();
+        Ok(pending)
     }
 
     async fn get(&self, id: &str) -> Result<Option<ExecutionResult>, BackendError> {
@@ -443,7 +496,11 @@ impl Backend for KubernetesBackend {
     }
 
     async fn list(&self, query: ListQuery) -> Result<ExecutionPage, BackendError> {
-        let selector = managed_by_selector(API_SERVER);
+        let mut selector = managed_by_selector(API_SERVER);
+        if let Some(tenant) = &query.tenant {
+            // Tenant names are DNS labels (checked when the keys are read): nothing can escape the selector.
+            selector.push_str(&format!(",{TENANT_LABEL}={tenant}"));
+        }
         let resources = self.api.list(&ListParams::default().labels(&selector)).await.map_err(internal)?.items;
         let key = |created: i64, name: &str| format!("{created:012}.{name}");
         let mut all: Vec<(String, ExecutionResult)> = resources
@@ -451,7 +508,7 @@ impl Backend for KubernetesBackend {
             .map(|cr| {
                 let created = cr.metadata.creation_timestamp.as_ref().map_or(0, |t| t.0.as_second());
                 let name = cr.name_any();
-                (key(created, &name), result_from_status(&execution_id(&name), cr.status.as_ref()))
+                (key(created, &name), result_from_resource(&execution_id(&name), cr))
             })
             .collect();
         // Executions without a resource (waiting for a slot, or ended before they got one); one whose resource
@@ -461,7 +518,9 @@ impl Backend for KubernetesBackend {
             self.admission
                 .listed()
                 .into_iter()
-                .filter(|(name, _, _)| !names.contains(name))
+                .filter(|(name, _, result)| {
+                    !names.contains(name) && (query.tenant.is_none() || result.tenant == query.tenant)
+                })
                 .map(|(name, accepted, result)| (key(accepted, &name), result)),
         );
         all.sort_by(|a, b| b.0.cmp(&a.0));
@@ -537,12 +596,35 @@ impl Backend for KubernetesBackend {
         }
     }
 
-    async fn execution_files(&self, _id: &str) -> Result<Option<FileList>, BackendError> {
-        Err(files_not_kept())
+    /// The files an execution left in `/work`, as the operator's log store keeps them (`results`): none while it
+    /// waits or runs; 501 for one that ran while the store was off.
+    async fn find_idempotent(&self, key_hash: &str) -> Result<Option<IdempotentExecution>, BackendError> {
+        let id = idempotent_id(key_hash);
+        let found = |fingerprint: Option<String>| {
+            Some(IdempotentExecution { execution_id: id.clone(), fingerprint: fingerprint.unwrap_or_default() })
+        };
+        if let Some(fingerprint) = self.admission.fingerprint(&id) {
+            return Ok(found(fingerprint));
+        }
+        let Some(cr) = self.get_resource(&id).await? else { return Ok(None) };
+        Ok(found(cr.annotations().get(FINGERPRINT_ANNOTATION).cloned()))
     }
 
-    async fn execution_file(&self, _id: &str, _path: &str) -> Result<Option<Vec<u8>>, BackendError> {
-        Err(files_not_kept())
+    async fn execution_files(&self, id: &str) -> Result<Option<FileList>, BackendError> {
+        if let Some(result) = self.admission.result(id) {
+            // Waiting for a slot, or ended before it got a resource: it wrote nothing.
+            return Ok(Some(FileList { files: result.files, truncated: result.files_truncated }));
+        }
+        let Some(cr) = self.get_resource(id).await? else { return Ok(None) };
+        self.results.files_of(id, &cr).await.map(Some)
+    }
+
+    async fn execution_file(&self, id: &str, path: &str) -> Result<Option<Vec<u8>>, BackendError> {
+        if self.admission.result(id).is_some() {
+            return Ok(None);
+        }
+        let Some(cr) = self.get_resource(id).await? else { return Ok(None) };
+        self.results.file_of(id, &cr, path).await
     }
 
     async fn create_session(&self, spec: ExecutionSpec, idle_seconds: u64) -> Result<SessionInfo, BackendError> {
@@ -572,8 +654,7 @@ impl Backend for KubernetesBackend {
         self.sessions.delete(id).await
     }
 
-    /// A call's result is answered, not kept: on this backend `/api/v1/executions/{id}` knows only
-    /// PythonExecution resources (docs/kubernetes.md, "Sessions").
+    /// The call is recorded as a PythonExecution with `spec.sessionRef` ([`records`]).
     async fn session_eval(&self, id: &str, call: SessionCall) -> Result<ExecutionResult, BackendError> {
         let execution_id = pyexec_core::model::new_execution_id();
         let spec = ExecutionSpec { eval_last_expr: call.eval_last_expr, ..session_call_spec() };

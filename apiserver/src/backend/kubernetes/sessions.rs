@@ -4,9 +4,11 @@
 //!
 //! One call at a time holds across API server replicas: a call first sets the busy annotation on the resource
 //! with an update that names the resource's version, so a second caller (here or on another replica) meets a
-//! conflict and answers 409. After a call the annotation goes and `status.lastActivityAt` moves, from which the
-//! operator counts the idle timeout. A call that would not stop, or whose interpreter died, deletes the Pod: the
-//! operator starts a fresh one (`status.restarts`) and the result says the state is lost.
+//! conflict and answers 409. The annotation says until when it holds (the call's timeout and a grace), so a
+//! session whose caller stopped during a call is not busy for ever. After a call the annotation goes and
+//! `status.lastActivityAt` moves, from which the operator counts the idle timeout. A call that would not stop, or
+//! whose interpreter died, deletes the Pod: the operator starts a fresh one (`status.restarts`) and the result says
+//! the state is lost. Each call is recorded as an execution ([`super::records`]).
 
 use std::time::Duration;
 
@@ -14,22 +16,30 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{AttachParams, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
-use pyexec_backend::session::{CallCaps, FileOpError, SessionControl, SessionLink, call_result};
+use pyexec_backend::session::{CallCaps, FileOpError, SessionControl, SessionLink, call_result, mark_killed};
 use pyexec_core::model::OutputFile;
-use pyexec_core::session::{FileList, SessionCall, SessionInfo, SessionState, is_session_id, new_session_id};
+use pyexec_core::session::{FileList, SessionCall, SessionInfo, SessionState, new_session_id};
 use pyexec_core::{ExecutionResult, ExecutionSpec, Timestamp};
-use pyexec_crds::contract::{API_SERVER, MANAGED_BY_LABEL};
+use pyexec_crds::contract::{API_SERVER, MANAGED_BY_LABEL, TENANT_LABEL};
+use pyexec_crds::session::{session_id_of as session_id, session_resource_name};
 use pyexec_crds::types::NetworkMode;
 use pyexec_crds::{PythonSession, PythonSessionSpec, SessionEnvVar, SessionLimits, SessionPhase};
 
+use super::records::Records;
 use crate::backend::BackendError;
 
-/// The annotation a call holds while it runs: who holds it (a random token per call).
+/// The annotation a call holds while it runs: who holds it (a random token per call) and until when (Unix
+/// seconds), `<token> <until>`.
 pub const BUSY_ANNOTATION: &str = "pyexec.io/busy";
+/// How long past its timeout a call's hold lasts (the result is being written back).
+const HOLD_GRACE: Duration = Duration::from_secs(60);
+/// How long a file request's hold lasts (a transfer of the largest file).
+const FILE_HOLD: Duration = Duration::from_secs(900);
 /// The container of a session Pod that runs the session runner.
 pub const SESSION_CONTAINER: &str = "python";
-/// How long a new session may take to become ready (its Pod scheduled, its image pulled).
-const READY_TIMEOUT: Duration = Duration::from_secs(180);
+/// How long a new session may take to become ready (its Pod scheduled, its image pulled, its requirements
+/// installed).
+const READY_TIMEOUT: Duration = Duration::from_secs(300);
 /// The longest idle timeout and lifetime a PythonSession takes.
 const MAX_SECONDS: u64 = 86_400;
 /// Largest reply a call or file request moves.
@@ -43,6 +53,8 @@ pub struct KubeSessions {
     caps: CallCaps,
     /// Largest file moved into or out of a session.
     file_max_bytes: u64,
+    /// Where calls are recorded as executions.
+    records: Records,
 }
 
 fn internal(e: impl std::fmt::Display) -> BackendError {
@@ -61,11 +73,20 @@ fn busy(id: &str) -> BackendError {
 
 /// The resource's name for a session id (`ses_<uuid>` → `ses-<uuid>`), `None` for anything else.
 pub fn resource_name(id: &str) -> Option<String> {
-    is_session_id(id).then(|| id.replacen('_', "-", 1))
+    session_resource_name(id)
 }
 
-fn session_id(name: &str) -> String {
-    name.replacen('-', "_", 1)
+/// Whether a call holds the session at `now` (Unix seconds): a hold past its time is one whose caller stopped.
+fn held(session: &PythonSession, now: i64) -> bool {
+    let value = session.metadata.annotations.as_ref().and_then(|a| a.get(BUSY_ANNOTATION));
+    match value.and_then(|v| v.rsplit_once(' ')) {
+        Some((_, until)) => until.parse::<i64>().map_or(true, |until| until > now),
+        None => value.is_some(),
+    }
+}
+
+fn unix_now() -> i64 {
+    k8s_openapi::jiff::Timestamp::now().as_second()
 }
 
 fn timestamp(t: Option<&Time>) -> Option<Timestamp> {
@@ -86,7 +107,7 @@ pub fn info_of(session: &PythonSession) -> Option<SessionInfo> {
     let spec = &session.spec;
     let idle = Duration::from_secs(u64::from(spec.idle_timeout_seconds));
     let lifetime_end = created.plus(Duration::from_secs(u64::from(spec.max_lifetime_seconds)));
-    let busy = session.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(BUSY_ANNOTATION));
+    let busy = held(session, unix_now());
     let state = match status.phase {
         Some(p) if p.is_terminal() => SessionState::Ended,
         _ if busy => SessionState::Busy,
@@ -111,7 +132,8 @@ pub fn info_of(session: &PythonSession) -> Option<SessionInfo> {
         disk_mb: i64::try_from(spec.limits.disk_mb).unwrap_or(i64::MAX),
         network_disabled: spec.network == NetworkMode::None,
         idle_timeout_seconds: i64::from(spec.idle_timeout_seconds),
-        memory_used_bytes: None,
+        tenant: session.metadata.labels.as_ref().and_then(|l| l.get(TENANT_LABEL)).cloned(),
+        memory_used_bytes: status.memory_used_bytes,
     })
 }
 
@@ -139,10 +161,17 @@ pub fn resource(
         // The resource allows at most a day for either.
         idle_timeout_seconds: u32::try_from(idle_seconds.clamp(1, MAX_SECONDS)).unwrap_or(1),
         max_lifetime_seconds: u32::try_from(max_lifetime.as_secs().clamp(1, MAX_SECONDS)).unwrap_or(1),
+        // Installed by the operator before the session is ready (a failed install fails the session).
+        requirements_txt: spec.requirements.listed().map(str::to_owned),
         ..PythonSessionSpec::default()
     };
     let mut session = PythonSession::new(name, session_spec);
-    session.metadata.labels = Some([(MANAGED_BY_LABEL.to_owned(), API_SERVER.to_owned())].into());
+    let mut labels: std::collections::BTreeMap<String, String> =
+        [(MANAGED_BY_LABEL.to_owned(), API_SERVER.to_owned())].into();
+    if let Some(tenant) = &spec.tenant {
+        labels.insert(TENANT_LABEL.to_owned(), tenant.clone());
+    }
+    session.metadata.labels = Some(labels);
     session
 }
 
@@ -166,12 +195,13 @@ struct Hold {
 
 impl KubeSessions {
     /// Sessions in `client`'s `namespace`.
-    pub fn new(client: Client, namespace: &str, caps: CallCaps, file_max_bytes: u64) -> Self {
+    pub fn new(client: Client, namespace: &str, caps: CallCaps, file_max_bytes: u64, records: Records) -> Self {
         KubeSessions {
             api: Api::namespaced(client.clone(), namespace),
             pods: Api::namespaced(client, namespace),
             caps,
             file_max_bytes,
+            records,
         }
     }
 
@@ -183,12 +213,6 @@ impl KubeSessions {
         default_python: pyexec_core::PythonVersion,
         max_lifetime: Duration,
     ) -> Result<SessionInfo, BackendError> {
-        if spec.requirements.listed().is_some() {
-            return Err(BackendError::Invalid(pyexec_core::ValidationError::bad_request(
-                "requirements_txt is not supported by sessions on the Kubernetes backend yet: start the session \
-                 without it and install nothing, or use the embedded backend",
-            )));
-        }
         let id = new_session_id();
         let name = resource_name(&id).ok_or_else(|| internal("a new session id has no resource name"))?;
         let session = resource(&name, spec, idle_seconds, default_python, max_lifetime);
@@ -213,7 +237,7 @@ impl KubeSessions {
             if tokio::time::Instant::now() > deadline {
                 let _ = self.api.delete(&name, &DeleteParams::default()).await;
                 return Err(BackendError::Internal(format!(
-                    "session {id} was not ready within {}s (its Pod did not start)",
+                    "session {id} was not ready within {}s (its Pod did not start, or its install took longer)",
                     READY_TIMEOUT.as_secs()
                 )));
             }
@@ -263,14 +287,16 @@ impl KubeSessions {
         }))
     }
 
-    /// Takes the session for one request: 409 when another holds it.
-    async fn hold(&self, id: &str) -> Result<(Hold, PythonSession), BackendError> {
+    /// Takes the session for one request that takes at most `length`: 409 when another holds it.
+    async fn hold(&self, id: &str, length: Duration) -> Result<(Hold, PythonSession), BackendError> {
         let mut session = self.live(id).await?;
-        if session.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(BUSY_ANNOTATION)) {
+        let now = unix_now();
+        if held(&session, now) {
             return Err(busy(id));
         }
         let name = resource_name(id).ok_or_else(|| not_found(id))?;
-        let token = new_session_id();
+        let until = now.saturating_add(i64::try_from(length.as_secs()).unwrap_or(i64::MAX / 2));
+        let token = format!("{} {until}", new_session_id());
         session.metadata.annotations.get_or_insert_with(Default::default).insert(BUSY_ANNOTATION.into(), token.clone());
         // The update names the version read: whoever comes second gets a conflict.
         match self.api.replace(&name, &PostParams::default(), &session).await {
@@ -281,7 +307,8 @@ impl KubeSessions {
     }
 
     /// Lets the session go: the annotation goes, activity and calls are recorded.
-    async fn release(&self, hold: Hold, called: bool) {
+    /// `memory`: the call's end reported it (a call that ended without a report clears the last one).
+    async fn release(&self, hold: Hold, called: bool, memory: Option<u64>) {
         let current = self.api.get_opt(&hold.name).await.ok().flatten();
         let Some(mut session) = current else { return };
         let annotations = session.metadata.annotations.get_or_insert_with(Default::default);
@@ -297,7 +324,11 @@ impl KubeSessions {
             tracing::warn!(session = %hold.name, error = %e, "could not release a session");
         }
         let now = Time(k8s_openapi::jiff::Timestamp::now());
-        let patch = serde_json::json!({"status": {"lastActivityAt": now}});
+        let patch = if called {
+            serde_json::json!({"status": {"lastActivityAt": now, "memoryUsedBytes": memory}})
+        } else {
+            serde_json::json!({"status": {"lastActivityAt": now}})
+        };
         if let Err(e) = self.api.patch_status(&hold.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
             tracing::warn!(session = %hold.name, error = %e, "could not record a session's activity");
         }
@@ -339,7 +370,7 @@ impl KubeSessions {
         Ok((SessionLink::from_mux(Box::new(stdin), stdout, MAX_PAYLOAD), attached))
     }
 
-    /// Runs a call; on a lost interpreter the Pod is replaced.
+    /// Runs a call, recorded as the execution `execution_id`; on a lost interpreter the Pod is replaced.
     pub async fn call(
         &self,
         id: &str,
@@ -347,8 +378,15 @@ impl KubeSessions {
         call: &SessionCall,
         spec: &ExecutionSpec,
     ) -> Result<(ExecutionResult, Option<pyexec_core::files_out::FilesOut>), BackendError> {
-        let (hold, _) = self.hold(id).await?;
+        let (hold, session) = self.hold(id, call.timeout + HOLD_GRACE).await?;
         let started_at = Timestamp::now();
+        let record = match self.records.open(&session, execution_id, call, started_at).await {
+            Ok(record) => record,
+            Err(e) => {
+                self.release(hold, false, None).await;
+                return Err(e);
+            }
+        };
         let attached = self.attach(&hold.name).await;
         let pod = self.api.get_opt(&hold.name).await.ok().flatten().and_then(|s| s.status.and_then(|s| s.pod_name));
         let observed = match attached {
@@ -359,15 +397,69 @@ impl KubeSessions {
                 observed
             }
             Err(e) => {
-                self.release(hold, false).await;
+                let mut result = pyexec_core::outcome::failed(execution_id, e.to_string(), Some(started_at), "");
+                result.session_id = Some(id.to_owned());
+                result.finished_at = Some(Timestamp::now());
+                self.records.close(record, &result, None).await;
+                self.release(hold, false, None).await;
                 return Err(e);
             }
         };
         let finished_at = Timestamp::now();
+        // A kill (DELETE of the record) deletes the Pod: the link broke, and the record says why.
+        let mut observed = observed;
+        let killed = observed.lost && self.records.kill_requested(&record).await;
+        if observed.lost && !killed && !observed.timed_out && self.ended_for_memory(pod.as_deref()).await {
+            // The interpreter went during the call (one that would not stop is alive: not checked). No cgroup count
+            // reaches through an attach: the container's end says whether it was for memory.
+            observed.oom_killed = true;
+        }
+        let memory = observed.memory_bytes;
         let restarted = observed.lost && self.restart(pod.as_deref()).await;
-        let result = call_result(id, execution_id, call, spec, observed, restarted, self.caps, started_at, finished_at);
-        self.release(hold, true).await;
-        Ok(result)
+        let (mut result, files) =
+            call_result(id, execution_id, call, spec, observed, restarted, self.caps, started_at, finished_at);
+        if killed {
+            mark_killed(&mut result, restarted);
+        }
+        self.records.close(record, &result, files.as_ref()).await;
+        self.release(hold, true, memory).await;
+        Ok((result, files))
+    }
+
+    /// Stops the running call of the session `name` (its resource's name): its Pod goes at once, which breaks the
+    /// call's link wherever it is held; the operator starts the session's next Pod.
+    pub async fn stop_call(&self, name: &str) -> Result<(), BackendError> {
+        let session = self.api.get_opt(name).await.map_err(internal)?;
+        let Some(pod) = session.and_then(|s| s.status).and_then(|s| s.pod_name) else { return Ok(()) };
+        match self.pods.delete(&pod, &DeleteParams { grace_period_seconds: Some(0), ..DeleteParams::default() }).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+            Err(e) => Err(internal(e)),
+        }
+    }
+
+    /// Whether the session's container was killed for memory: a lost link is read soon after the end, before the
+    /// kubelet may have reported it, so its status is read for a moment.
+    async fn ended_for_memory(&self, pod: Option<&str>) -> bool {
+        let Some(pod) = pod else { return false };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        loop {
+            let Ok(Some(current)) = self.pods.get_opt(pod).await else { return false };
+            let container = current
+                .status
+                .and_then(|s| s.container_statuses)
+                .and_then(|all| all.into_iter().find(|c| c.name == SESSION_CONTAINER));
+            if let Some(c) = container {
+                let ended = [c.state.and_then(|s| s.terminated), c.last_state.and_then(|s| s.terminated)];
+                if let Some(t) = ended.into_iter().flatten().next() {
+                    return t.reason.as_deref() == Some("OOMKilled");
+                }
+            }
+            if tokio::time::Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Deletes the session's Pod so that the operator starts a fresh one.
@@ -375,6 +467,8 @@ impl KubeSessions {
         let Some(pod) = pod else { return false };
         match self.pods.delete(pod, &DeleteParams::default()).await {
             Ok(_) => true,
+            // Already going (a kill deleted it): the operator starts the next one all the same.
+            Err(kube::Error::Api(e)) if e.code == 404 => true,
             Err(e) => {
                 tracing::warn!(%pod, error = %e, "could not replace a session's Pod");
                 false
@@ -389,7 +483,7 @@ impl KubeSessions {
             &'a mut SessionLink,
         ) -> std::pin::Pin<Box<dyn Future<Output = Result<T, FileOpError>> + Send + 'a>>,
     ) -> Result<T, BackendError> {
-        let (hold, _) = self.hold(id).await?;
+        let (hold, _) = self.hold(id, FILE_HOLD).await?;
         let result = match self.attach(&hold.name).await {
             Ok((mut link, attached)) => {
                 let r = op(&mut link).await;
@@ -399,7 +493,7 @@ impl KubeSessions {
             }
             Err(e) => Err(e),
         };
-        self.release(hold, false).await;
+        self.release(hold, false, None).await;
         result
     }
 

@@ -6,7 +6,9 @@
 //!
 //! The same set is the backend's in-flight count: a slot is taken when a resource is about to be created
 //! ([`Tracker::reserve`]) and freed when the watch sees it reach a final phase or go, which wakes the queue
-//! (`admission`). Executions queued in the API server count in the queue-depth gauge too.
+//! (`admission`). Executions queued in the API server count in the queue-depth gauge too. Each open one keeps its
+//! tenant (from the request, which the resource's `pyexec.io/tenant` label also names), so that the queue can cap
+//! a tenant's executions in flight and the metrics can say whose an execution was.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -30,10 +32,18 @@ pub(super) struct Tracker {
     released: Notify,
 }
 
+/// An execution in flight.
+struct Open {
+    /// Its phase, as last seen.
+    phase: Phase,
+    /// Its tenant.
+    tenant: Option<String>,
+}
+
 #[derive(Default)]
 struct State {
-    /// Resource name → its phase, as last seen.
-    open: HashMap<String, Phase>,
+    /// Resource name → the execution.
+    open: HashMap<String, Open>,
     /// Executions accepted but waiting in the API server for a slot (they have no resource yet).
     queued: usize,
     /// While the watch lists the resources again (after a gap): those seen so far, and those already open when
@@ -51,13 +61,19 @@ impl Tracker {
         self.lock().open.len()
     }
 
-    /// Takes a slot for the resource `name` about to be created, if fewer than `max` are in flight.
-    pub(super) fn reserve(&self, name: &str, max: usize) -> bool {
+    /// Executions of `tenant` in flight.
+    pub(super) fn in_flight_of(&self, tenant: Option<&str>) -> usize {
+        // A scan: at most `max_in_flight` entries, and a count kept apart would have to follow every removal.
+        self.lock().open.values().filter(|o| o.tenant.as_deref() == tenant).count()
+    }
+
+    /// Takes a slot for the resource `name` of `tenant` about to be created, if fewer than `max` are in flight.
+    pub(super) fn reserve(&self, name: &str, tenant: Option<&str>, max: usize) -> bool {
         let mut state = self.lock();
         if state.open.len() >= max {
             return false;
         }
-        state.open.insert(name.to_owned(), Phase::Pending);
+        state.open.insert(name.to_owned(), Open { phase: Phase::Pending, tenant: tenant.map(str::to_owned) });
         self.gauges(&state);
         true
     }
@@ -81,7 +97,8 @@ impl Tracker {
     /// The resource `name` was created (`true`) or refused.
     pub(super) fn submitted(&self, name: &str, created: bool) {
         if created {
-            self.metrics.submitted();
+            let tenant = self.lock().open.get(name).and_then(|o| o.tenant.clone());
+            self.metrics.submitted(tenant.as_deref());
         } else {
             let mut state = self.lock();
             state.open.remove(name);
@@ -97,16 +114,17 @@ impl Tracker {
         if let Some((seen, _)) = &mut state.relisting {
             seen.insert(name.clone());
         }
-        if !state.open.contains_key(&name) {
-            return;
-        }
         let phase = cr.phase();
+        let Some(open) = state.open.get_mut(&name) else { return };
         if phase.is_terminal() {
+            let tenant = open.tenant.clone();
             state.open.remove(&name);
-            self.metrics.finished(&result_from_status(&execution_id(&name), cr.status.as_ref()));
+            let mut result = result_from_status(&execution_id(&name), cr.status.as_ref());
+            result.tenant = tenant;
+            self.metrics.finished(&result);
             self.released.notify_one();
         } else {
-            state.open.insert(name, phase);
+            open.phase = phase;
         }
         self.gauges(&state);
     }
@@ -141,7 +159,7 @@ impl Tracker {
     }
 
     fn gauges(&self, state: &State) {
-        let count = |phase| state.open.values().filter(|p| **p == phase).count();
+        let count = |phase| state.open.values().filter(|o| o.phase == phase).count();
         self.metrics.queue_depth(count(Phase::Pending) + state.queued);
         self.metrics.in_flight(count(Phase::Running));
     }
@@ -173,16 +191,19 @@ mod tests {
     #[derive(Default)]
     struct Recorded {
         submitted: AtomicUsize,
+        tenants: Mutex<Vec<(&'static str, Option<String>)>>,
         finished: Mutex<Vec<(ExecutionStatus, i64)>>,
         gauges: Mutex<(usize, usize)>,
     }
 
     impl ExecutionMetrics for Recorded {
-        fn submitted(&self) {
+        fn submitted(&self, tenant: Option<&str>) {
             self.submitted.fetch_add(1, Ordering::SeqCst);
+            self.tenants.lock().unwrap().push(("submitted", tenant.map(str::to_owned)));
         }
         fn finished(&self, result: &ExecutionResult) {
             self.finished.lock().unwrap().push((result.status, result.duration_ms));
+            self.tenants.lock().unwrap().push(("finished", result.tenant.clone()));
         }
         fn queue_depth(&self, pending: usize) {
             self.gauges.lock().unwrap().0 = pending;
@@ -206,7 +227,7 @@ mod tests {
         let recorded = Arc::new(Recorded::default());
         let tracker = Tracker::new(recorded.clone());
         for name in ["a", "b", "refused"] {
-            assert!(tracker.reserve(name, usize::MAX));
+            assert!(tracker.reserve(name, None, usize::MAX));
         }
         tracker.submitted("a", true);
         tracker.submitted("b", true);
@@ -227,11 +248,11 @@ mod tests {
         let recorded = Arc::new(Recorded::default());
         let tracker = Tracker::new(recorded.clone());
         for name in ["kept", "gone"] {
-            assert!(tracker.reserve(name, usize::MAX));
+            assert!(tracker.reserve(name, None, usize::MAX));
             tracker.submitted(name, true);
         }
         tracker.relist_started();
-        assert!(tracker.reserve("new", usize::MAX));
+        assert!(tracker.reserve("new", None, usize::MAX));
         tracker.observed(&cr("kept", "Running"));
         tracker.relist_done();
         assert_eq!(*recorded.gauges.lock().unwrap(), (1, 1), "gone is gone; new was submitted during the list");
@@ -242,14 +263,43 @@ mod tests {
     fn slots_are_taken_up_to_the_cap_and_freed_by_a_final_phase() {
         let recorded = Arc::new(Recorded::default());
         let tracker = Tracker::new(recorded.clone());
-        assert!(tracker.reserve("a", 2) && tracker.reserve("b", 2));
-        assert!(!tracker.reserve("c", 2), "the cap is reached");
+        assert!(tracker.reserve("a", None, 2) && tracker.reserve("b", None, 2));
+        assert!(!tracker.reserve("c", None, 2), "the cap is reached");
         tracker.set_queued(1);
         assert_eq!(*recorded.gauges.lock().unwrap(), (3, 0), "queued ones count as waiting");
         tracker.observed(&cr("a", "Completed"));
         assert_eq!(tracker.in_flight(), 1);
-        assert!(tracker.reserve("c", 2));
+        assert!(tracker.reserve("c", None, 2));
         tracker.submitted("c", false);
         assert_eq!(tracker.in_flight(), 1, "a refused resource gives its slot back");
+    }
+
+    #[test]
+    fn each_execution_in_flight_keeps_its_tenant() {
+        let recorded = Arc::new(Recorded::default());
+        let tracker = Tracker::new(recorded.clone());
+        assert!(tracker.reserve("a1", Some("alice"), 10));
+        assert!(tracker.reserve("a2", Some("alice"), 10));
+        assert!(tracker.reserve("n1", None, 10));
+        for name in ["a1", "a2", "n1"] {
+            tracker.submitted(name, true);
+        }
+        assert_eq!((tracker.in_flight_of(Some("alice")), tracker.in_flight_of(None)), (2, 1));
+        assert_eq!(tracker.in_flight_of(Some("bob")), 0);
+        tracker.observed(&cr("a1", "Running"));
+        tracker.observed(&cr("a1", "Completed"));
+        tracker.observed(&cr("n1", "Failed"));
+        assert_eq!((tracker.in_flight_of(Some("alice")), tracker.in_flight_of(None)), (1, 0));
+        let alice = Some("alice".to_owned());
+        assert_eq!(
+            *recorded.tenants.lock().unwrap(),
+            [
+                ("submitted", alice.clone()),
+                ("submitted", alice.clone()),
+                ("submitted", None),
+                ("finished", alice),
+                ("finished", None)
+            ]
+        );
     }
 }

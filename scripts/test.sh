@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian machine: installs what the tests need, then checks formatting and
 # lints, runs every test (the sandbox tests use the real sandbox and real CPython, the API tests a real server on
-# 127.0.0.1, the /docs test a real headless Chromium; run as root for full isolation, which CI does) and the
-# benchmarks (which print ratios against baselines measured in the same run).
+# 127.0.0.1, the /docs and console tests a real headless Chromium; run as root for full isolation, which CI does)
+# and the benchmarks (which print ratios against baselines measured in the same run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/setup.sh
 
-# Test-only dependencies: Chromium and Node.js for the /docs browser test, Go for the Go client, venv for the
+# Test-only dependencies: Chromium and Node.js for the /docs and console browser tests, Go for the Go client, venv for the
 # Python client, systemd-analyze for the service unit, fontconfig for the sandbox's font set-up.
 need=()
 [ -x /usr/bin/chromium ] || need+=(chromium)
@@ -26,6 +26,9 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 (cd apiserver/tests/ui && npm ci --no-audit --no-fund --loglevel=error)
+# The console's toolchain (console/package-lock.json): apiserver/tests/console.rs rebuilds the console with it and
+# fails when the committed console/dist, which the binary embeds, is not what the sources build.
+(cd console && npm ci --no-audit --no-fund --loglevel=error)
 export PYEXEC_REQUIRE_BROWSER_TEST=1
 # kubernetes-validate, helm and kubectl for the manifest and chart checks (under target/).
 scripts/k8s/install-tools.sh

@@ -246,6 +246,33 @@ pub async fn submit(
     })
 }
 
+/// A session call under an optional key: an earlier call's result under the same key (waited for if it still
+/// runs), or this call's. The session is checked by the caller.
+pub async fn session_call(
+    state: &AppState,
+    key: Option<Key>,
+    session_id: &str,
+    mut call: pyexec_core::session::SessionCall,
+) -> Result<ExecutionResult, ApiError> {
+    let Some(key) = key else { return Ok(state.backend.session_eval(session_id, call).await?) };
+    let mut hasher = Sha256::new();
+    hasher.update(session_id.as_bytes());
+    hasher.update([0]);
+    hasher.update(call.asked());
+    let fingerprint = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let record = IdempotencyRecord { key_hash: key.hash.clone(), fingerprint };
+    let turn = state.idempotency.lock(&key).await;
+    if let Some(id) = earlier(&*state.backend, &record).await? {
+        drop(turn);
+        return state.backend.wait(&id).await?.ok_or_else(|| state.execution_not_found());
+    }
+    call.idempotency = Some(record);
+    // The turn lasts the call: a concurrent retry waits for it, then finds its record.
+    let result = state.backend.session_eval(session_id, call).await?;
+    drop(turn);
+    Ok(result)
+}
+
 /// One lock per key in use, so that requests with the same key are taken one at a time.
 #[derive(Default)]
 pub struct KeyLocks(Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>);

@@ -93,6 +93,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         },
         retention: Duration::from_secs(config.cleanup_ttl),
         idempotency: Default::default(),
+        webhooks,
     });
     if state.tenants.is_open() {
         tracing::warn!(
@@ -102,9 +103,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         );
     }
     let mut app = routes::router(state);
-    if let Some(webhooks) = webhooks {
-        app = webhooks::install(app, webhooks);
-    }
     if let Some(internal) = internal {
         app = app.merge(internal);
     }

@@ -41,6 +41,8 @@ pub struct Shared {
     pub retention: std::time::Duration,
     /// Requests with the same `Idempotency-Key` take turns.
     pub idempotency: crate::idempotency::KeyLocks,
+    /// Completion webhooks; `None` on a server without a webhook secret (which refuses `callback_url`).
+    pub webhooks: Option<crate::webhooks::Webhooks>,
 }
 
 impl AppState {

@@ -83,29 +83,9 @@ pub enum WebhookError {
     Secret(String),
 }
 
-/// Sends completion webhooks. Cheap to clone. A server with a webhook secret makes its `Webhooks` the current
-/// ones of every request it handles ([`install`]); submissions find them with [`current`].
+/// Sends completion webhooks. Cheap to clone; a server with a webhook secret keeps one in its handlers' state.
 #[derive(Clone)]
 pub struct Webhooks(Arc<Inner>);
-
-tokio::task_local! {
-    /// The webhooks of the server handling the current request. Scoped around each request rather than kept in
-    /// the handlers' state, so that every path that submits work (directly, or through `Idempotency-Key`
-    /// handling) reaches them without carrying them, and two servers in one process keep their own.
-    static CURRENT: Webhooks;
-}
-
-/// Makes `webhooks` the current ones of every request `router` handles.
-pub fn install(router: axum::Router, webhooks: Webhooks) -> axum::Router {
-    router.layer(axum::middleware::from_fn(move |request: axum::extract::Request, next: axum::middleware::Next| {
-        CURRENT.scope(webhooks.clone(), next.run(request))
-    }))
-}
-
-/// The current request's webhooks: `None` outside a request, or on a server without a webhook secret.
-pub fn current() -> Option<Webhooks> {
-    CURRENT.try_with(Webhooks::clone).ok()
-}
 
 struct Inner {
     secret: Vec<u8>,

@@ -458,6 +458,59 @@ async fn events_stream_output_then_the_result() {
 }
 
 #[tokio::test]
+async fn eval_async_queues_the_eval_body_and_its_events_carry_the_whole_result() {
+    let s = Server::start().await;
+    let code = "import time\nfor i in range(3):\n    print(i, flush=True)\n    time.sleep(0.2)\n6 * 7";
+    let r = s.post("/api/v1/eval/async").json(&json!({"code": code, "eval_last_expr": true})).send().await.unwrap();
+    let (status, accepted) = json_of(r).await;
+    assert_eq!(status, 202, "{accepted}");
+    let id = accepted["execution_id"].as_str().unwrap();
+    assert!(id.starts_with("exe_"), "{accepted}");
+    let text = s.get(&format!("/api/v1/executions/{id}/events")).send().await.unwrap().text().await.unwrap();
+    let (output, result) = pyexec_testkit::output_and_result(&text);
+    assert_eq!(output, "0\n1\n2\n", "output streamed as it came: {text}");
+    let result = result.expect("a final result event");
+    assert_eq!((result["status"].as_str(), result["result"].as_str()), (Some("completed"), Some("42")), "{result}");
+
+    // The body is checked as /eval checks it, before anything is queued.
+    for (body, want) in [
+        (json!({"code": ""}), 400),
+        (json!({"code": "1", "python_version": "2.7"}), 400),
+        (json!({"code": "x".repeat(102_401)}), 413),
+        (json!({"code": "1", "timeout_seconds": 5}), 400),
+    ] {
+        let (status, answer) = json_of(s.post("/api/v1/eval/async").json(&body).send().await.unwrap()).await;
+        assert_eq!(status, want, "{answer}");
+        assert!(answer["error"].is_string(), "{answer}");
+    }
+    let r = s.post("/api/v1/eval/async").body("not json").send().await.unwrap();
+    assert_eq!(json_of(r).await.0, 400);
+}
+
+#[tokio::test]
+async fn whoami_names_the_callers_tenant() {
+    if Server::external() {
+        // Whatever the external server's keys, the answer has the documented shape.
+        let (status, me) = json_of(Server::start().await.get("/api/v1/whoami").send().await.unwrap()).await;
+        assert!(status == 200 && me["admin"].is_boolean() || status == 401, "{me}");
+        return;
+    }
+    let s = Server::start().await;
+    let (status, me) = json_of(s.get("/api/v1/whoami").send().await.unwrap()).await;
+    assert_eq!((status, &me), (200, &json!({"tenant": null, "admin": true, "quota": {"weight": 1}})), "open server");
+    let keys = [("PYEXEC_API_KEYS", "alice:alice-key,ops:ops-key"), ("PYEXEC_ADMIN_TENANTS", "ops")];
+    let s = Server::start_with(&[keys[0], keys[1], ("PYEXEC_TENANT_MAX_SESSIONS", "2")]).await;
+    let ask = |key: &'static str| s.get("/api/v1/whoami").bearer_auth(key).send();
+    let (_, alice) = json_of(ask("alice-key").await.unwrap()).await;
+    assert_eq!((alice["tenant"].as_str(), alice["admin"].as_bool()), (Some("alice"), Some(false)), "{alice}");
+    assert_eq!(alice["quota"]["max_sessions"], 2, "{alice}");
+    let (_, ops) = json_of(ask("ops-key").await.unwrap()).await;
+    assert_eq!((ops["tenant"].as_str(), ops["admin"].as_bool()), (Some("ops"), Some(true)), "{ops}");
+    assert_eq!(json_of(ask("wrong-key").await.unwrap()).await.0, 401);
+    assert_eq!(json_of(s.get("/api/v1/whoami").send().await.unwrap()).await.0, 401);
+}
+
+#[tokio::test]
 async fn list_newest_first_with_filters_and_pages() {
     let s = Server::start().await;
     let mut ids = Vec::new();

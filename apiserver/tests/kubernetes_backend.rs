@@ -267,19 +267,28 @@ async fn lists_are_newest_first_filtered_and_paged() {
         EXECUTIONS,
         execution("someone-elses", json!({"source": {"files": [{"name": "main.py", "content": "1"}]}})),
     );
-    let page = backend.list(ListQuery { status: None, limit: 2, before: None, tenant: None }).await.unwrap();
+    let page =
+        backend.list(ListQuery { status: None, limit: 2, before: None, tenant: None, session_id: None }).await.unwrap();
     let ids: Vec<&str> = page.executions.iter().map(|r| r.execution_id.as_str()).collect();
     assert_eq!(ids, ["exe_00000000-0000-4000-8000-000000000002", "exe_00000000-0000-4000-8000-000000000001"]);
     for r in &page.executions {
         assert_eq!(r.stdout.len(), pyexec_core::listing::OUTPUT_CAP_BYTES, "list items are summaries");
         assert!(r.stdout_truncated);
     }
-    let next =
-        backend.list(ListQuery { status: None, limit: 2, before: page.next_cursor, tenant: None }).await.unwrap();
+    let next = backend
+        .list(ListQuery { status: None, limit: 2, before: page.next_cursor, tenant: None, session_id: None })
+        .await
+        .unwrap();
     assert_eq!(next.executions.len(), 1, "only the API server's resources");
     assert!(next.next_cursor.is_none());
     let completed = backend
-        .list(ListQuery { status: Some(ExecutionStatus::Completed), limit: 10, before: None, tenant: None })
+        .list(ListQuery {
+            status: Some(ExecutionStatus::Completed),
+            limit: 10,
+            before: None,
+            tenant: None,
+            session_id: None,
+        })
         .await
         .unwrap();
     assert_eq!(completed.executions.len(), 2);
@@ -424,7 +433,10 @@ async fn resources_are_labelled_with_their_tenant_and_results_name_it() {
     let anonymous = submit(&backend, "print(3)").await.unwrap();
     assert_eq!(backend.get(&anonymous).await.unwrap().unwrap().tenant, None);
 
-    let page = backend.list(ListQuery { status: None, limit: 10, before: None, tenant: None }).await.unwrap();
+    let page = backend
+        .list(ListQuery { status: None, limit: 10, before: None, tenant: None, session_id: None })
+        .await
+        .unwrap();
     let listed: Vec<(&str, Option<&str>)> =
         page.executions.iter().map(|r| (r.execution_id.as_str(), r.tenant.as_deref())).collect();
     assert!(listed.contains(&(alice.as_str(), Some("alice"))) && listed.contains(&(waiting.as_str(), Some("bob"))));
@@ -554,7 +566,13 @@ async fn beyond_the_cap_submissions_wait_without_a_resource_and_beyond_the_queue
 
     // The waiting one is listed, and its events start `pending`.
     let page = backend
-        .list(ListQuery { status: Some(ExecutionStatus::Pending), limit: 10, before: None, tenant: None })
+        .list(ListQuery {
+            status: Some(ExecutionStatus::Pending),
+            limit: 10,
+            before: None,
+            tenant: None,
+            session_id: None,
+        })
         .await
         .unwrap();
     let ids: Vec<&str> = page.executions.iter().map(|r| r.execution_id.as_str()).collect();
@@ -570,7 +588,10 @@ async fn beyond_the_cap_submissions_wait_without_a_resource_and_beyond_the_queue
     assert_eq!(backend.get(&second).await.unwrap().unwrap().status, ExecutionStatus::Pending);
     let queue = backend.health().queue;
     assert_eq!((queue.pending, queue.running), (0, 1));
-    let page = backend.list(ListQuery { status: None, limit: 10, before: None, tenant: None }).await.unwrap();
+    let page = backend
+        .list(ListQuery { status: None, limit: 10, before: None, tenant: None, session_id: None })
+        .await
+        .unwrap();
     assert_eq!(page.executions.len(), 2, "listed once, as its resource");
 
     // Its events go on from the resource, without a second `pending`.
@@ -611,7 +632,13 @@ async fn a_queued_execution_that_is_killed_never_gets_a_resource() {
     eventually("the next waiting one gets the slot", || has_resource(&fake, &later)).await;
     assert!(!has_resource(&fake, &killed), "killed while waiting: never created");
     let killed_list = backend
-        .list(ListQuery { status: Some(ExecutionStatus::Killed), limit: 10, before: None, tenant: None })
+        .list(ListQuery {
+            status: Some(ExecutionStatus::Killed),
+            limit: 10,
+            before: None,
+            tenant: None,
+            session_id: None,
+        })
         .await
         .unwrap();
     assert_eq!(killed_list.executions.len(), 1);

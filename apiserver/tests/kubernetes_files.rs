@@ -159,6 +159,7 @@ fn router(backend: Arc<KubernetesBackend>) -> axum::Router {
         mcp_output: pyexec_mcp::OutputBudget::default(),
         retention: Duration::from_secs(86_400),
         idempotency: Default::default(),
+        webhooks: None,
     }))
 }
 

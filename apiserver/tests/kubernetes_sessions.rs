@@ -155,6 +155,15 @@ async fn a_session_is_a_pod_the_api_server_attaches_to() {
     }
     let listed = backend.list(pyexec_apiserver::backend::ListQuery { limit: 10, ..Default::default() }).await.unwrap();
     assert!(listed.executions.iter().any(|e| e.execution_id == second.execution_id && e.session_id.is_some()));
+    let of = |session: &str| pyexec_apiserver::backend::ListQuery {
+        limit: 10,
+        session_id: Some(session.to_owned()),
+        ..Default::default()
+    };
+    let calls = backend.list(of(&id)).await.unwrap().executions;
+    assert_eq!(calls.len(), 2, "the session's calls: {calls:?}");
+    assert!(calls.iter().all(|e| e.session_id.as_deref() == Some(id.as_str())));
+    assert!(backend.list(of("ses_00000000-0000-4000-8000-000000000000")).await.unwrap().executions.is_empty());
     let resource = fake.get(SESSIONS, &name).unwrap();
     assert_eq!(resource["metadata"]["annotations"]["pyexec.io/calls"], "2");
     assert!(resource["metadata"]["annotations"].get("pyexec.io/busy").is_none(), "released after the call");

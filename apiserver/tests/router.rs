@@ -129,6 +129,7 @@ fn app(backend: std::sync::Arc<FakeBackend>, keys: &[&str]) -> Router {
         mcp_output: pyexec_mcp::OutputBudget::default(),
         retention: std::time::Duration::from_secs(86_400),
         idempotency: Default::default(),
+        webhooks: None,
     });
     routes::router(state)
 }
@@ -260,9 +261,15 @@ async fn list_parameters_are_checked_and_passed_on() {
     assert_eq!(
         *backend.lists.lock().unwrap(),
         vec![
-            ListQuery { status: None, limit: 50, before: None, tenant: None },
-            ListQuery { status: Some(ExecutionStatus::Failed), limit: 10, before: Some("abc".into()), tenant: None },
-            ListQuery { status: None, limit: 50, before: None, tenant: None },
+            ListQuery { status: None, limit: 50, before: None, tenant: None, session_id: None },
+            ListQuery {
+                status: Some(ExecutionStatus::Failed),
+                limit: 10,
+                before: Some("abc".into()),
+                tenant: None,
+                session_id: None
+            },
+            ListQuery { status: None, limit: 50, before: None, tenant: None, session_id: None },
         ]
     );
 }

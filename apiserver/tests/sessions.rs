@@ -72,6 +72,16 @@ async fn state_persists_between_calls_and_each_call_is_an_execution() {
     assert_eq!((code, info["calls"].as_u64(), info["restarts"].as_u64()), (200, Some(7), Some(0)), "{info}");
     let (_, list) = json_of(s.get("/api/v1/sessions").send().await.unwrap()).await;
     assert!(list["sessions"].as_array().unwrap().iter().any(|x| x["session_id"] == id.as_str()));
+
+    // The session's calls, and only they, listed by `session_id`, newest first.
+    let other = new_session(&s, json!({})).await;
+    run(&s, &other, "1").await;
+    s.eval(json!({"code": "1"})).await;
+    let (code, calls) = json_of(s.get(&format!("/api/v1/executions?session_id={id}")).send().await.unwrap()).await;
+    let calls = calls["executions"].as_array().unwrap().clone();
+    assert_eq!((code, calls.len()), (200, 7), "{calls:?}");
+    assert!(calls.iter().all(|c| c["session_id"] == id.as_str()), "{calls:?}");
+    assert_eq!(calls[5]["execution_id"], second["execution_id"], "newest first");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

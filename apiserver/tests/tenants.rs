@@ -193,6 +193,36 @@ async fn a_retried_request_with_the_same_idempotency_key_runs_once() {
     assert_eq!(runs.len(), 2, "one /eval and one /exec/async: {listed}");
 }
 
+#[tokio::test]
+async fn a_retried_session_call_with_the_same_idempotency_key_runs_the_cell_once() {
+    if skip("a_retried_session_call_with_the_same_idempotency_key_runs_the_cell_once") {
+        return;
+    }
+    let s = Server::start_with(&[("PYEXEC_API_KEYS", KEYS)]).await;
+    let (status, session) = call(&s, "POST", "/api/v1/sessions", "alice-key", Some(json!({}))).await;
+    assert_eq!(status, 201, "{session}");
+    let path = format!("/api/v1/sessions/{}/eval", session["session_id"].as_str().unwrap());
+    // The cell counts its own runs in the session's state: a second run would answer 2.
+    let cell = json!({"code": "n = globals().get('n', 0) + 1\nn"});
+    let send = |idem: Option<&'static str>, body: Value| {
+        let mut request = s.post(&path).bearer_auth("alice-key").json(&body);
+        if let Some(idem) = idem {
+            request = request.header("Idempotency-Key", idem);
+        }
+        async move { json_of(request.send().await.unwrap()).await }
+    };
+    let (status, first) = send(Some("cell-1"), cell.clone()).await;
+    assert_eq!((status, first["result"].as_str()), (200, Some("1")), "{first}");
+    let (status, again) = send(Some("cell-1"), cell.clone()).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["execution_id"], first["execution_id"], "the first call's record");
+    assert_eq!(again["result"], first["result"], "not run again");
+    let (status, other) = send(Some("cell-1"), json!({"code": "n"})).await;
+    assert_eq!(status, 422, "another call under the key: {other}");
+    let (_, unkeyed) = send(None, json!({"code": "n"})).await;
+    assert_eq!(unkeyed["result"].as_str(), Some("1"), "the cell ran once in all: {unkeyed}");
+}
+
 /// One tool call over MCP's streamable HTTP as the holder of `key`: initialize, initialized, tools/call; the call's
 /// result (from the JSON answer or the server-sent event that carries it).
 async fn mcp_call(s: &Server, key: &str, tool: &str, arguments: Value) -> Value {
@@ -215,7 +245,8 @@ async fn mcp_call(s: &Server, key: &str, tool: &str, arguments: Value) -> Value 
     let session = r.headers().get("mcp-session-id").map(|v| v.to_str().unwrap().to_owned());
     r.text().await.unwrap();
     post(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}), session.clone()).await.unwrap();
-    let call = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": tool, "arguments": arguments}});
+    let call =
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": tool, "arguments": arguments}});
     let text = post(call, session).await.unwrap().text().await.unwrap();
     let json = text
         .lines()

@@ -116,6 +116,8 @@ pub struct ListQuery {
     pub before: Option<String>,
     /// Only executions of this tenant (`None`: every tenant's, for admins and servers without API keys).
     pub tenant: Option<String>,
+    /// Only the calls of this session.
+    pub session_id: Option<String>,
 }
 
 /// What a backend reports on `/health`.

@@ -173,6 +173,17 @@ pub struct SessionCall {
     pub eval_last_expr: bool,
     /// The call's timeout.
     pub timeout: std::time::Duration,
+    /// The request's `Idempotency-Key`, kept with the call's execution record so that a retry finds it.
+    pub idempotency: Option<crate::spec::IdempotencyRecord>,
+}
+
+impl SessionCall {
+    /// What the call asks for, as the bytes a fingerprint hashes (its key aside).
+    pub fn asked(&self) -> Vec<u8> {
+        let files: Vec<(&str, &str)> = self.files.iter().map(|f| (f.name.as_str(), f.content.as_str())).collect();
+        let asked = (&self.code, files, &self.stdin, self.eval_last_expr, self.timeout.as_secs());
+        serde_json::to_vec(&asked).unwrap_or_default()
+    }
 }
 
 /// The server's bounds on sessions' timeouts.
@@ -306,6 +317,7 @@ impl Policy {
             stdin: req.stdin.filter(|s| !s.is_empty()),
             eval_last_expr: req.eval_last_expr.unwrap_or(true),
             timeout: std::time::Duration::from_secs(timeout_seconds),
+            idempotency: None,
         })
     }
 }

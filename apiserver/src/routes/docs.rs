@@ -20,6 +20,7 @@ use crate::state::AppState;
     ),
     paths(
         super::eval::eval,
+        super::eval::eval_async,
         super::exec::exec_sync,
         super::exec::exec_async,
         super::executions::get,
@@ -38,6 +39,7 @@ use crate::state::AppState;
         super::files::session_upload,
         super::health::health,
         super::health::metrics,
+        super::whoami::whoami,
         crate::mcp::tools,
         crate::mcp::call_run_python,
     ),
@@ -60,6 +62,8 @@ use crate::state::AppState;
         pyexec_core::session::SessionState,
         pyexec_core::session::SessionList,
         pyexec_core::session::FileList,
+        super::whoami::Identity,
+        super::whoami::QuotaView,
     )),
     modifiers(&BearerAuth, &RunPythonExample),
     tags(

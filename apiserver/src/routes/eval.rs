@@ -1,4 +1,4 @@
-//! `POST /api/v1/eval`: JSON in, result out.
+//! `POST /api/v1/eval`: JSON in, result out; `POST /api/v1/eval/async`: the same body, queued, its id out.
 //!
 //! The body is read into one buffer and parsed from it. `code`, file contents and `stdin` are taken as raw JSON
 //! text first: code is decoded only once its size is known to be within the limit, and a large `stdin` is
@@ -7,8 +7,10 @@
 
 use axum::Json;
 use axum::extract::{Extension, Request, State};
+use axum::http::StatusCode;
 use pyexec_core::{
-    CodeFile, ErrorResponse, EvalRequest, ExecutionConfig, ExecutionResult, ExecutionSpec, Policy, PythonVersion,
+    AsyncResponse, CodeFile, ErrorResponse, EvalRequest, ExecutionConfig, ExecutionResult, ExecutionSpec, Policy,
+    PythonVersion,
 };
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -55,16 +57,63 @@ pub async fn eval(
     request: Request,
 ) -> Result<Json<ExecutionResult>, ApiError> {
     let key = idempotency::key_of(request.headers(), caller.0.name.as_deref())?;
+    let (spec, files, stdin) = receive(&state, &caller, request).await?;
+    idempotency::run(&state, key, spec, Source::Files(files), stdin).await
+}
+
+/// *(ours)* Queues the `/eval` body and returns its id at once: follow its output live with
+/// `GET /api/v1/executions/{id}/events`, or poll `GET /api/v1/executions/{id}`. Everything `/eval` does applies
+/// (detected imports, `eval_last_expr`, display `outputs`, files kept).
+#[utoipa::path(
+    post,
+    path = "/api/v1/eval/async",
+    operation_id = "eval_async",
+    tag = "executions",
+    params(("Idempotency-Key" = Option<String>, Header, description = "Retry safely: the same key with the same request returns the first request's execution id instead of queueing again; with another request, 422 (docs/api.md, Retries)")),
+    request_body(
+        content = EvalRequest,
+        description = "The `/api/v1/eval` body.",
+        example = json!({
+            "code": "import time\nfor i in range(3):\n    print('step', i, flush=True)\n    time.sleep(1)",
+            "config": {"timeout_seconds": 30}
+        })
+    ),
+    responses(
+        (status = 202, description = "Queued", body = AsyncResponse),
+        (status = 400, description = "Invalid JSON or request", body = ErrorResponse),
+        (status = 401, description = "Missing or invalid API key", body = ErrorResponse),
+        (status = 413, description = "More than 102400 bytes of code, files over their own limit, or body over the upload limit", body = ErrorResponse),
+        (status = 422, description = "The Idempotency-Key was used for another request", body = ErrorResponse),
+        (status = 429, description = "Queue full; see Retry-After", body = ErrorResponse),
+    ),
+    security((), ("bearer" = []))
+)]
+pub async fn eval_async(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    request: Request,
+) -> Result<(StatusCode, Json<AsyncResponse>), ApiError> {
+    let key = idempotency::key_of(request.headers(), caller.0.name.as_deref())?;
+    let (spec, files, stdin) = receive(&state, &caller, request).await?;
+    let execution_id = idempotency::submit(&state, key, spec, Source::Files(files), stdin).await?;
+    Ok((StatusCode::ACCEPTED, Json(AsyncResponse { execution_id })))
+}
+
+/// Reads and validates the body (parsing on a blocking thread) into the caller's spec, its files and stdin.
+async fn receive(
+    state: &AppState,
+    caller: &Caller,
+    request: Request,
+) -> Result<(ExecutionSpec, Vec<CodeFile>, Option<StdinFile>), ApiError> {
     let body = upload::read_body(request, state.upload_limit_mb).await?;
-    let prepared = {
+    let (mut spec, files, stdin) = {
         let state = state.clone();
         tokio::task::spawn_blocking(move || prepare(&state, body))
             .await
             .map_err(|e| ApiError::Internal(format!("parsing task failed: {e}")))??
     };
-    let (mut spec, files, stdin) = prepared;
     spec.tenant = caller.0.name.clone();
-    idempotency::run(&state, key, spec, Source::Files(files), stdin).await
+    Ok((spec, files, stdin))
 }
 
 /// The body as [`EvalRequest`], with the texts that may be large kept raw (borrowed from the body).

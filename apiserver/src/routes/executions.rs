@@ -93,6 +93,9 @@ pub struct ListParams {
     /// Only this tenant's executions (for admin tenants; every other caller sees only its own).
     #[param(required = false)]
     tenant: Option<String>,
+    /// Only the calls of this session (`ses_...`).
+    #[param(required = false)]
+    session_id: Option<String>,
 }
 
 /// Executions, newest first.
@@ -130,7 +133,9 @@ pub async fn list(
     };
     // A tenant lists its own; an admin every tenant's, or one it names.
     let tenant = caller.0.list_filter().or_else(|| params.tenant.filter(|t| !t.is_empty()));
-    let query = ListQuery { status, limit, before: params.cursor.filter(|c| !c.is_empty()), tenant };
+    let before = params.cursor.filter(|c| !c.is_empty());
+    let session_id = params.session_id.filter(|s| !s.is_empty());
+    let query = ListQuery { status, limit, before, tenant, session_id };
     Ok(Json(state.backend.list(query).await?))
 }
 

@@ -1,5 +1,6 @@
 //! The HTTP surface: routes, the original's 404 and trailing-slash behaviour, request ids and request logs.
 
+mod console;
 mod docs;
 mod eval;
 mod exec;
@@ -8,6 +9,7 @@ pub(crate) mod files;
 mod health;
 pub(crate) mod sessions;
 pub(crate) mod sync;
+mod whoami;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
@@ -29,6 +31,7 @@ pub fn router(state: AppState) -> Router {
     let body_limit = usize::try_from(state.upload_limit_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
     let api = Router::new()
         .route("/api/v1/eval", post(eval::eval))
+        .route("/api/v1/eval/async", post(eval::eval_async))
         .route("/api/v1/exec/sync", post(exec::exec_sync))
         .route("/api/v1/exec/async", post(exec::exec_async))
         .route("/api/v1/executions", get(executions::list))
@@ -41,6 +44,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/sessions/{id}/eval", post(sessions::eval))
         .route("/api/v1/sessions/{id}/files", get(files::session_list))
         .route("/api/v1/sessions/{id}/files/{*path}", get(files::session_file).put(files::session_upload))
+        .route("/api/v1/whoami", get(whoami::whoami))
         .route("/api/v1/tools", get(crate::mcp::tools))
         .route("/api/v1/tools/run_python", post(crate::mcp::call_run_python))
         .route_service("/mcp", crate::mcp::service(state.clone()))
@@ -53,6 +57,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health::health))
         .route("/metrics", get(health::metrics))
         .merge(docs::router())
+        .merge(console::router())
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
         .layer(middleware::from_fn(strip_trailing_slash))
@@ -99,12 +104,16 @@ const DRAIN_LIMIT: u64 = 64 << 20;
 
 /// Unknown paths and wrong methods answer like the original: `404 page not found` as plain text.
 async fn not_found() -> Response {
+    not_found_response()
+}
+
+fn not_found_response() -> Response {
     (StatusCode::NOT_FOUND, [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"))], "404 page not found")
         .into_response()
 }
 
 /// `/health/` redirects to `/health` (301 for GET and HEAD, 307 otherwise), as the original's router did. The
-/// Swagger UI lives under `/docs/` and keeps its slashes.
+/// Swagger UI lives under `/docs/` and keeps its slashes; the console answers at `/ui/` as at `/ui`.
 ///
 /// The target is always a path on this server: `//evil.example/` must not become `Location: //evil.example`,
 /// which a browser reads as another host (so would `/\evil.example`, browsers treating `\` as `/`). Leading
@@ -112,7 +121,7 @@ async fn not_found() -> Response {
 /// a control character, raw or percent-encoded, is not redirected at all (it is no route either: 404).
 async fn strip_trailing_slash(request: Request, next: Next) -> Response {
     let path = request.uri().path();
-    if path.len() > 1 && path.ends_with('/') && !path.starts_with("/docs") {
+    if path.len() > 1 && path.ends_with('/') && !path.starts_with("/docs") && path != "/ui/" {
         let Some(trimmed) = redirect_path(path) else { return not_found().await };
         let target = match request.uri().query() {
             Some(q) => format!("{trimmed}?{q}"),

@@ -174,7 +174,10 @@ pub async fn delete(
     path = "/api/v1/sessions/{id}/eval",
     operation_id = "session_eval",
     tag = "sessions",
-    params(("id" = String, Path, description = "Session id (`ses_...`)")),
+    params(
+        ("id" = String, Path, description = "Session id (`ses_...`)"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Retry safely: the same key with the same call returns the first call's result instead of running the cell again; with another call, 422 (docs/api.md, Retries)"),
+    ),
     // Only the fields a call may carry: the made-up example would name the session's own fields, which answer 400.
     request_body(
         content = EvalRequest,
@@ -191,6 +194,7 @@ pub async fn delete(
         (status = 404, description = "Unknown or ended session", body = ErrorResponse),
         (status = 409, description = "Another call of the session is running", body = ErrorResponse),
         (status = 413, description = "More than 102400 bytes of code, or files over their limit", body = ErrorResponse),
+        (status = 422, description = "The Idempotency-Key was used for another call", body = ErrorResponse),
     ),
     security((), ("bearer" = []))
 )]
@@ -201,7 +205,8 @@ pub async fn eval(
     request: Request,
 ) -> Result<Json<ExecutionResult>, ApiError> {
     visible_session(&state, &caller, &id).await?;
+    let key = crate::idempotency::key_of(request.headers(), caller.0.name.as_deref())?;
     let req: EvalRequest = json_body(request, state.upload_limit_mb, placement::Body::Eval).await?;
     let call = state.policy.session_call(req)?;
-    Ok(Json(state.backend.session_eval(&id, call).await?))
+    Ok(Json(crate::idempotency::session_call(&state, key, &id, call).await?))
 }

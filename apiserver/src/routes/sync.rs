@@ -63,7 +63,7 @@ pub async fn submit_with_stdin(
     stdin: Option<StdinFile>,
 ) -> Result<ExecutionResult, ApiError> {
     // A callback is set up before the submission, so that an execution is never accepted with one it cannot get.
-    let callback = match callback_of(&spec) {
+    let callback = match callback_of(state, &spec) {
         Ok(callback) => callback,
         Err(e) => {
             // The backend owns an upload once it has it; refused before that, it is this request's to remove.
@@ -90,12 +90,12 @@ pub async fn submit_with_stdin(
 }
 
 /// The webhooks and target of the spec's callback, if it has one.
-fn callback_of(spec: &ExecutionSpec) -> Result<Option<(webhooks::Webhooks, Target)>, ApiError> {
+fn callback_of(state: &AppState, spec: &ExecutionSpec) -> Result<Option<(webhooks::Webhooks, Target)>, ApiError> {
     let Some(url) = spec.callback_url.as_deref() else { return Ok(None) };
     let target = Target::parse(url)
         .map_err(|e| ApiError::BadRequest(format!("invalid callback_url: it cannot be called: {e}")))?;
-    // The policy takes callback URLs only on a server with a secret, and such a server installs its webhooks.
-    let webhooks = webhooks::current().ok_or_else(|| {
+    // The policy takes callback URLs only on a server with a secret, whose state holds its webhooks.
+    let webhooks = state.webhooks.clone().ok_or_else(|| {
         ApiError::BadRequest(
             "this server has no webhook secret (PYEXEC_WEBHOOK_SECRET_FILE), so it sends no callbacks: \
              callback_url cannot be used"

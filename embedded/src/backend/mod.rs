@@ -562,8 +562,8 @@ impl Backend for EmbeddedBackend {
 
     async fn list(&self, query: ListQuery) -> Result<ExecutionPage, BackendError> {
         let before = parse_cursor(&query.before)?;
-        let (executions, next) =
-            self.inner.store.list(query.status, query.tenant.clone(), before, query.limit).await.map_err(internal)?;
+        let filter = store::ListFilter { status: query.status, tenant: query.tenant, session_id: query.session_id };
+        let (executions, next) = self.inner.store.list(filter, before, query.limit).await.map_err(internal)?;
         Ok(ExecutionPage { executions, next_cursor: next.map(|n| n.to_string()) })
     }
 
@@ -656,6 +656,7 @@ impl Backend for EmbeddedBackend {
             .session_spec(pyexec_core::session::NewSession::default(), timeouts)
             .map_err(BackendError::Invalid)?;
         spec.tenant = tenant.clone();
+        spec.idempotency = call.idempotency.clone();
         let no_workspace = inner.workspaces.join(&execution_id);
         inner.store.insert(&record, &spec, &no_workspace, None).await.map_err(internal)?;
         // Live while it runs, so that `/events`, waits and DELETE of the execution work as for any other.

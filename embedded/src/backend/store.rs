@@ -76,6 +76,17 @@ const AUTO_VACUUM_INCREMENTAL: i64 = 2;
 /// Most bytes the write-ahead log keeps on disk after a checkpoint.
 const WAL_SIZE_LIMIT: i64 = 16 << 20;
 
+/// Which executions a listing shows.
+#[derive(Debug, Default)]
+pub struct ListFilter {
+    /// Only this status.
+    pub status: Option<ExecutionStatus>,
+    /// Only this tenant's.
+    pub tenant: Option<String>,
+    /// Only the calls of this session.
+    pub session_id: Option<String>,
+}
+
 impl Store {
     /// Opens (creating if needed) `path`.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
@@ -178,17 +189,21 @@ impl Store {
     /// cursor when more rows follow. Only the summary column is read: whole results never enter memory here.
     pub async fn list(
         &self,
-        status: Option<ExecutionStatus>,
-        tenant: Option<String>,
+        filter: ListFilter,
         before: Option<i64>,
         limit: usize,
     ) -> Result<(Vec<ExecutionResult>, Option<i64>), StoreError> {
         self.call(move |c| {
+            // A session's calls are few among all executions: their id is read from the summary rather than kept
+            // in a column of its own.
             let mut stmt = c.prepare(
                 "SELECT seq, id, status, summary FROM executions WHERE (?1 IS NULL OR status = ?1) \
-                 AND (?2 IS NULL OR seq < ?2) AND (?4 IS NULL OR tenant = ?4) ORDER BY seq DESC LIMIT ?3",
+                 AND (?2 IS NULL OR seq < ?2) AND (?4 IS NULL OR tenant = ?4) \
+                 AND (?5 IS NULL OR json_extract(summary, '$.session_id') = ?5) ORDER BY seq DESC LIMIT ?3",
             )?;
-            let mut rows = stmt.query(params![status.map(|s| s.as_str()), before, limit as i64 + 1, tenant])?;
+            let ListFilter { status, tenant, session_id } = filter;
+            let mut rows =
+                stmt.query(params![status.map(|s| s.as_str()), before, limit as i64 + 1, tenant, session_id])?;
             let mut out = Vec::new();
             let mut last = None;
             let mut budget = PageBudget::default();
@@ -436,13 +451,16 @@ mod tests {
                 store.update(&r).await.unwrap();
             }
         }
-        let (page, next) = store.list(None, None, None, 2).await.unwrap();
+        let (page, next) = store.list(ListFilter::default(), None, 2).await.unwrap();
         assert_eq!(page.iter().map(|r| r.execution_id.as_str()).collect::<Vec<_>>(), ["exe_4", "exe_3"]);
-        let (page, next2) = store.list(None, None, next, 2).await.unwrap();
+        let (page, next2) = store.list(ListFilter::default(), next, 2).await.unwrap();
         assert_eq!(page.iter().map(|r| r.execution_id.as_str()).collect::<Vec<_>>(), ["exe_2", "exe_1"]);
-        let (page, last) = store.list(None, None, next2, 2).await.unwrap();
+        let (page, last) = store.list(ListFilter::default(), next2, 2).await.unwrap();
         assert_eq!((page.len(), last), (1, None));
-        let (done, _) = store.list(Some(ExecutionStatus::Completed), None, None, 10).await.unwrap();
+        let (done, _) = store
+            .list(ListFilter { status: Some(ExecutionStatus::Completed), ..Default::default() }, None, 10)
+            .await
+            .unwrap();
         assert_eq!(done.len(), 3);
     }
 
@@ -469,9 +487,28 @@ mod tests {
             store.insert(&ExecutionResult::pending(id), &owned, dir.path(), None).await.unwrap();
         }
         let ids = |page: Vec<ExecutionResult>| page.into_iter().map(|r| r.execution_id).collect::<Vec<_>>();
-        assert_eq!(ids(store.list(None, Some("alice".into()), None, 10).await.unwrap().0), ["exe_a2", "exe_a1"]);
-        assert_eq!(ids(store.list(None, Some("bob".into()), None, 10).await.unwrap().0), ["exe_b1"]);
-        assert_eq!(store.list(None, None, None, 10).await.unwrap().0.len(), 3, "every tenant's");
+        let of = |tenant: &str| ListFilter { tenant: Some(tenant.into()), ..Default::default() };
+        assert_eq!(ids(store.list(of("alice"), None, 10).await.unwrap().0), ["exe_a2", "exe_a1"]);
+        assert_eq!(ids(store.list(of("bob"), None, 10).await.unwrap().0), ["exe_b1"]);
+        assert_eq!(store.list(ListFilter::default(), None, 10).await.unwrap().0.len(), 3, "every tenant's");
+    }
+
+    #[tokio::test]
+    async fn a_sessions_list_holds_only_its_calls() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db")).unwrap();
+        for (id, session) in
+            [("exe_1", Some("ses_a")), ("exe_2", None), ("exe_3", Some("ses_b")), ("exe_4", Some("ses_a"))]
+        {
+            let mut result = ExecutionResult::pending(id);
+            result.session_id = session.map(str::to_owned);
+            store.insert(&result, &spec(), dir.path(), None).await.unwrap();
+        }
+        let ids = |page: Vec<ExecutionResult>| page.into_iter().map(|r| r.execution_id).collect::<Vec<_>>();
+        let of = |session: &str| ListFilter { session_id: Some(session.into()), ..Default::default() };
+        assert_eq!(ids(store.list(of("ses_a"), None, 10).await.unwrap().0), ["exe_4", "exe_1"]);
+        assert_eq!(ids(store.list(of("ses_b"), None, 10).await.unwrap().0), ["exe_3"]);
+        assert!(store.list(of("ses_' OR 1=1 --"), None, 10).await.unwrap().0.is_empty());
     }
 
     #[tokio::test]
@@ -553,7 +590,7 @@ mod tests {
         let mode = store.call(|c| Ok(c.query_row("PRAGMA auto_vacuum", [], |r| r.get::<_, i64>(0))?)).await.unwrap();
         assert_eq!(mode, AUTO_VACUUM_INCREMENTAL);
         assert_eq!(store.get("exe_old").await.unwrap().unwrap(), old);
-        let (page, _) = store.list(None, None, None, 10).await.unwrap();
+        let (page, _) = store.list(ListFilter::default(), None, 10).await.unwrap();
         assert_eq!(page, vec![listing::summarize(&old)], "rows of the old version are listed as summaries");
         assert!(page[0].stdout_truncated && page[0].stdout.len() == listing::OUTPUT_CAP_BYTES);
     }
@@ -575,7 +612,7 @@ mod tests {
         }
         let (mut seen, mut cursor, mut pages) = (0, None, 0);
         loop {
-            let (page, next) = store.list(None, None, cursor, 500).await.unwrap();
+            let (page, next) = store.list(ListFilter::default(), cursor, 500).await.unwrap();
             let bytes = serde_json::to_vec(&pyexec_core::ExecutionPage {
                 executions: page.clone(),
                 next_cursor: next.map(|n| n.to_string()),

@@ -523,6 +523,9 @@ impl Backend for KubernetesBackend {
                 })
                 .map(|(name, accepted, result)| (key(accepted, &name), result)),
         );
+        if let Some(session) = &query.session_id {
+            all.retain(|(_, result)| result.session_id.as_deref() == Some(session.as_str()));
+        }
         all.sort_by(|a, b| b.0.cmp(&a.0));
         let mut executions = Vec::new();
         let mut next_cursor = None;
@@ -656,7 +659,11 @@ impl Backend for KubernetesBackend {
 
     /// The call is recorded as a PythonExecution with `spec.sessionRef` ([`records`]).
     async fn session_eval(&self, id: &str, call: SessionCall) -> Result<ExecutionResult, BackendError> {
-        let execution_id = pyexec_core::model::new_execution_id();
+        // With an Idempotency-Key, the record's name comes from the key (as for executions), so a retry finds it.
+        let execution_id = match &call.idempotency {
+            Some(record) => idempotent_id(&record.key_hash),
+            None => pyexec_core::model::new_execution_id(),
+        };
         let spec = ExecutionSpec { eval_last_expr: call.eval_last_expr, ..session_call_spec() };
         let (result, _files) = self.sessions.call(id, &execution_id, &call, &spec).await?;
         Ok(result)

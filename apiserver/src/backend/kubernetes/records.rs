@@ -21,7 +21,9 @@ use pyexec_core::files_out::FilesOut;
 use pyexec_core::outcome::EXIT_TIMEOUT;
 use pyexec_core::session::SessionCall;
 use pyexec_core::{ExecutionResult, ExecutionStatus, Timestamp};
-use pyexec_crds::contract::{API_SERVER, KILL_ANNOTATION, MANAGED_BY_LABEL, StoredLogs, TENANT_LABEL};
+use pyexec_crds::contract::{
+    API_SERVER, FINGERPRINT_ANNOTATION, KILL_ANNOTATION, MANAGED_BY_LABEL, StoredLogs, TENANT_LABEL,
+};
 use pyexec_crds::convert::{resource_name, status_from_result, time_of};
 use pyexec_crds::session::SESSION_LABEL;
 use pyexec_crds::status::{set_condition, status_patch};
@@ -83,6 +85,9 @@ impl Records {
             labels.insert(TENANT_LABEL.to_owned(), tenant.clone());
         }
         cr.metadata.labels = Some(labels);
+        if let Some(record) = &call.idempotency {
+            cr.metadata.annotations = Some([(FINGERPRINT_ANNOTATION.to_owned(), record.fingerprint.clone())].into());
+        }
         let pp = PostParams { field_manager: Some(API_SERVER.into()), ..PostParams::default() };
         let created = self.api.create(&pp, &cr).await.map_err(internal)?;
         let mut status = PythonExecutionStatus {
@@ -226,6 +231,7 @@ mod tests {
             stdin: None,
             eval_last_expr: true,
             timeout: std::time::Duration::from_secs(30),
+            idempotency: None,
         };
         let spec = record_spec(&session, &call, 300);
         assert_eq!(spec.source.files[0].content, "x + 1");

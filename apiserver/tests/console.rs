@@ -165,6 +165,7 @@ async fn the_console_runs_code_and_browses_work_in_a_real_browser() {
     let screenshots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots");
     std::fs::create_dir_all(&screenshots).unwrap();
     let (url, shots) = (s.url.clone(), screenshots.clone());
+    let require_egress = std::env::var_os("PYEXEC_REQUIRE_EGRESS").is_some();
     let out = tokio::task::spawn_blocking(move || {
         Command::new("node")
             .arg(ui.join("console_test.mjs"))
@@ -172,6 +173,8 @@ async fn the_console_runs_code_and_browses_work_in_a_real_browser() {
             .env("CHROMIUM_PATH", chromium)
             .env("PYEXEC_CONSOLE_API_KEY", "alice-key")
             .env("PYEXEC_CONSOLE_SCREENSHOTS", shots)
+            // The plot needs matplotlib installed, hence egress: where egress is required, so is the plot.
+            .env("PYEXEC_CONSOLE_REQUIRE_PLOT", if require_egress { "1" } else { "" })
             .output()
             .unwrap()
     })

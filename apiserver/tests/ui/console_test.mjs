@@ -1,12 +1,13 @@
 // Drives the web console at /ui/ of a running server in headless Chromium, as a person would: signs in (a wrong
 // key first), runs code and watches its output arrive live, sees an error's line marked in the editor, a
-// matplotlib plot, a file downloaded from the files list, a session keeping a variable between two calls, the
-// executions list filtered by status, an execution's page, a long run killed, the sessions and health pages.
+// matplotlib plot, a file downloaded from the files list (and all files as a tar), a session keeping a variable
+// between two calls, a long run killed, the executions list filtered by status, an execution's page, the sessions
+// page, a file uploaded into a session and downloaded back, and the health page.
 // Every main page is checked with axe-core (WCAG 2 A/AA: no serious or critical violation) and screenshotted; the
 // keyboard alone reaches the Run button, and Ctrl+Enter in the editor runs the code. Any console error, CSP
 // violation, uncaught exception or request to another origin fails the run.
 //
-//   PYEXEC_CONSOLE_API_KEY=alice-key PYEXEC_CONSOLE_SCREENSHOTS=/tmp/shots node console_test.mjs http://127.0.0.1:PORT
+//   PYEXEC_CONSOLE_API_KEY=alice-key PYEXEC_CONSOLE_SCREENSHOTS=screenshots node console_test.mjs http://127.0.0.1:PORT
 //
 // PYEXEC_CONSOLE_API_KEY: a key of the server (omit it for a server without API keys: then there is no sign-in).
 // PYEXEC_CONSOLE_SCREENSHOTS: a folder for the PNG screenshots (none are taken without it).
@@ -86,7 +87,9 @@ async function checkAccessibility(page, name) {
 
 async function screenshot(page, name) {
   if (!screenshots) return;
-  await page.screenshot({ path: path.join(screenshots, `console-${name}.png`) });
+  // The screenshots illustrate docs/console.md: host paths the server reports (its cgroup) are covered.
+  const hostPaths = page.locator('dd').filter({ hasText: /\/sys\/fs\/cgroup|\/var\/lib\/|\/home\// });
+  await page.screenshot({ path: path.join(screenshots, `console-${name}.png`), mask: [hostPaths], maskColor: '#d0d7de' });
 }
 
 /** The editor's text, line by line as CodeMirror shows it. */
@@ -248,7 +251,7 @@ try {
     console.log(`SKIPPED: plot: the server cannot install matplotlib (${health.dependencies?.unavailable_reason || 'installs unavailable'})`);
     await page.getByLabel('Timeout (seconds)').fill('60');
   }
-  await page.locator('.run-output').evaluate((element) => element.scrollIntoView());
+  await page.evaluate(() => window.scrollTo(0, 0));
   await screenshot(page, 'run');
   await checkAccessibility(page, 'run');
 
@@ -265,6 +268,19 @@ try {
   const downloaded = readFileSync(await download.path(), 'utf8');
   expect(downloaded === csv, `the downloaded file holds ${JSON.stringify(downloaded)}`);
   passed('a file the run wrote to /work downloads from the files list with its content');
+  await page.locator('.run-status').getByRole('link', { name: 'Execution details' }).click();
+  await page.locator('h1', { hasText: wrote.id }).waitFor({ timeout: 15000 });
+  const [tar] = await Promise.all([
+    page.waitForEvent('download', { timeout: 15000 }),
+    page.getByRole('button', { name: 'Download all files (tar)' }).click(),
+  ]);
+  const tarBytes = readFileSync(await tar.path());
+  expect(tar.suggestedFilename().endsWith('.tar') && tarBytes.includes('out.csv') && tarBytes.includes(csv),
+    `the tar download (${tar.suggestedFilename()}, ${tarBytes.length} bytes) lacks out.csv`);
+  passed("the execution's page downloads all its files as a tar");
+  await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Run' }).click();
+  await page.locator('.run-form').waitFor();
+  expect((await editorText(page)).includes('/work/out.csv'), 'the Run page lost its code on the way back');
   checkProblems('files');
 
   // A session keeps its state between two calls.
@@ -338,6 +354,15 @@ try {
   await page.locator('h1', { hasText: sessionId }).waitFor({ timeout: 15000 });
   await page.waitForFunction(() => document.querySelectorAll('table.executions tbody tr').length >= 2, null, { timeout: 15000 });
   passed(`the sessions page lists ${sessionId}, and its page lists its calls`);
+  const upload = 'uploaded through the console\n';
+  await page.getByLabel('File to upload').setInputFiles({ name: 'input.txt', mimeType: 'text/plain', buffer: Buffer.from(upload) });
+  expect(await page.getByLabel('Path in /work').inputValue() === 'input.txt', 'the path is not taken from the file name');
+  await page.getByRole('button', { name: 'Upload', exact: true }).click();
+  const uploadedButton = page.getByRole('button', { name: 'Download input.txt' });
+  await uploadedButton.waitFor({ timeout: 15000 });
+  const [uploaded] = await Promise.all([page.waitForEvent('download', { timeout: 15000 }), uploadedButton.click()]);
+  expect(readFileSync(await uploaded.path(), 'utf8') === upload, 'the uploaded file does not download as it was sent');
+  passed("a file uploads into the session's /work and downloads back");
   await screenshot(page, 'session');
   await checkAccessibility(page, 'session detail');
   checkProblems('sessions');

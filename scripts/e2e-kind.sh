@@ -5,7 +5,8 @@
 #      the images into it (`kind load docker-image`), plus the Python image of the execution Pods;
 #   3. runs `cargo test -p pyexec-operator --test e2e -- --nocapture` with KUBECONFIG and the image variables: the
 #      test installs the Helm chart with those images and checks executions on the cluster's kubelet;
-#   4. deletes the cluster on exit (after exporting its logs to target/e2e-kind/logs when something failed).
+#   4. follows the cluster part of docs/first-hour.md (its own cluster, images and chart install, then deleted);
+#   5. deletes the cluster on exit (after exporting its logs to target/e2e-kind/logs when something failed).
 #
 # Needs docker (a running engine), kind v0.24+ (its default CNI enforces NetworkPolicies, which the executions rely
 # on), kubectl, helm and cargo. helm and kubectl may also come from scripts/k8s/install-tools.sh
@@ -108,4 +109,10 @@ export PYEXEC_E2E_HELM
 PYEXEC_E2E_HELM=$(command -v helm)
 export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0} CARGO_PROFILE_DEV_DEBUG=${CARGO_PROFILE_DEV_DEBUG:-line-tables-only}
 cargo test --locked -p pyexec-operator --test e2e -- --nocapture
+
+# The cluster part of docs/first-hour.md as a reader runs it: builds the images, creates its own kind cluster
+# (pyexec, in a kubeconfig of its own), installs the chart and runs an eval, then deletes the cluster.
+log "following the cluster part of docs/first-hour.md"
+KUBECONFIG="$PWD/$work/first-hour-kubeconfig" python3 scripts/check-doc-examples.py --walkthrough --only-cluster \
+  docs/first-hour.md
 log "passed"

@@ -4,7 +4,8 @@
 #   - python3: a CPython interpreter (any of 3.10-3.13 on PATH or in pyenv is used);
 #   - util-linux: setpriv, used by the tests to run the sandbox as an unprivileged user;
 #   - uv, pinned (scripts/install-uv.sh): installs the packages that executions ask for;
-#   - the Rust toolchain's rustfmt and clippy components (cargo itself must already be installed).
+#   - the Rust toolchain's rustfmt and clippy components (cargo itself must already be installed, for this user or,
+#     under sudo, for the user who ran sudo).
 set -euo pipefail
 
 need=()
@@ -22,13 +23,11 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
-if ! command -v cargo >/dev/null 2>&1; then
-  echo "setup: cargo is not installed; install Rust from https://rustup.rs first" >&2
-  exit 1
-fi
-if command -v rustup >/dev/null 2>&1; then
-  cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
-  cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
+# cargo: on PATH, or the toolchain of the user who ran sudo (scripts/toolchain.sh says what to do without one).
+. "$(dirname "$0")/toolchain.sh"
+if as_builder sh -c 'command -v rustup' >/dev/null 2>&1; then
+  as_builder cargo fmt --version >/dev/null 2>&1 || as_builder rustup component add rustfmt
+  as_builder cargo clippy --version >/dev/null 2>&1 || as_builder rustup component add clippy
 fi
 "$(dirname "$0")/install-uv.sh"
 echo "setup: done"

@@ -7,6 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/setup.sh
+# The tests run cargo as root (the sandbox tests need it): under sudo, with the invoking user's toolchain.
+. scripts/toolchain.sh
+use_builders_toolchain
 
 # Test-only dependencies: Chromium and Node.js for the /docs and console browser tests, Go for the Go client, venv for the
 # Python client, systemd-analyze for the service unit, fontconfig for the sandbox's font set-up.
@@ -17,6 +20,8 @@ command -v npm >/dev/null 2>&1 || need+=(npm)
 command -v go >/dev/null 2>&1 || need+=(golang-go)
 python3 -m venv --help >/dev/null 2>&1 || need+=(python3-venv)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+# sudo: scripts/quickstart_test.py starts serve.sh as `sudo` would and builds as the invoking user.
+command -v sudo >/dev/null 2>&1 || need+=(sudo)
 # fc-list: the sandbox's fontconfig set-up is checked with it.
 command -v fc-list >/dev/null 2>&1 || need+=(fontconfig)
 if [ ${#need[@]} -gt 0 ]; then
@@ -61,8 +66,9 @@ cargo test --workspace --locked
 PYEXEC_TEST_WARM=1 cargo test --locked -p pyexec-embedded --test hostile --test execution --test leaks \
   --test dependencies -- --test-threads=1
 # The manifest validator, the Helm chart (lint, templates, schemas, Pod Security, RBAC), the kustomize base, the
-# Dockerfiles, compose, Nomad and GitOps files.
-target/k8s-venv/bin/python -m pytest -q -p no:cacheprovider scripts/k8s scripts/deploy_test.py
+# Dockerfiles, compose, Nomad and GitOps files; the quick start's `sudo ./scripts/serve.sh` with a user's rustup.
+target/k8s-venv/bin/python -m pytest -q -p no:cacheprovider scripts/k8s scripts/deploy_test.py \
+  scripts/quickstart_test.py
 
 echo "== clients against a live server"
 cargo build --workspace --bins --locked
@@ -84,3 +90,6 @@ target/release/pyexec-bench sandbox --runs 100
 target/release/pyexec-bench http --requests 100
 target/release/pyexec-bench deps
 cargo bench -p pyexec-operator --bench warm_claim --locked
+
+echo "== the first hour (docs/first-hour.md), followed as a reader does: serve.sh, curl, the CLI, clients, MCP"
+target/py-venv/bin/python scripts/check-doc-examples.py --walkthrough docs/first-hour.md

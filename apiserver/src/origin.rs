@@ -27,6 +27,7 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 const HOSTS_SETTING: &str = "PYEXEC_ALLOWED_HOSTS";
+const MCP_HOSTS_SETTING: &str = "PYEXEC_MCP_ALLOWED_HOSTS";
 const ORIGINS_SETTING: &str = "PYEXEC_ALLOWED_ORIGINS";
 
 /// The browser protections of one server.
@@ -42,14 +43,13 @@ impl BrowserPolicy {
     /// The policy of `config`; `api_keys` says whether clients must authenticate.
     pub fn new(config: &Config, api_keys: bool) -> anyhow::Result<BrowserPolicy> {
         let entries = config.allowed_hosts.iter().chain(&config.mcp_allowed_hosts).map(String::as_str);
-        let hosts = HostAllowList::parse(entries).map_err(|e| {
-            anyhow::anyhow!("configuration error in {HOSTS_SETTING} (or PYEXEC_MCP_ALLOWED_HOSTS): {e}")
-        })?;
+        let hosts = HostAllowList::parse(entries)
+            .map_err(|e| anyhow::anyhow!("configuration error in {HOSTS_SETTING} (or {MCP_HOSTS_SETTING}): {e}"))?;
         let origins = OriginAllowList::parse(config.allowed_origins.iter().map(String::as_str))
             .map_err(|e| anyhow::anyhow!("configuration error in {ORIGINS_SETTING}: {e}"))?;
         if hosts.any {
             tracing::warn!(
-                "{HOSTS_SETTING} (or PYEXEC_MCP_ALLOWED_HOSTS) has `*`: requests for any host name are answered, so \
+                "{HOSTS_SETTING} (or {MCP_HOSTS_SETTING}) has `*`: requests for any host name are answered, so \
                  a web page can reach this server through DNS rebinding{}",
                 if api_keys { " (API keys still protect /api and /mcp)" } else { "" }
             );
@@ -69,7 +69,7 @@ impl BrowserPolicy {
         let path = uri.path();
         let mcp = path == "/mcp" || path.starts_with("/mcp/");
         if path != "/health" && (self.check_every_host || mcp) {
-            self.check_host(uri, headers)?;
+            self.check_host(uri, headers).map_err(|name| refuse_host(&name, mcp))?;
         }
         // The MCP transport asks servers to check the Origin of every request, its event streams included.
         if mcp || !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE) {
@@ -78,23 +78,24 @@ impl BrowserPolicy {
         Ok(())
     }
 
-    fn check_host(&self, uri: &Uri, headers: &HeaderMap) -> Result<(), ApiError> {
+    /// `Err` with the host name that is not allowed (or why there is none to check).
+    fn check_host(&self, uri: &Uri, headers: &HeaderMap) -> Result<(), String> {
         if self.hosts.any {
             return Ok(());
         }
         let mut names: Vec<&str> = Vec::new();
         for value in headers.get_all(header::HOST) {
-            names.push(value.to_str().map_err(|_| refuse_host("(not text)"))?);
+            names.push(value.to_str().map_err(|_| "(not text)".to_owned())?);
         }
         if names.len() > 1 {
-            return Err(refuse_host("(several Host headers)"));
+            return Err("(several Host headers)".into());
         }
         // A browser always names the host; a request without one (HTTP/1.0) comes from no web page.
         let authority = uri.authority().map(|a| a.as_str());
         for name in names.into_iter().chain(authority) {
             match Authority::parse(name) {
                 Some(a) if a.ip || is_loopback_name(&a.host) || self.hosts.allows(&a) => {}
-                _ => return Err(refuse_host(name)),
+                _ => return Err(name.to_owned()),
             }
         }
         Ok(())
@@ -144,9 +145,16 @@ pub async fn guard(State(state): State<AppState>, request: Request, next: Next) 
     next.run(request).await
 }
 
-fn refuse_host(name: &str) -> ApiError {
+/// The refusal of a host name; at `/mcp` it names the MCP setting, the one people configuring an MCP client look
+/// for (either list allows a name everywhere: they are one list).
+fn refuse_host(name: &str, mcp: bool) -> ApiError {
+    let (place, setting) = if mcp {
+        ("for /mcp", format!("{MCP_HOSTS_SETTING} (or {HOSTS_SETTING})"))
+    } else {
+        ("here", HOSTS_SETTING.to_owned())
+    };
     ApiError::Forbidden(format!(
-        "the host name {} is not allowed here (protection against DNS rebinding): add it to {HOSTS_SETTING}",
+        "the host name {} is not allowed {place} (protection against DNS rebinding): add it to {setting}",
         shown(name)
     ))
 }

@@ -229,10 +229,41 @@ async fn dns_rebinding_names_are_refused_without_api_keys() {
         "Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\nAuthorization: Bearer k1";
     let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-03-26", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}).to_string();
     let r = raw(&s, &format!("POST /mcp HTTP/1.1\r\n{host}\r\n{mcp}"), init.as_bytes()).await;
-    assert_eq!(r.status, 403, "{r:?}");
-    assert!(r.error().contains("PYEXEC_ALLOWED_HOSTS"), "{r:?}");
+    assert_mcp_host_refusal(&r, &format!("executor.example:{port}"));
     let r = raw(&s, &format!("POST /mcp HTTP/1.1\r\nHost: localhost:{port}\r\n{mcp}"), init.as_bytes()).await;
     assert_eq!(r.status, 200, "{r:?}");
+}
+
+/// `/mcp` refuses a host name as every route does (403, JSON), naming the setting of MCP clients' host names.
+fn assert_mcp_host_refusal(r: &Raw, name: &str) {
+    assert_eq!(r.status, 403, "{r:?}");
+    assert!(r.headers["content-type"].starts_with("application/json"), "{r:?}");
+    assert_eq!(
+        r.json(),
+        json!({"error": format!("the host name {name:?} is not allowed for /mcp (protection against DNS rebinding): \
+                                 add it to PYEXEC_MCP_ALLOWED_HOSTS (or PYEXEC_ALLOWED_HOSTS)")}),
+        "{r:?}"
+    );
+}
+
+#[tokio::test]
+async fn mcp_names_its_host_setting_when_it_refuses_a_name() {
+    if skip_external("mcp_names_its_host_setting_when_it_refuses_a_name") {
+        return;
+    }
+    let s = Server::start().await;
+    let port = address(&s).rsplit(':').next().unwrap().to_owned();
+    let name = format!("rebind.evil.example:{port}");
+    let mcp = "Content-Type: application/json\r\nAccept: application/json, text/event-stream";
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-03-26", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}).to_string();
+    let r = raw(&s, &format!("POST /mcp HTTP/1.1\r\nHost: {name}\r\n{mcp}"), init.as_bytes()).await;
+    assert_mcp_host_refusal(&r, &name);
+    let r = raw(&s, &format!("GET /mcp HTTP/1.1\r\nHost: {name}\r\nAccept: text/event-stream"), b"").await;
+    assert_mcp_host_refusal(&r, &name);
+    // Elsewhere the refusal names the setting of every route.
+    let r = raw(&s, &format!("GET /api/v1/executions HTTP/1.1\r\nHost: {name}"), b"").await;
+    assert_eq!(r.status, 403, "{r:?}");
+    assert!(r.error().ends_with("add it to PYEXEC_ALLOWED_HOSTS"), "{r:?}");
 }
 
 /// The soft limit on open files of this process, raised as far as allowed; the hard limit.

@@ -49,7 +49,10 @@ impl From<pyexec_client::Error> for Failure {
         use pyexec_client::Error;
         let message = e.to_string();
         match e {
-            Error::Transport { .. } => Failure::new("transport", None, message),
+            Error::Transport { url, source } => {
+                let no_connection = source.is_connect();
+                Failure::new("transport", None, unreachable(&url, &source, no_connection))
+            }
             Error::NotFound { .. } => Failure::new("not_found", Some(404), message),
             Error::Busy(_) => Failure::new("busy", Some(409), message),
             Error::TooManySessions { retry_after, .. } => {
@@ -66,6 +69,22 @@ impl From<pyexec_client::Error> for Failure {
             Error::Io(_) => Failure::new("io", None, message),
         }
     }
+}
+
+/// Why the server at `url` could not be reached, with the innermost cause (`Connection refused`, a DNS failure:
+/// the outer errors only repeat the request's URL), and, when no connection could be made at all, where the URL
+/// comes from: the default, `--server` or `PYEXEC_SERVER` may name the wrong server.
+fn unreachable(url: &str, error: &(dyn std::error::Error + 'static), no_connection: bool) -> String {
+    let mut cause = error;
+    while let Some(inner) = cause.source() {
+        cause = inner;
+    }
+    let hint = if no_connection {
+        "; is the server running there? Name another with --server URL or PYEXEC_SERVER"
+    } else {
+        ""
+    };
+    format!("cannot reach the server at {url}: {cause}{hint}")
 }
 
 /// Local problems (input files, arguments) are worded where they are found.

@@ -113,13 +113,16 @@ async fn run(cli: &Cli) -> Result<i32, Failure> {
         }
         Command::Follow { id } => follow(cli, id).await,
         Command::Kill { id } => {
-            let status = client(cli)?.kill(id).await?;
+            let client = client(cli)?;
+            // The server answers `killed` both for a run this request stopped and for one killed earlier, so the
+            // state is read first: only an execution still pending or running is this command's to kill.
+            let before = client.get(id).await?.status;
+            let status = if before.is_terminal() { before } else { client.kill(id).await? };
+            let killed_now = !before.is_terminal() && status == pyexec_client::ExecutionStatus::Killed;
             match cli.output {
                 OutputFormat::Json => output::json(&serde_json::json!({"status": status})),
-                OutputFormat::Text if !cli.quiet => match status {
-                    pyexec_client::ExecutionStatus::Killed => println!("Execution killed"),
-                    other => println!("Execution already {other}"),
-                },
+                OutputFormat::Text if !cli.quiet && killed_now => println!("Execution killed"),
+                OutputFormat::Text if !cli.quiet => println!("Execution already {status}"),
                 OutputFormat::Text => {}
             }
             Ok(0)

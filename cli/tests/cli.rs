@@ -169,3 +169,71 @@ async fn errors_are_one_line_and_exit_1() {
     let out = cli(&s, &["completions", "bash"], "");
     assert!(text(&out.stdout).contains("python-executor"));
 }
+
+/// docs/cli.md: `kill` says `Execution killed` only when it stopped the execution, else `Execution already
+/// <status>`, also for an execution killed before.
+#[tokio::test]
+async fn kill_says_whether_it_killed() {
+    let s = Server::start().await;
+    let out = cli(&s, &["run", "--async"], "import time\ntime.sleep(60)\n");
+    let id = text(&out.stdout).trim().to_owned();
+    let out = cli(&s, &["kill", &id], "");
+    assert_eq!((out.status.code(), text(&out.stdout)), (Some(0), "Execution killed\n".into()), "{}", text(&out.stderr));
+    let out = cli(&s, &["kill", &id], "");
+    assert_eq!(text(&out.stdout), "Execution already killed\n", "nothing was left to kill");
+    let out = cli(&s, &["--output", "json", "kill", &id], "");
+    assert_eq!(text(&out.stdout), "{\"status\":\"killed\"}\n");
+    let out = cli(&s, &["-q", "kill", &id], "");
+    assert_eq!((text(&out.stdout), text(&out.stderr)), (String::new(), String::new()));
+
+    let out = cli(&s, &["submit"], "raise SystemExit(3)\n");
+    let id = text(&out.stdout).trim().to_owned();
+    cli(&s, &["follow", "-q", &id], "");
+    let out = cli(&s, &["kill", &id], "");
+    assert_eq!(text(&out.stdout), "Execution already completed\n");
+    let out = cli(&s, &["kill", "exe_00000000-0000-4000-8000-000000000000"], "");
+    assert_eq!((out.status.code(), text(&out.stderr)), (Some(1), "Error: execution not found\n".into()));
+}
+
+/// docs/cli.md: a server that cannot be reached is named, with where its address comes from, in text and JSON.
+#[test]
+fn an_unreachable_server_is_named_with_where_to_set_it() {
+    let bin = env!("CARGO_BIN_EXE_python-executor");
+    // Nothing listens on the discard port.
+    let out = Command::new(bin).args(["--server", "http://127.0.0.1:9", "get", "exe_1"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.starts_with("Error: cannot reach the server at http://127.0.0.1:9: "), "{err}");
+    assert!(err.contains("--server") && err.contains("PYEXEC_SERVER") && err.lines().count() == 1, "{err}");
+
+    let out = Command::new(bin)
+        .args(["--output", "json", "eval", "1"])
+        .env("PYEXEC_SERVER", "http://127.0.0.1:9/")
+        .output()
+        .unwrap();
+    assert_eq!((out.status.code(), text(&out.stderr)), (Some(1), String::new()));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((v["error"]["kind"].as_str(), &v["error"]["status"]), (Some("transport"), &serde_json::Value::Null));
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(message.starts_with("cannot reach the server at http://127.0.0.1:9: "), "{message}");
+    assert!(message.contains("--server") && message.contains("PYEXEC_SERVER"), "{message}");
+}
+
+/// The reason of a failed install is printed once: not in the program's stderr and again as the `Error:` line.
+#[tokio::test]
+async fn a_failed_install_prints_its_reason_once() {
+    let s = Server::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let requirements = dir.path().join("requirements.txt");
+    std::fs::write(&requirements, "this-package-does-not-exist-xyz==1.0\n").unwrap();
+    let out = cli(&s, &["run", "--requirements", requirements.to_str().unwrap()], "print('never')\n");
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("Error: ")).collect();
+    assert_eq!(errors.len(), 1, "{err}");
+    let reason = errors[0].strip_prefix("Error: installing dependencies failed: ").unwrap_or_else(|| panic!("{err}"));
+    // uv's own first line of the reason; the index may be out of reach, which is then the reason.
+    let head = reason.split(": ").next().unwrap();
+    assert_eq!(err.matches(head).count(), 1, "{head:?} printed more than once:\n{err}");
+    assert!(!text(&out.stdout).contains("never"));
+}

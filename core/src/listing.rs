@@ -81,6 +81,7 @@ pub fn summarize(result: &ExecutionResult) -> ExecutionResult {
         session_restarted: result.session_restarted,
         tenant: result.tenant.clone(),
         skipped_packages,
+        install_ms: result.install_ms,
     }
 }
 

@@ -225,6 +225,11 @@ fn is_zero(n: &i64) -> bool {
     *n == 0
 }
 
+/// Absent or empty text: such a key is left out, as every empty value is (`docs/api.md`, "The result").
+fn is_empty_text(text: &Option<String>) -> bool {
+    text.as_deref().is_none_or(str::is_empty)
+}
+
 /// The state and outcome of one execution, as every endpoint reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -251,7 +256,9 @@ pub struct ExecutionResult {
     /// Line in the user's file where the uncaught exception was raised (outermost frame).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_line: Option<u32>,
-    /// When the execution started running (RFC 3339, UTC, microseconds).
+    /// When the execution started running (RFC 3339, UTC, microseconds): on the embedded backend when it left the
+    /// queue (its dependencies are installed after), on Kubernetes when its container started. Set once and never
+    /// changed; absent while `pending`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub started_at: Option<Timestamp>,
@@ -259,7 +266,9 @@ pub struct ExecutionResult {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub finished_at: Option<Timestamp>,
-    /// Run time in milliseconds.
+    /// Milliseconds the run took: from the start of the program's sandbox (on Kubernetes, of its container) to the
+    /// program's end, `pre_commands` included; not the time in the queue, nor installing dependencies
+    /// (`install_ms`). Absent when 0.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub duration_ms: i64,
     /// `repr()` of the trailing expression in eval mode, when it is not `None`.
@@ -280,8 +289,9 @@ pub struct ExecutionResult {
     /// Additive: the packages of the environment the program ran in (`name==version`), when it needed any.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub installed_packages: Vec<String>,
-    /// Additive: what the `pre_commands` printed (kept apart from the program's output).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Additive: what the `pre_commands` printed (kept apart from the program's output); absent when they printed
+    /// nothing.
+    #[serde(default, skip_serializing_if = "is_empty_text")]
     pub pre_commands_output: Option<String>,
     /// Additive: rich display items (figures, `display(obj)`, a rich last expression), in the order shown.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -305,6 +315,12 @@ pub struct ExecutionResult {
     /// index does not have it, or it is not on the server's auto-install allow-list); the run went on without them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skipped_packages: Vec<SkippedPackage>,
+    /// Additive: milliseconds the execution spent getting its dependencies installed (`requirements_txt`, a
+    /// project's `requirements.txt`, detected imports) before its program started: building their environment, or
+    /// waiting for the build of the same one. Absent when nothing was installed for it (no dependencies, or their
+    /// environment was ready in the cache), and on the Kubernetes backend.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub install_ms: i64,
 }
 
 /// A package that import detection found and that was not installed.
@@ -370,6 +386,7 @@ impl ExecutionResult {
             session_restarted: false,
             tenant: None,
             skipped_packages: Vec::new(),
+            install_ms: 0,
         }
     }
 }
@@ -429,6 +446,19 @@ mod tests {
             r#"{"execution_id":"exe_x","status":"pending","exit_code":0,"outputs":[{"type":"image/png","data":"iVBO"}],"files":[{"path":"out/a.txt","size":5,"sha256":"2cf2"}],"files_truncated":true,"session_id":"ses_1","session_restarted":true}"#
         );
         assert_eq!(serde_json::from_str::<ExecutionResult>(&json).unwrap(), r);
+    }
+
+    #[test]
+    fn empty_pre_commands_output_and_zero_install_time_are_left_out() {
+        let mut r = ExecutionResult::pending("exe_x");
+        r.pre_commands_output = Some(String::new());
+        assert_eq!(serde_json::to_string(&r).unwrap(), r#"{"execution_id":"exe_x","status":"pending","exit_code":0}"#);
+        r.pre_commands_output = Some("ready\n".into());
+        r.install_ms = 1500;
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"{"execution_id":"exe_x","status":"pending","exit_code":0,"pre_commands_output":"ready\n","install_ms":1500}"#
+        );
     }
 
     #[test]

@@ -188,7 +188,8 @@ pub fn pre_command_failed(
     result.exit_code = if code == 0 { 1 } else { code };
     result.finished_at = Some(finished_at);
     result.duration_ms = finished_at.millis_since(started_at);
-    result.pre_commands_output = Some(output);
+    // Commands that printed nothing leave the key out, as every empty value (docs/api.md, "The result").
+    result.pre_commands_output = (!output.is_empty()).then_some(output);
     result
 }
 
@@ -207,14 +208,34 @@ pub fn install_failure_message(why: impl std::fmt::Display) -> String {
 }
 
 /// A `failed` result for an execution whose dependencies could not be installed: [`install_failure_message`],
-/// and the installer's last output as `stderr`.
+/// and the installer's last output as `stderr`, less what the message already says ([`install_log_beside`]).
 pub fn install_failed(
     execution_id: &str,
     why: impl std::fmt::Display,
     started_at: Option<Timestamp>,
-    log_tail: impl Into<String>,
+    log_tail: &str,
 ) -> ExecutionResult {
-    failed(execution_id, install_failure_message(why), started_at, log_tail)
+    let message = install_failure_message(why);
+    let stderr = install_log_beside(&message, log_tail);
+    failed(execution_id, message, started_at, stderr)
+}
+
+/// The installer's output `log` without the lines that `error` (the one-line reason of a failed install) already
+/// quotes, for `stderr`: a client reads the reason once, and so does the CLI's user, who sees `stderr` and then the
+/// `error`. A line counts as quoted when its text, without the installer's marker (uv's `error:`, `cause:`, `×`,
+/// `├─▶`, `╰─▶`, `Because`; pip's `ERROR:`), is part of `error`. The other lines (progress, hints, further causes) stay.
+pub fn install_log_beside(error: &str, log: &str) -> String {
+    const MARKERS: [&str; 7] = ["error:", "ERROR:", "cause:", "Caused by:", "×", "├─▶", "╰─▶"];
+    let quoted = |line: &str| {
+        let mut text = line.trim();
+        if let Some(rest) = MARKERS.iter().find_map(|m| text.strip_prefix(m)) {
+            text = rest.trim_start();
+        }
+        let text = text.strip_prefix("Because ").unwrap_or(text).trim_end();
+        !text.is_empty() && error.contains(text)
+    };
+    let rest: String = log.split_inclusive('\n').filter(|line| !quoted(line)).collect();
+    if rest.trim().is_empty() { String::new() } else { rest }
 }
 
 /// `error` of an execution killed because the synchronous request waiting for it went away.
@@ -344,6 +365,29 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_install_says_its_reason_once() {
+        // As uv 0.13.9 writes it, and the `error` the embedded backend makes of it.
+        let log = "error: No solution found when resolving dependencies\n  cause: Because nope-xyz was not found in \
+                   the package registry and you require nope-xyz==1.0, we can conclude that your requirements are \
+                   unsatisfiable.\n";
+        let error = "installing dependencies failed: No solution found when resolving dependencies: nope-xyz was not \
+                     found in the package registry and you require nope-xyz==1.0, we can conclude that your \
+                     requirements are unsatisfiable.";
+        assert_eq!(install_log_beside(error, log), "", "every line is in `error`");
+        // The package index out of reach: the first cause is in `error`, the deeper ones are not.
+        let log = "Resolved 3 packages in 12ms\nerror: Failed to fetch: `https://pypi.org/simple/six/`\n  cause: Request \
+                   failed after 3 retries\n  cause: dns error: failed to lookup address information\n";
+        let error = "installing dependencies failed: Failed to fetch: `https://pypi.org/simple/six/`: Request failed \
+                     after 3 retries";
+        assert_eq!(
+            install_log_beside(error, log),
+            "Resolved 3 packages in 12ms\n  cause: dns error: failed to lookup address information\n",
+            "what `error` does not say stays"
+        );
+        assert_eq!(install_log_beside("installing dependencies failed: killed", "killed\n\n"), "");
+    }
+
+    #[test]
     fn failed_has_a_non_zero_exit_code() {
         let r = failed("exe_1", "installing dependencies failed", None, "tail");
         assert_eq!((r.status, r.exit_code), (ExecutionStatus::Failed, 1));
@@ -355,6 +399,9 @@ mod tests {
         let r = install_failed("exe_1", "numpy has no binary wheel", None, "log");
         assert_eq!(r.error.as_deref(), Some("installing dependencies failed: numpy has no binary wheel"));
         assert_eq!((r.status, r.exit_code, r.stderr.as_str()), (ExecutionStatus::Failed, 1, "log"));
+        let pip = "Collecting docopt\nERROR: No matching distribution found for docopt\n";
+        let r = install_failed("exe_1", "No matching distribution found for docopt (only binary wheels)", None, pip);
+        assert_eq!(r.stderr, "Collecting docopt\n", "the reason is in `error` only");
 
         let queued = ExecutionResult::pending("exe_2");
         let r = killed_while_queued(queued.clone(), false);

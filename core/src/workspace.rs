@@ -10,7 +10,7 @@
 use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 use std::fs;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufReader, Read};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::rc::Rc;
@@ -65,32 +65,55 @@ const MAX_ENTRY_METADATA_BYTES: u64 = 1 << 20;
 /// Symbolic-link hops followed when checking where a link resolves (as the kernel's limit).
 const MAX_LINK_HOPS: usize = 40;
 
+/// What every refusal of an upload that is not a tar archive asks for instead.
+pub const ACCEPTED_ARCHIVES: &str = "upload a tar archive (.tar, or gzip-compressed .tar.gz)";
+
+/// Bytes read ahead to recognise the upload's format (the longest signature below).
+const SIGNATURE_BYTES: usize = 6;
+
 /// Streams a tar archive (gzip-compressed or not, detected from its first bytes) into `dest`, an existing empty
-/// directory.
-pub fn ingest_tar<R: Read>(reader: R, dest: &Path, limits: IngestLimits) -> Result<IngestSummary, WorkspaceError> {
-    let mut buffered = BufReader::with_capacity(64 * 1024, reader);
-    let magic = buffered.fill_buf()?;
+/// directory. Other formats (zip, 7z, RAR, bzip2, xz, zstd) and data that is not a tar archive are refused with a
+/// message that names what to upload instead ([`ACCEPTED_ARCHIVES`]).
+pub fn ingest_tar<R: Read>(mut reader: R, dest: &Path, limits: IngestLimits) -> Result<IngestSummary, WorkspaceError> {
+    // Read ahead until the signature is complete: an upload's first chunk may be shorter than it.
+    let mut head = Vec::with_capacity(SIGNATURE_BYTES);
+    (&mut reader).take(SIGNATURE_BYTES as u64).read_to_end(&mut head)?;
+    if let Some(format) = other_format(&head) {
+        return Err(WorkspaceError::Invalid(format!("the archive is {format}; {ACCEPTED_ARCHIVES}")));
+    }
+    let gzip = head.starts_with(&[0x1f, 0x8b]);
+    let buffered = BufReader::with_capacity(64 * 1024, io::Cursor::new(head).chain(reader));
     let budget = Rc::new(Cell::new(None));
-    if magic.starts_with(&[0x1f, 0x8b]) {
+    if gzip {
         let decoder = flate2::bufread::MultiGzDecoder::new(buffered);
-        extract(Budgeted { inner: decoder, budget: budget.clone() }, budget, dest, limits)
-    } else if let Some(format) = unsupported_compression(magic) {
-        Err(WorkspaceError::Invalid(format!("the archive is {format}-compressed; send a plain or gzip-compressed tar")))
+        extract(Budgeted { inner: decoder, budget: budget.clone() }, budget, dest, limits, Format::Gzip)
     } else {
-        extract(Budgeted { inner: buffered, budget: budget.clone() }, budget, dest, limits)
+        extract(Budgeted { inner: buffered, budget: budget.clone() }, budget, dest, limits, Format::Plain)
     }
 }
 
-fn unsupported_compression(magic: &[u8]) -> Option<&'static str> {
-    if magic.starts_with(b"BZh") {
-        Some("bzip2")
-    } else if magic.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
-        Some("xz")
-    } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Some("zstd")
-    } else {
-        None
-    }
+/// The formats people upload by mistake, recognised by their first bytes: archives of other kinds, and tars
+/// compressed with something other than gzip.
+fn other_format(magic: &[u8]) -> Option<&'static str> {
+    const SIGNATURES: [(&[u8], &str); 8] = [
+        (b"PK\x03\x04", "a zip file"),
+        // An empty zip, and one written in spanned mode.
+        (b"PK\x05\x06", "a zip file"),
+        (b"PK\x07\x08", "a zip file"),
+        (b"7z\xbc\xaf\x27\x1c", "a 7z file"),
+        (b"Rar!\x1a\x07", "a RAR file"),
+        (b"BZh", "bzip2-compressed"),
+        (&[0xfd, b'7', b'z', b'X', b'Z', 0], "xz-compressed"),
+        (&[0x28, 0xb5, 0x2f, 0xfd], "zstd-compressed"),
+    ];
+    SIGNATURES.iter().find(|(signature, _)| magic.starts_with(signature)).map(|(_, format)| *format)
+}
+
+/// How the tar stream reached the parser, for the message when it is not a tar archive at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Plain,
+    Gzip,
 }
 
 /// A reader that limits how many bytes the tar parser may consume on its own (headers and extension records,
@@ -136,6 +159,7 @@ fn extract<R: Read>(
     budget: Rc<Cell<Option<u64>>>,
     dest: &Path,
     limits: IngestLimits,
+    format: Format,
 ) -> Result<IngestSummary, WorkspaceError> {
     let mut archive = tar::Archive::new(reader);
     let mut state = Extraction::default();
@@ -146,7 +170,9 @@ fn extract<R: Read>(
         let next = entries.next();
         budget.set(None);
         let Some(entry) = next else { break };
-        let mut entry = entry.map_err(corrupt)?;
+        // A first header that does not parse means the upload is not a tar archive at all: the parser's own words
+        // would then quote bytes of whatever it is.
+        let mut entry = entry.map_err(|e| if count == 0 { not_a_tar(e, format) } else { corrupt(e) })?;
         count += 1;
         if count > limits.max_entries {
             return Err(WorkspaceError::TooLarge(format!("the archive has more than {} entries", limits.max_entries)));
@@ -348,6 +374,18 @@ fn invalid(path: &str, why: &str) -> WorkspaceError {
     WorkspaceError::Invalid(format!("invalid archive entry {path:?}: {why}"))
 }
 
+/// The upload's first block is not a tar header.
+fn not_a_tar(e: io::Error, format: Format) -> WorkspaceError {
+    if e.get_ref().is_some_and(|inner| inner.is::<MetadataTooLarge>()) {
+        return WorkspaceError::TooLarge(MetadataTooLarge.to_string());
+    }
+    let what = match format {
+        Format::Plain => "the upload does not start with a tar header",
+        Format::Gzip => "the gzip-compressed upload does not hold a tar archive (or is corrupt)",
+    };
+    WorkspaceError::Invalid(format!("invalid tar archive: {what}; {ACCEPTED_ARCHIVES}"))
+}
+
 fn corrupt(e: io::Error) -> WorkspaceError {
     if e.get_ref().is_some_and(|inner| inner.is::<MetadataTooLarge>()) {
         return WorkspaceError::TooLarge(MetadataTooLarge.to_string());
@@ -459,9 +497,48 @@ mod tests {
     }
 
     #[test]
-    fn rejects_garbage_and_other_compressions() {
-        rejected(b"this is not a tar archive at all, just some text that is long enough......", "invalid tar");
-        rejected(b"BZh91AY&SY", "bzip2");
+    fn rejects_garbage_and_other_formats_naming_what_to_upload() {
+        let refusal = |bytes: &[u8]| match ingest(bytes).1 {
+            Err(WorkspaceError::Invalid(message)) => message,
+            other => panic!("expected a refusal, got {other:?}"),
+        };
+        assert_eq!(
+            refusal(b"this is not a tar archive at all, just some text that is long enough......"),
+            "invalid tar archive: the upload does not start with a tar header; upload a tar archive (.tar, or \
+             gzip-compressed .tar.gz)"
+        );
+        assert_eq!(
+            refusal(b"PK\x03\x04\x14\x00\x00\x00\x08\x00"),
+            "the archive is a zip file; upload a tar archive (.tar, or gzip-compressed .tar.gz)"
+        );
+        assert!(refusal(b"PK\x05\x06").starts_with("the archive is a zip file; "), "an empty zip");
+        assert!(refusal(b"7z\xbc\xaf\x27\x1c\x00\x04").starts_with("the archive is a 7z file; "));
+        assert!(refusal(b"Rar!\x1a\x07\x01\x00").starts_with("the archive is a RAR file; "));
+        assert_eq!(
+            refusal(b"BZh91AY&SY"),
+            "the archive is bzip2-compressed; upload a tar archive (.tar, or gzip-compressed .tar.gz)"
+        );
+        // Not a tar inside gzip either.
+        use flate2::{Compression, write::GzEncoder};
+        use std::io::Write;
+        let mut gz = GzEncoder::new(Vec::new(), Compression::fast());
+        gz.write_all(&[b'x'; 600]).unwrap();
+        assert!(refusal(&gz.finish().unwrap()).contains("the gzip-compressed upload does not hold a tar archive"));
+        // A signature split over the upload's first reads is still recognised.
+        let split = io::Cursor::new(b"P".to_vec()).chain(io::Cursor::new(b"K\x03\x04rest".to_vec()));
+        let dir = tempfile::tempdir().unwrap();
+        let r = ingest_tar(OneByteAtATime(split), dir.path(), IngestLimits::default());
+        assert!(matches!(r, Err(WorkspaceError::Invalid(m)) if m.starts_with("the archive is a zip file")));
+    }
+
+    /// A reader that hands out one byte per read, as a slow upload may.
+    struct OneByteAtATime<R>(R);
+
+    impl<R: Read> Read for OneByteAtATime<R> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let end = buf.len().min(1);
+            self.0.read(&mut buf[..end])
+        }
     }
 
     #[test]

@@ -142,7 +142,7 @@ pub fn status_from_result(result: &ExecutionResult) -> PythonExecutionStatus {
             .take(100)
             .map(|p| crate::types::SkippedPackage { name: p.name.clone(), reason: p.reason.clone() })
             .collect(),
-        pre_commands_output: result.pre_commands_output.as_deref().map(|o| bounded(o).0),
+        pre_commands_output: result.pre_commands_output.as_deref().filter(|o| !o.is_empty()).map(|o| bounded(o).0),
         session_restarted: result.session_restarted,
         // The files and display outputs themselves have no room here: the log store keeps them, these counts say
         // that a reader should fetch them from `logsRef`.
@@ -178,7 +178,8 @@ pub fn result_from_status(execution_id: &str, status: Option<&PythonExecutionSta
         .iter()
         .map(|p| pyexec_core::model::SkippedPackage { name: p.name.clone(), reason: p.reason.clone() })
         .collect();
-    result.pre_commands_output = status.pre_commands_output.clone();
+    // An empty one (written by an operator that kept it) is absent, as every empty value of a result.
+    result.pre_commands_output = status.pre_commands_output.clone().filter(|o| !o.is_empty());
     result.session_restarted = status.session_restarted;
     // The list of files and the outputs are in the log store (`logsRef`); what the status alone says is whether
     // some files were left out.
@@ -309,6 +310,21 @@ mod tests {
         assert_eq!((status.files_count, status.outputs_count, status.files_truncated), (0, 0, false));
         let json = serde_json::to_value(&status).unwrap();
         assert!(json.get("filesCount").is_none() && json.get("outputsCount").is_none(), "skipped when 0");
+    }
+
+    #[test]
+    fn empty_pre_commands_output_is_absent_from_the_status_and_the_result() {
+        let mut result = ExecutionResult::pending("exe_1");
+        result.status = ExecutionStatus::Completed;
+        result.pre_commands_output = Some(String::new());
+        assert_eq!(status_from_result(&result).pre_commands_output, None);
+        // A status that holds an empty one (an older operator's) reads as none.
+        let status = PythonExecutionStatus { pre_commands_output: Some(String::new()), ..Default::default() };
+        let back = result_from_status("exe_1", Some(&status));
+        assert_eq!(back.pre_commands_output, None);
+        assert!(serde_json::to_value(&back).unwrap().get("pre_commands_output").is_none());
+        let status = PythonExecutionStatus { pre_commands_output: Some("ready\n".into()), ..Default::default() };
+        assert_eq!(result_from_status("exe_1", Some(&status)).pre_commands_output.as_deref(), Some("ready\n"));
     }
 
     #[test]

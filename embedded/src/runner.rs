@@ -331,20 +331,32 @@ impl Runner {
         };
         // `skipped`: the detected packages left out before installing (allow-list); the environment adds those
         // the package index did not have.
-        let (env, mut skipped) = match self.environment(spec, workspace, interpreter, &cancel).await {
+        let prepared = self.environment(spec, workspace, interpreter, &cancel).await;
+        // What the install took (`install_ms`): none when the environment was ready in the cache. An execution whose
+        // program never ran has no run time (`duration_ms`), only this.
+        let install_ms = Timestamp::now().millis_since(accepted_at);
+        let (env, mut skipped) = match prepared {
             Ok(prepared) => prepared,
-            Err(EnvFailure::Cancelled) => return cold(killed_before_start(execution_id, accepted_at)),
-            Err(EnvFailure::Install(InstallError::Failed { message, log_tail }, skipped)) => {
-                let mut result = failed(execution_id, message, Some(accepted_at), log_tail);
+            Err(EnvFailure::Cancelled) => {
+                let mut result = killed_before_start(execution_id, accepted_at);
+                (result.duration_ms, result.install_ms) = (0, install_ms);
+                return cold(result);
+            }
+            Err(EnvFailure::Install(InstallError::Failed { message, rest, .. }, skipped)) => {
+                // `stderr` has what the installer said beyond the reason, which `error` holds.
+                let mut result = failed(execution_id, message, Some(accepted_at), rest);
+                (result.duration_ms, result.install_ms) = (0, install_ms);
                 result.skipped_packages = skipped;
                 return cold(result);
             }
             Err(EnvFailure::Install(e @ InstallError::Unavailable(_), skipped)) => {
                 let mut result = install_failed(execution_id, e, Some(accepted_at), "");
+                result.duration_ms = 0;
                 result.skipped_packages = skipped;
                 return cold(result);
             }
         };
+        let install_ms = if env.as_ref().is_some_and(|lease| lease.waited) { install_ms } else { 0 };
         let invocation =
             invocation(spec, interpreter, &python_of(interpreter, env.as_ref()), self.collect_files(spec, workspace));
         let stdin = match stdin_file {
@@ -387,6 +399,7 @@ impl Runner {
             result.installed_packages = env.info.packages.clone();
             skipped.extend(env.info.skipped.iter().cloned());
         }
+        result.install_ms = install_ms;
         result.skipped_packages = skipped;
         if let Some(files) = &files {
             result.files = files.files.iter().map(|(f, _)| f.clone()).collect();
@@ -424,9 +437,7 @@ impl Runner {
                 match requirements {
                     None => None,
                     Some(r) => Some(self.environments.get(interpreter, &r).await.map_err(|e| match e {
-                        InstallError::Failed { message, log_tail } if !log_tail.is_empty() => {
-                            format!("{message}\n{log_tail}")
-                        }
+                        InstallError::Failed { message, rest, .. } if !rest.is_empty() => format!("{message}\n{rest}"),
                         other => other.to_string(),
                     })?),
                 }
@@ -690,7 +701,8 @@ fn result_of(
         finished_at,
     };
     let mut result = finalize(execution_id, spec, raw);
-    result.pre_commands_output = pre_log;
+    // Commands that printed nothing leave the key out, as every empty value (docs/api.md, "The result").
+    result.pre_commands_output = pre_log.filter(|log| !log.is_empty());
     result
 }
 

@@ -124,8 +124,10 @@ pub async fn collect(
             let log =
                 String::from_utf8_lossy(&read_log(pods, &pod.name_any(), INSTALL_CONTAINER, Some(1 << 20)).await?)
                     .into_owned();
-            let mut result = install_failed(&id, pip_summary(&log, *exit_code), Some(started), tail(&log, 8 << 10));
+            let mut result = install_failed(&id, pip_summary(&log, *exit_code), Some(started), &tail(&log, 8 << 10));
             result.finished_at = Some(finished);
+            // No program ran: there is no run time (docs/api.md, `duration_ms`).
+            result.duration_ms = 0;
             Ok(Collected { result, reason: "InstallFailed" })
         }
         FinishKind::InitFailed { container, exit_code } => {

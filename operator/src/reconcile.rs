@@ -328,7 +328,8 @@ async fn advance(cr: &PythonExecution, ctx: &Context, pods: &Api<Pod>, pod: Pod,
             }
             status.phase = Some(Phase::Running);
             status.pod_name.get_or_insert(name);
-            status.start_time = started_at.or(status.start_time);
+            // Set once, at the first sight of the running container (or a warm Pod's claim).
+            status.start_time = status.start_time.or(started_at);
             set_condition(&mut status, cr, "Started", true, "Running", "the program is running", now);
             write_status_if_changed(cr, ctx, status).await?;
             if gate_pending {
@@ -414,7 +415,8 @@ async fn finish(
     let previous = current_status(cr);
     status.conditions = previous.conditions;
     status.pod_name = previous.pod_name.or_else(|| pod.map(ResourceExt::name_any));
-    status.start_time = status.start_time.or(previous.start_time);
+    // Set once: the start a reader saw while it ran stays (a result that knows no start does not erase it).
+    status.start_time = previous.start_time.or(status.start_time);
     status.logs_ref = logs_ref;
     let message = outcome_message(&result);
     set_condition(&mut status, cr, "Finished", true, reason, &message, now);

@@ -182,6 +182,27 @@ async fn running_then_completed_with_the_programs_output() {
     assert!(fake.calls_to("PATCH", EXECUTIONS).is_empty());
 }
 
+/// docs/api.md: `started_at` is set once. A container the kubelet reports with another start later changes neither
+/// the running status's start nor the final one.
+#[tokio::test]
+async fn the_start_time_is_set_once() {
+    let (fake, ctx) = started(hello()).await;
+    assert_eq!(status(&fake, "job")["startTime"], "2026-01-01T00:00:02Z");
+    let later = |state: Value| json!({"phase": "Running", "containerStatuses": [container("python", state)]});
+    fake.set_status(PODS, "job", later(json!({"running": {"startedAt": "2026-01-01T00:00:04Z"}})));
+    step(&fake, &ctx, "job").await;
+    assert_eq!(status(&fake, "job")["startTime"], "2026-01-01T00:00:02Z", "the running status keeps it");
+
+    let n = nonce(&fake, "job");
+    fake.set_log("job", "python", &frame(&n, FRAME_END, br#"{"exit":0}"#));
+    let ended = json!({"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": "2026-01-01T00:00:04Z",
+        "finishedAt": "2026-01-01T00:00:05Z"}});
+    fake.set_status(PODS, "job", json!({"phase": "Succeeded", "containerStatuses": [container("python", ended)]}));
+    step(&fake, &ctx, "job").await;
+    let s = status(&fake, "job");
+    assert_eq!((s["phase"].as_str(), s["startTime"].as_str()), (Some("Completed"), Some("2026-01-01T00:00:02Z")));
+}
+
 #[tokio::test]
 async fn a_failing_program_is_completed_with_its_error_fields() {
     let (fake, ctx) = started(hello()).await;

@@ -336,6 +336,51 @@ pub fn tar_gz_of(files: &[(&str, &[u8])]) -> Vec<u8> {
     gz.finish().unwrap()
 }
 
+/// A zip archive of `files`, stored without compression: what people upload by mistake instead of a tar.
+pub fn zip_of(files: &[(&str, &[u8])]) -> Vec<u8> {
+    fn u16le(out: &mut Vec<u8>, n: usize) {
+        out.extend_from_slice(&u16::try_from(n).unwrap().to_le_bytes());
+    }
+    fn u32le(out: &mut Vec<u8>, n: u64) {
+        out.extend_from_slice(&u32::try_from(n).unwrap().to_le_bytes());
+    }
+    // Version 2.0, no flags, stored, 1980-01-01 00:00.
+    const COMMON: [u8; 10] = [20, 0, 0, 0, 0, 0, 0, 0, 0x21, 0];
+    let (mut out, mut directory) = (Vec::new(), Vec::new());
+    for (name, content) in files {
+        let mut crc = flate2::Crc::new();
+        crc.update(content);
+        let offset = out.len() as u64;
+        let mut fields = Vec::new();
+        u32le(&mut fields, u64::from(crc.sum()));
+        u32le(&mut fields, content.len() as u64);
+        u32le(&mut fields, content.len() as u64);
+        u16le(&mut fields, name.len());
+        u16le(&mut fields, 0);
+        out.extend_from_slice(b"PK\x03\x04");
+        out.extend_from_slice(&COMMON);
+        out.extend_from_slice(&fields);
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(content);
+        directory.extend_from_slice(b"PK\x01\x02\x14\x00");
+        directory.extend_from_slice(&COMMON);
+        directory.extend_from_slice(&fields);
+        // Comment length, disk, internal and external attributes, then where the entry starts.
+        directory.extend_from_slice(&[0; 10]);
+        u32le(&mut directory, offset);
+        directory.extend_from_slice(name.as_bytes());
+    }
+    let at = out.len() as u64;
+    out.extend_from_slice(&directory);
+    out.extend_from_slice(b"PK\x05\x06\x00\x00\x00\x00");
+    u16le(&mut out, files.len());
+    u16le(&mut out, files.len());
+    u32le(&mut out, directory.len() as u64);
+    u32le(&mut out, at);
+    u16le(&mut out, 0);
+    out
+}
+
 /// A tar header written by hand (for entries `tar::Builder` refuses: `..`, absolute paths, odd types).
 pub fn raw_entry(path: &str, kind: u8, link: &str, data: &[u8]) -> Vec<u8> {
     let mut h = [0u8; 512];

@@ -139,9 +139,10 @@ pub async fn list(
     Ok(Json(state.backend.list(query).await?))
 }
 
-/// Follows an execution: Server-Sent Events `output` (`{"stream": "stdout", "data": "..."}`) as output is
-/// produced, `status` when it starts running, and finally `result` (the whole result), after which the stream
-/// ends. A finished execution sends only `result`.
+/// Follows an execution: Server-Sent Events. The first is `status` with the current status (`pending` or
+/// `running`); a pending execution then sends `status` `running` when it starts; a running one the output produced
+/// so far, then `output` (`{"stream": "stdout", "data": "..."}`) as it is produced; finally `result` (the whole
+/// result), after which the stream ends. A finished execution sends only `result`.
 #[utoipa::path(
     get,
     path = "/api/v1/executions/{id}/events",

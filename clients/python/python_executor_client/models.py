@@ -193,8 +193,9 @@ class ExecutionResult:
 
     The first fields are the original's; `error_type`, `error_line`, `error_message`, `stdout_truncated`,
     `stderr_truncated`, `oom_killed`, `installed_packages`, `pre_commands_output`, `outputs`, `files`,
-    `files_truncated`, `session_id`, `session_restarted` are ours (they default to empty when a server does not
-    send them).
+    `files_truncated`, `session_id`, `session_restarted`, `install_ms` are ours (they default to empty when a
+    server does not send them). `install_ms`: milliseconds spent installing the dependencies before the program
+    started (`duration_ms` does not count them); `None` when nothing was installed for this execution.
     """
 
     execution_id: str
@@ -220,6 +221,7 @@ class ExecutionResult:
     files_truncated: bool = False
     session_id: Optional[str] = None
     session_restarted: bool = False
+    install_ms: Optional[int] = None
 
     def images(self, type: str = "image/png") -> List[bytes]:
         """The decoded bytes of the `outputs` of that type (PNG figures by default), in the order shown."""
@@ -251,6 +253,7 @@ class ExecutionResult:
             files_truncated=bool(data.get("files_truncated", False)),
             session_id=data.get("session_id"),
             session_restarted=bool(data.get("session_restarted", False)),
+            install_ms=data.get("install_ms"),
         )
 
 

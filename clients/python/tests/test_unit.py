@@ -160,6 +160,10 @@ def test_results_parse_outputs_files_and_session_fields():
     plain = ExecutionResult.from_dict({"execution_id": "exe_2", "status": "failed", "exit_code": 124})
     assert (plain.outputs, plain.files, plain.files_truncated, plain.session_id, plain.session_restarted) == (
         [], [], False, None, False)
+    assert plain.install_ms is None, "absent when nothing was installed"
+    installed = ExecutionResult.from_dict({"execution_id": "exe_4", "status": "completed", "exit_code": 0,
+                                           "duration_ms": 40, "install_ms": 1250})
+    assert (installed.duration_ms, installed.install_ms) == (40, 1250)
     assert plain.images() == []
     # A status this client does not know (sessions.md: "timeout") still parses, and is terminal.
     timeout = ExecutionResult.from_dict({"execution_id": "exe_3", "status": "timeout", "exit_code": 124,

@@ -60,10 +60,13 @@ impl Live {
         let _ = self.events.send(event);
     }
 
-    /// A follower: everything so far, then live events, ending with the result. Must be called under the same
-    /// lock as [`Live::publish`] so that nothing falls between the replay and the subscription.
+    /// A follower: the current status (`pending` or `running`), the output so far, then live events, ending with
+    /// the result: what the Kubernetes backend's followers get too (docs/api.md, "Following an execution"). Must be
+    /// called under the same lock as [`Live::publish`] so that nothing falls between the replay and the
+    /// subscription.
     pub fn follow(&self) -> EventStream {
-        let replay = futures::stream::iter(self.replay.clone());
+        let current = ExecutionEvent::Status(self.result.status);
+        let replay = futures::stream::iter(std::iter::once(current).chain(self.replay.clone()));
         let live = BroadcastStream::new(self.events.subscribe()).filter_map(|e| async move { e.ok() });
         let mut done = false;
         Box::pin(replay.chain(live).take_while(move |e| {

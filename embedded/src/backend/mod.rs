@@ -246,6 +246,7 @@ async fn run(inner: &Arc<Inner>, id: &str) {
         (live.result.clone(), live.spec.clone(), live.workspace.clone(), live.stdin.clone(), live.cancel.clone())
     };
     let (record, spec, workspace, stdin, cancel) = started;
+    let first_start = record.started_at;
     // Recorded while the run starts (a warm start takes a few milliseconds, a database write a good part of one);
     // the final record waits for it, so that it can never be overwritten by the start.
     let recorded_start = {
@@ -272,6 +273,9 @@ async fn run(inner: &Arc<Inner>, id: &str) {
     };
     let ran = inner.runner.run_reporting(id, &spec, stdin.as_deref(), &workspace, Some(tx), cancel).await;
     let mut result = ran.result;
+    // `started_at` is set once, when the execution left the queue (what followers and `GET` saw while it ran); the
+    // runner's own clock starts later, after the install, and measures `duration_ms` from there.
+    result.started_at = first_start.or(result.started_at);
     // The runner knows nothing of tenants; the API server decides from this who may see the result.
     result.tenant = spec.tenant.clone();
     if let Some(files) = &ran.files
@@ -691,6 +695,8 @@ impl Backend for EmbeddedBackend {
             }
         };
         result.tenant = tenant;
+        // Set once, when the call was recorded as running: the session's clock starts a little later.
+        result.started_at = record.started_at.or(result.started_at);
         if let Err(e) = inner.store.update(&result).await {
             tracing::error!(execution_id, error = %e, "could not store a result");
         }

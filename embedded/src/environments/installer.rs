@@ -207,14 +207,13 @@ impl Install<'_> {
             String::from_utf8_lossy(&outcome.stderr.bytes)
         );
         if outcome.timed_out || outcome.status != ExitStatus::Exited(0) {
-            let why = if outcome.timed_out {
-                format!("the install took longer than {}s", self.config.timeout.as_secs())
+            return Err(if outcome.timed_out {
+                InstallError::failed(format!("the install took longer than {}s", self.config.timeout.as_secs()), &log)
             } else if outcome.oom_killed {
-                "the installer ran out of memory".to_string()
+                InstallError::failed("the installer ran out of memory".to_string(), &log)
             } else {
-                uv_log::summarize(&log, self.config.allow_sdist)
-            };
-            return Err(InstallError::failed(why, &log));
+                InstallError::explained(uv_log::summarize(&log, self.config.allow_sdist), &log)
+            });
         }
         Ok(())
     }

@@ -54,17 +54,31 @@ pub enum InstallError {
     Failed {
         /// One line for `error`.
         message: String,
-        /// The installer's last output, for `stderr`.
+        /// The installer's last output (what tells the names it could not install).
         log_tail: String,
+        /// The installer's last output without the lines `message` says, for `stderr`: the reason is read once.
+        rest: String,
     },
 }
 
 impl InstallError {
     /// A failed install: `message` says why, `log` is what the installer printed (its tail is kept).
     fn failed(message: String, log: &str) -> Self {
+        let log_tail = tail(log, 8 << 10);
         InstallError::Failed {
             message: pyexec_core::outcome::install_failure_message(message),
+            rest: log_tail.clone(),
+            log_tail,
+        }
+    }
+
+    /// A failed install that uv's log explains: the lines its summary says are left out of `rest`.
+    fn explained(summary: uv_log::Summary, log: &str) -> Self {
+        let rest = tail(&uv_log::without(log, &summary.quoted), 8 << 10);
+        InstallError::Failed {
+            message: pyexec_core::outcome::install_failure_message(summary.reason),
             log_tail: tail(log, 8 << 10),
+            rest,
         }
     }
 }
@@ -126,12 +140,19 @@ pub struct EnvLease {
     pub info: EnvInfo,
     /// Whether this request built it (false: it came from the cache).
     pub built: bool,
+    /// Whether this request waited for it to be built, by itself or by a request for the same environment that
+    /// came first (false: it was ready in the cache).
+    pub waited: bool,
     owner: Arc<Inner>,
 }
 
 impl std::fmt::Debug for EnvLease {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EnvLease").field("info", &self.info).field("built", &self.built).finish_non_exhaustive()
+        f.debug_struct("EnvLease")
+            .field("info", &self.info)
+            .field("built", &self.built)
+            .field("waited", &self.waited)
+            .finish_non_exhaustive()
     }
 }
 
@@ -139,7 +160,7 @@ impl EnvLease {
     /// A second lease on the same environment (a warm pool keeps one while it holds sandboxes that mount it).
     pub fn share(&self) -> EnvLease {
         self.owner.cache.add_lease(&self.info.key);
-        EnvLease { info: self.info.clone(), built: false, owner: self.owner.clone() }
+        EnvLease { info: self.info.clone(), built: false, waited: false, owner: self.owner.clone() }
     }
 }
 
@@ -221,20 +242,23 @@ impl Environments {
         self.available().map_err(InstallError::Unavailable)?;
         let wanted = Wanted::new(requirements, detected);
         let key = cache::key(interpreter, &wanted.key_text(), &self.inner.config);
-        let mut built = false;
+        let (mut built, mut waited) = (false, false);
         loop {
             let mut rx = match self.inner.cache.lease_or_claim(&key) {
                 Claim::Leased(info) => {
-                    let lease = EnvLease { info, built, owner: self.inner.clone() };
+                    let lease = EnvLease { info, built, waited, owner: self.inner.clone() };
                     self.inner.cache.touch_used(&key);
                     if built {
                         self.inner.cache.evict(self.inner.config.max_bytes).await;
                     }
                     return Ok(lease);
                 }
-                Claim::Building(rx) => rx,
+                Claim::Building(rx) => {
+                    waited = true;
+                    rx
+                }
                 Claim::Claimed(tx, rx) => {
-                    built = true;
+                    (built, waited) = (true, true);
                     // The build runs on its own task: a requester that gives up (its execution killed) must not
                     // abort a build that others wait for.
                     let this = self.clone();
@@ -395,12 +419,18 @@ mod tests {
     #[test]
     fn failures_keep_the_tail_of_the_log() {
         let log = format!("{}the end", "x".repeat(10 << 10));
-        let InstallError::Failed { message, log_tail } = InstallError::failed("uv failed".into(), &log) else {
+        let InstallError::Failed { message, log_tail, rest } = InstallError::failed("uv failed".into(), &log) else {
             panic!("a failure")
         };
         assert_eq!(message, "installing dependencies failed: uv failed");
         assert_eq!(log_tail.len(), 8 << 10);
         assert!(log_tail.ends_with("the end"));
+        assert_eq!(rest, log_tail, "a reason that is not from the log leaves it whole");
+        let log = "Resolved 1 package\nerror: Failed to fetch: `six`\n  cause: Request failed after 3 retries\n";
+        let explained = InstallError::explained(uv_log::summarize(log, false), log);
+        let InstallError::Failed { message, log_tail, rest } = explained else { panic!("a failure") };
+        assert_eq!(message, "installing dependencies failed: Failed to fetch: `six`: Request failed after 3 retries");
+        assert_eq!((log_tail.as_str(), rest.as_str()), (log, "Resolved 1 package\n"), "the reason is said once");
         assert_eq!(tail("abcdef", 3), "def");
     }
 

@@ -70,7 +70,7 @@ func answer(status int, body string) func(w http.ResponseWriter) {
 }
 
 func TestResultFieldsAndOutputs(t *testing.T) {
-	data := `{"execution_id":"exe_1","status":"completed","exit_code":0,"session_id":"ses_1","session_restarted":true,` +
+	data := `{"execution_id":"exe_1","status":"completed","exit_code":0,"install_ms":1250,"session_id":"ses_1","session_restarted":true,` +
 		`"files":[{"path":"out/plot.png","size":18,"sha256":"abcd"}],"files_truncated":true,"outputs":[` +
 		`{"type":"image/png","data":"` + base64.StdEncoding.EncodeToString(png) + `"},` +
 		`{"type":"image/svg+xml","data":"<svg/>"},{"type":"text/html","data":"<b>x</b>"}]}`
@@ -78,7 +78,7 @@ func TestResultFieldsAndOutputs(t *testing.T) {
 	if err := json.Unmarshal([]byte(data), &r); err != nil {
 		t.Fatal(err)
 	}
-	if r.SessionID != "ses_1" || !r.SessionRestarted || !r.FilesTruncated ||
+	if r.SessionID != "ses_1" || !r.SessionRestarted || !r.FilesTruncated || r.InstallMs != 1250 ||
 		!reflect.DeepEqual(r.Files, []FileInfo{{Path: "out/plot.png", Size: 18, SHA256: "abcd"}}) || len(r.Outputs) != 3 {
 		t.Fatalf("%+v", r)
 	}
@@ -95,7 +95,7 @@ func TestResultFieldsAndOutputs(t *testing.T) {
 	// The original server's answers have none of the new fields, and encode as before.
 	var plain ExecutionResult
 	json.Unmarshal([]byte(`{"execution_id":"exe_2","status":"failed","exit_code":124}`), &plain)
-	if plain.Outputs != nil || plain.Files != nil || plain.SessionID != "" || plain.SessionRestarted {
+	if plain.Outputs != nil || plain.Files != nil || plain.SessionID != "" || plain.SessionRestarted || plain.InstallMs != 0 {
 		t.Fatalf("%+v", plain)
 	}
 	if out, _ := json.Marshal(plain); string(out) != `{"execution_id":"exe_2","status":"failed","exit_code":124}` {

@@ -129,6 +129,9 @@ type ExecutionResult struct {
 	SessionID string `json:"session_id,omitempty"`
 	// SessionRestarted: the session had to start over during this call (earlier state is lost). Additive.
 	SessionRestarted bool `json:"session_restarted,omitempty"`
+	// InstallMs: milliseconds spent installing the dependencies before the program started (DurationMs does not
+	// count them); 0 when nothing was installed for this execution. Additive.
+	InstallMs int64 `json:"install_ms,omitempty"`
 }
 
 // Images returns the decoded image/png items of Outputs, in the order shown. Additive.

@@ -273,6 +273,43 @@ pub async fn session_call(
     Ok(result)
 }
 
+/// A session start under an optional key: the live session an earlier request under the same key started (the
+/// same answer again), or a new one. `quota` is the tenant's check, awaited only when a session is to start: a
+/// retry of a start that succeeded is not refused for the session it started itself.
+pub async fn session_start(
+    state: &AppState,
+    key: Option<Key>,
+    mut spec: ExecutionSpec,
+    idle_seconds: u64,
+    quota: impl std::future::Future<Output = Result<(), ApiError>>,
+) -> Result<pyexec_core::session::SessionInfo, ApiError> {
+    let Some(key) = key else {
+        quota.await?;
+        return Ok(state.backend.create_session(spec, idle_seconds).await?);
+    };
+    let asked = serde_json::to_vec(&(&spec, idle_seconds))
+        .map_err(|e| ApiError::Internal(format!("fingerprinting the request: {e}")))?;
+    let mut hasher = Sha256::new();
+    hasher.update(b"session\0");
+    hasher.update(asked);
+    let fingerprint = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let record = IdempotencyRecord { key_hash: key.hash.clone(), fingerprint };
+    let _turn = state.idempotency.lock(&key).await;
+    match state.backend.find_idempotent_session(&record.key_hash).await? {
+        Some(found) if found.fingerprint == record.fingerprint => return Ok(found.info),
+        Some(found) => {
+            return Err(ApiError::Unprocessable(format!(
+                "Idempotency-Key was used for another request (session {}); use a new key for a new request",
+                found.info.session_id
+            )));
+        }
+        None => {}
+    }
+    quota.await?;
+    spec.idempotency = Some(record);
+    Ok(state.backend.create_session(spec, idle_seconds).await?)
+}
+
 /// One lock per key in use, so that requests with the same key are taken one at a time.
 #[derive(Default)]
 pub struct KeyLocks(Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>);

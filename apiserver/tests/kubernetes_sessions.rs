@@ -297,3 +297,36 @@ async fn requirements_go_to_the_operator_and_the_cap_answers_429() {
     assert_eq!(backend.list_sessions().await.unwrap().len(), 2);
     operator.abort();
 }
+
+#[tokio::test]
+async fn a_session_started_under_an_idempotency_key_is_found_by_every_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let (backend, fake) = backend(dir.path()).await;
+    let operator = play_operator(fake.clone(), dir.path().join("pods"));
+    let record = |fingerprint: &str| pyexec_core::spec::IdempotencyRecord {
+        key_hash: "5e55".repeat(16),
+        fingerprint: fingerprint.to_owned(),
+    };
+    assert_eq!(backend.find_idempotent_session(&record("f1").key_hash).await.unwrap(), None);
+    let (spec, idle) = new_session(json!({}));
+    let keyed = ExecutionSpec { idempotency: Some(record("f1")), ..spec };
+    let first = backend.create_session(keyed.clone(), idle).await.unwrap();
+    // Its name comes from the key, and the request's fingerprint goes with it.
+    let found = backend.find_idempotent_session(&record("f1").key_hash).await.unwrap().expect("found by its key");
+    assert_eq!((found.info.session_id.as_str(), found.fingerprint.as_str()), (first.session_id.as_str(), "f1"));
+    // A replica that lost the race to create it answers the session the other one created.
+    let again = backend.create_session(keyed.clone(), idle).await.unwrap();
+    assert_eq!(again.session_id, first.session_id);
+    assert_eq!(fake.calls_to("POST", SESSIONS).len(), 2, "both tried, one resource");
+    assert_eq!(backend.list_sessions().await.unwrap().len(), 1);
+    // Once the session has ended, its key names nothing live; a start under it while the resource remains is a
+    // conflict.
+    let name = first.session_id.replacen('_', "-", 1);
+    fake.set_status(SESSIONS, &name, json!({"phase": "Ended", "message": "idle"}));
+    assert_eq!(backend.find_idempotent_session(&record("f1").key_hash).await.unwrap(), None);
+    match backend.create_session(keyed, idle).await {
+        Err(BackendError::Conflict(message)) => assert!(message.contains("Idempotency-Key"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    operator.abort();
+}

@@ -194,6 +194,38 @@ async fn a_retried_request_with_the_same_idempotency_key_runs_once() {
 }
 
 #[tokio::test]
+async fn a_retried_session_start_with_the_same_idempotency_key_starts_one_session() {
+    if skip("a_retried_session_start_with_the_same_idempotency_key_starts_one_session") {
+        return;
+    }
+    let s = Server::start_with(&[("PYEXEC_API_KEYS", KEYS), ("PYEXEC_TENANT_MAX_SESSIONS", "1")]).await;
+    let start = |key: &'static str, idem: &'static str, body: Value| {
+        let request = s.post("/api/v1/sessions").bearer_auth(key).header("Idempotency-Key", idem).json(&body);
+        async move { json_of(request.send().await.unwrap()).await }
+    };
+    let settings = json!({"env_vars": ["A=1"]});
+    let (status, first) = start("alice-key", "start-1", settings.clone()).await;
+    assert_eq!(status, 201, "{first}");
+    // The retry is answered with the session, not refused by the quota of one live session it fills itself.
+    let (status, again) = start("alice-key", "start-1", settings.clone()).await;
+    assert_eq!((status, &again["session_id"]), (201, &first["session_id"]), "{again}");
+    let (_, listed) = call(&s, "GET", "/api/v1/sessions", "alice-key", None).await;
+    assert_eq!(listed["sessions"].as_array().unwrap().len(), 1, "{listed}");
+    let (status, other) = start("alice-key", "start-1", json!({"env_vars": ["A=2"]})).await;
+    assert_eq!(status, 422, "other settings under the key: {other}");
+    // Another tenant's key of the same text is its own.
+    let (status, bobs) = start("bob-key", "start-1", settings.clone()).await;
+    assert_eq!(status, 201, "{bobs}");
+    assert_ne!(bobs["session_id"], first["session_id"]);
+    // The key names the session while it lives: once deleted, the same key starts a new one.
+    let sid = first["session_id"].as_str().unwrap();
+    assert_eq!(call(&s, "DELETE", &format!("/api/v1/sessions/{sid}"), "alice-key", None).await.0, 200);
+    let (status, fresh) = start("alice-key", "start-1", settings).await;
+    assert_eq!(status, 201, "{fresh}");
+    assert_ne!(fresh["session_id"], first["session_id"]);
+}
+
+#[tokio::test]
 async fn a_retried_session_call_with_the_same_idempotency_key_runs_the_cell_once() {
     if skip("a_retried_session_call_with_the_same_idempotency_key_runs_the_cell_once") {
         return;

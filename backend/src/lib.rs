@@ -209,6 +209,16 @@ pub struct IdempotentExecution {
     pub fingerprint: String,
 }
 
+/// A live session created with an `Idempotency-Key` (`ExecutionSpec::idempotency` of its spec), found again by
+/// its key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdempotentSession {
+    /// The session as it is now.
+    pub info: SessionInfo,
+    /// The fingerprint of the request that created it.
+    pub fingerprint: String,
+}
+
 /// The answer of a backend without sessions or kept files.
 fn unsupported(what: &str) -> BackendError {
     BackendError::Unsupported(format!("{what} are not available on this backend"))
@@ -284,6 +294,12 @@ pub trait Backend: Send + Sync + 'static {
     async fn execution_file(&self, id: &str, path: &str) -> Result<Option<Vec<u8>>, BackendError> {
         let _ = (id, path);
         Err(unsupported("kept files"))
+    }
+
+    /// The live session created with the idempotency key hash `key_hash` (a key names a session while it lives).
+    async fn find_idempotent_session(&self, key_hash: &str) -> Result<Option<IdempotentSession>, BackendError> {
+        let _ = key_hash;
+        Err(unsupported("sessions"))
     }
 
     /// Starts a session (validated by `Policy::session_spec`) with an idle timeout in seconds.

@@ -72,6 +72,7 @@ async fn json_body<T: serde::de::DeserializeOwned + Default>(
     path = "/api/v1/sessions",
     operation_id = "create_session",
     tag = "sessions",
+    params(("Idempotency-Key" = Option<String>, Header, description = "Retry safely: the same key with the same settings answers the session the first request started, while it lives, instead of starting another; with other settings, 422 (docs/api.md, Retries)")),
     // An explicit example: the one Swagger would make up from the schema names a `python_version` "string".
     request_body(
         content = NewSession,
@@ -82,6 +83,8 @@ async fn json_body<T: serde::de::DeserializeOwned + Default>(
         (status = 201, description = "The session is ready for calls", body = SessionInfo),
         (status = 400, description = "Invalid settings, or the session could not start (a requirement that does not install)", body = ErrorResponse),
         (status = 401, description = "Missing or invalid API key", body = ErrorResponse),
+        (status = 409, description = "The session started under this Idempotency-Key has ended", body = ErrorResponse),
+        (status = 422, description = "The Idempotency-Key was used for another request", body = ErrorResponse),
         (status = 429, description = "As many sessions are live as the server runs (PYEXEC_MAX_SESSIONS); see Retry-After", body = ErrorResponse),
         (status = 501, description = "The backend has no sessions", body = ErrorResponse),
     ),
@@ -92,11 +95,12 @@ pub async fn create(
     Extension(caller): Extension<Caller>,
     request: Request,
 ) -> Result<(StatusCode, Json<SessionInfo>), ApiError> {
+    let key = crate::idempotency::key_of(request.headers(), caller.0.name.as_deref())?;
     let req: NewSession = json_body(request, 1, placement::Body::NewSession).await?;
     let (mut spec, idle) = state.policy.session_spec(req, state.session_timeouts)?;
-    check_session_quota(&state, &caller).await?;
     spec.tenant = caller.0.name.clone();
-    let info = state.backend.create_session(spec, idle).await?;
+    let quota = check_session_quota(&state, &caller);
+    let info = crate::idempotency::session_start(&state, key, spec, idle, quota).await?;
     Ok((StatusCode::CREATED, Json(info)))
 }
 

@@ -29,7 +29,7 @@ use std::time::Duration;
 use pyexec_backend::fair::{FairQueue, Running};
 use pyexec_backend::{
     Backend, BackendError, BackendHealth, EventStream, ExecutionEvent, ExecutionMetrics, ExecutionPage,
-    IdempotentExecution, KillReason, ListQuery, QueueHealth, Source, StdinFile,
+    IdempotentExecution, IdempotentSession, KillReason, ListQuery, QueueHealth, Source, StdinFile,
 };
 use pyexec_core::model::OutputFile;
 use pyexec_core::session::{FileList, SessionCall, SessionInfo};
@@ -627,6 +627,14 @@ impl Backend for EmbeddedBackend {
 
     async fn get_session(&self, id: &str) -> Result<Option<SessionInfo>, BackendError> {
         Ok(self.inner.sessions.get(id))
+    }
+
+    async fn find_idempotent_session(&self, key_hash: &str) -> Result<Option<IdempotentSession>, BackendError> {
+        Ok(self
+            .inner
+            .sessions
+            .find_idempotent(key_hash)
+            .map(|(info, fingerprint)| IdempotentSession { info, fingerprint }))
     }
 
     async fn list_sessions(&self) -> Result<Vec<SessionInfo>, BackendError> {

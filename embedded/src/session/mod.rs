@@ -212,6 +212,18 @@ impl Sessions {
         Ok(info)
     }
 
+    /// The live session whose spec carries the idempotency key hash `key_hash`, and its request's fingerprint.
+    pub fn find_idempotent(&self, key_hash: &str) -> Option<(SessionInfo, String)> {
+        let entry = self
+            .inner
+            .lock()
+            .values()
+            .find(|e| e.spec.idempotency.as_ref().is_some_and(|r| r.key_hash == key_hash))
+            .cloned()?;
+        let fingerprint = entry.spec.idempotency.as_ref().map(|r| r.fingerprint.clone()).unwrap_or_default();
+        Some((entry.snapshot(), fingerprint))
+    }
+
     /// A live session.
     pub fn get(&self, id: &str) -> Option<SessionInfo> {
         let entry = self.inner.lock().get(id).cloned()?;

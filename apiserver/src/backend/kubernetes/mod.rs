@@ -50,7 +50,7 @@ use sha2::Digest;
 
 use super::{
     Backend, BackendError, BackendHealth, EventStream, ExecutionEvent, ExecutionMetrics, IdempotentExecution,
-    KillReason, ListQuery, QueueHealth, Source, StdinFile,
+    IdempotentSession, KillReason, ListQuery, QueueHealth, Source, StdinFile,
 };
 
 /// Largest total of `/eval` files sent inline in the resource; larger projects go as archives.
@@ -118,10 +118,15 @@ fn session_call_spec() -> ExecutionSpec {
 /// The execution id of an `Idempotency-Key` (its hash with its tenant): a UUID made of the hash's bytes, so that
 /// every replica names the execution of a retry alike.
 fn idempotent_id(key_hash: &str) -> String {
+    format!("exe_{}", idempotent_uuid(key_hash))
+}
+
+/// The UUID that the ids of what an idempotency key creates are made of.
+fn idempotent_uuid(key_hash: &str) -> uuid::Uuid {
     let digest = sha2::Sha256::digest(key_hash.as_bytes());
     let mut bytes = [0u8; 16];
     bytes.copy_from_slice(&digest[..16]);
-    format!("exe_{}", uuid::Builder::from_random_bytes(bytes).into_uuid())
+    uuid::Builder::from_random_bytes(bytes).into_uuid()
 }
 
 /// See the module documentation.
@@ -647,6 +652,10 @@ impl Backend for KubernetesBackend {
 
     async fn get_session(&self, id: &str) -> Result<Option<SessionInfo>, BackendError> {
         self.sessions.get(id).await
+    }
+
+    async fn find_idempotent_session(&self, key_hash: &str) -> Result<Option<IdempotentSession>, BackendError> {
+        self.sessions.find_idempotent(key_hash).await
     }
 
     async fn list_sessions(&self) -> Result<Vec<SessionInfo>, BackendError> {

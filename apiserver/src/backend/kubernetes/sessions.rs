@@ -20,13 +20,13 @@ use pyexec_backend::session::{CallCaps, FileOpError, SessionControl, SessionLink
 use pyexec_core::model::OutputFile;
 use pyexec_core::session::{FileList, SessionCall, SessionInfo, SessionState, new_session_id};
 use pyexec_core::{ExecutionResult, ExecutionSpec, Timestamp};
-use pyexec_crds::contract::{API_SERVER, MANAGED_BY_LABEL, TENANT_LABEL};
+use pyexec_crds::contract::{API_SERVER, FINGERPRINT_ANNOTATION, MANAGED_BY_LABEL, TENANT_LABEL};
 use pyexec_crds::session::{session_id_of as session_id, session_resource_name};
 use pyexec_crds::types::NetworkMode;
 use pyexec_crds::{PythonSession, PythonSessionSpec, SessionEnvVar, SessionLimits, SessionPhase};
 
 use super::records::Records;
-use crate::backend::BackendError;
+use crate::backend::{BackendError, IdempotentSession};
 
 /// The annotation a call holds while it runs: who holds it (a random token per call) and until when (Unix
 /// seconds), `<token> <until>`.
@@ -172,7 +172,16 @@ pub fn resource(
         labels.insert(TENANT_LABEL.to_owned(), tenant.clone());
     }
     session.metadata.labels = Some(labels);
+    if let Some(record) = &spec.idempotency {
+        session.metadata.annotations = Some([(FINGERPRINT_ANNOTATION.to_owned(), record.fingerprint.clone())].into());
+    }
     session
+}
+
+/// The id of the session an idempotency key creates: every replica derives the same, so that a retry reaching
+/// another replica finds the session (and two racing creates make one).
+pub fn idempotent_session_id(key_hash: &str) -> String {
+    format!("ses_{}", super::idempotent_uuid(key_hash))
 }
 
 /// No signals reach a Pod's process through attach: interrupts go in band.
@@ -213,10 +222,26 @@ impl KubeSessions {
         default_python: pyexec_core::PythonVersion,
         max_lifetime: Duration,
     ) -> Result<SessionInfo, BackendError> {
-        let id = new_session_id();
+        let id = match &spec.idempotency {
+            Some(record) => idempotent_session_id(&record.key_hash),
+            None => new_session_id(),
+        };
         let name = resource_name(&id).ok_or_else(|| internal("a new session id has no resource name"))?;
         let session = resource(&name, spec, idle_seconds, default_python, max_lifetime);
-        self.api.create(&PostParams::default(), &session).await.map_err(internal)?;
+        match self.api.create(&PostParams::default(), &session).await {
+            Ok(_) => {}
+            // Under an idempotency key: another replica created it for a concurrent retry, or it ended and is
+            // not yet deleted (a key names one session, while it lives).
+            Err(kube::Error::Api(e)) if e.code == 409 && spec.idempotency.is_some() => {
+                return match self.live(&id).await {
+                    Ok(live) => info_of(&live).ok_or_else(|| internal("a session without a name")),
+                    Err(_) => Err(BackendError::Conflict(format!(
+                        "session {id}, created under this Idempotency-Key, has ended; use a new key for a new session"
+                    ))),
+                };
+            }
+            Err(e) => return Err(internal(e)),
+        }
         let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
         loop {
             let current = self.api.get_opt(&name).await.map_err(internal)?.ok_or_else(|| not_found(&id))?;
@@ -251,6 +276,13 @@ impl KubeSessions {
             Some(s) if !s.status.as_ref().and_then(|st| st.phase).is_some_and(SessionPhase::is_terminal) => Ok(s),
             _ => Err(not_found(id)),
         }
+    }
+
+    /// The live session an idempotency key created, with its request's fingerprint.
+    pub async fn find_idempotent(&self, key_hash: &str) -> Result<Option<IdempotentSession>, BackendError> {
+        let Ok(live) = self.live(&idempotent_session_id(key_hash)).await else { return Ok(None) };
+        let fingerprint = live.metadata.annotations.as_ref().and_then(|a| a.get(FINGERPRINT_ANNOTATION)).cloned();
+        Ok(info_of(&live).map(|info| IdempotentSession { info, fingerprint: fingerprint.unwrap_or_default() }))
     }
 
     /// A live session.

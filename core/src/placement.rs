@@ -60,12 +60,39 @@ const NEAR_MISSES: [(&str, &str); 13] = [
     ("idle_timeout", "idle_timeout_seconds"),
 ];
 
-#[derive(Deserialize)]
+/// The keys of a body, at the top and inside `config`; values are skipped, not read. (Not `#[serde(flatten)]`: it
+/// would buffer every other value, a large `stdin` or file content included, before looking at the keys.)
 struct Keys {
-    #[serde(default)]
-    config: Option<HashMap<String, IgnoredAny>>,
-    #[serde(flatten)]
-    top: HashMap<String, IgnoredAny>,
+    config: Option<Vec<String>>,
+    top: Vec<String>,
+}
+
+impl<'de> Deserialize<'de> for Keys {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Keys, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Keys;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Keys, A::Error> {
+                let mut keys = Keys { config: None, top: Vec::new() };
+                while let Some(key) = map.next_key::<String>()? {
+                    if key == "config" {
+                        let config = map.next_value::<Option<HashMap<String, IgnoredAny>>>()?;
+                        keys.config = config.map(|c| c.into_keys().collect());
+                    } else {
+                        map.next_value::<IgnoredAny>()?;
+                        keys.top.push(key);
+                    }
+                }
+                Ok(keys)
+            }
+        }
+        deserializer.deserialize_map(Visitor)
+    }
 }
 
 /// Checks that no known setting of `body` sits at the wrong level. A body that is not a JSON object is left to the
@@ -81,7 +108,7 @@ pub fn check(json: &[u8], body: Body) -> Result<(), ValidationError> {
         Body::ExecMetadata => &EXEC_KEYS,
         Body::NewSession => &SESSION_KEYS,
     };
-    let mut top: Vec<&String> = keys.top.keys().collect();
+    let mut top: Vec<&String> = keys.top.iter().collect();
     top.sort();
     for key in top {
         if config_keys.contains(&key.as_str()) {
@@ -93,7 +120,7 @@ pub fn check(json: &[u8], body: Body) -> Result<(), ValidationError> {
             )));
         }
     }
-    let mut inside: Vec<&String> = keys.config.as_ref().map(|c| c.keys().collect()).unwrap_or_default();
+    let mut inside: Vec<&String> = keys.config.as_ref().map(|c| c.iter().collect()).unwrap_or_default();
     inside.sort();
     for key in inside {
         if top_keys.contains(&key.as_str()) {

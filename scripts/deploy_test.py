@@ -813,11 +813,13 @@ def registered_metrics() -> dict[str, str]:
     for source in METRICS_SOURCES:
         text = source.read_text()
         prefix = re.search(r'Registry::with_prefix\("([a-z_]+)"\)', text).group(1)
-        # Each metric is declared (`let name = Kind...`) before `registry.register("name", "help", name.clone())`.
+        # Each metric is declared (`let name = Kind...`, `let name = Family::<Labels, Kind>...`, or with its type,
+        # `let name: Family<Labels, Kind, ...> = ...`) before `registry.register("name", "help", name.clone())`.
         kinds = {var: kind for var, kind in re.findall(
-            r"let (\w+) = (?:Family::<\w+, )?(Counter|Gauge|Histogram)\b", text)}
+            r"let (\w+)(?:: Family<\w+, | = (?:Family::<\w+, )?)(Counter|Gauge|Histogram)\b", text)}
         for name, var in re.findall(r'registry\.register\(\s*"([a-z_]+)",\s*"[^"]*",\s*(\w+)\.clone\(\)', text):
-            found[f"{prefix}_{name}"] = kinds.get(var, "").lower()
+            assert var in kinds, f"{source}: the declaration of {var} (metric {name}) was not recognised"
+            found[f"{prefix}_{name}"] = kinds[var].lower()
     return found
 
 
